@@ -1,0 +1,124 @@
+"""Versioned model artifacts: what training writes and serving loads.
+
+Layout under the model directory::
+
+    <model_dir>/CURRENT                 the promoted version, one line
+    <model_dir>/<version>/model.txt     LightGBM model text
+    <model_dir>/<version>/artifact.json features (exact order), categorical columns,
+                                        vocabularies, metrics, schema fingerprint,
+                                        creation time, training data description
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ArtifactMismatch, ConfigurationError
+from engine.model_input import Vocabulary
+
+CURRENT = "CURRENT"
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    version: str
+    model_text: str
+    features: tuple[str, ...]
+    categorical: tuple[str, ...]
+    vocabulary: Vocabulary
+    schema_fingerprint: str
+    created_at: str  # ISO 8601, UTC
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    def check_features(self, expected: tuple[str, ...]) -> None:
+        """Raises ArtifactMismatch unless the model reads exactly ``expected``, in order."""
+        if self.features != expected:
+            missing = [f for f in expected if f not in self.features]
+            extra = [f for f in self.features if f not in expected]
+            raise ArtifactMismatch(
+                f"model {self.version} does not match the feature schema: "
+                f"missing {missing}, unexpected {extra}"
+                + ("" if missing or extra else ", same names in another order")
+                + "; retrain with `arbiter train`"
+            )
+
+
+def new_version(model_text: str, now: datetime | None = None) -> str:
+    moment = now or datetime.now(UTC)
+    return f"{moment:%Y%m%dT%H%M%S}-{hashlib.sha256(model_text.encode()).hexdigest()[:6]}"
+
+
+def save(model_dir: Path, artifact: ModelArtifact, *, promote: bool = True) -> Path:
+    """Writes the artifact (atomically: a finished directory is renamed into place)."""
+    target = model_dir / artifact.version
+    staging = model_dir / f".{artifact.version}.tmp"
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "model.txt").write_text(artifact.model_text)
+    meta = {
+        "version": artifact.version,
+        "features": list(artifact.features),
+        "categorical": list(artifact.categorical),
+        "vocabulary": {
+            "offer_ids": dict(artifact.vocabulary.offer_ids),
+            "categories": dict(artifact.vocabulary.categories),
+        },
+        "schema_fingerprint": artifact.schema_fingerprint,
+        "created_at": artifact.created_at,
+        "metrics": dict(artifact.metrics),
+        "training": dict(artifact.training),
+    }
+    (staging / "artifact.json").write_text(json.dumps(meta, indent=2) + "\n")
+    staging.rename(target)
+    if promote:
+        set_current(model_dir, artifact.version)
+    return target
+
+
+def set_current(model_dir: Path, version: str) -> None:
+    if not (model_dir / version / "artifact.json").is_file():
+        raise ConfigurationError(f"no model version {version} in {model_dir}")
+    tmp = model_dir / f".{CURRENT}.tmp"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, model_dir / CURRENT)
+
+
+def current_version(model_dir: Path) -> str | None:
+    try:
+        return (model_dir / CURRENT).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def load(model_dir: Path, version: str | None = None) -> ModelArtifact:
+    """Loads ``version`` (default: the promoted one)."""
+    version = version or current_version(model_dir)
+    if version is None:
+        raise ConfigurationError(f"no promoted model in {model_dir}; run `arbiter train`")
+    folder = model_dir / version
+    try:
+        meta = json.loads((folder / "artifact.json").read_text())
+        model_text = (folder / "model.txt").read_text()
+        return ModelArtifact(
+            version=meta["version"],
+            model_text=model_text,
+            features=tuple(meta["features"]),
+            categorical=tuple(meta["categorical"]),
+            vocabulary=Vocabulary(
+                offer_ids=meta["vocabulary"]["offer_ids"],
+                categories=meta["vocabulary"]["categories"],
+            ),
+            schema_fingerprint=meta["schema_fingerprint"],
+            created_at=meta["created_at"],
+            metrics=meta.get("metrics", {}),
+            training=meta.get("training", {}),
+        )
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"cannot load model {version} from {folder}: {exc!r}") from exc

@@ -1,0 +1,162 @@
+"""The offer catalog: what may be offered, to whom, where, and with which message.
+
+Read from a TOML file (see engine/defaults/catalog.toml). Audience rules are compiled
+once at load time; a bad rule or an unknown feature name fails the load, not a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import Any
+
+from engine.enums import CHANNELS, STAGES
+from engine.errors import ConfigurationError
+from engine.expression import Expression, compile_expression
+
+# Message fields an offer (or a stage override of it) may set.
+MESSAGE_FIELDS = (
+    "headline",
+    "body",
+    "call_to_action",
+    "url",
+    "app_url",
+    "agent_script",
+    "email_subject",
+    "email_body",
+    "sms",
+)
+SMS_MAX = 160
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    offer_id: str
+    name: str
+    category: str
+    value: float  # business value of a positive response
+    lever: float  # business weight, 1.0 is neutral
+    channels: frozenset[str]
+    placements: frozenset[str]  # empty: any placement
+    stages: frozenset[str]  # empty: any stage
+    audience: Expression | None
+    valid_from: float | None  # unix seconds
+    valid_until: float | None
+    fallback: bool  # may be offered when the feature store is unavailable
+    message: Mapping[str, str]  # base message fields
+    topics: frozenset[str] = frozenset()  # category and tags: what "last viewed" matches
+    stage_messages: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def message_for(self, stage: str) -> dict[str, str]:
+        """Base message fields with the stage's overrides applied."""
+        return {**self.message, **self.stage_messages.get(stage, {})}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    offers: tuple[Offer, ...]
+    version: str  # content hash of the source
+    template_defaults: Mapping[str, str] = field(default_factory=dict)
+    by_id: Mapping[str, Offer] = field(init=False)
+    by_channel: Mapping[str, tuple[Offer, ...]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_id", {o.offer_id: o for o in self.offers})
+        object.__setattr__(
+            self,
+            "by_channel",
+            {c: tuple(o for o in self.offers if c in o.channels) for c in CHANNELS},
+        )
+
+
+def _timestamp(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    if isinstance(value, date):
+        return datetime.combine(value, time(), tzinfo=timezone.utc).timestamp()
+    raise ConfigurationError(f"{where}: expected a TOML date or datetime, got {value!r}")
+
+
+def _names(values: Any, allowed: tuple[str, ...], where: str) -> frozenset[str]:
+    names = frozenset(str(v) for v in values)
+    unknown = names - set(allowed)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown {sorted(unknown)}; allowed {list(allowed)}")
+    return names
+
+
+def _message(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    out = {}
+    for key, value in raw.items():
+        if key in STAGES:
+            continue
+        if key not in MESSAGE_FIELDS:
+            raise ConfigurationError(f"{where}: unknown message field {key!r}")
+        out[key] = str(value)
+    if len(out.get("sms", "")) > SMS_MAX:
+        raise ConfigurationError(f"{where}.sms: longer than {SMS_MAX} characters")
+    return out
+
+
+def _offer(raw: Mapping[str, Any], feature_names: frozenset[str]) -> Offer:
+    oid = str(raw.get("id", ""))
+    where = f"offer {oid or '?'}"
+    if not oid:
+        raise ConfigurationError("catalog: an offer has no id")
+    audience = raw.get("audience")
+    message = raw.get("message", {})
+    try:
+        return Offer(
+            offer_id=oid,
+            name=str(raw.get("name", oid)),
+            category=str(raw["category"]),
+            value=float(raw["value"]),
+            lever=float(raw.get("lever", 1.0)),
+            channels=_names(raw.get("channels", CHANNELS), CHANNELS, f"{where}.channels"),
+            placements=frozenset(str(p) for p in raw.get("placements", ())),
+            stages=_names(raw.get("stages", ()), STAGES, f"{where}.stages"),
+            audience=compile_expression(audience, feature_names) if audience else None,
+            valid_from=_timestamp(raw.get("valid_from"), f"{where}.valid_from"),
+            valid_until=_timestamp(raw.get("valid_until"), f"{where}.valid_until"),
+            fallback=bool(raw.get("fallback", False)),
+            message=_message(message, f"{where}.message"),
+            topics=frozenset([str(raw["category"]), *(str(t) for t in raw.get("tags", ()))]),
+            stage_messages={
+                s: _message(m, f"{where}.message.{s}") for s, m in message.items() if s in STAGES
+            },
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{where}: {exc!r}") from exc
+
+
+def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"catalog: {exc}") from exc
+    offers = tuple(_offer(o, feature_names) for o in doc.get("offer", []))
+    ids = [o.offer_id for o in offers]
+    if len(set(ids)) != len(ids):
+        raise ConfigurationError("catalog: duplicate offer ids")
+    if not offers:
+        raise ConfigurationError("catalog: no offers")
+    return Catalog(
+        offers=offers,
+        version=hashlib.sha256(text.encode()).hexdigest()[:12],
+        template_defaults={k: str(v) for k, v in doc.get("template_defaults", {}).items()},
+    )
+
+
+def load_catalog(path: Path, feature_names: frozenset[str]) -> Catalog:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read catalog {path}: {exc}") from exc
+    return parse_catalog(text, feature_names)

@@ -1,0 +1,275 @@
+"""The decision core: one customer record in, one ranked, rendered decision out.
+
+Pure and synchronous: no gRPC, no Redis, no clock (``now`` is passed in). The service
+layer fetches the record, calls ``DecisionCore.decide`` and logs the result.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine import arbitration, eligibility, rendering
+from engine.catalog import Catalog, Offer
+from engine.lifecycle import StageRules
+from engine.model_input import Vocabulary, build_matrix, model_feature_names
+from engine.scoring import Scorer, ValueOnlyScorer
+from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
+from feature_store.store import CustomerRecord
+
+TOP_CONTRIBUTIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    customer_id: str
+    channel: str
+    placement: str = ""
+    context: Mapping[str, str] = field(default_factory=dict)
+    limit: int = 1
+    offer_ids: tuple[str, ...] = ()
+    request_id: str = ""
+    explain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: str
+    text: str
+    feature: str = ""
+    contribution: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    offer_id: str
+    rank: int
+    message: rendering.RenderedMessage
+    propensity: float
+    value: float
+    priority: float
+    probability: float
+    reasons: tuple[Reason, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    offer_id: str
+    propensity: float
+    priority: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: str
+    customer_id: str
+    known_customer: bool
+    stage: str
+    stage_reason: str
+    actions: tuple[Action, ...]
+    candidates: tuple[Candidate, ...]  # every eligible offer with its scores
+    features: np.ndarray  # customer features as served, schema order
+    model_version: str
+    catalog_version: str
+    degraded: bool = False
+    degraded_reason: str = ""
+
+
+class StageTimer:
+    """Accumulates microseconds per decision stage (benchmarks and diagnostics)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.totals[stage] = self.totals.get(stage, 0.0) + (now - self._last) * 1e6
+        self._last = now
+
+
+def rule_env(
+    names: tuple[str, ...],
+    features: np.ndarray,
+    attributes: Mapping[str, str],
+    request: DecisionRequest,
+) -> dict[str, Any]:
+    """The variables rules see: features by name, channel, placement, context, attr.
+    The caller adds ``stage`` once it is derived."""
+    env: dict[str, Any] = dict(zip(names, features.tolist(), strict=True))
+    env["channel"] = request.channel
+    env["placement"] = request.placement
+    env["context"] = request.context
+    env["attr"] = attributes
+    return env
+
+
+class DecisionCore:
+    """Holds one consistent set of schema, catalog, stage rules and model."""
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        catalog: Catalog,
+        stage_rules: StageRules,
+        scorer: Scorer,
+        *,
+        one_per_category: bool = True,
+    ) -> None:
+        self.schema = schema
+        self.catalog = catalog
+        self.stage_rules = stage_rules
+        self.scorer = scorer
+        self.one_per_category = one_per_category
+        self.feature_names = model_feature_names(schema)
+        self._vocabulary = scorer.vocabulary or Vocabulary.from_catalog(catalog)
+        self._baseline = ValueOnlyScorer()
+
+    def decide(
+        self,
+        request: DecisionRequest,
+        record: CustomerRecord | None,
+        now: float,
+        degraded_reason: str = "",
+        timer: StageTimer | None = None,
+    ) -> Decision:
+        """Decides for ``record``; ``record=None`` means the feature store was unavailable
+        (``degraded_reason`` says why): defaults and fallback offers answer instead."""
+        schema = self.schema
+        batch = record.batch if record is not None else schema.decode_batch(None)
+        realtime = record.realtime if record is not None else {}
+        features = schema.customer_vector(batch, realtime, now)
+        attributes = record.attributes if record is not None else {}
+        env = rule_env(schema.names, features, attributes, request)
+        if timer:
+            timer.lap("features")
+
+        stage, stage_reason = self.stage_rules.derive(env, dict(request.context))
+        env["stage"] = stage
+        situation = eligibility.Situation(request.channel, request.placement, stage, now)
+        if record is None:
+            offers = eligibility.fallback_offers(self.catalog, situation)
+            if request.offer_ids:
+                offers = [o for o in offers if o.offer_id in request.offer_ids]
+        else:
+            offers = eligibility.eligible_offers(self.catalog, situation, env, request.offer_ids)
+        if timer:
+            timer.lap("eligibility")
+
+        matrix = build_matrix(
+            features,
+            offers,
+            request.channel,
+            stage,
+            realtime.get(LAST_CATEGORY_FIELD, ""),
+            self._vocabulary,
+        )
+        scorer: Scorer = self.scorer
+        try:
+            propensity = scorer.predict(matrix) if offers else np.empty(0)
+        except Exception as exc:  # noqa: BLE001 - any model failure degrades, never fails
+            scorer = self._baseline
+            propensity = scorer.predict(matrix)
+            degraded_reason = degraded_reason or f"model failed, value-only fallback: {exc}"
+        if timer:
+            timer.lap("scoring")
+
+        value = np.array([o.value for o in offers])
+        lever = np.array([o.lever for o in offers])
+        priority = arbitration.priorities(propensity, value, lever)
+        ranked = arbitration.arbitrate(
+            priority,
+            [o.category for o in offers],
+            request.limit,
+            one_per_category=self.one_per_category,
+        )
+        if timer:
+            timer.lap("arbitration")
+
+        variables = rendering.template_variables(
+            schema.names, features, attributes, self.catalog.template_defaults
+        )
+        contributions = None
+        if request.explain and ranked:
+            contributions = scorer.contributions(matrix[[r.index for r in ranked]])
+        actions = []
+        for position, r in enumerate(ranked):
+            offer = offers[r.index]
+            reasons: tuple[Reason, ...] = ()
+            if request.explain:
+                row = None if contributions is None else contributions[position]
+                reasons = self._reasons(offer, situation, stage_reason, matrix[r.index], row)
+                reasons += (
+                    Reason(
+                        "ARBITRATION",
+                        f"priority {r.priority:.4g} = propensity {propensity[r.index]:.4f}"
+                        f" x value {offer.value:g} x lever {offer.lever:g}",
+                    ),
+                )
+            actions.append(
+                Action(
+                    offer_id=offer.offer_id,
+                    rank=r.rank,
+                    message=rendering.render(offer, request.channel, stage, variables),
+                    propensity=float(propensity[r.index]),
+                    value=offer.value,
+                    priority=r.priority,
+                    probability=r.probability,
+                    reasons=reasons,
+                )
+            )
+        if timer:
+            timer.lap("rendering")
+
+        return Decision(
+            decision_id=uuid.uuid4().hex,
+            customer_id=request.customer_id,
+            known_customer=record is not None and record.known,
+            stage=stage,
+            stage_reason=stage_reason,
+            actions=tuple(actions),
+            candidates=tuple(
+                Candidate(o.offer_id, float(p), float(q))
+                for o, p, q in zip(offers, propensity.tolist(), priority.tolist(), strict=True)
+            ),
+            features=features,
+            model_version=scorer.version,
+            catalog_version=self.catalog.version,
+            degraded=bool(degraded_reason),
+            degraded_reason=degraded_reason,
+        )
+
+    def _reasons(
+        self,
+        offer: Offer,
+        situation: eligibility.Situation,
+        stage_reason: str,
+        row: np.ndarray,
+        contributions: np.ndarray | None,
+    ) -> tuple[Reason, ...]:
+        reasons = [Reason("LIFECYCLE_STAGE", f"stage {situation.stage}: {stage_reason}")]
+        reasons += [Reason("RULE_ELIGIBILITY", text) for text in eligibility.passed_rules(offer, situation)]
+        if contributions is not None:
+            top = np.argsort(-contributions, kind="stable")[:TOP_CONTRIBUTIONS]
+            for i in top.tolist():
+                if contributions[i] <= 0:
+                    break
+                name = self.feature_names[i]
+                reasons.append(
+                    Reason(
+                        "FEATURE_CONTRIBUTION",
+                        f"{name} = {rendering.format_value(row[i])} raised the propensity"
+                        f" (+{contributions[i]:.3f} log-odds)",
+                        feature=name,
+                        contribution=float(contributions[i]),
+                    )
+                )
+        return tuple(reasons)

@@ -1,0 +1,14 @@
+"""The closed vocabularies of the contract, as the core spells them.
+
+Each tuple is in proto enum order: the proto number of ``CHANNELS[i]`` is ``i + 1``.
+The core uses these lower-case names; only the servicer sees proto enums.
+"""
+
+from __future__ import annotations
+
+CHANNELS = ("web", "mobile_app", "call_center", "email", "sms")
+STAGES = ("consideration", "evaluation", "purchase", "post_purchase", "at_risk")
+OUTCOMES = ("impression", "click", "accept", "decline", "convert", "dismiss")
+
+CHANNEL_CODE = {name: i + 1 for i, name in enumerate(CHANNELS)}
+STAGE_CODE = {name: i + 1 for i, name in enumerate(STAGES)}

@@ -1,0 +1,54 @@
+"""Arbiter's errors. Each class knows the gRPC status a client sees for it.
+
+    ArbiterError                      INTERNAL (never raised bare)
+    ├── InvalidArgument               INVALID_ARGUMENT, names the field
+    ├── NotFound                      NOT_FOUND
+    ├── Unavailable                   UNAVAILABLE (retry later)
+    │   └── FeatureStoreUnavailable   Redis down, slow or failing
+    └── ConfigurationError            INTERNAL; raised at start-up, never per request
+        └── ArtifactMismatch          a model artifact that does not fit the feature schema
+
+Library errors (redis, lightgbm) are translated where they are caught, with
+``raise ... from exc``, so the decision core never sees them.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ArbiterError(Exception):
+    """Base class; ``code`` is the gRPC status the service answers with."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(ArbiterError):
+    """A request field is missing, malformed or out of range."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(ArbiterError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Unavailable(ArbiterError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class FeatureStoreUnavailable(Unavailable):
+    """The online feature store did not answer in time or failed."""
+
+
+class ConfigurationError(ArbiterError):
+    """The catalog, rules, schema or model cannot be used; found at start-up."""
+
+
+class ArtifactMismatch(ConfigurationError):
+    """A model artifact was trained on features other than the schema's."""

@@ -1,0 +1,62 @@
+"""The model's input: customer features x offer features x context features.
+
+Serving and training both build rows with ``build_matrix``, so a model sees exactly the
+values it was trained on. Columns: the schema's customer features in schema order, then
+``OFFER_FEATURES``. Categorical columns hold vocabulary indices (NaN when unknown).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.catalog import Catalog, Offer
+from engine.enums import CHANNEL_CODE, STAGE_CODE
+from feature_store.schema import FeatureSchema
+
+OFFER_FEATURES = ("offer_id", "offer_category", "offer_value", "channel", "stage", "category_match")
+CATEGORICAL = ("offer_id", "offer_category", "channel", "stage")
+
+
+def model_feature_names(schema: FeatureSchema) -> tuple[str, ...]:
+    return schema.names + OFFER_FEATURES
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Indices of categorical values, fixed at training time and shipped in the artifact."""
+
+    offer_ids: Mapping[str, int]
+    categories: Mapping[str, int]
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> Vocabulary:
+        return cls(
+            offer_ids={oid: i for i, oid in enumerate(sorted(catalog.by_id))},
+            categories={c: i for i, c in enumerate(sorted({o.category for o in catalog.offers}))},
+        )
+
+
+def build_matrix(
+    customer: np.ndarray,
+    offers: Sequence[Offer],
+    channel: str,
+    stage: str,
+    last_category: str,
+    vocabulary: Vocabulary,
+) -> np.ndarray:
+    """One row per offer (float64, C order), columns as ``model_feature_names``."""
+    m = customer.shape[0]
+    matrix = np.empty((len(offers), m + len(OFFER_FEATURES)), dtype=np.float64)
+    matrix[:, :m] = customer
+    nan = math.nan
+    matrix[:, m] = [vocabulary.offer_ids.get(o.offer_id, nan) for o in offers]
+    matrix[:, m + 1] = [vocabulary.categories.get(o.category, nan) for o in offers]
+    matrix[:, m + 2] = [o.value for o in offers]
+    matrix[:, m + 3] = CHANNEL_CODE[channel]
+    matrix[:, m + 4] = STAGE_CODE[stage]
+    matrix[:, m + 5] = [float(last_category in o.topics) for o in offers]
+    return matrix

@@ -1,0 +1,1 @@
+"""Arbiter's online feature store: the schema, the Redis key layout and adapters."""

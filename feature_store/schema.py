@@ -1,0 +1,154 @@
+"""The declared feature schema: the one source the loader, the engine and training read.
+
+A schema lists every customer feature a decision sees, in a fixed order:
+
+- batch features come from bulk loads and are stored as one packed float32 vector;
+- real-time features are derived from the customer's real-time hash, which
+  ``RecordEvent`` updates: ``count`` reads a counter field, ``age_seconds`` turns a unix
+  timestamp field into "seconds ago" (the default when the field is absent).
+
+Real-time hash fields: ``n:<event_type>`` and ``c:<channel>`` (counters),
+``ts:last_seen`` and ``ts:<event_type>`` (unix seconds), ``last_category`` (a string).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from engine.errors import ConfigurationError, InvalidArgument
+
+Kind = Literal["float", "int", "bool"]
+Source = Literal["batch", "realtime"]
+Transform = Literal["count", "age_seconds"]
+
+BATCH_DTYPE = np.dtype("<f4")
+LAST_CATEGORY_FIELD = "last_category"
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    kind: Kind
+    source: Source
+    default: float
+    description: str = ""
+    field: str = ""  # real-time only: the hash field read
+    transform: Transform = "count"
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    features: tuple[Feature, ...]
+    attributes: tuple[str, ...] = ()
+    realtime_ttl_seconds: int = 30 * 86400
+    recent_events: int = 50  # events kept per customer for the single customer view
+    batch: tuple[Feature, ...] = field(init=False)
+    realtime: tuple[Feature, ...] = field(init=False)
+    names: tuple[str, ...] = field(init=False)
+    fingerprint: str = field(init=False)
+    _batch_defaults: np.ndarray = field(init=False, repr=False)
+    _batch_index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(f.name for f in self.features)
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"feature schema: duplicate feature names in {names}")
+        batch = tuple(f for f in self.features if f.source == "batch")
+        realtime = tuple(f for f in self.features if f.source == "realtime")
+        for f in realtime:
+            if not f.field:
+                raise ConfigurationError(f"feature {f.name}: a real-time feature needs a field")
+        # Order matters: realtime features follow batch ones in every customer vector.
+        set_ = object.__setattr__
+        set_(self, "features", batch + realtime)
+        set_(self, "batch", batch)
+        set_(self, "realtime", realtime)
+        set_(self, "names", tuple(f.name for f in batch + realtime))
+        digest = hashlib.sha256(";".join(f"{f.name}:{f.kind}" for f in batch).encode())
+        set_(self, "fingerprint", digest.hexdigest()[:12])
+        set_(self, "_batch_defaults", np.array([f.default for f in batch], dtype=BATCH_DTYPE))
+        set_(self, "_batch_index", {f.name: i for i, f in enumerate(batch)})
+
+    def encode_batch(self, values: Mapping[str, float]) -> bytes:
+        """Packs batch feature values (missing ones take their default) as float32 LE.
+
+        Raises InvalidArgument naming an unknown or non-numeric feature.
+        """
+        vector = self._batch_defaults.copy()
+        for name, value in values.items():
+            index = self._batch_index.get(name)
+            if index is None:
+                raise InvalidArgument(f"features.{name}", "not a batch feature of the schema")
+            try:
+                vector[index] = float(value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgument(f"features.{name}", f"not a number: {value!r}") from exc
+        return vector.tobytes()
+
+    def decode_batch(self, blob: bytes | None) -> np.ndarray:
+        """The batch vector of a stored profile, or the defaults when there is none."""
+        if blob is None:
+            return self._batch_defaults
+        vector = np.frombuffer(blob, dtype=BATCH_DTYPE)
+        if vector.shape[0] != len(self.batch):
+            raise ValueError(f"profile vector has {vector.shape[0]} values, schema {len(self.batch)}")
+        return vector
+
+    def customer_vector(
+        self, batch: np.ndarray, realtime: Mapping[str, str], now: float
+    ) -> np.ndarray:
+        """All features in schema order (float64): batch values, then real-time ones."""
+        out = np.empty(len(self.features), dtype=np.float64)
+        nb = len(self.batch)
+        out[:nb] = batch
+        for i, f in enumerate(self.realtime, start=nb):
+            raw = realtime.get(f.field)
+            if raw is None:
+                out[i] = f.default
+            elif f.transform == "count":
+                out[i] = float(raw)
+            else:
+                out[i] = max(0.0, now - float(raw))
+        return out
+
+
+def _feature(raw: Mapping[str, object]) -> Feature:
+    try:
+        return Feature(
+            name=str(raw["name"]),
+            kind=raw.get("type", "float"),  # type: ignore[arg-type]
+            source=raw.get("source", "batch"),  # type: ignore[arg-type]
+            default=float(raw.get("default", 0.0)),  # type: ignore[arg-type]
+            description=str(raw.get("description", "")),
+            field=str(raw.get("field", "")),
+            transform=raw.get("transform", "count"),  # type: ignore[arg-type]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"feature schema entry {dict(raw)!r}: {exc}") from exc
+
+
+def load_schema(path: Path) -> FeatureSchema:
+    """Reads a schema TOML file (see engine/defaults/features.toml)."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read feature schema {path}: {exc}") from exc
+    features = tuple(_feature(f) for f in doc.get("feature", []))
+    for f in features:
+        if f.kind not in ("float", "int", "bool") or f.source not in ("batch", "realtime"):
+            raise ConfigurationError(f"feature {f.name}: bad type {f.kind!r} or source {f.source!r}")
+        if f.transform not in ("count", "age_seconds"):
+            raise ConfigurationError(f"feature {f.name}: bad transform {f.transform!r}")
+    return FeatureSchema(
+        features=features,
+        attributes=tuple(doc.get("attributes", ())),
+        realtime_ttl_seconds=int(doc.get("realtime_ttl_days", 30)) * 86400,
+        recent_events=int(doc.get("recent_events", 50)),
+    )

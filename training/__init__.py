@@ -1,0 +1,1 @@
+"""Arbiter's offline side: the demo world, simulated logs and model training."""
