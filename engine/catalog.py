@@ -61,6 +61,8 @@ class Catalog:
     offers: tuple[Offer, ...]
     version: str  # content hash of the source
     template_defaults: Mapping[str, str] = field(default_factory=dict)
+    # Per channel: a rule every decision on that channel must pass (e.g. opt-ins).
+    channel_audience: Mapping[str, Expression] = field(default_factory=dict)
     by_id: Mapping[str, Offer] = field(init=False)
     by_channel: Mapping[str, tuple[Offer, ...]] = field(init=False)
 
@@ -151,6 +153,11 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
         offers=offers,
         version=hashlib.sha256(text.encode()).hexdigest()[:12],
         template_defaults={k: str(v) for k, v in doc.get("template_defaults", {}).items()},
+        channel_audience={
+            str(c): compile_expression(str(rule), feature_names)
+            for c, rule in doc.get("channel_audience", {}).items()
+            if _names([c], CHANNELS, "catalog.channel_audience")
+        },
     )
 
 

@@ -256,17 +256,25 @@ class DecisionCore:
         contributions: np.ndarray | None,
     ) -> tuple[Reason, ...]:
         reasons = [Reason("LIFECYCLE_STAGE", f"stage {situation.stage}: {stage_reason}")]
-        reasons += [Reason("RULE_ELIGIBILITY", text) for text in eligibility.passed_rules(offer, situation)]
+        reasons += [Reason("RULE_ELIGIBILITY", text) for text in eligibility.passed_rules(self.catalog, offer, situation)]
         if contributions is not None:
+            readable = {
+                "offer_id": offer.offer_id,
+                "offer_category": offer.category,
+                "channel": situation.channel,
+                "stage": situation.stage,
+                "category_match": "yes" if row[-1] else "no",
+            }
             top = np.argsort(-contributions, kind="stable")[:TOP_CONTRIBUTIONS]
             for i in top.tolist():
                 if contributions[i] <= 0:
                     break
                 name = self.feature_names[i]
+                shown = readable.get(name) or rendering.format_value(row[i])
                 reasons.append(
                     Reason(
                         "FEATURE_CONTRIBUTION",
-                        f"{name} = {rendering.format_value(row[i])} raised the propensity"
+                        f"{name} = {shown} raised the propensity"
                         f" (+{contributions[i]:.3f} log-odds)",
                         feature=name,
                         contribution=float(contributions[i]),

@@ -42,6 +42,9 @@ def eligible_offers(
     restrict_to: Collection[str] = (),
 ) -> list[Offer]:
     """Offers of the catalog that pass every rule, in catalog order."""
+    channel_rule = catalog.channel_audience.get(situation.channel)
+    if channel_rule is not None and not channel_rule.test(env):
+        return []
     offers = catalog.by_channel.get(situation.channel, ())
     if restrict_to:
         wanted = set(restrict_to)
@@ -50,7 +53,10 @@ def eligible_offers(
 
 
 def fallback_offers(catalog: Catalog, situation: Situation) -> list[Offer]:
-    """Offers allowed when nothing is known about the customer: channel, placement, dates."""
+    """Offers allowed when nothing is known about the customer: channel, placement, dates.
+    None on a channel with an audience rule (opt-ins cannot be checked)."""
+    if situation.channel in catalog.channel_audience:
+        return []
     return [
         o
         for o in catalog.by_channel.get(situation.channel, ())
@@ -61,9 +67,12 @@ def fallback_offers(catalog: Catalog, situation: Situation) -> list[Offer]:
     ]
 
 
-def passed_rules(offer: Offer, situation: Situation) -> list[str]:
+def passed_rules(catalog: Catalog, offer: Offer, situation: Situation) -> list[str]:
     """Human-readable rules this offer passed, for explanations."""
     rules = [f"offered on {situation.channel}"]
+    channel_rule = catalog.channel_audience.get(situation.channel)
+    if channel_rule is not None:
+        rules.append(f"channel audience: {channel_rule.source}")
     if offer.stages:
         rules.append(f"targets the {situation.stage.replace('_', '-')} stage")
     if offer.audience is not None:

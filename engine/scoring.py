@@ -35,7 +35,7 @@ class Scorer(Protocol):
 class LightGBMScorer:
     def __init__(self, artifact: ModelArtifact) -> None:
         try:
-            self._booster = lgb.Booster(model_str=artifact.model_text, params={"num_threads": 1})
+            self._booster = lgb.Booster(model_str=artifact.model_text)
         except lgb.basic.LightGBMError as exc:
             raise ConfigurationError(f"model {artifact.version}: {exc}") from exc
         self.version = artifact.version

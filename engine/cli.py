@@ -1,0 +1,293 @@
+"""The `arbiter` command: run the service, call it, load data, train.
+
+    arbiter serve [--demo]                      start the gRPC service
+    arbiter decide CUSTOMER --channel web       ask for the next best action
+    arbiter profile CUSTOMER                    the single customer view
+    arbiter event CUSTOMER --type page_view --attr category=fibre
+    arbiter outcome DECISION CUSTOMER OFFER --outcome accept
+    arbiter load FILE                           bulk-load profiles (JSON Lines)
+    arbiter train                               train a model on simulated logs
+    arbiter demo-data                           generate the demo world's profiles
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.enums import CHANNELS, OUTCOMES, STAGES
+from engine.errors import ArbiterError
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{flag} expects key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _channel_number(name: str) -> int:
+    return CHANNELS.index(name.replace("-", "_")) + 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="arbiter", description="Arbiter decision engine")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    channels = [c.replace("_", "-") for c in CHANNELS]
+
+    s = sub.add_parser("serve", help="start the gRPC service")
+    s.add_argument("--demo", action="store_true", help="generate, load and train the demo world")
+    s.add_argument("--port", type=int, help="gRPC port (default 50051, ARBITER_PORT)")
+
+    def client(name: str, help_: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--target", default=os.environ.get("ARBITER_TARGET", DEFAULT_TARGET))
+        c.add_argument("--json", action="store_true", help="print the raw response as JSON")
+        return c
+
+    d = client("decide", "ask the service for the next best action")
+    d.add_argument("customer_id")
+    d.add_argument("--channel", choices=channels, default="web")
+    d.add_argument("--placement", default="")
+    d.add_argument("--limit", type=int, default=3)
+    d.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--stage", choices=STAGES, help="override the life-cycle stage")
+    d.add_argument("--no-explain", action="store_true")
+
+    pr = client("profile", "show the single customer view")
+    pr.add_argument("customer_id")
+
+    e = client("event", "record a customer event")
+    e.add_argument("customer_id")
+    e.add_argument("--type", dest="event_type", required=True)
+    e.add_argument("--channel", choices=channels, default="web")
+    e.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE")
+
+    o = client("outcome", "report what the customer did with an action")
+    o.add_argument("decision_id")
+    o.add_argument("customer_id")
+    o.add_argument("offer_id")
+    o.add_argument("--outcome", choices=OUTCOMES, required=True)
+    o.add_argument("--value", type=float, default=0.0)
+    o.add_argument("--key", default="", help="idempotency key")
+
+    ld = sub.add_parser("load", help="bulk-load profiles from a JSON Lines file")
+    ld.add_argument("path", type=Path)
+
+    t = sub.add_parser("train", help="train a model on simulated decision/outcome logs")
+    t.add_argument("--rows", type=int, help="simulated decisions (ARBITER_TRAIN_ROWS)")
+    t.add_argument("--no-promote", action="store_true")
+
+    g = sub.add_parser("demo-data", help="generate the demo world's customer profiles")
+    g.add_argument("--customers", type=int)
+    g.add_argument("--out", type=Path)
+    return p
+
+
+def _print_json(message: Any) -> None:
+    from google.protobuf import json_format
+
+    print(json.dumps(json_format.MessageToDict(message), indent=2))
+
+
+def _print_decision(r: Any) -> None:
+    from arbiter.v1 import common_pb2
+
+    stage = common_pb2.LifecycleStage.Name(r.lifecycle_stage).removeprefix("LIFECYCLE_STAGE_")
+    print(f"decision {r.decision_id}  customer {r.customer_id}  stage {stage.lower()}")
+    print(f"model {r.model_version}" + (f"  DEGRADED: {r.degraded_reason}" if r.degraded else ""))
+    for a in r.actions:
+        m = a.message
+        print(f"\n{a.rank}. {a.offer_id}  priority {a.priority:.3f} "
+              f"(propensity {a.propensity:.4f} x value {a.value:g})")
+        for label, text in (
+            ("headline", m.headline), ("body", m.body), ("call to action", m.call_to_action),
+            ("url", m.url), ("agent script", m.agent_script),
+        ):
+            if text:
+                print(f"   {label}: {text}")
+        for reason in a.reasons:
+            print(f"   - [{reason.code}] {reason.text}")
+    if not r.actions:
+        print("\nno eligible action")
+
+
+def _client_call(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+
+    with grpc.insecure_channel(args.target) as channel:
+        decisions = decision_pb2_grpc.DecisionServiceStub(channel)
+        profiles = profile_pb2_grpc.ProfileServiceStub(channel)
+        try:
+            if args.command == "decide":
+                context = _pairs(args.context, "--context")
+                if args.stage:
+                    context["stage"] = args.stage
+                response: Any = decisions.Decide(
+                    decision_pb2.DecideRequest(
+                        customer_id=args.customer_id,
+                        channel=_channel_number(args.channel),  # type: ignore[arg-type]
+                        placement=args.placement,
+                        context=context,
+                        limit=args.limit,
+                        explain=not args.no_explain,
+                    ),
+                    timeout=5,
+                )
+                _print_json(response) if args.json else _print_decision(response)
+            elif args.command == "profile":
+                response = profiles.GetProfile(
+                    profile_pb2.GetProfileRequest(customer_id=args.customer_id), timeout=5
+                )
+                _print_json(response)
+            elif args.command == "event":
+                profiles.RecordEvent(
+                    profile_pb2.RecordEventRequest(
+                        customer_id=args.customer_id,
+                        channel=_channel_number(args.channel),  # type: ignore[arg-type]
+                        event_type=args.event_type,
+                        attributes=_pairs(args.attr, "--attr"),
+                    ),
+                    timeout=5,
+                )
+                print(f"recorded {args.event_type} for {args.customer_id}")
+            else:
+                now = Timestamp()
+                now.GetCurrentTime()
+                response = decisions.ReportOutcome(
+                    decision_pb2.ReportOutcomeRequest(
+                        decision_id=args.decision_id,
+                        customer_id=args.customer_id,
+                        offer_id=args.offer_id,
+                        outcome=OUTCOMES.index(args.outcome) + 1,  # type: ignore[arg-type]
+                        value=args.value,
+                        occurred_at=now,
+                        idempotency_key=args.key,
+                    ),
+                    timeout=5,
+                )
+                state = "recorded" if response.recorded else "already recorded"
+                print(f"{state} as {response.outcome_id}")
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from engine.config import ServerSettings, TrainerSettings
+    from engine.server import serve
+    from feature_store.embedded import EmbeddedRedis
+
+    overrides: dict[str, Any] = {"demo": True} if args.demo else {}
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = ServerSettings(**overrides)
+    embedded = None
+    redis_url = settings.redis_url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.embedded_redis_dir).start()
+        redis_url = embedded.url
+        print(f"embedded redis-server on {redis_url} (data in {settings.embedded_redis_dir})")
+    try:
+        if settings.demo:
+            import redis
+
+            from training import demo
+
+            trainer = TrainerSettings(redis_url=redis_url)
+            demo.ensure_loaded(trainer, redis.Redis.from_url(redis_url))
+            demo.ensure_model(trainer)
+        print(
+            f"serving on {settings.host}:{settings.port}. Try, in another terminal:\n"
+            f"  .venv/bin/arbiter decide cust-000042 --channel web\n"
+            f"  .venv/bin/arbiter decide cust-000042 --channel call-center\n"
+            f"  .venv/bin/arbiter event cust-000042 --type page_view --attr category=fibre\n"
+            f"  .venv/bin/arbiter profile cust-000042\n"
+            f"Ctrl-C stops.",
+            flush=True,
+        )
+        asyncio.run(serve(settings, redis_url))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _offline(args: argparse.Namespace) -> int:
+    from engine.config import LoaderSettings, TrainerSettings, load_definitions
+
+    if args.command == "load":
+        import redis
+
+        from feature_store.loader import load_file
+
+        loader = LoaderSettings()
+        if loader.redis_url is None:
+            raise SystemExit("set REDIS_URL to load into a Redis server")
+        schema = load_definitions(loader).schema
+        report = load_file(redis.Redis.from_url(loader.redis_url), schema, args.path, progress=True)
+        print(f"loaded {report.rows} profiles in {report.seconds:.1f}s "
+              f"({report.rows_per_second:,.0f}/s)")
+        return 0
+    from training import demo
+
+    overrides: dict[str, Any] = {}
+    if args.command == "train":
+        if args.rows:
+            overrides["train_rows"] = args.rows
+        model = demo.train_demo(TrainerSettings(**overrides), promote=not args.no_promote)
+        print(f"model {model.version}" + ("" if args.no_promote else " (promoted)"))
+        for name, value in model.metrics.items():
+            print(f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}")
+        return 0
+    if args.customers:
+        overrides["demo_customers"] = args.customers
+    settings = TrainerSettings(**overrides)
+    if args.out:
+        from training.world import generate
+
+        count = generate(settings.demo_customers, settings.world_seed).write_profiles(args.out)
+        print(f"wrote {count} profiles to {args.out}")
+    else:
+        print(f"profiles in {demo.ensure_profiles_file(settings)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Single-threaded numerics: threads add no throughput under load and fight the
+    # server for the cores. Must be set before lightgbm/numpy start their pools.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command in ("decide", "profile", "event", "outcome"):
+            return _client_call(args)
+        return _offline(args)
+    except ArbiterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

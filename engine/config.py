@@ -1,0 +1,87 @@
+"""Settings, one class per deployable, read from ``ARBITER_*`` environment variables.
+
+Built once at start-up (the CLI) and passed down; nothing else reads the environment.
+``REDIS_URL`` is honoured as well as ``ARBITER_REDIS_URL``; with neither, the service
+starts an embedded redis-server of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.catalog import Catalog, load_catalog
+from engine.lifecycle import StageRules, load_stage_rules
+from feature_store.schema import FeatureSchema, load_schema
+
+DEFAULTS = Path(__file__).parent / "defaults"
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARBITER_", protected_namespaces=())
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ARBITER_REDIS_URL", "REDIS_URL")
+    )
+    data_dir: Path = Path("var")
+    features_path: Path = DEFAULTS / "features.toml"
+    catalog_path: Path = DEFAULTS / "catalog.toml"
+    lifecycle_path: Path = DEFAULTS / "lifecycle.toml"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def embedded_redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+
+class ServerSettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # Budget for the one feature-store round trip of a Decide; past it, answer degraded.
+    feature_timeout_ms: float = 30.0
+    # Socket timeout of every Redis call (writes included).
+    redis_timeout_ms: float = 250.0
+    # After a feature-store failure, answer degraded without trying Redis for this long.
+    breaker_seconds: float = 1.0
+    one_per_category: bool = True
+    grace_seconds: float = 5.0
+    log_queue_size: int = 10_000
+    log_batch_size: int = 256
+    # `arbiter serve --demo`: generate, load and train the demo world when absent.
+    demo: bool = False
+
+
+class TrainerSettings(CommonSettings):
+    demo_customers: int = 50_000
+    world_seed: int = 7
+    train_rows: int = 100_000
+    num_trees: int = 150
+
+
+class LoaderSettings(CommonSettings):
+    batch_size: int = 2000
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """The declarative inputs of a decision: feature schema, catalog, stage rules."""
+
+    schema: FeatureSchema
+    catalog: Catalog
+    stage_rules: StageRules
+
+
+def load_definitions(settings: CommonSettings) -> Definitions:
+    schema = load_schema(settings.features_path)
+    names = frozenset(schema.names)
+    return Definitions(
+        schema=schema,
+        catalog=load_catalog(settings.catalog_path, names),
+        stage_rules=load_stage_rules(settings.lifecycle_path, names),
+    )

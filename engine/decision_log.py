@@ -1,0 +1,118 @@
+"""Writes decisions to the decision log in the background, in batches.
+
+``submit`` only enqueues (microseconds on the request path); a task turns decisions into
+log entries and appends them in one pipeline per batch. When the store is unavailable the
+batch is retried with backoff while the bounded queue holds; when the queue is full, new
+decisions are dropped and counted in ``dropped`` (the caller never waits for the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from engine.decision import Decision, DecisionRequest
+from engine.errors import FeatureStoreUnavailable
+from feature_store.schema import FeatureSchema
+from feature_store.store import DecisionLog, LoggedDecision
+
+log = logging.getLogger(__name__)
+
+
+def log_entry(
+    decision: Decision, request: DecisionRequest, now: float, names: tuple[str, ...]
+) -> LoggedDecision:
+    """The decision as the log keeps it; features are exactly the served values."""
+    entry: Mapping[str, Any] = {
+        "decision_id": decision.decision_id,
+        "ts": now,
+        "customer_id": decision.customer_id,
+        "request_id": request.request_id,
+        "channel": request.channel,
+        "placement": request.placement,
+        "context": dict(request.context),
+        "stage": decision.stage,
+        "stage_reason": decision.stage_reason,
+        "model_version": decision.model_version,
+        "catalog_version": decision.catalog_version,
+        "degraded": decision.degraded_reason,
+        "features": dict(zip(names, decision.features.tolist(), strict=True)),
+        "candidates": [[c.offer_id, c.propensity, c.priority] for c in decision.candidates],
+        "actions": [
+            {"offer_id": a.offer_id, "rank": a.rank, "probability": a.probability}
+            for a in decision.actions
+        ],
+    }
+    summary = {
+        "decision_id": decision.decision_id,
+        "ts": now,
+        "channel": request.channel,
+        "placement": request.placement,
+        "actions": [[a.offer_id, a.rank] for a in decision.actions],
+    }
+    return LoggedDecision(decision.customer_id, entry, summary)
+
+
+class DecisionLogWriter:
+    def __init__(
+        self, log_: DecisionLog, schema: FeatureSchema, *, max_queue: int = 10_000, batch: int = 256
+    ) -> None:
+        self._log = log_
+        self._names = schema.names
+        self._queue: asyncio.Queue[tuple[Decision, DecisionRequest, float]] = asyncio.Queue(
+            max_queue
+        )
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.written = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="decision-log")
+
+    def submit(self, decision: Decision, request: DecisionRequest, now: float) -> None:
+        try:
+            self._queue.put_nowait((decision, request, now))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self._batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            batch = [log_entry(d, r, now, self._names) for d, r, now in items]
+            while True:
+                try:
+                    await self._log.append_decisions(batch)
+                    self.written += len(batch)
+                    backoff = 0.05
+                    break
+                except FeatureStoreUnavailable as exc:
+                    log.warning("decision log write failed, retrying in %.2fs: %s", backoff, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+            for _ in items:
+                self._queue.task_done()
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Waits until everything submitted is written; False on timeout."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self, timeout: float = 5.0) -> None:
+        if not await self.flush(timeout):
+            log.error("decision log: %d decisions not written at shutdown", self.pending)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

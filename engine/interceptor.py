@@ -1,0 +1,59 @@
+"""Server interceptors: map Arbiter errors to gRPC statuses in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from engine.errors import ArbiterError
+
+log = logging.getLogger(__name__)
+
+Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def _guard(behavior: Behavior, method: str) -> Behavior:
+    async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request, context)
+        except ArbiterError as exc:
+            await context.abort(exc.code, str(exc))
+        except aio.AbortError:
+            raise
+        except Exception:
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return guarded
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    """Turns ``ArbiterError`` into its status code and message; anything else into
+    INTERNAL with the details logged, never leaked. Wrapped handlers are cached."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            _guard(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._handlers[method] = wrapped
+        return wrapped

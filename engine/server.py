@@ -1,0 +1,137 @@
+"""The gRPC server: Arbiter's two services, health and reflection, graceful shutdown.
+
+``grpc.aio``: one event loop serves every call, and the Redis client is asyncio too, so
+a slow Redis never holds a thread. Shutdown flips health to NOT_SERVING first (load
+balancers stop sending), then lets in-flight calls finish within the grace period, then
+flushes the decision log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
+
+from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from engine import artifact
+from engine.config import Definitions, ServerSettings, load_definitions
+from engine.decision import DecisionCore
+from engine.decision_log import DecisionLogWriter
+from engine.interceptor import ErrorInterceptor
+from engine.model_input import model_feature_names
+from engine.scoring import LightGBMScorer, Scorer, ValueOnlyScorer
+from engine.service import Arbiter
+from engine.servicer import DecisionServicer, ProfileServicer
+from feature_store import redis_store
+from feature_store.schema import FeatureSchema
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
+    profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name,
+)
+
+
+def load_scorer(model_dir: Path, schema: FeatureSchema) -> Scorer:
+    """The promoted model, checked against the schema; the value-only baseline if none.
+
+    Raises ArtifactMismatch for a model trained on other features.
+    """
+    if artifact.current_version(model_dir) is None:
+        log.warning("no promoted model in %s: ranking by value only", model_dir)
+        return ValueOnlyScorer()
+    model = artifact.load(model_dir)
+    model.check_features(model_feature_names(schema))
+    return LightGBMScorer(model)
+
+
+def build_core(definitions: Definitions, scorer: Scorer, settings: ServerSettings) -> DecisionCore:
+    return DecisionCore(
+        definitions.schema,
+        definitions.catalog,
+        definitions.stage_rules,
+        scorer,
+        one_per_category=settings.one_per_category,
+    )
+
+
+@dataclass
+class ArbiterServer:
+    """A started server; ``port`` is the bound port (useful with port 0)."""
+
+    server: aio.Server
+    health: health.aio.HealthServicer
+    arbiter: Arbiter
+    port: int
+    grace: float
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace)
+        await self.arbiter.writer.close()
+
+
+async def start_server(arbiter: Arbiter, host: str, port: int, grace: float = 5.0) -> ArbiterServer:
+    server = aio.server(interceptors=[ErrorInterceptor()])
+    decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(arbiter), server)
+    profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(arbiter), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    arbiter.writer.start()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for name in ("", *SERVICES):
+        await health_servicer.set(name, serving)
+    return ArbiterServer(server, health_servicer, arbiter, bound, grace)
+
+
+def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
+    """Loads definitions and the model and wires the service to Redis."""
+    definitions = load_definitions(settings)
+    scorer = load_scorer(settings.model_dir, definitions.schema)
+    store = redis_store.RedisFeatureStore(client, definitions.schema)
+    writer = DecisionLogWriter(
+        store, definitions.schema, max_queue=settings.log_queue_size, batch=settings.log_batch_size
+    )
+    return Arbiter(
+        build_core(definitions, scorer, settings),
+        store,
+        writer,
+        feature_timeout=settings.feature_timeout_ms / 1000,
+        breaker_seconds=settings.breaker_seconds,
+    )
+
+
+async def serve(settings: ServerSettings, redis_url: str) -> None:
+    """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
+    client = redis_store.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000)
+    arbiter = build_arbiter(settings, client)
+    running = await start_server(arbiter, settings.host, settings.port, settings.grace_seconds)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "arbiter serving on %s:%d (model %s, catalog %s)",
+        settings.host,
+        running.port,
+        arbiter.core.scorer.version,
+        arbiter.core.catalog.version,
+    )
+    await stop.wait()
+    log.info("shutting down")
+    await running.stop()
+    await client.aclose()

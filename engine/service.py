@@ -1,0 +1,150 @@
+"""The application service: the decision core plus the stores, with deadlines.
+
+Async and transport-free: the gRPC servicer decodes requests into the dataclasses used
+here and encodes what comes back. This is where "degrade, never fail" lives: a feature
+store that is down or slower than ``feature_timeout`` yields a degraded decision, and a
+short circuit breaker keeps later calls from waiting on it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.decision import Decision, DecisionCore, DecisionRequest, StageTimer, rule_env
+from engine.decision_log import DecisionLogWriter
+from engine.errors import FeatureStoreUnavailable, NotFound
+from feature_store.store import (
+    CustomerHistory,
+    CustomerRecord,
+    DecisionLog,
+    EventRecord,
+    FeatureStore,
+    OutcomeRecord,
+)
+
+
+class Store(FeatureStore, DecisionLog, Protocol):
+    """The online store serves features and keeps the logs."""
+
+
+@dataclass(frozen=True, slots=True)
+class OfferHistory:
+    """One offer made in one decision, with the outcomes reported for it."""
+
+    decision_id: str
+    offer_id: str
+    channel: str
+    placement: str
+    rank: int
+    decided_at: float
+    outcomes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    customer_id: str
+    known: bool
+    stage: str
+    stage_reason: str
+    features: Mapping[str, float]
+    attributes: Mapping[str, str]
+    events: Sequence[Mapping[str, Any]]
+    decisions: tuple[OfferHistory, ...]
+
+
+def offer_history(history: CustomerHistory) -> tuple[OfferHistory, ...]:
+    """Joins the customer's recent decisions with their outcomes, newest first."""
+    reported: dict[tuple[str, str], list[str]] = {}
+    for o in reversed(history.outcomes):  # stored newest first; keep oldest first
+        reported.setdefault((o["decision_id"], o["offer_id"]), []).append(o["outcome"])
+    return tuple(
+        OfferHistory(
+            decision_id=d["decision_id"],
+            offer_id=offer_id,
+            channel=d["channel"],
+            placement=d["placement"],
+            rank=rank,
+            decided_at=d["ts"],
+            outcomes=tuple(reported.get((d["decision_id"], offer_id), ())),
+        )
+        for d in history.decisions
+        for offer_id, rank in d["actions"]
+    )
+
+
+class Arbiter:
+    def __init__(
+        self,
+        core: DecisionCore,
+        store: Store,
+        writer: DecisionLogWriter,
+        *,
+        feature_timeout: float = 0.03,
+        breaker_seconds: float = 1.0,
+    ) -> None:
+        self.core = core  # replaced as a whole when a new model or catalog is promoted
+        self.store = store
+        self.writer = writer
+        self.feature_timeout = feature_timeout
+        self.breaker_seconds = breaker_seconds
+        self._store_down_until = 0.0
+        self._store_down_reason = ""
+
+    async def _fetch(self, customer_id: str) -> tuple[CustomerRecord | None, str]:
+        if time.monotonic() < self._store_down_until:
+            return None, self._store_down_reason
+        try:
+            return await asyncio.wait_for(self.store.fetch(customer_id), self.feature_timeout), ""
+        except TimeoutError:
+            reason = f"feature store slower than {self.feature_timeout * 1000:g} ms"
+        except FeatureStoreUnavailable as exc:
+            reason = str(exc)
+        self._store_down_until = time.monotonic() + self.breaker_seconds
+        self._store_down_reason = f"feature store unavailable: {reason}"
+        return None, self._store_down_reason
+
+    async def decide(self, request: DecisionRequest, timer: StageTimer | None = None) -> Decision:
+        core = self.core  # one consistent core for the whole call
+        if timer:
+            timer.start()
+        record, degraded = await self._fetch(request.customer_id)
+        if timer:
+            timer.lap("fetch")
+        now = time.time()
+        decision = core.decide(request, record, now, degraded, timer)
+        self.writer.submit(decision, request, now)
+        return decision
+
+    async def report_outcome(self, outcome: OutcomeRecord) -> tuple[bool, str]:
+        if outcome.offer_id not in self.core.catalog.by_id:
+            raise NotFound(f"offer_id: no offer {outcome.offer_id!r} in the catalog")
+        return await self.store.record_outcome(outcome)
+
+    async def record_event(self, event: EventRecord) -> None:
+        await self.store.record_event(event)
+
+    async def profile(self, customer_id: str) -> Profile:
+        core = self.core
+        record, history = await asyncio.gather(
+            self.store.fetch(customer_id), self.store.history(customer_id)
+        )
+        schema = core.schema
+        features = schema.customer_vector(record.batch, record.realtime, time.time())
+        env = rule_env(
+            schema.names, features, record.attributes, DecisionRequest(customer_id, "")
+        )
+        stage, reason = core.stage_rules.derive(env)
+        return Profile(
+            customer_id=customer_id,
+            known=record.known,
+            stage=stage,
+            stage_reason=reason,
+            features=dict(zip(schema.names, features.tolist(), strict=True)),
+            attributes=record.attributes,
+            events=history.events,
+            decisions=offer_history(history),
+        )

@@ -1,0 +1,177 @@
+"""gRPC servicers: decode and validate the request, call the service, encode the answer.
+
+The only module besides the server that touches protobuf messages.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
+
+from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from engine import validation
+from engine.decision import Decision, DecisionRequest
+from engine.enums import CHANNEL_CODE, OUTCOMES, STAGE_CODE
+from engine.service import Arbiter, Profile
+from feature_store.store import EventRecord, OutcomeRecord
+
+Context = aio.ServicerContext[Any, Any]
+
+
+def _seconds(ts: Timestamp, present: bool) -> float | None:
+    return ts.seconds + ts.nanos / 1e9 if present else None
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def decode_decide(request: decision_pb2.DecideRequest) -> DecisionRequest:
+    return DecisionRequest(
+        customer_id=validation.customer_id(request.customer_id),
+        channel=validation.channel(request.channel),
+        placement=validation.short_text(request.placement, "placement", limit=64),
+        context=validation.context(request.context),
+        limit=validation.limit(request.limit),
+        offer_ids=validation.offer_ids(request.offer_ids),
+        request_id=validation.short_text(request.request_id, "request_id"),
+        explain=request.explain,
+    )
+
+
+def encode_decision(decision: Decision) -> decision_pb2.DecideResponse:
+    response = decision_pb2.DecideResponse(
+        decision_id=decision.decision_id,
+        customer_id=decision.customer_id,
+        lifecycle_stage=STAGE_CODE[decision.stage],  # type: ignore[arg-type]
+        model_version=decision.model_version,
+        degraded=decision.degraded,
+        degraded_reason=decision.degraded_reason,
+    )
+    for a in decision.actions:
+        m = a.message
+        response.actions.append(
+            decision_pb2.Action(
+                offer_id=a.offer_id,
+                rank=a.rank,
+                message=decision_pb2.Message(
+                    headline=m.headline,
+                    body=m.body,
+                    call_to_action=m.call_to_action,
+                    url=m.url,
+                    agent_script=m.agent_script,
+                    treatment_id=m.treatment_id,
+                ),
+                propensity=a.propensity,
+                value=a.value,
+                priority=a.priority,
+                probability=a.probability,
+                reasons=[
+                    decision_pb2.Reason(
+                        code=r.code, feature=r.feature, contribution=r.contribution, text=r.text
+                    )
+                    for r in a.reasons
+                ],
+            )
+        )
+    return response
+
+
+class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
+    def __init__(self, arbiter: Arbiter) -> None:
+        self.arbiter = arbiter
+
+    async def Decide(  # noqa: N802 - gRPC method name
+        self, request: decision_pb2.DecideRequest, context: Context
+    ) -> decision_pb2.DecideResponse:
+        decision = await self.arbiter.decide(decode_decide(request))
+        return encode_decision(decision)
+
+    async def ReportOutcome(  # noqa: N802
+        self, request: decision_pb2.ReportOutcomeRequest, context: Context
+    ) -> decision_pb2.ReportOutcomeResponse:
+        now = time.time()
+        decision_id = validation.short_text(request.decision_id, "decision_id", required=True)
+        offer_id = validation.short_text(request.offer_id, "offer_id", required=True)
+        outcome = validation.outcome(request.outcome)
+        key = validation.short_text(request.idempotency_key, "idempotency_key")
+        record = OutcomeRecord(
+            customer_id=validation.customer_id(request.customer_id),
+            decision_id=decision_id,
+            offer_id=offer_id,
+            outcome=outcome,
+            value=validation.finite(request.value, "value"),
+            occurred_at=validation.occurred_at(
+                _seconds(request.occurred_at, request.HasField("occurred_at")), now
+            ),
+            idempotency_key=key or f"{decision_id}:{offer_id}:{outcome}",
+        )
+        recorded, outcome_id = await self.arbiter.report_outcome(record)
+        return decision_pb2.ReportOutcomeResponse(recorded=recorded, outcome_id=outcome_id)
+
+
+def encode_profile(profile: Profile) -> profile_pb2.GetProfileResponse:
+    response = profile_pb2.GetProfileResponse(
+        customer_id=profile.customer_id,
+        lifecycle_stage=STAGE_CODE[profile.stage],  # type: ignore[arg-type]
+        lifecycle_reason=profile.stage_reason,
+        features=profile.features,
+        attributes=profile.attributes,
+        known=profile.known,
+    )
+    for e in profile.events:
+        response.recent_events.append(
+            profile_pb2.Event(
+                channel=CHANNEL_CODE.get(e["channel"], 0),  # type: ignore[arg-type]
+                event_type=e["event_type"],
+                attributes=e["attributes"],
+                occurred_at=_timestamp(e["occurred_at"]),
+            )
+        )
+    for d in profile.decisions:
+        response.recent_decisions.append(
+            profile_pb2.DecisionSummary(
+                decision_id=d.decision_id,
+                offer_id=d.offer_id,
+                channel=CHANNEL_CODE.get(d.channel, 0),  # type: ignore[arg-type]
+                placement=d.placement,
+                rank=d.rank,
+                decided_at=_timestamp(d.decided_at),
+                outcomes=[OUTCOMES.index(o) + 1 for o in d.outcomes],  # type: ignore[misc]
+            )
+        )
+    return response
+
+
+class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
+    def __init__(self, arbiter: Arbiter) -> None:
+        self.arbiter = arbiter
+
+    async def GetProfile(  # noqa: N802
+        self, request: profile_pb2.GetProfileRequest, context: Context
+    ) -> profile_pb2.GetProfileResponse:
+        profile = await self.arbiter.profile(validation.customer_id(request.customer_id))
+        return encode_profile(profile)
+
+    async def RecordEvent(  # noqa: N802
+        self, request: profile_pb2.RecordEventRequest, context: Context
+    ) -> profile_pb2.RecordEventResponse:
+        now = time.time()
+        event = EventRecord(
+            customer_id=validation.customer_id(request.customer_id),
+            channel=validation.channel(request.channel),
+            event_type=validation.event_type(request.event_type),
+            attributes=validation.string_map(request.attributes, "attributes"),
+            occurred_at=validation.occurred_at(
+                _seconds(request.occurred_at, request.HasField("occurred_at")), now
+            ),
+        )
+        await self.arbiter.record_event(event)
+        return profile_pb2.RecordEventResponse()
+
+

@@ -1,0 +1,78 @@
+"""The demo world end to end: generate profiles, load them, train a first model.
+
+Each step is skipped when its result is already there, so `make run` is fast the
+second time: the profile file exists, Redis holds that exact file (by content hash and
+schema), and a model is promoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import redis
+
+from engine import artifact
+from engine.artifact import ModelArtifact
+from engine.config import TrainerSettings, load_definitions
+from feature_store import keys
+from feature_store.loader import load_file
+from training.simulate import simulate_logs
+from training.train import TrainingConfig, train
+from training.world import generate
+
+log = logging.getLogger(__name__)
+
+
+def profiles_path(settings: TrainerSettings) -> Path:
+    return settings.data_dir / "demo" / f"customers-{settings.demo_customers}-{settings.world_seed}.jsonl"
+
+
+def ensure_profiles_file(settings: TrainerSettings) -> Path:
+    path = profiles_path(settings)
+    if not path.exists():
+        log.info("generating %d demo customers into %s", settings.demo_customers, path)
+        generate(settings.demo_customers, settings.world_seed).write_profiles(path)
+    return path
+
+
+def ensure_loaded(settings: TrainerSettings, client: redis.Redis, *, progress: bool = True) -> bool:
+    """Loads the demo profiles unless Redis already holds them; True when it loaded."""
+    definitions = load_definitions(settings)
+    path = ensure_profiles_file(settings)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta = client.hgetall(keys.LOAD_META)
+    if (
+        meta.get(b"source_sha256") == digest.encode()
+        and meta.get(b"schema") == definitions.schema.fingerprint.encode()
+    ):
+        return False
+    report = load_file(client, definitions.schema, path, progress=progress)
+    log.info("loaded %d profiles in %.1fs (%.0f/s)", report.rows, report.seconds, report.rows_per_second)
+    return True
+
+
+def train_demo(settings: TrainerSettings, *, progress: bool = True, promote: bool = True) -> ModelArtifact:
+    """Simulates logs in the demo world, trains, saves (and promotes) the artifact."""
+    definitions = load_definitions(settings)
+    world = generate(settings.demo_customers, settings.world_seed)
+    logs = simulate_logs(
+        world,
+        definitions.schema,
+        definitions.catalog,
+        definitions.stage_rules,
+        rows=settings.train_rows,
+        progress=progress,
+    )
+    model = train(
+        logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=settings.num_trees)
+    )
+    artifact.save(settings.model_dir, model, promote=promote)
+    return model
+
+
+def ensure_model(settings: TrainerSettings, *, progress: bool = True) -> None:
+    if artifact.current_version(settings.model_dir) is None:
+        log.info("no model yet: training one on simulated logs")
+        train_demo(settings, progress=progress)
