@@ -130,6 +130,7 @@ class DecisionCore:
         self.scorer = scorer
         self.one_per_category = one_per_category
         self.feature_names = model_feature_names(schema)
+        self._match_column = self.feature_names.index("category_match")
         self._vocabulary = scorer.vocabulary or Vocabulary.from_catalog(catalog)
         self._baseline = ValueOnlyScorer()
 
@@ -263,7 +264,7 @@ class DecisionCore:
                 "offer_category": offer.category,
                 "channel": situation.channel,
                 "stage": situation.stage,
-                "category_match": "yes" if row[-1] else "no",
+                "category_match": "yes" if row[self._match_column] else "no",
             }
             top = np.argsort(-contributions, kind="stable")[:TOP_CONTRIBUTIONS]
             for i in top.tolist():
