@@ -76,7 +76,7 @@ class ArbiterServer:
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
-        await self.arbiter.writer.close()
+        await self.arbiter.writer.close(timeout=self.grace)
 
 
 async def start_server(arbiter: Arbiter, host: str, port: int, grace: float = 5.0) -> ArbiterServer:

@@ -51,15 +51,24 @@ return 'pending'
 """
 
 
-def connect(url: str, *, timeout_seconds: float = 0.25) -> aioredis.Redis:
-    """An asyncio client that fails fast: callers degrade rather than wait on retries."""
-    return aioredis.Redis.from_url(
+def connect(
+    url: str, *, timeout_seconds: float = 0.25, max_connections: int = 64
+) -> aioredis.Redis:
+    """An asyncio client that fails fast: callers degrade rather than wait on retries.
+
+    The pool blocks (up to the timeout) when all connections are busy, instead of failing
+    at once as the default pool does: a burst of calls queues for a connection.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout_seconds,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=0,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def _json(value: Any) -> bytes:

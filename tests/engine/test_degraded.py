@@ -1,0 +1,77 @@
+"""Degrade, never fail: a down or slow feature store still gets an answer in time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+import redis
+
+from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from feature_store.embedded import EmbeddedRedis
+from tests.conftest import ServerThread
+
+
+def decide(server: ServerThread, customer_id: str = "cust-000042") -> tuple[decision_pb2.DecideResponse, float]:
+    started = time.perf_counter()
+    response = server.decisions.Decide(
+        decision_pb2.DecideRequest(customer_id=customer_id, channel=common_pb2.CHANNEL_WEB, limit=3),
+        timeout=5,
+    )
+    return response, time.perf_counter() - started
+
+
+def test_redis_down_answers_degraded_with_fallback_offers(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    own = EmbeddedRedis().start()
+    server = server_factory(own.url, breaker_seconds=0.2)
+    healthy, _ = decide(server)
+    assert not healthy.degraded
+
+    own.stop()
+    response, _ = decide(server)
+
+    assert response.degraded
+    assert "feature store" in response.degraded_reason
+    fallback = {o.offer_id for o in server.arbiter.core.catalog.offers if o.fallback}
+    assert response.actions
+    assert {a.offer_id for a in response.actions} <= fallback
+    # Writes cannot degrade: they say UNAVAILABLE, so the caller retries.
+    with pytest.raises(grpc.RpcError) as error:
+        server.profiles.RecordEvent(
+            profile_pb2.RecordEventRequest(
+                customer_id="cust-000042", channel=common_pb2.CHANNEL_WEB, event_type="page_view"
+            ),
+            timeout=5,
+        )
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_slow_redis_answers_degraded_within_the_deadline(
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
+) -> None:
+    server = server_factory(redis_url, feature_timeout_ms=30, breaker_seconds=0.3)
+    assert not decide(server)[0].degraded
+
+    pause = threading.Thread(target=lambda: loaded.execute_command("CLIENT", "PAUSE", 1500, "ALL"))
+    pause.start()
+    pause.join()
+    try:
+        response, seconds = decide(server)
+        assert response.degraded
+        assert "slower than 30 ms" in response.degraded_reason
+        assert seconds < 0.5
+        # The breaker answers at once while it is open, without waiting on Redis again.
+        response, seconds = decide(server)
+        assert response.degraded and seconds < 0.1
+    finally:
+        loaded.execute_command("CLIENT", "UNPAUSE")
+
+    deadline = time.monotonic() + 5
+    while decide(server)[0].degraded:
+        assert time.monotonic() < deadline, "did not recover after Redis came back"
+        time.sleep(0.1)

@@ -1,0 +1,58 @@
+"""Pins the Redis key layout and value encoding byte for byte (docs/redis-keys.md)."""
+
+from __future__ import annotations
+
+import struct
+
+import redis
+
+from engine.config import Definitions
+from feature_store import keys
+from feature_store.loader import load_profiles
+
+
+def test_customer_keys_share_one_hash_tag() -> None:
+    assert keys.customer_key("cust-000042", keys.PROFILE) == "arb:{cust-000042}:profile"
+    assert keys.customer_key("cust-000042", keys.REALTIME) == "arb:{cust-000042}:rt"
+    assert keys.customer_key("cust-000042", keys.EVENTS) == "arb:{cust-000042}:events"
+    assert keys.customer_key("cust-000042", keys.DECISIONS) == "arb:{cust-000042}:decisions"
+    assert keys.customer_key("cust-000042", keys.OUTCOMES) == "arb:{cust-000042}:outcomes"
+    assert keys.idempotency_key("cust-000042", "k1") == "arb:{cust-000042}:idem:k1"
+    assert keys.DECISION_LOG == "arb:log:decisions"
+    assert keys.OUTCOME_LOG == "arb:log:outcomes"
+    assert keys.LOAD_META == "arb:meta:load"
+
+
+def test_stored_profile_bytes(redis_client: redis.Redis, definitions: Definitions) -> None:
+    schema = definitions.schema
+    load_profiles(
+        redis_client,
+        schema,
+        [("cust-000042", {"is_customer": 1, "tenure_months": 30.5}, {"first_name": "Noah"})],
+    )
+
+    stored = redis_client.hgetall("arb:{cust-000042}:profile")
+
+    assert set(stored) == {b"v", b"s", b"a", b"u"}
+    assert stored[b"a"] == b'{"first_name":"Noah"}'
+    assert stored[b"s"] == schema.fingerprint.encode()
+    vector = stored[b"v"]
+    assert len(vector) == 4 * len(schema.batch)
+    # Little-endian float32 in schema order: is_customer, tenure_months, plan_tier, ...
+    assert vector[:8] == struct.pack("<ff", 1.0, 30.5)
+    assert vector[8:12] == struct.pack("<f", 0.0)
+    allowance = [f.name for f in schema.batch].index("data_allowance_gb")
+    assert vector[4 * allowance : 4 * allowance + 4] == struct.pack("<f", 5.0)  # its default
+
+
+def test_schema_fingerprint_pins_the_demo_schema(definitions: Definitions) -> None:
+    # Changing the batch features changes this: stored profiles must then be reloaded.
+    assert definitions.schema.fingerprint == "673d96babc7a"
+
+
+def test_customer_id_rules() -> None:
+    assert keys.customer_id_problem("cust-000042") is None
+    assert keys.customer_id_problem("") == "is required"
+    assert keys.customer_id_problem("a}b") is not None
+    assert keys.customer_id_problem("a b") is not None
+    assert keys.customer_id_problem("x" * 129) is not None

@@ -1,0 +1,99 @@
+"""The Redis adapter against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from engine.config import Definitions
+from engine.errors import FeatureStoreUnavailable
+from feature_store import keys, redis_store
+from feature_store.loader import load_profiles
+from feature_store.store import EventRecord, OutcomeRecord
+
+T = TypeVar("T")
+
+
+def run(redis_url: str, definitions: Definitions, work: Any) -> Any:
+    async def main() -> Any:
+        client = redis_store.connect(redis_url)
+        try:
+            return await work(redis_store.RedisFeatureStore(client, definitions.schema))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_fetch_unknown_customer_gives_defaults(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+    record = run(redis_url, definitions, lambda s: s.fetch("nobody"))
+    assert not record.known
+    assert record.batch.tolist() == pytest.approx([f.default for f in definitions.schema.batch])
+    assert record.attributes == {} and record.realtime == {}
+
+
+def test_fetch_reads_profile_and_realtime_state(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+    load_profiles(redis_client, definitions.schema, [("c1", {"tenure_months": 12}, {"region": "North"})])
+
+    async def work(store: redis_store.RedisFeatureStore) -> Any:
+        await store.record_event(EventRecord("c1", "web", "product_view", {"category": "fibre"}, 1000.0))
+        await store.record_event(EventRecord("c1", "mobile_app", "product_view", {}, 1010.0))
+        return await store.fetch("c1")
+
+    record = run(redis_url, definitions, work)
+    assert record.known
+    assert record.attributes == {"region": "North"}
+    assert record.batch[[f.name for f in definitions.schema.batch].index("tenure_months")] == 12
+    assert record.realtime == {
+        "n:product_view": "2",
+        "c:web": "1",
+        "c:mobile_app": "1",
+        "ts:last_seen": "1010.0",
+        "ts:product_view": "1010.0",
+        "last_category": "fibre",
+    }
+    ttl = redis_client.ttl(keys.customer_key("c1", keys.REALTIME))
+    assert 0 < ttl <= definitions.schema.realtime_ttl_seconds
+
+
+def test_concurrent_events_are_all_counted(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+    async def work(store: redis_store.RedisFeatureStore) -> Any:
+        await asyncio.gather(
+            *(store.record_event(EventRecord("c2", "web", "page_view", {}, 1.0 + i)) for i in range(200))
+        )
+        return await store.fetch("c2")
+
+    assert run(redis_url, definitions, work).realtime["n:page_view"] == "200"
+    assert redis_client.llen(keys.customer_key("c2", keys.EVENTS)) == definitions.schema.recent_events
+
+
+def test_outcome_idempotency(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+    outcome = OutcomeRecord("c3", "d1", "fibre_broadband", "accept", 10.0, 5.0, "key-1")
+
+    async def work(store: redis_store.RedisFeatureStore) -> Any:
+        return [await store.record_outcome(outcome) for _ in range(3)]
+
+    results = run(redis_url, definitions, work)
+    assert [r[0] for r in results] == [True, False, False]
+    assert len({r[1] for r in results}) == 1
+    assert redis_client.xlen(keys.OUTCOME_LOG) == 1
+    assert redis_client.hget(keys.customer_key("c3", keys.REALTIME), "o:accept") == b"1"
+    (stored,) = redis_client.lrange(keys.customer_key("c3", keys.OUTCOMES), 0, -1)
+    assert json.loads(stored)["offer_id"] == "fibre_broadband"
+
+
+def test_profile_written_with_another_schema_is_refused(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+    load_profiles(redis_client, definitions.schema, [("c4", {}, {})])
+    redis_client.hset(keys.customer_key("c4", keys.PROFILE), "s", "oldschema")
+    with pytest.raises(FeatureStoreUnavailable, match="reload profiles"):
+        run(redis_url, definitions, lambda s: s.fetch("c4"))
+
+
+def test_unreachable_redis_is_feature_store_unavailable(definitions: Definitions) -> None:
+    with pytest.raises(FeatureStoreUnavailable):
+        run("redis://127.0.0.1:1/0", definitions, lambda s: s.fetch("c5"))
