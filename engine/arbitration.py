@@ -23,7 +23,7 @@ class Ranked:
 
 
 def priorities(propensity: np.ndarray, value: np.ndarray, lever: np.ndarray) -> np.ndarray:
-    return propensity * value * lever
+    return np.asarray(propensity * value * lever)
 
 
 def arbitrate(

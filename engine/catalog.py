@@ -10,7 +10,7 @@ import hashlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,10 @@ def _timestamp(value: Any, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return moment.timestamp()
     if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=timezone.utc).timestamp()
+        return datetime.combine(value, time(), tzinfo=UTC).timestamp()
     raise ConfigurationError(f"{where}: expected a TOML date or datetime, got {value!r}")
 
 

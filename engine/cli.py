@@ -1,13 +1,13 @@
 """The `arbiter` command: run the service, call it, load data, train.
 
-    arbiter serve [--demo]                      start the gRPC service
-    arbiter decide CUSTOMER --channel web       ask for the next best action
-    arbiter profile CUSTOMER                    the single customer view
-    arbiter event CUSTOMER --type page_view --attr category=fibre
-    arbiter outcome DECISION CUSTOMER OFFER --outcome accept
-    arbiter load FILE                           bulk-load profiles (JSON Lines)
-    arbiter train                               train a model on simulated logs
-    arbiter demo-data                           generate the demo world's profiles
+arbiter serve [--demo]                      start the gRPC service
+arbiter decide CUSTOMER --channel web       ask for the next best action
+arbiter profile CUSTOMER                    the single customer view
+arbiter event CUSTOMER --type page_view --attr category=fibre
+arbiter outcome DECISION CUSTOMER OFFER --outcome accept
+arbiter load FILE                           bulk-load profiles (JSON Lines)
+arbiter train                               train a model on simulated logs
+arbiter demo-data                           generate the demo world's profiles
 """
 
 from __future__ import annotations
@@ -110,11 +110,16 @@ def _print_decision(r: Any) -> None:
     print(f"model {r.model_version}" + (f"  DEGRADED: {r.degraded_reason}" if r.degraded else ""))
     for a in r.actions:
         m = a.message
-        print(f"\n{a.rank}. {a.offer_id}  priority {a.priority:.3f} "
-              f"(propensity {a.propensity:.4f} x value {a.value:g})")
+        print(
+            f"\n{a.rank}. {a.offer_id}  priority {a.priority:.3f} "
+            f"(propensity {a.propensity:.4f} x value {a.value:g})"
+        )
         for label, text in (
-            ("headline", m.headline), ("body", m.body), ("call to action", m.call_to_action),
-            ("url", m.url), ("agent script", m.agent_script),
+            ("headline", m.headline),
+            ("body", m.body),
+            ("call to action", m.call_to_action),
+            ("url", m.url),
+            ("agent script", m.agent_script),
         ):
             if text:
                 print(f"   {label}: {text}")
@@ -242,8 +247,10 @@ def _offline(args: argparse.Namespace) -> int:
             raise SystemExit("set REDIS_URL to load into a Redis server")
         schema = load_definitions(loader).schema
         report = load_file(redis.Redis.from_url(loader.redis_url), schema, args.path, progress=True)
-        print(f"loaded {report.rows} profiles in {report.seconds:.1f}s "
-              f"({report.rows_per_second:,.0f}/s)")
+        print(
+            f"loaded {report.rows} profiles in {report.seconds:.1f}s "
+            f"({report.rows_per_second:,.0f}/s)"
+        )
         return 0
     from training import demo
 
@@ -254,7 +261,9 @@ def _offline(args: argparse.Namespace) -> int:
         model = demo.train_demo(TrainerSettings(**overrides), promote=not args.no_promote)
         print(f"model {model.version}" + ("" if args.no_promote else " (promoted)"))
         for name, value in model.metrics.items():
-            print(f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}")
+            print(
+                f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}"
+            )
         return 0
     if args.customers:
         overrides["demo_customers"] = args.customers

@@ -107,6 +107,7 @@ def rule_env(
     env: dict[str, Any] = dict(zip(names, features.tolist(), strict=True))
     env["channel"] = request.channel
     env["placement"] = request.placement
+    env["stage"] = ""
     env["context"] = request.context
     env["attr"] = attributes
     return env
@@ -176,7 +177,7 @@ class DecisionCore:
         scorer: Scorer = self.scorer
         try:
             propensity = scorer.predict(matrix) if offers else np.empty(0)
-        except Exception as exc:  # noqa: BLE001 - any model failure degrades, never fails
+        except Exception as exc:
             scorer = self._baseline
             propensity = scorer.predict(matrix)
             degraded_reason = degraded_reason or f"model failed, value-only fallback: {exc}"
@@ -257,7 +258,10 @@ class DecisionCore:
         contributions: np.ndarray | None,
     ) -> tuple[Reason, ...]:
         reasons = [Reason("LIFECYCLE_STAGE", f"stage {situation.stage}: {stage_reason}")]
-        reasons += [Reason("RULE_ELIGIBILITY", text) for text in eligibility.passed_rules(self.catalog, offer, situation)]
+        reasons += [
+            Reason("RULE_ELIGIBILITY", text)
+            for text in eligibility.passed_rules(self.catalog, offer, situation)
+        ]
         if contributions is not None:
             readable = {
                 "offer_id": offer.offer_id,

@@ -88,7 +88,7 @@ class Expression:
     def __call__(self, env: Env) -> Any:
         try:
             return self._fn(env)
-        except (TypeError, ValueError, ArithmeticError):
+        except (TypeError, ValueError, ArithmeticError, KeyError):
             return False
 
     def test(self, env: Env) -> bool:
@@ -180,16 +180,16 @@ class _Compiler:
         return lambda env: env[space].get(key, "")
 
     def compare(self, node: ast.Compare) -> Compiled:
-        ops = [_COMPARE.get(type(o)) for o in node.ops]
-        if any(o is None for o in ops):
-            raise self.fail(node, "comparison operator not allowed")
+        ops = []
+        for o in node.ops:
+            op = _COMPARE.get(type(o))
+            if op is None:
+                raise self.fail(node, "comparison operator not allowed")
+            ops.append(op)
         operands = [self.build(node.left), *(self.build(c) for c in node.comparators)]
         pairs = list(zip(ops, operands[:-1], operands[1:], strict=True))
 
         def chain(env: Env) -> bool:
-            for op, left, right in pairs:
-                if not op(left(env), right(env)):  # type: ignore[misc]
-                    return False
-            return True
+            return all(op(left(env), right(env)) for op, left, right in pairs)
 
         return chain

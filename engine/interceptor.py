@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc import aio
@@ -31,18 +31,20 @@ def _guard(behavior: Behavior, method: str) -> Behavior:
     return guarded
 
 
-class ErrorInterceptor(aio.ServerInterceptor):
+class ErrorInterceptor(aio.ServerInterceptor[Any, Any]):
     """Turns ``ArbiterError`` into its status code and message; anything else into
     INTERNAL with the details logged, never leaked. Wrapped handlers are cached."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         method = handler_call_details.method
         cached = self._handlers.get(method)
         if cached is not None:
@@ -51,7 +53,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(
-            _guard(handler.unary_unary, method),
+            _guard(cast(Behavior, handler.unary_unary), method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

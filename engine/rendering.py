@@ -53,12 +53,12 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def render(
-    offer: Offer, channel: str, stage: str, variables: Mapping[str, str]
-) -> RenderedMessage:
+def render(offer: Offer, channel: str, stage: str, variables: Mapping[str, str]) -> RenderedMessage:
     fields = offer.message_for(stage)
     f = {k: _fill(v, variables) for k, v in fields.items()}
-    treatment = f"{offer.offer_id}/{channel}/{stage if stage in offer.stage_messages else 'default'}"
+    treatment = (
+        f"{offer.offer_id}/{channel}/{stage if stage in offer.stage_messages else 'default'}"
+    )
     headline, body = f.get("headline", ""), f.get("body", "")
     cta, url = f.get("call_to_action", ""), f.get("url", "")
     if channel == "sms":

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 
@@ -68,7 +69,7 @@ class ArbiterServer:
     """A started server; ``port`` is the bound port (useful with port 0)."""
 
     server: aio.Server
-    health: health.aio.HealthServicer
+    health: health_aio.HealthServicer
     arbiter: Arbiter
     port: int
     grace: float
@@ -83,10 +84,14 @@ async def start_server(arbiter: Arbiter, host: str, port: int, grace: float = 5.
     server = aio.server(interceptors=[ErrorInterceptor()])
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(arbiter), server)
     profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(arbiter), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            *SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     bound = server.add_insecure_port(f"{host}:{port}")

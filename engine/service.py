@@ -134,9 +134,7 @@ class Arbiter:
         )
         schema = core.schema
         features = schema.customer_vector(record.batch, record.realtime, time.time())
-        env = rule_env(
-            schema.names, features, record.attributes, DecisionRequest(customer_id, "")
-        )
+        env = rule_env(schema.names, features, record.attributes, DecisionRequest(customer_id, ""))
         stage, reason = core.stage_rules.derive(env)
         return Profile(
             customer_id=customer_id,

@@ -86,13 +86,13 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     def __init__(self, arbiter: Arbiter) -> None:
         self.arbiter = arbiter
 
-    async def Decide(  # noqa: N802 - gRPC method name
+    async def Decide(
         self, request: decision_pb2.DecideRequest, context: Context
     ) -> decision_pb2.DecideResponse:
         decision = await self.arbiter.decide(decode_decide(request))
         return encode_decision(decision)
 
-    async def ReportOutcome(  # noqa: N802
+    async def ReportOutcome(
         self, request: decision_pb2.ReportOutcomeRequest, context: Context
     ) -> decision_pb2.ReportOutcomeResponse:
         now = time.time()
@@ -152,13 +152,13 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     def __init__(self, arbiter: Arbiter) -> None:
         self.arbiter = arbiter
 
-    async def GetProfile(  # noqa: N802
+    async def GetProfile(
         self, request: profile_pb2.GetProfileRequest, context: Context
     ) -> profile_pb2.GetProfileResponse:
         profile = await self.arbiter.profile(validation.customer_id(request.customer_id))
         return encode_profile(profile)
 
-    async def RecordEvent(  # noqa: N802
+    async def RecordEvent(
         self, request: profile_pb2.RecordEventRequest, context: Context
     ) -> profile_pb2.RecordEventResponse:
         now = time.time()
@@ -173,5 +173,3 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         )
         await self.arbiter.record_event(event)
         return profile_pb2.RecordEventResponse()
-
-

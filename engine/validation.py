@@ -48,7 +48,9 @@ def outcome(number: int, field: str = "outcome") -> str:
     return enum_name(number, OUTCOMES, "OUTCOME", field)
 
 
-def short_text(value: str, field: str, *, limit: int = MAX_ID_LENGTH, required: bool = False) -> str:
+def short_text(
+    value: str, field: str, *, limit: int = MAX_ID_LENGTH, required: bool = False
+) -> str:
     if required and not value:
         raise InvalidArgument(field, "is required")
     if len(value) > limit:
@@ -62,9 +64,13 @@ def string_map(values: Mapping[str, str], field: str) -> dict[str, str]:
     if len(values) > MAX_MAP_ENTRIES:
         raise InvalidArgument(field, f"has {len(values)} entries, at most {MAX_MAP_ENTRIES}")
     for key, value in values.items():
-        short_text(key, f"{field} key {key[:MAX_KEY_LENGTH]!r}", limit=MAX_KEY_LENGTH, required=True)
+        short_text(
+            key, f"{field} key {key[:MAX_KEY_LENGTH]!r}", limit=MAX_KEY_LENGTH, required=True
+        )
         if len(value) > MAX_VALUE_LENGTH:
-            raise InvalidArgument(f"{field}[{key}]", f"is longer than {MAX_VALUE_LENGTH} characters")
+            raise InvalidArgument(
+                f"{field}[{key}]", f"is longer than {MAX_VALUE_LENGTH} characters"
+            )
     return dict(values)
 
 

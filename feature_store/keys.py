@@ -43,6 +43,7 @@ def customer_key(customer_id: str, kind: str) -> str:
 def idempotency_key(customer_id: str, key: str) -> str:
     return f"{PREFIX}:{{{customer_id}}}:{IDEMPOTENCY}:{key}"
 
+
 # Printable, no whitespace, no braces (they would break the hash tag), 1..128 characters.
 CUSTOMER_ID_MAX = 128
 

@@ -203,4 +203,4 @@ class RedisFeatureStore:
             await self._redis.set(idem, log_id, xx=True, keepttl=True)
         except RedisError as exc:
             raise FeatureStoreUnavailable(f"outcome log write failed: {exc}") from exc
-        return True, log_id.decode()
+        return True, log_id.decode() if isinstance(log_id, bytes) else str(log_id)

@@ -98,7 +98,9 @@ class FeatureSchema:
             return self._batch_defaults
         vector = np.frombuffer(blob, dtype=BATCH_DTYPE)
         if vector.shape[0] != len(self.batch):
-            raise ValueError(f"profile vector has {vector.shape[0]} values, schema {len(self.batch)}")
+            raise ValueError(
+                f"profile vector has {vector.shape[0]} values, schema {len(self.batch)}"
+            )
         return vector
 
     def customer_vector(
@@ -143,7 +145,9 @@ def load_schema(path: Path) -> FeatureSchema:
     features = tuple(_feature(f) for f in doc.get("feature", []))
     for f in features:
         if f.kind not in ("float", "int", "bool") or f.source not in ("batch", "realtime"):
-            raise ConfigurationError(f"feature {f.name}: bad type {f.kind!r} or source {f.source!r}")
+            raise ConfigurationError(
+                f"feature {f.name}: bad type {f.kind!r} or source {f.source!r}"
+            )
         if f.transform not in ("count", "age_seconds"):
             raise ConfigurationError(f"feature {f.name}: bad transform {f.transform!r}")
     return FeatureSchema(

@@ -62,7 +62,9 @@ def world() -> World:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, world: World, definitions: Definitions) -> Path:
+def model_dir(
+    tmp_path_factory: pytest.TempPathFactory, world: World, definitions: Definitions
+) -> Path:
     logs = simulate_logs(
         world, definitions.schema, definitions.catalog, definitions.stage_rules, rows=20_000
     )
@@ -132,5 +134,7 @@ def server_factory(model_dir: Path) -> Iterator[Callable[..., ServerThread]]:
 
 
 @pytest.fixture
-def server(server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str) -> ServerThread:
+def server(
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
+) -> ServerThread:
     return server_factory(redis_url)

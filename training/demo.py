@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def profiles_path(settings: TrainerSettings) -> Path:
-    return settings.data_dir / "demo" / f"customers-{settings.demo_customers}-{settings.world_seed}.jsonl"
+    return (
+        settings.data_dir
+        / "demo"
+        / f"customers-{settings.demo_customers}-{settings.world_seed}.jsonl"
+    )
 
 
 def ensure_profiles_file(settings: TrainerSettings) -> Path:
@@ -49,11 +53,15 @@ def ensure_loaded(settings: TrainerSettings, client: redis.Redis, *, progress: b
     ):
         return False
     report = load_file(client, definitions.schema, path, progress=progress)
-    log.info("loaded %d profiles in %.1fs (%.0f/s)", report.rows, report.seconds, report.rows_per_second)
+    log.info(
+        "loaded %d profiles in %.1fs (%.0f/s)", report.rows, report.seconds, report.rows_per_second
+    )
     return True
 
 
-def train_demo(settings: TrainerSettings, *, progress: bool = True, promote: bool = True) -> ModelArtifact:
+def train_demo(
+    settings: TrainerSettings, *, progress: bool = True, promote: bool = True
+) -> ModelArtifact:
     """Simulates logs in the demo world, trains, saves (and promotes) the artifact."""
     definitions = load_definitions(settings)
     world = generate(settings.demo_customers, settings.world_seed)

@@ -10,16 +10,45 @@ towards and that, later, policies are measured against. Deterministic for a seed
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 
-FIRST_NAMES = (
-    "Alex Sam Maria Jordan Priya Chen Fatima Lucas Emma Noah Aisha Mateo Yuki Olga Tom "
-    "Grace Omar Lea Ravi Sofia Ben Nina Kofi Hana Ivan Chloe Diego Mia Arjun Zoe"
-).split()
+FIRST_NAMES = [
+    "Alex",
+    "Sam",
+    "Maria",
+    "Jordan",
+    "Priya",
+    "Chen",
+    "Fatima",
+    "Lucas",
+    "Emma",
+    "Noah",
+    "Aisha",
+    "Mateo",
+    "Yuki",
+    "Olga",
+    "Tom",
+    "Grace",
+    "Omar",
+    "Lea",
+    "Ravi",
+    "Sofia",
+    "Ben",
+    "Nina",
+    "Kofi",
+    "Hana",
+    "Ivan",
+    "Chloe",
+    "Diego",
+    "Mia",
+    "Arjun",
+    "Zoe",
+]
 REGIONS = ("North", "South", "East", "West", "Central")
 PLAN_NAMES = ("Prepaid", "Basic 5GB", "Plus 20GB", "Unlimited")
 ALLOWANCE_GB = (3.0, 5.0, 20.0, 100.0)
@@ -79,8 +108,13 @@ def generate(n: int = 50_000, seed: int = 7) -> World:
     support_calls = complaints + rng.poisson(0.6, n)
     contract_left = np.where(rng.random(n) < 0.4, 0, rng.integers(0, 24, n))
     churn = np.clip(
-        0.08 + 0.12 * complaints + 0.15 * (contract_left == 0) - 0.002 * tenure
-        + rng.normal(0, 0.08, n), 0.01, 0.98,
+        0.08
+        + 0.12 * complaints
+        + 0.15 * (contract_left == 0)
+        - 0.002 * tenure
+        + rng.normal(0, 0.08, n),
+        0.01,
+        0.98,
     )
     spend = np.round(10 + 15 * tier + 25 * has_fibre + 12 * has_tv + rng.normal(0, 6, n), 2)
     spend = spend.clip(5, None)
@@ -122,10 +156,12 @@ def generate(n: int = 50_000, seed: int = 7) -> World:
     )
 
 
-def _offer_terms(offer_id: str, f: dict[str, np.ndarray], world_row: dict[str, np.ndarray]) -> np.ndarray:
+def _offer_terms(
+    offer_id: str, f: dict[str, np.ndarray], world_row: dict[str, np.ndarray]
+) -> np.ndarray:
     """Offer-specific part of the hidden log-odds (f: features by name, row-aligned)."""
     ratio = f["data_usage_gb"] / np.maximum(f["data_allowance_gb"], 0.1)
-    terms = {
+    terms: dict[str, Callable[[], Any]] = {
         "plan_upgrade_unlimited": lambda: 2.2 * np.clip(ratio - 0.7, 0, 1.5),
         "device_upgrade_5g": lambda: 0.05 * (f["device_age_months"] - 24),
         "fibre_broadband": lambda: 0.02 * f["data_usage_gb"] + 0.4 * (f["products_held"] >= 2),

@@ -15,10 +15,14 @@ from feature_store.embedded import EmbeddedRedis
 from tests.conftest import ServerThread
 
 
-def decide(server: ServerThread, customer_id: str = "cust-000042") -> tuple[decision_pb2.DecideResponse, float]:
+def decide(
+    server: ServerThread, customer_id: str = "cust-000042"
+) -> tuple[decision_pb2.DecideResponse, float]:
     started = time.perf_counter()
     response = server.decisions.Decide(
-        decision_pb2.DecideRequest(customer_id=customer_id, channel=common_pb2.CHANNEL_WEB, limit=3),
+        decision_pb2.DecideRequest(
+            customer_id=customer_id, channel=common_pb2.CHANNEL_WEB, limit=3
+        ),
         timeout=5,
     )
     return response, time.perf_counter() - started

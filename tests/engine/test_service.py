@@ -19,7 +19,9 @@ WEB = common_pb2.CHANNEL_WEB
 CALL_CENTER = common_pb2.CHANNEL_CALL_CENTER
 
 
-def decide(server: ServerThread, customer_id: str, channel: int = WEB, **fields: object) -> decision_pb2.DecideResponse:
+def decide(
+    server: ServerThread, customer_id: str, channel: int = WEB, **fields: object
+) -> decision_pb2.DecideResponse:
     request = decision_pb2.DecideRequest(customer_id=customer_id, channel=channel, **fields)  # type: ignore[arg-type]
     return server.decisions.Decide(request, timeout=5)
 
@@ -34,7 +36,11 @@ def test_known_customer_gets_ranked_rendered_actions_with_reasons(server: Server
     priorities = [a.priority for a in response.actions]
     assert priorities == sorted(priorities, reverse=True)
     for action in response.actions:
-        assert action.priority == pytest.approx(action.propensity * action.value * server.arbiter.core.catalog.by_id[action.offer_id].lever)
+        assert action.priority == pytest.approx(
+            action.propensity
+            * action.value
+            * server.arbiter.core.catalog.by_id[action.offer_id].lever
+        )
         assert 0 < action.propensity < 1
         assert action.message.headline and action.message.url
         codes = {r.code for r in action.reasons}
@@ -111,10 +117,15 @@ def test_explicit_stage_in_context_overrides_rules(server: ServerThread) -> None
     assert response.lifecycle_stage == common_pb2.LIFECYCLE_STAGE_AT_RISK
 
 
-def record(server: ServerThread, customer_id: str, event_type: str, channel: int = WEB, **attrs: str) -> None:
+def record(
+    server: ServerThread, customer_id: str, event_type: str, channel: int = WEB, **attrs: str
+) -> None:
     server.profiles.RecordEvent(
         profile_pb2.RecordEventRequest(
-            customer_id=customer_id, channel=channel, event_type=event_type, attributes=attrs  # type: ignore[arg-type]
+            customer_id=customer_id,
+            channel=channel,
+            event_type=event_type,
+            attributes=attrs,  # type: ignore[arg-type]
         ),
         timeout=5,
     )
@@ -140,9 +151,17 @@ def test_web_event_changes_the_next_call_center_decision(server: ServerThread) -
 def test_bad_events_are_rejected_with_the_field(server: ServerThread) -> None:
     future = Timestamp(seconds=4_000_000_000)
     cases = [
-        (profile_pb2.RecordEventRequest(customer_id="c1", channel=WEB, event_type="Page View"), "event_type"),
+        (
+            profile_pb2.RecordEventRequest(customer_id="c1", channel=WEB, event_type="Page View"),
+            "event_type",
+        ),
         (profile_pb2.RecordEventRequest(customer_id="c1", event_type="page_view"), "channel"),
-        (profile_pb2.RecordEventRequest(customer_id="c1", channel=WEB, event_type="x", occurred_at=future), "occurred_at"),
+        (
+            profile_pb2.RecordEventRequest(
+                customer_id="c1", channel=WEB, event_type="x", occurred_at=future
+            ),
+            "occurred_at",
+        ),
     ]
     for request, field_name in cases:
         with pytest.raises(grpc.RpcError) as error:
@@ -151,7 +170,9 @@ def test_bad_events_are_rejected_with_the_field(server: ServerThread) -> None:
         assert error.value.details().startswith(field_name)
 
 
-def report(server: ServerThread, decision_id: str, offer_id: str, outcome: int, key: str = "") -> decision_pb2.ReportOutcomeResponse:
+def report(
+    server: ServerThread, decision_id: str, offer_id: str, outcome: int, key: str = ""
+) -> decision_pb2.ReportOutcomeResponse:
     return server.decisions.ReportOutcome(
         decision_pb2.ReportOutcomeRequest(
             decision_id=decision_id,
@@ -165,7 +186,9 @@ def report(server: ServerThread, decision_id: str, offer_id: str, outcome: int, 
     )
 
 
-def test_report_outcome_is_recorded_once_per_idempotency_key(server: ServerThread, loaded: redis.Redis) -> None:
+def test_report_outcome_is_recorded_once_per_idempotency_key(
+    server: ServerThread, loaded: redis.Redis
+) -> None:
     decision = decide(server, "cust-000042", limit=1)
     offer = decision.actions[0].offer_id
 
@@ -202,12 +225,16 @@ def test_report_outcome_errors(server: ServerThread) -> None:
     assert error.value.details().startswith("decision_id")
 
 
-def test_every_decision_is_logged_with_the_features_as_served(server: ServerThread, loaded: redis.Redis) -> None:
+def test_every_decision_is_logged_with_the_features_as_served(
+    server: ServerThread, loaded: redis.Redis
+) -> None:
     record(server, "cust-000007", "search", common_pb2.CHANNEL_MOBILE_APP, category="phones")
-    response = decide(server, "cust-000007", common_pb2.CHANNEL_MOBILE_APP, limit=2, request_id="r-9")
+    response = decide(
+        server, "cust-000007", common_pb2.CHANNEL_MOBILE_APP, limit=2, request_id="r-9"
+    )
     server.flush_log()
 
-    (_, fields), = loaded.xrange(keys.DECISION_LOG)
+    ((_, fields),) = loaded.xrange(keys.DECISION_LOG)
     entry = json.loads(fields[b"d"])
     assert entry["decision_id"] == response.decision_id
     assert entry["request_id"] == "r-9"
@@ -237,6 +264,12 @@ def test_health_and_reflection_list_the_services(server: ServerThread) -> None:
         reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
-    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for r in replies for s in r.list_services_response.service}
-    assert {"arbiter.v1.DecisionService", "arbiter.v1.ProfileService", "grpc.health.v1.Health"} <= names
+    assert {
+        "arbiter.v1.DecisionService",
+        "arbiter.v1.ProfileService",
+        "grpc.health.v1.Health",
+    } <= names

@@ -16,7 +16,9 @@ from feature_store.loader import load_file, load_profiles
 from training.world import World
 
 
-def test_load_file_writes_every_profile(redis_client: redis.Redis, definitions: Definitions, world: World, tmp_path: Path) -> None:
+def test_load_file_writes_every_profile(
+    redis_client: redis.Redis, definitions: Definitions, world: World, tmp_path: Path
+) -> None:
     path = tmp_path / "profiles.jsonl"
     world.write_profiles(path)
 
@@ -33,17 +35,23 @@ def test_load_file_writes_every_profile(redis_client: redis.Redis, definitions: 
     assert stored == expected
 
 
-def test_bad_lines_name_the_line(redis_client: redis.Redis, definitions: Definitions, tmp_path: Path) -> None:
+def test_bad_lines_name_the_line(
+    redis_client: redis.Redis, definitions: Definitions, tmp_path: Path
+) -> None:
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"customer_id": "ok-1", "features": {}}\n{"customer_id": "x", "features": {"bogus": 1}}\n')
-    with pytest.raises(InvalidArgument, match="features.bogus"):
+    path.write_text(
+        '{"customer_id": "ok-1", "features": {}}\n{"customer_id": "x", "features": {"bogus": 1}}\n'
+    )
+    with pytest.raises(InvalidArgument, match=r"features\.bogus"):
         load_file(redis_client, definitions.schema, path)
     path.write_text('{"customer_id": "ok-1"}\nnot json\n')
-    with pytest.raises(InvalidArgument, match="bad.jsonl:2"):
+    with pytest.raises(InvalidArgument, match=r"bad\.jsonl:2"):
         load_file(redis_client, definitions.schema, path)
 
 
-def test_readers_never_see_a_half_written_profile(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+def test_readers_never_see_a_half_written_profile(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
     schema = definitions.schema
     names = [f.name for f in schema.batch]
     old = {n: 1.0 for n in names}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -30,18 +29,26 @@ def run(redis_url: str, definitions: Definitions, work: Any) -> Any:
     return asyncio.run(main())
 
 
-def test_fetch_unknown_customer_gives_defaults(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+def test_fetch_unknown_customer_gives_defaults(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
     record = run(redis_url, definitions, lambda s: s.fetch("nobody"))
     assert not record.known
     assert record.batch.tolist() == pytest.approx([f.default for f in definitions.schema.batch])
     assert record.attributes == {} and record.realtime == {}
 
 
-def test_fetch_reads_profile_and_realtime_state(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
-    load_profiles(redis_client, definitions.schema, [("c1", {"tenure_months": 12}, {"region": "North"})])
+def test_fetch_reads_profile_and_realtime_state(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    load_profiles(
+        redis_client, definitions.schema, [("c1", {"tenure_months": 12}, {"region": "North"})]
+    )
 
     async def work(store: redis_store.RedisFeatureStore) -> Any:
-        await store.record_event(EventRecord("c1", "web", "product_view", {"category": "fibre"}, 1000.0))
+        await store.record_event(
+            EventRecord("c1", "web", "product_view", {"category": "fibre"}, 1000.0)
+        )
         await store.record_event(EventRecord("c1", "mobile_app", "product_view", {}, 1010.0))
         return await store.fetch("c1")
 
@@ -61,18 +68,27 @@ def test_fetch_reads_profile_and_realtime_state(redis_client: redis.Redis, redis
     assert 0 < ttl <= definitions.schema.realtime_ttl_seconds
 
 
-def test_concurrent_events_are_all_counted(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+def test_concurrent_events_are_all_counted(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
     async def work(store: redis_store.RedisFeatureStore) -> Any:
         await asyncio.gather(
-            *(store.record_event(EventRecord("c2", "web", "page_view", {}, 1.0 + i)) for i in range(200))
+            *(
+                store.record_event(EventRecord("c2", "web", "page_view", {}, 1.0 + i))
+                for i in range(200)
+            )
         )
         return await store.fetch("c2")
 
     assert run(redis_url, definitions, work).realtime["n:page_view"] == "200"
-    assert redis_client.llen(keys.customer_key("c2", keys.EVENTS)) == definitions.schema.recent_events
+    assert (
+        redis_client.llen(keys.customer_key("c2", keys.EVENTS)) == definitions.schema.recent_events
+    )
 
 
-def test_outcome_idempotency(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+def test_outcome_idempotency(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
     outcome = OutcomeRecord("c3", "d1", "fibre_broadband", "accept", 10.0, 5.0, "key-1")
 
     async def work(store: redis_store.RedisFeatureStore) -> Any:
@@ -87,7 +103,9 @@ def test_outcome_idempotency(redis_client: redis.Redis, redis_url: str, definiti
     assert json.loads(stored)["offer_id"] == "fibre_broadband"
 
 
-def test_profile_written_with_another_schema_is_refused(redis_client: redis.Redis, redis_url: str, definitions: Definitions) -> None:
+def test_profile_written_with_another_schema_is_refused(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
     load_profiles(redis_client, definitions.schema, [("c4", {}, {})])
     redis_client.hset(keys.customer_key("c4", keys.PROFILE), "s", "oldschema")
     with pytest.raises(FeatureStoreUnavailable, match="reload profiles"):
