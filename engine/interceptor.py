@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc import aio
@@ -12,6 +12,12 @@ from grpc import aio
 from engine.errors import ArbiterError
 
 log = logging.getLogger(__name__)
+
+# The stubs make the interceptor generic; the runtime class is not subscriptable.
+if TYPE_CHECKING:
+    _Interceptor = aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = aio.ServerInterceptor
 
 Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -31,7 +37,7 @@ def _guard(behavior: Behavior, method: str) -> Behavior:
     return guarded
 
 
-class ErrorInterceptor(aio.ServerInterceptor[Any, Any]):
+class ErrorInterceptor(_Interceptor):
     """Turns ``ArbiterError`` into its status code and message; anything else into
     INTERNAL with the details logged, never leaked. Wrapped handlers are cached."""
 
