@@ -240,13 +240,15 @@ def _offline(args: argparse.Namespace) -> int:
     if args.command == "load":
         import redis
 
+        from feature_store.embedded import running_url
         from feature_store.loader import load_file
 
         loader = LoaderSettings()
-        if loader.redis_url is None:
-            raise SystemExit("set REDIS_URL to load into a Redis server")
+        url = loader.redis_url or running_url(loader.embedded_redis_dir)
+        if url is None:
+            raise SystemExit("set REDIS_URL, or start `arbiter serve` (embedded Redis) first")
         schema = load_definitions(loader).schema
-        report = load_file(redis.Redis.from_url(loader.redis_url), schema, args.path, progress=True)
+        report = load_file(redis.Redis.from_url(url), schema, args.path, progress=True)
         print(
             f"loaded {report.rows} profiles in {report.seconds:.1f}s "
             f"({report.rows_per_second:,.0f}/s)"

@@ -17,6 +17,16 @@ import redis
 
 from engine.errors import ConfigurationError
 
+URL_FILE = "url"
+
+
+def running_url(data_dir: Path) -> str | None:
+    """The URL of the embedded server started with ``data_dir``, if one is running."""
+    try:
+        return (data_dir / URL_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
 
 def redis_server_binary() -> str:
     try:
@@ -79,10 +89,14 @@ class EmbeddedRedis:
             except redis.BusyLoadingError:
                 time.sleep(0.05)
         client.close()
+        if self.data_dir is not None:  # lets `arbiter load` find a running embedded server
+            (self.data_dir / URL_FILE).write_text(self.url + "\n")
         return self
 
     def stop(self) -> None:
         process, self._process = self._process, None
+        if self.data_dir is not None:
+            (self.data_dir / URL_FILE).unlink(missing_ok=True)
         if process is None or process.poll() is not None:
             return
         # SIGTERM is redis-server's graceful shutdown: it saves first when save points are set.

@@ -1,0 +1,212 @@
+"""Decide latency and throughput against an echo RPC on the same server stack.
+
+One run, interleaved, on this machine:
+- the server runs in its own process (`arbiter serve`), with a catalog of 100 offers that
+  are all eligible, a 100-tree model, and profiles in a real redis-server;
+- latency: sequential calls from one client, Decide and the health Check (the "echo":
+  same server, interceptors and event loop, no work), interleaved in blocks;
+- throughput: an asyncio client keeps 16 calls in flight for a few seconds each;
+- in-process: the time of each decision stage inside the service, without gRPC.
+
+    make bench            (or: .venv/bin/python benchmarks/bench_decide.py --help)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import grpc
+import numpy as np
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
+from benchmarks.common import percentiles, wide_catalog
+from engine import artifact
+from engine.config import ServerSettings, load_definitions
+from engine.decision import DecisionRequest, StageTimer
+from engine.server import build_arbiter
+from engine.servicer import encode_decision
+from feature_store import redis_store
+from feature_store.embedded import EmbeddedRedis, _free_port
+from feature_store.loader import load_profiles
+from training.simulate import simulate_logs
+from training.train import TrainingConfig, train
+from training.world import generate
+
+CUSTOMERS = 5000
+
+
+def prepare(workdir: Path, redis_url: str, offers: int, trees: int) -> ServerSettings:
+    catalog = wide_catalog(offers, workdir / "catalog.toml")
+    settings = ServerSettings(data_dir=workdir, catalog_path=catalog, redis_url=redis_url)
+    definitions = load_definitions(settings)
+    world = generate(CUSTOMERS, seed=7)
+    client = redis.Redis.from_url(redis_url)
+    load_profiles(client, definitions.schema, world.profiles())
+    client.close()
+    logs = simulate_logs(
+        world, definitions.schema, definitions.catalog, definitions.stage_rules, rows=30_000
+    )
+    model = train(logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=trees))
+    artifact.save(settings.model_dir, model)
+    print(f"catalog {offers} offers, model {trees} trees, {CUSTOMERS} customers loaded")
+    return settings
+
+
+def start_server(settings: ServerSettings, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url or "",
+        "ARBITER_DATA_DIR": str(settings.data_dir),
+        "ARBITER_CATALOG_PATH": str(settings.catalog_path),
+        "ARBITER_PORT": str(port),
+        "ARBITER_LOG_QUEUE_SIZE": "100000",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "serve"], env=env, stdout=subprocess.DEVNULL
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    grpc.channel_ready_future(channel).result(timeout=60)
+    channel.close()
+    return process
+
+
+def request(i: int, limit: int) -> decision_pb2.DecideRequest:
+    return decision_pb2.DecideRequest(
+        customer_id=f"cust-{1 + i % CUSTOMERS:06d}",
+        channel=common_pb2.CHANNEL_WEB,
+        placement="home_hero",
+        limit=limit,
+    )
+
+
+def latency(port: int, calls: int, limit: int) -> tuple[list[float], list[float], int]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
+    check = health_pb2_grpc.HealthStub(channel).Check
+    echo_request = health_pb2.HealthCheckRequest()
+    decide_us: list[float] = []
+    echo_us: list[float] = []
+    candidates = 0
+    for i in range(200):  # warm-up
+        decide(request(i, limit))
+        check(echo_request)
+    for block in range(calls // 100):
+        for i in range(100):
+            t = time.perf_counter()
+            reply = decide(request(block * 100 + i, limit))
+            decide_us.append((time.perf_counter() - t) * 1e6)
+            candidates = max(candidates, len(reply.actions))
+        for _ in range(100):
+            t = time.perf_counter()
+            check(echo_request)
+            echo_us.append((time.perf_counter() - t) * 1e6)
+    channel.close()
+    return decide_us, echo_us, candidates
+
+
+async def throughput(port: int, seconds: float, concurrency: int, limit: int, echo: bool) -> float:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
+        check = health_pb2_grpc.HealthStub(channel).Check
+        done = 0
+        stop = time.perf_counter() + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal done
+            i = w
+            while time.perf_counter() < stop:
+                if echo:
+                    await check(health_pb2.HealthCheckRequest())
+                else:
+                    await decide(request(i, limit))
+                i += concurrency
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return done / (time.perf_counter() - started)
+
+
+async def stages(settings: ServerSettings, calls: int, limit: int) -> None:
+    client = redis_store.connect(settings.redis_url or "")
+    arbiter = build_arbiter(settings, client)
+    arbiter.writer.start()
+    timer = StageTimer()
+    total_us: list[float] = []
+    encode_us: list[float] = []
+    for i in range(calls):
+        req = DecisionRequest(f"cust-{1 + i % CUSTOMERS:06d}", "web", "home_hero", limit=limit)
+        t = time.perf_counter()
+        decision = await arbiter.decide(req, timer)
+        t2 = time.perf_counter()
+        encode_decision(decision).SerializeToString()
+        t3 = time.perf_counter()
+        total_us.append((t2 - t) * 1e6)
+        encode_us.append((t3 - t2) * 1e6)
+    candidates = len(decision.candidates)
+    await arbiter.writer.close()
+    await client.aclose()
+    print(f"\nin-process, {candidates} candidates, mean per decision stage:")
+    for stage, us in timer.totals.items():
+        print(f"  {stage:12s} {us / calls:7.0f} us")
+    print(f"  {'encode':12s} {np.mean(encode_us):7.0f} us")
+    print(f"  service decide(): {percentiles(total_us)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--offers", type=int, default=100)
+    parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--limit", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+
+    embedded = None
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        embedded = EmbeddedRedis().start()
+        redis_url = embedded.url
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = prepare(Path(tmp), redis_url, args.offers, args.trees)
+        port = _free_port()
+        server = start_server(settings, port)
+        try:
+            decide_us, echo_us, actions = latency(port, args.calls, args.limit)
+            print(f"\nlatency, one client, sequential ({actions} actions returned):")
+            print(f"  Decide  {percentiles(decide_us)}")
+            print(f"  echo    {percentiles(echo_us)}")
+            ratio = np.percentile(decide_us, [50, 99]) / np.percentile(echo_us, [50, 99])
+            print(f"  Decide / echo: p50 x{ratio[0]:.2f}, p99 x{ratio[1]:.2f}")
+            rates = {}
+            for name, echo in (("Decide", False), ("echo", True), ("Decide ", False)):
+                rates[name] = asyncio.run(
+                    throughput(port, args.seconds, args.concurrency, args.limit, echo)
+                )
+            print(f"\nthroughput, {args.concurrency} calls in flight:")
+            for name, rate in rates.items():
+                print(f"  {name.strip():7s} {rate:7.0f} calls/s")
+            decide_rate = (rates["Decide"] + rates["Decide "]) / 2
+            print(f"  Decide / echo: x{decide_rate / rates['echo']:.2f}")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        asyncio.run(stages(settings, args.calls, args.limit))
+    if embedded is not None:
+        embedded.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmarks: percentiles and a catalog of N offers."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import DEFAULTS
+
+
+def percentiles(samples_us: list[float] | np.ndarray) -> str:
+    a = np.asarray(samples_us)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return f"p50 {p50:8.0f} us  p90 {p90:8.0f} us  p99 {p99:8.0f} us  (n={a.size})"
+
+
+def wide_catalog(n: int, path: Path) -> Path:
+    """The demo catalog's offers copied to ``n`` offers, every one eligible on the web for
+    every known customer (no audience, stage or placement limits): ``n`` candidates."""
+    base = tomllib.loads((DEFAULTS / "catalog.toml").read_text())["offer"]
+    lines = ['[template_defaults]\nfirst_name = "there"\n']
+    for i in range(n):
+        offer = base[i % len(base)]
+        lines.append("[[offer]]")
+        lines.append(f'id = "{offer["id"]}_{i:03d}"')
+        lines.append(f'category = "{offer["category"]}_{i:03d}"')
+        lines.append(f"value = {offer['value'] * (0.5 + (i % 7) / 7):.1f}")
+        lines.append(f"tags = {offer.get('tags', [])!r}".replace("'", '"'))
+        lines.append("[offer.message]")
+        for key, text in offer["message"].items():
+            if isinstance(text, str):
+                lines.append(f"{key} = {text!r}".replace("'", '"') if '"' not in text else "")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
