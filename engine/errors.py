@@ -3,6 +3,8 @@
     ArbiterError                      INTERNAL (never raised bare)
     ├── InvalidArgument               INVALID_ARGUMENT, names the field
     ├── NotFound                      NOT_FOUND
+    ├── FailedPrecondition            FAILED_PRECONDITION
+    │   └── ProfileSchemaMismatch     a stored profile written with another feature schema
     ├── Unavailable                   UNAVAILABLE (retry later)
     │   └── FeatureStoreUnavailable   Redis down, slow or failing
     └── ConfigurationError            INTERNAL; raised at start-up, never per request
@@ -36,6 +38,14 @@ class InvalidArgument(ArbiterError):
 
 class NotFound(ArbiterError):
     code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(ArbiterError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ProfileSchemaMismatch(FailedPrecondition):
+    """The stored profile was written with another batch schema: reload profiles."""
 
 
 class Unavailable(ArbiterError):

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from engine.decision import Decision, DecisionCore, DecisionRequest, StageTimer, rule_env
 from engine.decision_log import DecisionLogWriter
-from engine.errors import FeatureStoreUnavailable, NotFound
+from engine.errors import FeatureStoreUnavailable, NotFound, ProfileSchemaMismatch
 from feature_store.store import (
     CustomerHistory,
     CustomerRecord,
@@ -101,6 +101,8 @@ class Arbiter:
             return await asyncio.wait_for(self.store.fetch(customer_id), self.feature_timeout), ""
         except TimeoutError:
             reason = f"feature store slower than {self.feature_timeout * 1000:g} ms"
+        except ProfileSchemaMismatch as exc:
+            return None, str(exc)  # this profile only: the store itself is fine
         except FeatureStoreUnavailable as exc:
             reason = str(exc)
         self._store_down_until = time.monotonic() + self.breaker_seconds

@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from engine.errors import FeatureStoreUnavailable
+from engine.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
 from feature_store import keys
 from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
 from feature_store.store import (
@@ -102,7 +102,7 @@ class RedisFeatureStore:
         if vector is None:
             return CustomerRecord(customer_id, False, self._schema.decode_batch(None), {}, rt)
         if fingerprint.decode() != self._schema.fingerprint:
-            raise FeatureStoreUnavailable(
+            raise ProfileSchemaMismatch(
                 f"profile of {customer_id} was written with schema {fingerprint.decode()}, "
                 f"serving schema is {self._schema.fingerprint}: reload profiles"
             )

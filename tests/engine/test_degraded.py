@@ -79,3 +79,18 @@ def test_slow_redis_answers_degraded_within_the_deadline(
     while decide(server)[0].degraded:
         assert time.monotonic() < deadline, "did not recover after Redis came back"
         time.sleep(0.1)
+
+
+def test_a_profile_of_another_schema_degrades_that_customer_only(
+    server: ServerThread, loaded: redis.Redis
+) -> None:
+    loaded.hset("arb:{cust-000003}:profile", "s", "0ldschema000")
+
+    stale, _ = decide(server, "cust-000003")
+    fine, _ = decide(server, "cust-000004")
+
+    assert stale.degraded and "reload profiles" in stale.degraded_reason
+    assert not fine.degraded
+    with pytest.raises(grpc.RpcError) as error:
+        server.profiles.GetProfile(profile_pb2.GetProfileRequest(customer_id="cust-000003"))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from engine.config import Definitions
-from engine.errors import FeatureStoreUnavailable
+from engine.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
 from feature_store import keys, redis_store
 from feature_store.loader import load_profiles
 from feature_store.store import EventRecord, OutcomeRecord
@@ -108,7 +108,7 @@ def test_profile_written_with_another_schema_is_refused(
 ) -> None:
     load_profiles(redis_client, definitions.schema, [("c4", {}, {})])
     redis_client.hset(keys.customer_key("c4", keys.PROFILE), "s", "oldschema")
-    with pytest.raises(FeatureStoreUnavailable, match="reload profiles"):
+    with pytest.raises(ProfileSchemaMismatch, match="reload profiles"):
         run(redis_url, definitions, lambda s: s.fetch("c4"))
 
 
