@@ -1,8 +1,12 @@
-"""grpc.aio versus the threaded grpc server, for an echo RPC (the health Check).
+"""grpc.aio versus the threaded grpc server: for an echo RPC and for Decide.
 
 Each server runs in its own process; one client measures sequential latency, then an
-asyncio client with 16 calls in flight measures throughput. Interleaved rounds, medians.
-Decides which server stack Arbiter uses (docs/architecture.md).
+asyncio client with 16 calls in flight measures throughput. Interleaved rounds.
+
+- echo: the health Check on a bare server of each kind;
+- decide: the same DecisionCore (100 eligible offers, 100-tree model) behind each stack:
+  aio with the asyncio Redis client (Arbiter's service), threaded with the sync client
+  (8 worker threads). Neither writes the decision log, so only the stacks differ.
 
     .venv/bin/python benchmarks/bench_server_stack.py
 """
@@ -11,18 +15,45 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import statistics
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import grpc
+import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from arbiter.v1 import decision_pb2_grpc
+from benchmarks.bench_decide import prepare, request
 from benchmarks.common import percentiles
-from feature_store.embedded import _free_port
+from engine.config import ServerSettings, load_definitions
+from engine.decision_log import DecisionLogWriter
+from engine.server import build_core, load_scorer, start_server
+from engine.service import Arbiter
+from engine.servicer import decode_decide, encode_decision
+from feature_store import redis_store
+from feature_store.embedded import EmbeddedRedis, _free_port
+from feature_store.store import LoggedDecision
 
 
-def run_threaded(port: int) -> None:
+class NullLog:
+    async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
+        return None
+
+
+class NoLogWriter(DecisionLogWriter):
+    def submit(self, decision: Any, request: Any, now: float) -> None:
+        return None
+
+
+def echo_threaded(port: int) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -30,7 +61,7 @@ def run_threaded(port: int) -> None:
     server.wait_for_termination()
 
 
-def run_aio(port: int) -> None:
+def echo_aio(port: int) -> None:
     async def main() -> None:
         server = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
@@ -41,58 +72,129 @@ def run_aio(port: int) -> None:
     asyncio.run(main())
 
 
-def latency(port: int, calls: int) -> list[float]:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        check = health_pb2_grpc.HealthStub(channel).Check
-        request = health_pb2.HealthCheckRequest()
-        for _ in range(200):
-            check(request)
-        samples = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            check(request)
-            samples.append((time.perf_counter() - t) * 1e6)
-        return samples
+def decide_aio(port: int, settings: ServerSettings) -> None:
+    async def main() -> None:
+        definitions = load_definitions(settings)
+        core = build_core(
+            definitions, load_scorer(settings.model_dir, definitions.schema), settings
+        )
+        client = redis_store.connect(settings.redis_url or "")
+        store = redis_store.RedisFeatureStore(client, definitions.schema)
+        writer = NoLogWriter(NullLog(), definitions.schema)
+        arbiter = Arbiter(core, store, writer)
+        running = await start_server(arbiter, "127.0.0.1", port)
+        await running.server.wait_for_termination()
+
+    asyncio.run(main())
 
 
-async def throughput(port: int, seconds: float = 2.0, concurrency: int = 16) -> float:
+def decide_threaded(port: int, settings: ServerSettings) -> None:
+    definitions = load_definitions(settings)
+    core = build_core(definitions, load_scorer(settings.model_dir, definitions.schema), settings)
+    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=0.25)
+
+    class Servicer(decision_pb2_grpc.DecisionServiceServicer):
+        def Decide(self, req: Any, context: Any) -> Any:
+            decoded = decode_decide(req)
+            pipe = client.pipeline(transaction=False)
+            redis_store.queue_fetch(pipe, decoded.customer_id)
+            record = redis_store.decode_fetch(
+                definitions.schema, decoded.customer_id, pipe.execute()
+            )
+            return encode_decision(core.decide(decoded, record, time.time()))
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    decision_pb2_grpc.add_DecisionServiceServicer_to_server(Servicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def call_factory(port: int, decide: bool) -> tuple[grpc.Channel, Callable[[int], Any]]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    if decide:
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
+        return channel, lambda i: stub.Decide(request(i, 3))
+    check = health_pb2_grpc.HealthStub(channel).Check
+    return channel, lambda i: check(health_pb2.HealthCheckRequest())
+
+
+def latency(port: int, calls: int, decide: bool) -> list[float]:
+    channel, call = call_factory(port, decide)
+    for i in range(200):
+        call(i)
+    samples = []
+    for i in range(calls):
+        t = time.perf_counter()
+        call(i)
+        samples.append((time.perf_counter() - t) * 1e6)
+    channel.close()
+    return samples
+
+
+async def throughput(port: int, decide: bool, seconds: float = 2.0, concurrency: int = 16) -> float:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = decision_pb2_grpc.DecisionServiceStub(channel)
         check = health_pb2_grpc.HealthStub(channel).Check
         done = 0
         stop = time.perf_counter() + seconds
 
-        async def worker() -> None:
+        async def worker(w: int) -> None:
             nonlocal done
+            i = w
             while time.perf_counter() < stop:
-                await check(health_pb2.HealthCheckRequest())
+                if decide:
+                    await stub.Decide(request(i, 3))
+                else:
+                    await check(health_pb2.HealthCheckRequest())
+                i += concurrency
                 done += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
         return done / (time.perf_counter() - started)
 
 
-def main() -> None:
+def compare(
+    title: str, targets: dict[str, tuple[Callable[..., None], tuple[Any, ...]]], decide: bool
+) -> None:
     servers = {}
-    for name, target in (("aio", run_aio), ("threaded", run_threaded)):
+    for name, (target, extra) in targets.items():
         port = _free_port()
-        process = multiprocessing.Process(target=target, args=(port,), daemon=True)
+        # spawn, not fork: a forked child inherits the parent's gRPC state and hangs.
+        process = multiprocessing.get_context("spawn").Process(
+            target=target, args=(port, *extra), daemon=True
+        )
         process.start()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
+            grpc.channel_ready_future(channel).result(timeout=60)
         servers[name] = (port, process)
     samples: dict[str, list[float]] = {name: [] for name in servers}
     rates: dict[str, list[float]] = {name: [] for name in servers}
     for _ in range(3):
         for name, (port, _) in servers.items():
-            samples[name] += latency(port, 1000)
-            rates[name].append(asyncio.run(throughput(port)))
+            samples[name] += latency(port, 700, decide)
+            rates[name].append(asyncio.run(throughput(port, decide)))
+    print(title)
     for name in servers:
-        print(
-            f"{name:9s} {percentiles(samples[name])}  {statistics.median(rates[name]):6.0f} calls/s"
-        )
+        rate = statistics.median(rates[name])
+        print(f"  {name:9s} {percentiles(samples[name])}  {rate:6.0f} calls/s")
     for _, process in servers.values():
         process.terminate()
+        process.join()
+
+
+def main() -> None:
+    compare("echo (health Check):", {"aio": (echo_aio, ()), "threaded": (echo_threaded, ())}, False)
+    embedded = EmbeddedRedis().start()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = prepare(Path(tmp), embedded.url, 100, 100)
+        compare(
+            "Decide (100 candidates, no decision log):",
+            {"aio": (decide_aio, (settings,)), "threaded": (decide_threaded, (settings,))},
+            True,
+        )
+    embedded.stop()
 
 
 if __name__ == "__main__":

@@ -58,10 +58,16 @@ class Action:
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
-    offer_id: str
-    propensity: float
-    priority: float
+class Candidates:
+    """Every eligible offer with its scores, row-aligned (arrays: no per-offer objects
+    on the hot path)."""
+
+    offer_ids: tuple[str, ...]
+    propensity: np.ndarray
+    priority: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offer_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +78,7 @@ class Decision:
     stage: str
     stage_reason: str
     actions: tuple[Action, ...]
-    candidates: tuple[Candidate, ...]  # every eligible offer with its scores
+    candidates: Candidates
     features: np.ndarray  # customer features as served, schema order
     model_version: str
     catalog_version: str
@@ -238,10 +244,7 @@ class DecisionCore:
             stage=stage,
             stage_reason=stage_reason,
             actions=tuple(actions),
-            candidates=tuple(
-                Candidate(o.offer_id, float(p), float(q))
-                for o, p, q in zip(offers, propensity.tolist(), priority.tolist(), strict=True)
-            ),
+            candidates=Candidates(tuple(o.offer_id for o in offers), propensity, priority),
             features=features,
             model_version=scorer.version,
             catalog_version=self.catalog.version,

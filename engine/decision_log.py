@@ -39,7 +39,15 @@ def log_entry(
         "catalog_version": decision.catalog_version,
         "degraded": decision.degraded_reason,
         "features": dict(zip(names, decision.features.tolist(), strict=True)),
-        "candidates": [[c.offer_id, c.propensity, c.priority] for c in decision.candidates],
+        "candidates": [
+            list(row)
+            for row in zip(
+                decision.candidates.offer_ids,
+                decision.candidates.propensity.tolist(),
+                decision.candidates.priority.tolist(),
+                strict=True,
+            )
+        ],
         "actions": [
             {"offer_id": a.offer_id, "rank": a.rank, "probability": a.probability}
             for a in decision.actions
