@@ -6,26 +6,32 @@ BIN := $(VENV)/bin
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install run test lint bench protos clean
+.PHONY: install run test lint bench protos generate clean
 
 install: $(VENV)/.installed $(GENERATED)
 
+# The generated package must exist before the editable install so that the install maps
+# it; so the code generator is installed first (same pins as the dev extra).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=3.6"
+	$(MAKE) --no-print-directory generate
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 # Generated code is build output (not committed): messages, aio-compatible stubs and
 # .pyi files for mypy.
-$(GENERATED): $(PROTOS) $(VENV)/.installed
+$(GENERATED): $(PROTOS) | $(VENV)/.installed
+	$(MAKE) --no-print-directory generate
+
+generate:
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
 	touch arbiter/__init__.py arbiter/v1/__init__.py
 
 protos: $(VENV)/.installed
-	rm -f $(GENERATED)
-	$(MAKE) $(GENERATED)
+	$(MAKE) --no-print-directory generate
 
 run: install
 	$(BIN)/arbiter serve --demo

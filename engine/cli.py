@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     # Single-threaded numerics: threads add no throughput under load and fight the
     # server for the cores. Must be set before lightgbm/numpy start their pools.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Piped into `head`: stop quietly, as other command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
