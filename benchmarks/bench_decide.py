@@ -30,14 +30,14 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
-from benchmarks.common import percentiles, wide_catalog
+from benchmarks.common import benchmark_redis, percentiles, wide_catalog
 from engine import artifact
 from engine.config import ServerSettings, load_definitions
 from engine.decision import DecisionRequest, StageTimer
 from engine.server import build_arbiter
 from engine.servicer import encode_decision
 from feature_store import redis_store
-from feature_store.embedded import EmbeddedRedis, _free_port
+from feature_store.embedded import _free_port
 from feature_store.loader import load_profiles
 from training.simulate import simulate_logs
 from training.train import TrainingConfig, train
@@ -174,12 +174,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
-    embedded = None
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        embedded = EmbeddedRedis().start()
-        redis_url = embedded.url
-    with tempfile.TemporaryDirectory() as tmp:
+    with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
         settings = prepare(Path(tmp), redis_url, args.offers, args.trees)
         port = _free_port()
         server = start_server(settings, port)
@@ -204,8 +199,6 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         asyncio.run(stages(settings, args.calls, args.limit))
-    if embedded is not None:
-        embedded.stop()
 
 
 if __name__ == "__main__":

@@ -10,14 +10,13 @@ repetitions, medians.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import numpy as np
 import redis
 
-from feature_store.embedded import EmbeddedRedis
+from benchmarks.common import benchmark_redis
 
 
 def main() -> None:
@@ -26,12 +25,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    embedded = None
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        embedded = EmbeddedRedis().start()
-        url = embedded.url
-    client = redis.Redis.from_url(url)
+    with benchmark_redis() as url:
+        measure(redis.Redis.from_url(url), args)
+
+
+def measure(client: redis.Redis, args: argparse.Namespace) -> None:
     names = [f"feature_{i:02d}" for i in range(args.features)]
     rng = np.random.default_rng(1)
     pipe = client.pipeline(transaction=False)
@@ -64,8 +62,6 @@ def main() -> None:
     memory = {kind: client.memory_usage(f"bench:{{c0}}:{kind}") for kind in ("vec", "hash")}
     print(f"memory per profile: packed {memory['vec']} B, hash {memory['hash']} B")
     client.delete(*[f"bench:{{c{c}}}:{k}" for c in range(args.customers) for k in ("vec", "hash")])
-    if embedded is not None:
-        embedded.stop()
 
 
 if __name__ == "__main__":

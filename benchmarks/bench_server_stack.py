@@ -31,15 +31,15 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from arbiter.v1 import decision_pb2_grpc
-from benchmarks.bench_decide import prepare, request
-from benchmarks.common import percentiles
+from benchmarks.bench_decide import prepare, request, throughput
+from benchmarks.common import benchmark_redis, percentiles
 from engine.config import ServerSettings, load_definitions
 from engine.decision_log import DecisionLogWriter
 from engine.server import build_core, load_scorer, start_server
 from engine.service import Arbiter
 from engine.servicer import decode_decide, encode_decision
 from feature_store import redis_store
-from feature_store.embedded import EmbeddedRedis, _free_port
+from feature_store.embedded import _free_port
 from feature_store.store import LoggedDecision
 
 
@@ -132,29 +132,6 @@ def latency(port: int, calls: int, decide: bool) -> list[float]:
     return samples
 
 
-async def throughput(port: int, decide: bool, seconds: float = 2.0, concurrency: int = 16) -> float:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = decision_pb2_grpc.DecisionServiceStub(channel)
-        check = health_pb2_grpc.HealthStub(channel).Check
-        done = 0
-        stop = time.perf_counter() + seconds
-
-        async def worker(w: int) -> None:
-            nonlocal done
-            i = w
-            while time.perf_counter() < stop:
-                if decide:
-                    await stub.Decide(request(i, 3))
-                else:
-                    await check(health_pb2.HealthCheckRequest())
-                i += concurrency
-                done += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return done / (time.perf_counter() - started)
-
-
 def compare(
     title: str, targets: dict[str, tuple[Callable[..., None], tuple[Any, ...]]], decide: bool
 ) -> None:
@@ -174,7 +151,7 @@ def compare(
     for _ in range(3):
         for name, (port, _) in servers.items():
             samples[name] += latency(port, 700, decide)
-            rates[name].append(asyncio.run(throughput(port, decide)))
+            rates[name].append(asyncio.run(throughput(port, 2.0, 16, 3, echo=not decide)))
     print(title)
     for name in servers:
         rate = statistics.median(rates[name])
@@ -186,15 +163,13 @@ def compare(
 
 def main() -> None:
     compare("echo (health Check):", {"aio": (echo_aio, ()), "threaded": (echo_threaded, ())}, False)
-    embedded = EmbeddedRedis().start()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = prepare(Path(tmp), embedded.url, 100, 100)
+    with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
+        settings = prepare(Path(tmp), redis_url, 100, 100)
         compare(
             "Decide (100 candidates, no decision log):",
             {"aio": (decide_aio, (settings,)), "threaded": (decide_threaded, (settings,))},
             True,
         )
-    embedded.stop()
 
 
 if __name__ == "__main__":
