@@ -96,9 +96,9 @@ class DecisionLogWriter:
             items = [await self._queue.get()]
             while len(items) < self._batch and not self._queue.empty():
                 items.append(self._queue.get_nowait())
-            batch = [log_entry(d, r, now, self._names) for d, r, now in items]
             while True:
                 try:
+                    batch = [log_entry(d, r, now, self._names) for d, r, now in items]
                     await self._log.append_decisions(batch)
                     self.written += len(batch)
                     backoff = 0.05
@@ -107,6 +107,10 @@ class DecisionLogWriter:
                     log.warning("decision log write failed, retrying in %.2fs: %s", backoff, exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
+                except Exception:  # a bug, not an outage: drop the batch, keep the writer
+                    log.exception("decision log: dropping %d decisions", len(items))
+                    self.dropped += len(items)
+                    break
             for _ in items:
                 self._queue.task_done()
 

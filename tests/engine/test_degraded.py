@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -94,3 +95,25 @@ def test_a_profile_of_another_schema_degrades_that_customer_only(
     with pytest.raises(grpc.RpcError) as error:
         server.profiles.GetProfile(profile_pb2.GetProfileRequest(customer_id="cust-000003"))
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_decisions_made_while_redis_is_down_are_logged_when_it_returns(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    own = EmbeddedRedis().start()
+    server = server_factory(own.url, breaker_seconds=0.1)
+    own.stop()
+    response, _ = decide(server)
+    assert response.degraded
+
+    back = EmbeddedRedis(port=own.port).start()
+    try:
+        server.flush_log()
+        client = redis.Redis.from_url(back.url)
+        ((_, fields),) = client.xrange("arb:log:decisions")
+        entry = json.loads(fields[b"d"])
+        assert entry["decision_id"] == response.decision_id
+        assert entry["degraded"].startswith("feature store unavailable")
+        client.close()
+    finally:
+        back.stop()
