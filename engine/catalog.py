@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from engine.contact_policy import DAY, Cap, ContactPolicy, OfferPolicy
 from engine.enums import CHANNELS, STAGES
 from engine.errors import ConfigurationError
 from engine.expression import Expression, compile_expression
@@ -49,6 +50,7 @@ class Offer:
     fallback: bool  # may be offered when the feature store is unavailable
     message: Mapping[str, str]  # base message fields
     topics: frozenset[str] = frozenset()  # category and tags: what "last viewed" matches
+    policy: OfferPolicy = field(default_factory=OfferPolicy)
     stage_messages: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def message_for(self, stage: str) -> dict[str, str]:
@@ -63,6 +65,7 @@ class Catalog:
     template_defaults: Mapping[str, str] = field(default_factory=dict)
     # Per channel: a rule every decision on that channel must pass (e.g. opt-ins).
     channel_audience: Mapping[str, Expression] = field(default_factory=dict)
+    contact_policy: ContactPolicy = field(default_factory=ContactPolicy)
     by_id: Mapping[str, Offer] = field(init=False)
     by_channel: Mapping[str, tuple[Offer, ...]] = field(init=False)
 
@@ -107,7 +110,50 @@ def _message(raw: Mapping[str, Any], where: str) -> dict[str, str]:
     return out
 
 
-def _offer(raw: Mapping[str, Any], feature_names: frozenset[str]) -> Offer:
+def _caps(raw: Any, where: str) -> tuple[Cap, ...]:
+    caps = []
+    for item in raw:
+        try:
+            seconds = float(item.get("days", 0)) * DAY + float(item.get("hours", 0)) * 3600
+            cap = Cap(int(seconds), int(item["max"]))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{where}: a cap is {{days|hours = N, max = M}}") from exc
+        if cap.window_seconds <= 0 or cap.max < 0:
+            raise ConfigurationError(f"{where}: a cap needs a positive window and max >= 0")
+        caps.append(cap)
+    return tuple(caps)
+
+
+def _offer_policy(raw: Mapping[str, Any], base: OfferPolicy, where: str) -> OfferPolicy:
+    unknown = set(raw) - {"caps", "cooldown_days", "suppress_after_accept"}
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+    return OfferPolicy(
+        caps=_caps(raw["caps"], f"{where}.caps") if "caps" in raw else base.caps,
+        cooldown_seconds=float(raw.get("cooldown_days", base.cooldown_seconds / DAY)) * DAY,
+        suppress_after_accept=bool(raw.get("suppress_after_accept", base.suppress_after_accept)),
+    )
+
+
+def _contact_policy(raw: Mapping[str, Any]) -> tuple[ContactPolicy, OfferPolicy]:
+    where = "contact_policy"
+    channel_caps = {
+        str(c): _caps(caps, f"{where}.channel_caps.{c}")
+        for c, caps in raw.get("channel_caps", {}).items()
+        if _names([c], CHANNELS, f"{where}.channel_caps")
+    }
+    policy = ContactPolicy(
+        channel_caps=channel_caps,
+        outbound=_names(raw.get("outbound_channels", ("email", "sms")), CHANNELS, where),
+        pending_seconds=float(raw.get("pending_impression_minutes", 5)) * 60,
+    )
+    defaults = _offer_policy(
+        raw.get("offer_defaults", {}), OfferPolicy(), f"{where}.offer_defaults"
+    )
+    return policy, defaults
+
+
+def _offer(raw: Mapping[str, Any], feature_names: frozenset[str], policy: OfferPolicy) -> Offer:
     oid = str(raw.get("id", ""))
     where = f"offer {oid or '?'}"
     if not oid:
@@ -130,6 +176,7 @@ def _offer(raw: Mapping[str, Any], feature_names: frozenset[str]) -> Offer:
             fallback=bool(raw.get("fallback", False)),
             message=_message(message, f"{where}.message"),
             topics=frozenset([str(raw["category"]), *(str(t) for t in raw.get("tags", ()))]),
+            policy=_offer_policy(raw.get("policy", {}), policy, f"{where}.policy"),
             stage_messages={
                 s: _message(m, f"{where}.message.{s}") for s, m in message.items() if s in STAGES
             },
@@ -143,7 +190,8 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"catalog: {exc}") from exc
-    offers = tuple(_offer(o, feature_names) for o in doc.get("offer", []))
+    contact_policy, offer_defaults = _contact_policy(doc.get("contact_policy", {}))
+    offers = tuple(_offer(o, feature_names, offer_defaults) for o in doc.get("offer", []))
     ids = [o.offer_id for o in offers]
     if len(set(ids)) != len(ids):
         raise ConfigurationError("catalog: duplicate offer ids")
@@ -158,6 +206,7 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
             for c, rule in doc.get("channel_audience", {}).items()
             if _names([c], CHANNELS, "catalog.channel_audience")
         },
+        contact_policy=contact_policy,
     )
 
 

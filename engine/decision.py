@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import arbitration, eligibility, rendering
+from engine import arbitration, contact_policy, eligibility, rendering
 from engine.catalog import Catalog, Offer
 from engine.lifecycle import StageRules
 from engine.model_input import Vocabulary, build_matrix, model_feature_names
@@ -84,6 +84,8 @@ class Decision:
     catalog_version: str
     degraded: bool = False
     degraded_reason: str = ""
+    # offers the contact policy kept out (offer id, or "*" for the channel) -> why
+    excluded: Mapping[str, str] = field(default_factory=dict)
 
 
 class StageTimer:
@@ -152,23 +154,18 @@ class DecisionCore:
         """Decides for ``record``; ``record=None`` means the feature store was unavailable
         (``degraded_reason`` says why): defaults and fallback offers answer instead."""
         schema = self.schema
-        batch = record.batch if record is not None else schema.decode_batch(None)
-        realtime = record.realtime if record is not None else {}
-        features = schema.customer_vector(batch, realtime, now)
-        attributes = record.attributes if record is not None else {}
-        env = rule_env(schema.names, features, attributes, request)
+        fallback = record is None
+        if record is None:
+            record = CustomerRecord(request.customer_id, False, schema.decode_batch(None), {}, {})
+        features = schema.customer_vector(record, now)
+        env = rule_env(schema.names, features, record.attributes, request)
         if timer:
             timer.lap("features")
 
         stage, stage_reason = self.stage_rules.derive(env, dict(request.context))
         env["stage"] = stage
         situation = eligibility.Situation(request.channel, request.placement, stage, now)
-        if record is None:
-            offers = eligibility.fallback_offers(self.catalog, situation)
-            if request.offer_ids:
-                offers = [o for o in offers if o.offer_id in request.offer_ids]
-        else:
-            offers = eligibility.eligible_offers(self.catalog, situation, env, request.offer_ids)
+        offers, excluded = self._candidates(request, record, situation, env, fallback)
         if timer:
             timer.lap("eligibility")
 
@@ -177,7 +174,7 @@ class DecisionCore:
             offers,
             request.channel,
             stage,
-            realtime.get(LAST_CATEGORY_FIELD, ""),
+            record.realtime.get(LAST_CATEGORY_FIELD, ""),
             self._vocabulary,
         )
         scorer: Scorer = self.scorer
@@ -203,7 +200,7 @@ class DecisionCore:
             timer.lap("arbitration")
 
         variables = rendering.template_variables(
-            schema.names, features, attributes, self.catalog.template_defaults
+            schema.names, features, record.attributes, self.catalog.template_defaults
         )
         contributions = None
         if request.explain and ranked:
@@ -214,7 +211,9 @@ class DecisionCore:
             reasons: tuple[Reason, ...] = ()
             if request.explain:
                 row = None if contributions is None else contributions[position]
-                reasons = self._reasons(offer, situation, stage_reason, matrix[r.index], row)
+                reasons = self._reasons(
+                    offer, situation, stage_reason, record, matrix[r.index], row
+                )
                 reasons += (
                     Reason(
                         "ARBITRATION",
@@ -240,7 +239,7 @@ class DecisionCore:
         return Decision(
             decision_id=uuid.uuid4().hex,
             customer_id=request.customer_id,
-            known_customer=record is not None and record.known,
+            known_customer=record.known,
             stage=stage,
             stage_reason=stage_reason,
             actions=tuple(actions),
@@ -250,13 +249,44 @@ class DecisionCore:
             catalog_version=self.catalog.version,
             degraded=bool(degraded_reason),
             degraded_reason=degraded_reason,
+            excluded=excluded,
         )
+
+    def _candidates(
+        self,
+        request: DecisionRequest,
+        record: CustomerRecord,
+        situation: eligibility.Situation,
+        env: dict[str, Any],
+        fallback: bool,
+    ) -> tuple[list[Offer], dict[str, str]]:
+        """Eligible offers that the contact policy allows, and why others were excluded
+        by the policy (offer id, or "*" for the whole channel, -> reason)."""
+        if fallback:
+            offers = eligibility.fallback_offers(self.catalog, situation)
+            if request.offer_ids:
+                offers = [o for o in offers if o.offer_id in request.offer_ids]
+            return offers, {}
+        offers = eligibility.eligible_offers(self.catalog, situation, env, request.offer_ids)
+        policy = self.catalog.contact_policy
+        blocked = contact_policy.channel_block(policy, request.channel, record, situation.now)
+        if blocked:
+            return [], {"*": blocked}
+        allowed, excluded = [], {}
+        for offer in offers:
+            why = contact_policy.offer_block(offer.offer_id, offer.policy, record, situation.now)
+            if why:
+                excluded[offer.offer_id] = why
+            else:
+                allowed.append(offer)
+        return allowed, excluded
 
     def _reasons(
         self,
         offer: Offer,
         situation: eligibility.Situation,
         stage_reason: str,
+        record: CustomerRecord,
         row: np.ndarray,
         contributions: np.ndarray | None,
     ) -> tuple[Reason, ...]:
@@ -265,6 +295,9 @@ class DecisionCore:
             Reason("RULE_ELIGIBILITY", text)
             for text in eligibility.passed_rules(self.catalog, offer, situation)
         ]
+        usage = contact_policy.offer_usage(offer.offer_id, offer.policy, record, situation.now)
+        if usage:
+            reasons.append(Reason("CONTACT_POLICY", f"contacts so far: {usage}"))
         if contributions is not None:
             readable = {
                 "offer_id": offer.offer_id,

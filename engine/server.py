@@ -107,7 +107,14 @@ def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
     """Loads definitions and the model and wires the service to Redis."""
     definitions = load_definitions(settings)
     scorer = load_scorer(settings.model_dir, definitions.schema)
-    store = redis_store.RedisFeatureStore(client, definitions.schema)
+    catalog = definitions.catalog
+    store = redis_store.RedisFeatureStore(
+        client,
+        definitions.schema,
+        contact_horizon_seconds=catalog.contact_policy.horizon_seconds(
+            o.policy for o in catalog.offers
+        ),
+    )
     writer = DecisionLogWriter(
         store, definitions.schema, max_queue=settings.log_queue_size, batch=settings.log_batch_size
     )

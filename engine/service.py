@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from engine.decision import Decision, DecisionCore, DecisionRequest, StageTimer, rule_env
@@ -23,8 +23,13 @@ from feature_store.store import (
     DecisionLog,
     EventRecord,
     FeatureStore,
+    OutcomeEffects,
     OutcomeRecord,
+    Reservation,
 )
+
+COOLDOWN_OUTCOMES = frozenset({"decline", "dismiss"})
+SUPPRESS_OUTCOMES = frozenset({"accept", "convert"})
 
 
 class Store(FeatureStore, DecisionLog, Protocol):
@@ -118,13 +123,81 @@ class Arbiter:
             timer.lap("fetch")
         now = time.time()
         decision = core.decide(request, record, now, degraded, timer)
+        if decision.actions and record is not None:
+            decision = await self._reserve(core, decision, request.channel, now)
+        if timer:
+            timer.lap("reserve")
         self.writer.submit(decision, request, now)
         return decision
 
+    async def _reserve(
+        self, core: DecisionCore, decision: Decision, channel: str, now: float
+    ) -> Decision:
+        """Records the decision's contacts under the caps, atomically; drops the actions a
+        concurrent decision took the last place of. Outbound decisions that cannot be
+        recorded send nothing; inbound ones answer, flagged degraded."""
+        policy = core.catalog.contact_policy
+        outbound = channel in policy.outbound
+        channel_caps = tuple(
+            (c.window_seconds, c.max) for c in policy.channel_caps.get(channel, ())
+        )
+        offers = tuple(
+            (
+                a.offer_id,
+                tuple(
+                    (c.window_seconds, c.max) for c in core.catalog.by_id[a.offer_id].policy.caps
+                ),
+            )
+            for a in decision.actions
+        )
+        if not channel_caps and not any(caps for _, caps in offers):
+            return decision
+        reservation = Reservation(
+            decision.customer_id,
+            decision.decision_id,
+            channel,
+            outbound,
+            now + policy.pending_seconds,
+            channel_caps,
+            offers,
+        )
+        try:
+            reserved = set(await self.store.reserve(reservation))
+        except FeatureStoreUnavailable as exc:
+            if outbound:
+                reason = f"contact policy unavailable, nothing sent: {exc}"
+                return replace(decision, actions=(), degraded=True, degraded_reason=reason)
+            reason = f"contacts not reserved: {exc}"
+            return replace(decision, degraded=True, degraded_reason=reason)
+        if len(reserved) == len(decision.actions):
+            return decision
+        kept = [a for a in decision.actions if a.offer_id in reserved]
+        lost = {
+            a.offer_id: "cap taken by a concurrent decision"
+            for a in decision.actions
+            if a.offer_id not in reserved
+        }
+        return replace(
+            decision,
+            actions=tuple(replace(a, rank=i) for i, a in enumerate(kept, start=1)),
+            excluded={**decision.excluded, **lost},
+        )
+
     async def report_outcome(self, outcome: OutcomeRecord) -> tuple[bool, str]:
-        if outcome.offer_id not in self.core.catalog.by_id:
+        offer = self.core.catalog.by_id.get(outcome.offer_id)
+        if offer is None:
             raise NotFound(f"offer_id: no offer {outcome.offer_id!r} in the catalog")
-        return await self.store.record_outcome(outcome)
+        effects = OutcomeEffects(
+            cooldown_until=(
+                outcome.occurred_at + offer.policy.cooldown_seconds
+                if outcome.outcome in COOLDOWN_OUTCOMES
+                else 0.0
+            ),
+            suppress=outcome.outcome in SUPPRESS_OUTCOMES and offer.policy.suppress_after_accept,
+            # Any response means the offer was seen: it counts once towards the caps.
+            impression=True,
+        )
+        return await self.store.record_outcome(outcome, effects)
 
     async def record_event(self, event: EventRecord) -> None:
         await self.store.record_event(event)
@@ -135,7 +208,7 @@ class Arbiter:
             self.store.fetch(customer_id), self.store.history(customer_id)
         )
         schema = core.schema
-        features = schema.customer_vector(record.batch, record.realtime, time.time())
+        features = schema.customer_vector(record, time.time())
         env = rule_env(schema.names, features, record.attributes, DecisionRequest(customer_id, ""))
         stage, reason = core.stage_rules.derive(env)
         return Profile(

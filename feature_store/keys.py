@@ -15,6 +15,16 @@ PREFIX = "arb"
 PROFILE = "profile"
 # Hash of real-time counters and timestamps (see feature_store.schema).
 REALTIME = "rt"
+# Hash of windowed counters in ring slots (see feature_store/scripts.py).
+WINDOWS = "win"
+# Hash of the current session's counters; expires after the session gap.
+SESSION = "session"
+# Sorted sets of contacts "<decision_id>|<offer_id>|<channel>": made (score: when) and
+# reserved at decision time, awaiting their impression (score: when the reservation lapses).
+CONTACTS = "contacts"
+PENDING = "pending"
+# Hash of contact-policy state: cool:<offer_id> = until (unix s), held:<offer_id> = since.
+POLICY = "policy"
 # Capped lists of JSON records, newest first.
 EVENTS = "events"
 DECISIONS = "decisions"

@@ -1,11 +1,13 @@
 """The Redis (or Valkey, or Redis Cluster) implementation of the online store.
 
-Uses only Redis 6.2 commands: hashes, lists, streams, MULTI and Lua. See
+Uses only Redis 6.2 commands: hashes, sorted sets, lists, streams and Lua scripts (see
+feature_store/scripts.py), each script on one customer's keys. See
 docs/redis-keys.md for the layout and feature_store/keys.py for the names.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,39 +18,43 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from engine.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
-from feature_store import keys
-from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
+from feature_store import keys, scripts
+from feature_store.schema import FeatureSchema
 from feature_store.store import (
+    Contact,
     CustomerHistory,
     CustomerRecord,
     EventRecord,
     LoggedDecision,
+    OutcomeEffects,
     OutcomeRecord,
+    Reservation,
 )
 
 DECISIONS_KEPT = 50
 OUTCOMES_KEPT = 100
 HISTORY_TTL_SECONDS = 90 * 86400
 IDEMPOTENCY_TTL_SECONDS = 30 * 86400
-LOG_MAXLEN = 1_000_000  # approximate cap of each global stream
+POLICY_TTL_SECONDS = 400 * 86400  # cool-downs and "already holds" outlive a year
 
-# First report of a key: mark it pending and update the customer's own structures; the
-# caller then appends to the global outcome log (another slot on a cluster) and stores
-# the log id under the key. A report finding "pending" (an earlier attempt died between
-# the two steps) appends again: the log is at-least-once, exactly-once by key.
-_OUTCOME_SCRIPT = """
-local current = redis.call('GET', KEYS[1])
-if current and current ~= 'pending' then return current end
-if not current then
-  redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
-  redis.call('LPUSH', KEYS[2], ARGV[2])
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[6])
-end
-return 'pending'
-"""
+_READ_KEYS = (
+    keys.PROFILE,
+    keys.REALTIME,
+    keys.WINDOWS,
+    keys.SESSION,
+    keys.CONTACTS,
+    keys.PENDING,
+    keys.POLICY,
+)
+_OUTCOME_KEYS = (
+    keys.OUTCOMES,
+    keys.REALTIME,
+    keys.WINDOWS,
+    keys.CONTACTS,
+    keys.PENDING,
+    keys.POLICY,
+)
+LOG_MAXLEN = 1_000_000  # approximate cap of each global stream
 
 
 def connect(
@@ -76,81 +82,131 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def queue_fetch(pipe: Any, customer_id: str) -> None:
-    """Queues the reads of one decision on a (sync or asyncio) pipeline."""
-    pipe.hmget(
-        keys.customer_key(customer_id, keys.PROFILE),
-        [keys.FIELD_VECTOR, keys.FIELD_SCHEMA, keys.FIELD_ATTRIBUTES],
-    )
-    pipe.hgetall(keys.customer_key(customer_id, keys.REALTIME))
+def _pairs(flat: list[bytes]) -> dict[str, str]:
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
-def decode_fetch(schema: FeatureSchema, customer_id: str, replies: list[Any]) -> CustomerRecord:
-    """The record from the replies of ``queue_fetch``."""
-    (vector, fingerprint, attributes), realtime = replies
-    rt = {k.decode(): v.decode() for k, v in realtime.items()}
+def _contacts(flat: list[bytes], with_scores: bool) -> tuple[Contact, ...]:
+    step = 2 if with_scores else 1
+    out = []
+    for i in range(0, len(flat), step):
+        decision_id, offer_id, channel = flat[i].decode().split("|", 2)
+        at = float(flat[i + 1]) if with_scores else 0.0
+        out.append(Contact(decision_id, offer_id, channel, at))
+    return tuple(out)
+
+
+def decode_fetch(schema: FeatureSchema, customer_id: str, reply: list[Any]) -> CustomerRecord:
+    """The record from the reply of the READ script."""
+    (vector, fingerprint, attributes), realtime, windows, session, contacts, pending, policy = reply
+    rt = _pairs(realtime)
+    counts = {
+        windows[i].decode(): tuple(float(c) for c in windows[i + 1 : i + 4])
+        for i in range(0, len(windows), 4)
+    }
+    extra: dict[str, Any] = {
+        "windows": counts,
+        "session": _pairs(session),
+        "contacts": _contacts(contacts, True),
+        "pending": _contacts(pending, False),
+        "policy": {k: float(v) for k, v in _pairs(policy).items()},
+    }
     if vector is None:
-        return CustomerRecord(customer_id, False, schema.decode_batch(None), {}, rt)
+        return CustomerRecord(customer_id, False, schema.decode_batch(None), {}, rt, **extra)
     if fingerprint.decode() != schema.fingerprint:
         raise ProfileSchemaMismatch(
             f"profile of {customer_id} was written with schema {fingerprint.decode()}, "
             f"serving schema is {schema.fingerprint}: reload profiles"
         )
     attrs = orjson.loads(attributes) if attributes else {}
-    return CustomerRecord(customer_id, True, schema.decode_batch(vector), attrs, rt)
+    return CustomerRecord(customer_id, True, schema.decode_batch(vector), attrs, rt, **extra)
 
 
 class RedisFeatureStore:
     """FeatureStore and DecisionLog over one Redis client."""
 
-    def __init__(self, client: aioredis.Redis, schema: FeatureSchema) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        schema: FeatureSchema,
+        *,
+        contact_horizon_seconds: int = 30 * 86400,
+        session_seconds: int = 1800,
+    ) -> None:
         self._redis = client
         self._schema = schema
-        self._outcome_script = client.register_script(_OUTCOME_SCRIPT)
+        self._horizon = contact_horizon_seconds
+        self._session_seconds = session_seconds
+        self._read = client.register_script(scripts.READ)
+        self._event = client.register_script(scripts.EVENT)
+        self._reserve = client.register_script(scripts.RESERVE)
+        self._outcome = client.register_script(scripts.OUTCOME)
 
     @property
     def client(self) -> aioredis.Redis:
         return self._redis
 
-    async def fetch(self, customer_id: str) -> CustomerRecord:
-        pipe = self._redis.pipeline(transaction=False)
-        queue_fetch(pipe, customer_id)
+    def _keys(self, customer_id: str, *kinds: str) -> list[str]:
+        return [keys.customer_key(customer_id, kind) for kind in kinds]
+
+    async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
+        now = time.time() if now is None else now
         try:
-            replies = await pipe.execute()
+            reply = await self._read(
+                keys=self._keys(customer_id, *_READ_KEYS), args=[now, now - self._horizon]
+            )
         except RedisError as exc:
             raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
-        return decode_fetch(self._schema, customer_id, replies)
+        return decode_fetch(self._schema, customer_id, reply)
 
     async def record_event(self, event: EventRecord) -> None:
-        rt_key = keys.customer_key(event.customer_id, keys.REALTIME)
-        events_key = keys.customer_key(event.customer_id, keys.EVENTS)
-        ttl = self._schema.realtime_ttl_seconds
-        stamps: dict[str, str] = {
-            "ts:last_seen": repr(event.occurred_at),
-            f"ts:{event.event_type}": repr(event.occurred_at),
-        }
-        category = event.attributes.get("category")
-        if category:
-            stamps[LAST_CATEGORY_FIELD] = category
         record = {
             "channel": event.channel,
             "event_type": event.event_type,
             "attributes": dict(event.attributes),
             "occurred_at": event.occurred_at,
         }
-        # MULTI/EXEC on keys sharing one hash tag: atomic on a single node and a cluster.
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hincrby(rt_key, f"n:{event.event_type}", 1)
-        pipe.hincrby(rt_key, f"c:{event.channel}", 1)
-        pipe.hset(rt_key, mapping=stamps)  # type: ignore[arg-type]
-        pipe.expire(rt_key, ttl)
-        pipe.lpush(events_key, _json(record))
-        pipe.ltrim(events_key, 0, self._schema.recent_events - 1)
-        pipe.expire(events_key, ttl)
         try:
-            await pipe.execute()
+            await self._event(
+                keys=self._keys(
+                    event.customer_id, keys.REALTIME, keys.EVENTS, keys.WINDOWS, keys.SESSION
+                ),
+                args=[
+                    repr(event.occurred_at),
+                    event.event_type,
+                    event.channel,
+                    event.attributes.get("category", ""),
+                    _json(record),
+                    self._schema.realtime_ttl_seconds,
+                    self._schema.recent_events,
+                    self._session_seconds,
+                ],
+            )
         except RedisError as exc:
             raise FeatureStoreUnavailable(f"feature store write failed: {exc}") from exc
+
+    async def reserve(self, reservation: Reservation) -> list[str]:
+        def caps(pairs: tuple[tuple[int, int], ...]) -> str:
+            return ",".join(f"{w}:{m}" for w, m in pairs)
+
+        args: list[Any] = [
+            time.time(),
+            reservation.decision_id,
+            reservation.channel,
+            int(reservation.outbound),
+            reservation.pending_until,
+            self._horizon,
+            caps(reservation.channel_caps),
+        ]
+        for offer_id, offer_caps in reservation.offers:
+            args += [offer_id, caps(offer_caps)]
+        try:
+            reserved = await self._reserve(
+                keys=self._keys(reservation.customer_id, keys.CONTACTS, keys.PENDING), args=args
+            )
+        except RedisError as exc:
+            raise FeatureStoreUnavailable(f"contact reservation failed: {exc}") from exc
+        return [r.decode() for r in reserved]
 
     async def history(self, customer_id: str) -> CustomerHistory:
         pipe = self._redis.pipeline(transaction=False)
@@ -180,7 +236,9 @@ class RedisFeatureStore:
         except RedisError as exc:
             raise FeatureStoreUnavailable(f"decision log write failed: {exc}") from exc
 
-    async def record_outcome(self, outcome: OutcomeRecord) -> tuple[bool, str]:
+    async def record_outcome(
+        self, outcome: OutcomeRecord, effects: OutcomeEffects
+    ) -> tuple[bool, str]:
         cid = outcome.customer_id
         idem = keys.idempotency_key(cid, outcome.idempotency_key)
         summary = {
@@ -191,19 +249,23 @@ class RedisFeatureStore:
             "occurred_at": outcome.occurred_at,
         }
         try:
-            state = await self._outcome_script(
-                keys=[
-                    idem,
-                    keys.customer_key(cid, keys.OUTCOMES),
-                    keys.customer_key(cid, keys.REALTIME),
-                ],
+            state = await self._outcome(
+                keys=[idem, *self._keys(cid, *_OUTCOME_KEYS)],
                 args=[
                     IDEMPOTENCY_TTL_SECONDS,
                     _json(summary),
                     OUTCOMES_KEPT,
                     HISTORY_TTL_SECONDS,
-                    f"o:{outcome.outcome}",
+                    outcome.outcome,
                     self._schema.realtime_ttl_seconds,
+                    repr(outcome.occurred_at),
+                    outcome.decision_id,
+                    outcome.offer_id,
+                    effects.cooldown_until,
+                    int(effects.suppress),
+                    int(effects.impression),
+                    self._horizon,
+                    POLICY_TTL_SECONDS,
                 ],
             )
             if state != b"pending":

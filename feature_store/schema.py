@@ -3,12 +3,15 @@
 A schema lists every customer feature a decision sees, in a fixed order:
 
 - batch features come from bulk loads and are stored as one packed float32 vector;
-- real-time features are derived from the customer's real-time hash, which
-  ``RecordEvent`` updates: ``count`` reads a counter field, ``age_seconds`` turns a unix
-  timestamp field into "seconds ago" (the default when the field is absent).
-
-Real-time hash fields: ``n:<event_type>`` and ``c:<channel>`` (counters),
-``ts:last_seen`` and ``ts:<event_type>`` (unix seconds), ``last_category`` (a string).
+- real-time features are derived from what ``RecordEvent`` and outcomes maintain, by
+  ``scope``:
+  - ``lifetime`` (default): the real-time hash, counters ``n:<event_type>``,
+    ``c:<channel>``, ``o:<outcome>``, stamps ``ts:last_seen``, ``ts:<event_type>``;
+    ``count`` reads a counter, ``age_seconds`` turns a stamp into "seconds ago";
+  - ``1h``, ``24h``, ``7d``: sliding-window counts of ``e:<event_type>``, ``c:<channel>``,
+    ``k:<category>``, ``e:<event_type>:<category>`` or ``o:<outcome>``;
+  - ``session``: counts in the current session (``e:<event_type>``, ``k:<category>``).
+  An absent value takes the feature's default.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from typing import Literal
 import numpy as np
 
 from engine.errors import ConfigurationError, InvalidArgument
+from feature_store.store import CustomerRecord
 
 Kind = Literal["float", "int", "bool"]
 Source = Literal["batch", "realtime"]
 Transform = Literal["count", "age_seconds"]
+WINDOW_SCOPES = ("1h", "24h", "7d")  # the order of CustomerRecord.windows counts
+SCOPES = ("lifetime", "session", *WINDOW_SCOPES)
 
 BATCH_DTYPE = np.dtype("<f4")
 LAST_CATEGORY_FIELD = "last_category"
@@ -39,8 +45,9 @@ class Feature:
     source: Source
     default: float
     description: str = ""
-    field: str = ""  # real-time only: the hash field read
+    field: str = ""  # real-time only: the counter or stamp read
     transform: Transform = "count"
+    scope: str = "lifetime"  # real-time only: lifetime, session, 1h, 24h or 7d
 
 
 @dataclass(frozen=True)
@@ -103,15 +110,20 @@ class FeatureSchema:
             )
         return vector
 
-    def customer_vector(
-        self, batch: np.ndarray, realtime: Mapping[str, str], now: float
-    ) -> np.ndarray:
+    def customer_vector(self, record: CustomerRecord, now: float) -> np.ndarray:
         """All features in schema order (float64): batch values, then real-time ones."""
         out = np.empty(len(self.features), dtype=np.float64)
         nb = len(self.batch)
-        out[:nb] = batch
+        out[:nb] = record.batch
         for i, f in enumerate(self.realtime, start=nb):
-            raw = realtime.get(f.field)
+            raw: str | float | None
+            if f.scope == "lifetime":
+                raw = record.realtime.get(f.field)
+            elif f.scope == "session":
+                raw = record.session.get(f.field)
+            else:
+                counts = record.windows.get(f.field)
+                raw = None if counts is None else counts[WINDOW_SCOPES.index(f.scope)]
             if raw is None:
                 out[i] = f.default
             elif f.transform == "count":
@@ -131,6 +143,7 @@ def _feature(raw: Mapping[str, object]) -> Feature:
             description=str(raw.get("description", "")),
             field=str(raw.get("field", "")),
             transform=raw.get("transform", "count"),  # type: ignore[arg-type]
+            scope=str(raw.get("scope", "lifetime")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"feature schema entry {dict(raw)!r}: {exc}") from exc
@@ -150,6 +163,11 @@ def load_schema(path: Path) -> FeatureSchema:
             )
         if f.transform not in ("count", "age_seconds"):
             raise ConfigurationError(f"feature {f.name}: bad transform {f.transform!r}")
+        if f.scope not in SCOPES or (f.scope != "lifetime" and f.transform != "count"):
+            raise ConfigurationError(
+                f"feature {f.name}: scope {f.scope!r} must be one of {SCOPES}"
+                " (only lifetime features may use age_seconds)"
+            )
     return FeatureSchema(
         features=features,
         attributes=tuple(doc.get("attributes", ())),

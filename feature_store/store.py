@@ -14,6 +14,16 @@ import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
+class Contact:
+    """An offer made (or reserved) in a decision on a channel."""
+
+    decision_id: str
+    offer_id: str
+    channel: str
+    at: float  # unix seconds: when made; for a reservation, when it lapses
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerRecord:
     """Everything one decision reads about a customer, fetched in one round trip."""
 
@@ -22,6 +32,13 @@ class CustomerRecord:
     batch: np.ndarray  # float32, schema batch order
     attributes: Mapping[str, str]
     realtime: Mapping[str, str]  # the real-time hash, decoded
+    # counter name (e:<event>, c:<channel>, k:<category>, o:<outcome>) -> counts over the
+    # windows of feature_store.scripts.WINDOWS (1 h, 24 h, 7 d)
+    windows: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    session: Mapping[str, str] = field(default_factory=dict)
+    contacts: tuple[Contact, ...] = ()  # made, within the contact-policy horizon
+    pending: tuple[Contact, ...] = ()  # reserved inbound impressions not yet reported
+    policy: Mapping[str, float] = field(default_factory=dict)  # cool:<offer>, held:<offer>
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +79,31 @@ class CustomerHistory:
     outcomes: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True, slots=True)
+class OutcomeEffects:
+    """What an outcome changes in the customer's contact policy state."""
+
+    cooldown_until: float = 0.0  # unix seconds; 0: no cool-down
+    suppress: bool = False  # never offer this offer again (accepted, converted)
+    impression: bool = False  # counts as a contact for frequency caps
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Contacts a decision is about to make, with the caps that bound them.
+
+    Caps are (window seconds, max) pairs. Outbound contacts count at once; inbound ones
+    are held as pending until ``pending_until`` unless their impression is reported."""
+
+    customer_id: str
+    decision_id: str
+    channel: str
+    outbound: bool
+    pending_until: float
+    channel_caps: tuple[tuple[int, int], ...]
+    offers: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+
+
 class FeatureStore(Protocol):
     async def fetch(self, customer_id: str) -> CustomerRecord:
         """Profile, attributes and real-time state of one customer, in one round trip."""
@@ -73,12 +115,19 @@ class FeatureStore(Protocol):
 
     async def history(self, customer_id: str) -> CustomerHistory: ...
 
+    async def reserve(self, reservation: Reservation) -> list[str]:
+        """Atomically re-checks every cap and records the contacts that fit; returns
+        their offer ids in the order given."""
+        ...
+
 
 class DecisionLog(Protocol):
     async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
         """Appends decisions to the log, in order, in one round trip."""
         ...
 
-    async def record_outcome(self, outcome: OutcomeRecord) -> tuple[bool, str]:
+    async def record_outcome(
+        self, outcome: OutcomeRecord, effects: OutcomeEffects
+    ) -> tuple[bool, str]:
         """Records an outcome once per idempotency key: (newly recorded, outcome log id)."""
         ...

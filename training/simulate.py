@@ -19,6 +19,7 @@ from engine.decision import DecisionRequest, rule_env
 from engine.eligibility import Situation, eligible_offers
 from engine.lifecycle import StageRules
 from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
+from feature_store.store import CustomerRecord
 from training.world import TOPICS, World, true_propensity
 
 CHANNEL_MIX = {"web": 0.4, "mobile_app": 0.25, "call_center": 0.15, "email": 0.12, "sms": 0.08}
@@ -102,7 +103,8 @@ def simulate_logs(
     ):
         channel = channels[ch]
         rt = _realtime(rng, TOPICS[int(world.interest[i])], now)
-        vector = schema.customer_vector(batch_columns[i], rt, now)
+        record = CustomerRecord(world.customer_id(i), True, batch_columns[i], {}, rt)
+        vector = schema.customer_vector(record, now)
         request = DecisionRequest(customer_id=world.customer_id(i), channel=channel)
         env = rule_env(schema.names, vector, {}, request)
         stage, _ = stage_rules.derive(env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, TypeVar
 
 import pytest
@@ -13,7 +14,7 @@ from engine.config import Definitions
 from engine.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
 from feature_store import keys, redis_store
 from feature_store.loader import load_profiles
-from feature_store.store import EventRecord, OutcomeRecord
+from feature_store.store import EventRecord, OutcomeEffects, OutcomeRecord, Reservation
 
 T = TypeVar("T")
 
@@ -89,10 +90,13 @@ def test_concurrent_events_are_all_counted(
 def test_outcome_idempotency(
     redis_client: redis.Redis, redis_url: str, definitions: Definitions
 ) -> None:
-    outcome = OutcomeRecord("c3", "d1", "fibre_broadband", "accept", 10.0, 5.0, "key-1")
+    now = time.time()
+    outcome = OutcomeRecord("c3", "d1", "fibre_broadband", "accept", 10.0, now, "key-1")
+
+    effects = OutcomeEffects(cooldown_until=0.0, suppress=True, impression=True)
 
     async def work(store: redis_store.RedisFeatureStore) -> Any:
-        return [await store.record_outcome(outcome) for _ in range(3)]
+        return [await store.record_outcome(outcome, effects) for _ in range(3)]
 
     results = run(redis_url, definitions, work)
     assert [r[0] for r in results] == [True, False, False]
@@ -101,6 +105,12 @@ def test_outcome_idempotency(
     assert redis_client.hget(keys.customer_key("c3", keys.REALTIME), "o:accept") == b"1"
     (stored,) = redis_client.lrange(keys.customer_key("c3", keys.OUTCOMES), 0, -1)
     assert json.loads(stored)["offer_id"] == "fibre_broadband"
+    record = run(redis_url, definitions, lambda s: s.fetch("c3"))
+    assert record.policy == {"held:fibre_broadband": pytest.approx(now)}
+    assert [(c.decision_id, c.offer_id, c.channel) for c in record.contacts] == [
+        ("d1", "fibre_broadband", "")  # counted once, though reported three times
+    ]
+    assert record.windows["o:accept"] == (1.0, 1.0, 1.0)
 
 
 def test_profile_written_with_another_schema_is_refused(

@@ -1,0 +1,248 @@
+"""The Lua scripts Arbiter runs in Redis (6.2-compatible: EVAL/EVALSHA, no functions).
+
+Every script touches the keys of one customer only (one hash tag), so each runs
+atomically on a single node of a cluster too. Shared pieces:
+
+- windowed counters live in the customer's ``win`` hash as ring slots: field
+  ``<name>|<bucket seconds>|<slot>``, value ``<bucket number>:<count>``, for three
+  resolutions: 12 slots of 5 minutes (the 1 h window), 24 of 1 hour (24 h), 7 of 1 day
+  (7 d). A slot is reused when its bucket falls out of the window, so the hash never
+  holds more than 43 fields per counter name, and windows slide at bucket granularity.
+- a contact is a member ``<decision_id>|<offer_id>|<channel>`` of the ``contacts`` sorted
+  set (score: when) or, for an inbound impression reserved at decision time and not yet
+  reported, of ``pending`` (score: when the reservation lapses).
+"""
+
+from __future__ import annotations
+
+WINDOWS = (("1h", 300, 12), ("24h", 3600, 24), ("7d", 86400, 7))
+
+_PRELUDE = """
+local RES = {{300, 12}, {3600, 24}, {86400, 7}}
+
+local function bump(key, name, ts, by)
+  for _, r in ipairs(RES) do
+    local bucket = math.floor(ts / r[1])
+    local field = name .. '|' .. r[1] .. '|' .. (bucket % r[2])
+    local cur = redis.call('HGET', key, field)
+    local b, n = -1, 0
+    if cur then
+      local sep = string.find(cur, ':', 1, true)
+      b = tonumber(string.sub(cur, 1, sep - 1))
+      n = tonumber(string.sub(cur, sep + 1))
+    end
+    if b == bucket then
+      redis.call('HSET', key, field, b .. ':' .. (n + by))
+    elseif bucket > b then
+      redis.call('HSET', key, field, bucket .. ':' .. by)
+    end
+    -- else: the event is older than the slot's bucket, outside every window it feeds
+  end
+end
+
+local function split(member)
+  local a = string.find(member, '|', 1, true)
+  local b = string.find(member, '|', a + 1, true)
+  return string.sub(member, 1, a - 1), string.sub(member, a + 1, b - 1), string.sub(member, b + 1)
+end
+"""
+
+# KEYS: rt, events, win, session
+# ARGV: ts, event_type, channel, category ('' if none), record json, rt ttl,
+#       events kept, session ttl
+EVENT = (
+    _PRELUDE
+    + """
+local ts, etype, channel, category = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+redis.call('HINCRBY', KEYS[1], 'n:' .. etype, 1)
+redis.call('HINCRBY', KEYS[1], 'c:' .. channel, 1)
+for _, f in ipairs({'ts:last_seen', 'ts:' .. etype}) do
+  local seen = tonumber(redis.call('HGET', KEYS[1], f) or '0')
+  if ts > seen then redis.call('HSET', KEYS[1], f, ARGV[1]) end
+end
+if category ~= '' then redis.call('HSET', KEYS[1], 'last_category', category) end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('LPUSH', KEYS[2], ARGV[5])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+bump(KEYS[3], 'e:' .. etype, ts, 1)
+bump(KEYS[3], 'c:' .. channel, ts, 1)
+if category ~= '' then
+  bump(KEYS[3], 'k:' .. category, ts, 1)
+  bump(KEYS[3], 'e:' .. etype .. ':' .. category, ts, 1)
+end
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+-- A session is the run of events without a gap longer than the session ttl.
+redis.call('HINCRBY', KEYS[4], 'e:' .. etype, 1)
+if category ~= '' then redis.call('HINCRBY', KEYS[4], 'k:' .. category, 1) end
+redis.call('HSETNX', KEYS[4], 'started', ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[8])
+return 1
+"""
+)
+
+# KEYS: profile, rt, win, session, contacts, pending, policy
+# ARGV: now, contacts horizon (unix seconds; older contacts are not needed)
+# Returns {profile fields v s a, rt hash, window counts, session hash, contacts, pending,
+# policy hash}; window counts are flat: name, count 1h, count 24h, count 7d, ...
+READ = (
+    _PRELUDE
+    + """
+local now = tonumber(ARGV[1])
+local sums, order = {}, {}
+local win = redis.call('HGETALL', KEYS[3])
+for i = 1, #win, 2 do
+  local name, res, _ = string.match(win[i], '^(.*)|(%d+)|(%d+)$')
+  if name then
+    local value = win[i + 1]
+    local sep = string.find(value, ':', 1, true)
+    local bucket = tonumber(string.sub(value, 1, sep - 1))
+    local count = tonumber(string.sub(value, sep + 1))
+    res = tonumber(res)
+    for k, r in ipairs(RES) do
+      if r[1] == res and bucket > math.floor(now / res) - r[2] then
+        if not sums[name] then sums[name] = {0, 0, 0}; table.insert(order, name) end
+        sums[name][k] = sums[name][k] + count
+      end
+    end
+  end
+end
+local windows = {}
+for _, name in ipairs(order) do
+  local s = sums[name]
+  table.insert(windows, name)
+  table.insert(windows, tostring(s[1]))
+  table.insert(windows, tostring(s[2]))
+  table.insert(windows, tostring(s[3]))
+end
+return {
+  redis.call('HMGET', KEYS[1], 'v', 's', 'a'),
+  redis.call('HGETALL', KEYS[2]),
+  windows,
+  redis.call('HGETALL', KEYS[4]),
+  redis.call('ZRANGEBYSCORE', KEYS[5], ARGV[2], '+inf', 'WITHSCORES'),
+  redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[1], '+inf'),
+  redis.call('HGETALL', KEYS[7]),
+}
+"""
+)
+
+# Reserves contacts for a decision's actions, re-checking every cap atomically, so two
+# replicas deciding at once cannot both exceed one.
+# KEYS: contacts, pending
+# ARGV: now, decision id, channel, outbound (1/0), pending expiry, horizon seconds,
+#       channel caps ("window:max,..." or ''), then pairs of offer id, offer caps
+# Returns the offer ids reserved, in the order given.
+RESERVE = (
+    _PRELUDE
+    + """
+local now = tonumber(ARGV[1])
+local decision, channel, outbound = ARGV[2], ARGV[3], ARGV[4] == '1'
+local function caps(spec)
+  local out = {}
+  for w, m in string.gmatch(spec, '(%d+):(%d+)') do
+    table.insert(out, {tonumber(w), tonumber(m)})
+  end
+  return out
+end
+local contacts = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[6]), '+inf', 'WITHSCORES')
+local pending = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
+local function count(offer, ch, window)
+  -- offer: contacts of that offer; ch: distinct decisions on that channel
+  local n, seen = 0, {}
+  for i = 1, #contacts, 2 do
+    if tonumber(contacts[i + 1]) > now - window then
+      local d, o, c = split(contacts[i])
+      if (offer and o == offer) or (ch and c == ch and not seen[d]) then
+        n = n + 1; seen[d] = true
+      end
+    end
+  end
+  for _, m in ipairs(pending) do
+    local d, o, c = split(m)
+    if (offer and o == offer) or (ch and c == ch and not seen[d]) then
+      n = n + 1; seen[d] = true
+    end
+  end
+  return n
+end
+for _, cap in ipairs(caps(ARGV[7])) do
+  if count(nil, channel, cap[1]) >= cap[2] then return {} end
+end
+local reserved = {}
+for i = 8, #ARGV, 2 do
+  local offer, ok = ARGV[i], true
+  for _, cap in ipairs(caps(ARGV[i + 1])) do
+    if count(offer, nil, cap[1]) >= cap[2] then ok = false end
+  end
+  if ok then
+    local member = decision .. '|' .. offer .. '|' .. channel
+    if outbound then
+      redis.call('ZADD', KEYS[1], now, member)
+      table.insert(contacts, member); table.insert(contacts, tostring(now))
+    else
+      redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), member)
+      table.insert(pending, member)
+    end
+    table.insert(reserved, offer)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[6]))
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return reserved
+"""
+)
+
+# First report of an idempotency key: mark it pending and apply the outcome to the
+# customer's own structures; the caller then appends to the global outcome log (another
+# slot on a cluster) and stores the log id under the key. A report finding "pending" (an
+# earlier attempt died between the two steps) appends again: the log is at-least-once,
+# exactly-once by key.
+# KEYS: idem, outcomes, rt, win, contacts, pending, policy
+# ARGV: idem ttl, summary json, outcomes kept, history ttl, outcome, rt ttl, ts,
+#       decision id, offer id, cool-down until (0: none), suppress (1/0),
+#       count as impression (1/0), contacts horizon seconds, policy ttl
+OUTCOME = (
+    _PRELUDE
+    + """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= 'pending' then return current end
+if current then return 'pending' end
+redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local ts, outcome, decision, offer = tonumber(ARGV[7]), ARGV[5], ARGV[8], ARGV[9]
+redis.call('HINCRBY', KEYS[3], 'o:' .. outcome, 1)
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+bump(KEYS[4], 'o:' .. outcome, ts, 1)
+redis.call('EXPIRE', KEYS[4], ARGV[6])
+if tonumber(ARGV[10]) > 0 then
+  local until_ = tonumber(redis.call('HGET', KEYS[7], 'cool:' .. offer) or '0')
+  if tonumber(ARGV[10]) > until_ then redis.call('HSET', KEYS[7], 'cool:' .. offer, ARGV[10]) end
+end
+if ARGV[11] == '1' then redis.call('HSETNX', KEYS[7], 'held:' .. offer, ARGV[7]) end
+redis.call('EXPIRE', KEYS[7], ARGV[14])
+if ARGV[12] == '1' then
+  local prefix = decision .. '|' .. offer .. '|'
+  local counted = false
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    if string.sub(m, 1, #prefix) == prefix then counted = true end
+  end
+  if not counted then
+    local member = prefix
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+      if string.sub(m, 1, #prefix) == prefix then
+        member = m
+        redis.call('ZREM', KEYS[6], m)
+      end
+    end
+    redis.call('ZADD', KEYS[5], ts, member)
+    redis.call('EXPIRE', KEYS[5], ARGV[13])
+  end
+end
+return 'pending'
+"""
+)
