@@ -17,7 +17,7 @@ import numpy as np
 from engine import arbitration, contact_policy, eligibility, rendering
 from engine.catalog import Catalog, Offer
 from engine.lifecycle import StageRules
-from engine.model_input import Vocabulary, build_matrix, model_feature_names
+from engine.model_input import Vocabulary, build_matrix, model_feature_names, topic_counts
 from engine.scoring import Scorer, ValueOnlyScorer
 from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
 from feature_store.store import CustomerRecord
@@ -176,6 +176,7 @@ class DecisionCore:
             stage,
             record.realtime.get(LAST_CATEGORY_FIELD, ""),
             self._vocabulary,
+            topic_counts(record.windows),
         )
         scorer: Scorer = self.scorer
         try:

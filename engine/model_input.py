@@ -17,7 +17,15 @@ from engine.catalog import Catalog, Offer
 from engine.enums import CHANNEL_CODE, STAGE_CODE
 from feature_store.schema import FeatureSchema
 
-OFFER_FEATURES = ("offer_id", "offer_category", "offer_value", "channel", "stage", "category_match")
+OFFER_FEATURES = (
+    "offer_id",
+    "offer_category",
+    "offer_value",
+    "channel",
+    "stage",
+    "category_match",  # the category viewed last is one of the offer's topics
+    "topic_views_24h",  # events on the offer's topics in the last 24 h
+)
 CATEGORICAL = ("offer_id", "offer_category", "channel", "stage")
 
 
@@ -47,8 +55,11 @@ def build_matrix(
     stage: str,
     last_category: str,
     vocabulary: Vocabulary,
+    topic_counts: Mapping[str, float],
 ) -> np.ndarray:
-    """One row per offer (float64, C order), columns as ``model_feature_names``."""
+    """One row per offer (float64, C order), columns as ``model_feature_names``.
+
+    ``topic_counts``: category -> events in the last 24 h (``k:<category>`` counters)."""
     m = customer.shape[0]
     matrix = np.empty((len(offers), m + len(OFFER_FEATURES)), dtype=np.float64)
     matrix[:, :m] = customer
@@ -59,4 +70,12 @@ def build_matrix(
     matrix[:, m + 3] = CHANNEL_CODE[channel]
     matrix[:, m + 4] = STAGE_CODE[stage]
     matrix[:, m + 5] = [float(last_category in o.topics) for o in offers]
+    matrix[:, m + 6] = (
+        [sum(topic_counts.get(t, 0.0) for t in o.topics) for o in offers] if topic_counts else 0.0
+    )
     return matrix
+
+
+def topic_counts(windows: Mapping[str, tuple[float, ...]]) -> dict[str, float]:
+    """Category -> 24 h count, from a record's windowed counters."""
+    return {name[2:]: counts[1] for name, counts in windows.items() if name.startswith("k:")}

@@ -16,6 +16,8 @@ import redis
 from engine import artifact
 from engine.artifact import ModelArtifact
 from engine.config import TrainerSettings, load_definitions
+from engine.errors import ArtifactMismatch
+from engine.model_input import model_feature_names
 from feature_store import keys
 from feature_store.loader import load_file
 from training.simulate import simulate_logs
@@ -81,6 +83,21 @@ def train_demo(
 
 
 def ensure_model(settings: TrainerSettings, *, progress: bool = True) -> None:
+    """Trains a model when none is promoted, or when the promoted one was trained on
+    other features than the schema's (the demo may retrain on its own)."""
     if artifact.current_version(settings.model_dir) is None:
         log.info("no model yet: training one on simulated logs")
-        train_demo(settings, progress=progress)
+    else:
+        expected = model_feature_names(load_definitions(settings).schema)
+        try:
+            artifact.load(settings.model_dir).check_features(expected)
+            return
+        except ArtifactMismatch as exc:
+            log.info("retraining: %s", exc)
+    model = train_demo(settings, progress=progress)
+    log.info(
+        "model %s: AUC %.3f, log loss %.4f",
+        model.version,
+        model.metrics["auc"],
+        model.metrics["log_loss"],
+    )

@@ -18,20 +18,24 @@ from engine.catalog import Catalog
 from engine.decision import DecisionRequest, rule_env
 from engine.eligibility import Situation, eligible_offers
 from engine.lifecycle import StageRules
+from engine.model_input import topic_counts
 from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
 from feature_store.store import CustomerRecord
 from training.world import TOPICS, World, true_propensity
 
 CHANNEL_MIX = {"web": 0.4, "mobile_app": 0.25, "call_center": 0.15, "email": 0.12, "sms": 0.08}
+# Events per customer per week.
 EVENT_RATES = {
-    "page_view": 2.0,
-    "product_view": 0.8,
-    "search": 0.3,
-    "add_to_cart": 0.06,
-    "purchase": 0.03,
-    "call": 0.1,
-    "complaint": 0.05,
+    "page_view": 6.0,
+    "product_view": 2.5,
+    "search": 0.8,
+    "compare": 0.3,
+    "add_to_cart": 0.15,
+    "purchase": 0.08,
+    "call": 0.25,
+    "complaint": 0.1,
 }
+VIEWS = ("page_view", "product_view")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class SimulatedLogs:
     channels: list[str]
     stages: list[str]
     last_categories: list[str]
+    topic_counts: list[dict[str, float]]
     probability: np.ndarray  # the logging policy's probability of the chosen offer
     true_propensity: np.ndarray
     reward: np.ndarray  # 1 when the customer responded positively
@@ -53,26 +58,51 @@ class SimulatedLogs:
         return int(self.reward.shape[0])
 
 
-def _realtime(rng: np.random.Generator, interest: str, now: float) -> dict[str, str]:
+def _activity(
+    rng: np.random.Generator, customer_id: str, batch: np.ndarray, interest: str, now: float
+) -> CustomerRecord:
+    """A plausible real-time state: what RecordEvent would have built from a week of
+    events (lifetime counters, 1 h / 24 h / 7 d windows, the current session)."""
     rt: dict[str, str] = {}
-    total = 0
+    windows: dict[str, tuple[float, ...]] = {}
+    session: dict[str, str] = {}
+    channel_week = {"web": 0.0, "mobile_app": 0.0}
+    last_seen = 0.0
     for event, rate in EVENT_RATES.items():
-        count = int(rng.poisson(rate))
-        if count:
-            rt[f"n:{event}"] = str(count)
-            total += count
-    if total:
-        web = int(rng.binomial(total, 0.6))
-        rt["c:web"], rt["c:mobile_app"] = str(web), str(total - web)
-        rt["ts:last_seen"] = repr(now - float(rng.exponential(86400.0)))
-        if "n:purchase" in rt:
-            rt["ts:purchase"] = repr(now - float(rng.exponential(10 * 86400.0)))
-        draw = rng.random()
-        if draw < 0.55:
-            rt[LAST_CATEGORY_FIELD] = interest
-        elif draw < 0.8:
-            rt[LAST_CATEGORY_FIELD] = TOPICS[int(rng.integers(len(TOPICS)))]
-    return rt
+        week = int(rng.poisson(rate))
+        if not week:
+            continue
+        day = int(rng.binomial(week, 0.3))
+        hour = int(rng.binomial(day, 0.2))
+        rt[f"n:{event}"] = str(week + int(rng.poisson(rate)))
+        windows[f"e:{event}"] = (float(hour), float(day), float(week))
+        if hour:
+            session[f"e:{event}"] = str(int(rng.binomial(hour, 0.8)) or 1)
+        web = float(rng.binomial(week, 0.6))
+        channel_week["web"] += web
+        channel_week["mobile_app"] += week - web
+        ago = (
+            rng.uniform(0, 3600)
+            if hour
+            else rng.uniform(3600, 86400)
+            if day
+            else (rng.uniform(86400, 7 * 86400))
+        )
+        last_seen = max(last_seen, now - ago)
+        if event == "purchase":
+            rt["ts:purchase"] = repr(now - ago)
+        if event in VIEWS:
+            topic = interest if rng.random() < 0.6 else TOPICS[int(rng.integers(len(TOPICS)))]
+            old = windows.get(f"k:{topic}", (0.0, 0.0, 0.0))
+            windows[f"k:{topic}"] = (old[0] + hour, old[1] + day, old[2] + week)
+            rt[LAST_CATEGORY_FIELD] = topic
+    for channel, week_count in channel_week.items():
+        if week_count:
+            rt[f"c:{channel}"] = str(int(week_count))
+            windows[f"c:{channel}"] = (0.0, 0.0, week_count)
+    if last_seen:
+        rt["ts:last_seen"] = repr(last_seen)
+    return CustomerRecord(customer_id, True, batch, {}, rt, windows, session)
 
 
 def simulate_logs(
@@ -95,6 +125,7 @@ def simulate_logs(
     chosen_channels = rng.choice(len(channels), size=rows, p=weights / weights.sum())
 
     features, index, offer_ids, used_channels, stages, lasts, probs = [], [], [], [], [], [], []
+    topics: list[dict[str, float]] = []
     for i, ch in tqdm(
         zip(customers.tolist(), chosen_channels.tolist(), strict=True),
         total=rows,
@@ -102,8 +133,9 @@ def simulate_logs(
         unit="decisions",
     ):
         channel = channels[ch]
-        rt = _realtime(rng, TOPICS[int(world.interest[i])], now)
-        record = CustomerRecord(world.customer_id(i), True, batch_columns[i], {}, rt)
+        record = _activity(
+            rng, world.customer_id(i), batch_columns[i], TOPICS[int(world.interest[i])], now
+        )
         vector = schema.customer_vector(record, now)
         request = DecisionRequest(customer_id=world.customer_id(i), channel=channel)
         env = rule_env(schema.names, vector, {}, request)
@@ -118,7 +150,8 @@ def simulate_logs(
         offer_ids.append(offer.offer_id)
         used_channels.append(channel)
         stages.append(stage)
-        lasts.append(rt.get(LAST_CATEGORY_FIELD, ""))
+        lasts.append(record.realtime.get(LAST_CATEGORY_FIELD, ""))
+        topics.append(topic_counts(record.windows))
         probs.append(1.0 / len(offers))
 
     matrix = np.array(features)
@@ -138,7 +171,10 @@ def simulate_logs(
             "traveller": world.traveller[cust[sel]],
         }
         match = np.array([float(lasts[r] in offer.topics) for r in members])
-        p_true[sel] = true_propensity(oid, offer.value, offer.topics, channel, named, hidden, match)
+        views = np.array([sum(topics[r].get(t, 0.0) for t in offer.topics) for r in members])
+        p_true[sel] = true_propensity(
+            oid, offer.value, offer.topics, channel, named, hidden, match, views
+        )
     reward = (rng.random(len(offer_ids)) < p_true).astype(np.int8)
     return SimulatedLogs(
         features=matrix,
@@ -147,6 +183,7 @@ def simulate_logs(
         channels=used_channels,
         stages=stages,
         last_categories=lasts,
+        topic_counts=topics,
         probability=np.array(probs),
         true_propensity=p_true,
         reward=reward,

@@ -44,6 +44,7 @@ def training_matrix(
             logs.stages[r],
             logs.last_categories[r],
             vocabulary,
+            logs.topic_counts[r],
         )[0]
     return matrix
 

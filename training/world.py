@@ -139,6 +139,8 @@ def generate(n: int = 50_000, seed: int = 7) -> World:
         "email_opt_in": (rng.random(n) < 0.7).astype(float),
         "sms_opt_in": (rng.random(n) < 0.5).astype(float),
         "age_years": age,
+        # falling usage goes with complaints and churn risk
+        "usage_trend": np.round(np.clip(rng.normal(1.0 - 0.6 * (churn - 0.1), 0.15), 0.1, 2.0), 2),
     }
     attributes = {
         "first_name": np.array(FIRST_NAMES)[rng.integers(0, len(FIRST_NAMES), n)],
@@ -190,6 +192,7 @@ def true_propensity(
     features: dict[str, np.ndarray],
     hidden: dict[str, np.ndarray],
     category_match: np.ndarray,
+    topic_views_24h: np.ndarray,
 ) -> np.ndarray:
     """The hidden probability of a positive response, for row-aligned arrays."""
     topic_hit = np.array([TOPICS[i] in offer_topics for i in hidden["interest"].tolist()])
@@ -197,7 +200,8 @@ def true_propensity(
         -3.0
         + _offer_terms(offer_id, features, hidden)
         + CHANNEL_EFFECT[channel]
-        + 1.2 * category_match
+        + 1.0 * category_match
+        + 0.35 * np.minimum(topic_views_24h, 4)
         + 0.7 * topic_hit
         - 0.9 * hidden["price_sensitivity"] * (offer_value >= 150)
     )
