@@ -128,6 +128,8 @@ def _print_decision(r: Any) -> None:
             print(f"   - [{reason.code}] {reason.text}")
     if not r.actions:
         print("\nno eligible action")
+    for e in r.excluded:
+        print(f"   kept out: {e.offer_id}: {e.reason}")
 
 
 def _client_call(args: argparse.Namespace) -> int:

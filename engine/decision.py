@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from string import Template
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,13 @@ import numpy as np
 from engine import arbitration, contact_policy, eligibility, rendering
 from engine.catalog import Catalog, Offer
 from engine.lifecycle import StageRules
-from engine.model_input import Vocabulary, build_matrix, model_feature_names, topic_counts
+from engine.model_input import (
+    OFFER_EXPLAIN,
+    Vocabulary,
+    build_matrix,
+    model_feature_names,
+    topic_counts,
+)
 from engine.scoring import Scorer, ValueOnlyScorer
 from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
 from feature_store.store import CustomerRecord
@@ -88,6 +95,15 @@ class Decision:
     excluded: Mapping[str, str] = field(default_factory=dict)
 
 
+def _ago(seconds: float) -> str:
+    if seconds >= 1e7:
+        return "never"
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
+
+
 class StageTimer:
     """Accumulates microseconds per decision stage (benchmarks and diagnostics)."""
 
@@ -139,7 +155,10 @@ class DecisionCore:
         self.scorer = scorer
         self.one_per_category = one_per_category
         self.feature_names = model_feature_names(schema)
-        self._match_column = self.feature_names.index("category_match")
+        self._explain = {
+            **{f.name: f.explain for f in schema.features if f.explain},
+            **OFFER_EXPLAIN,
+        }
         self._vocabulary = scorer.vocabulary or Vocabulary.from_catalog(catalog)
         self._baseline = ValueOnlyScorer()
 
@@ -282,6 +301,35 @@ class DecisionCore:
                 allowed.append(offer)
         return allowed, excluded
 
+    def _sentence(
+        self,
+        column: int,
+        value: float,
+        offer: Offer,
+        situation: eligibility.Situation,
+        record: CustomerRecord,
+    ) -> str:
+        """What an agent can say about one model input, e.g. "viewed fibre pages 3 times
+        today"; the feature's name and value when no sentence is declared."""
+        name = self.feature_names[column]
+        template = self._explain.get(name, "")
+        shown = rendering.format_value(value)
+        if not template:
+            return f"{name} = {shown}"
+        last = record.realtime.get(LAST_CATEGORY_FIELD, "")
+        viewed = [t for t in sorted(offer.topics) if record.windows.get(f"k:{t}")]
+        variables = {
+            "value": shown,
+            "yesno": "yes" if value else "no",
+            "ago": _ago(value),
+            "offer": offer.name,
+            "category": offer.category,
+            "channel": situation.channel.replace("_", " "),
+            "stage": situation.stage.replace("_", "-"),
+            "topic": last if name == "category_match" else ", ".join(viewed) or offer.category,
+        }
+        return Template(template).safe_substitute(variables)
+
     def _reasons(
         self,
         offer: Offer,
@@ -298,26 +346,17 @@ class DecisionCore:
         ]
         usage = contact_policy.offer_usage(offer.offer_id, offer.policy, record, situation.now)
         if usage:
-            reasons.append(Reason("CONTACT_POLICY", f"contacts so far: {usage}"))
+            reasons.append(Reason("CONTACT_POLICY", f"within its cap: {usage} used before now"))
         if contributions is not None:
-            readable = {
-                "offer_id": offer.offer_id,
-                "offer_category": offer.category,
-                "channel": situation.channel,
-                "stage": situation.stage,
-                "category_match": "yes" if row[self._match_column] else "no",
-            }
             top = np.argsort(-contributions, kind="stable")[:TOP_CONTRIBUTIONS]
             for i in top.tolist():
                 if contributions[i] <= 0:
                     break
                 name = self.feature_names[i]
-                shown = readable.get(name) or rendering.format_value(row[i])
                 reasons.append(
                     Reason(
                         "FEATURE_CONTRIBUTION",
-                        f"{name} = {shown} raised the propensity"
-                        f" (+{contributions[i]:.3f} log-odds)",
+                        self._sentence(i, row[i], offer, situation, record),
                         feature=name,
                         contribution=float(contributions[i]),
                     )

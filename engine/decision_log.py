@@ -38,6 +38,7 @@ def log_entry(
         "model_version": decision.model_version,
         "catalog_version": decision.catalog_version,
         "degraded": decision.degraded_reason,
+        "excluded": dict(decision.excluded),
         "features": dict(zip(names, decision.features.tolist(), strict=True)),
         "candidates": [
             list(row)

@@ -27,6 +27,16 @@ OFFER_FEATURES = (
     "topic_views_24h",  # events on the offer's topics in the last 24 h
 )
 CATEGORICAL = ("offer_id", "offer_category", "channel", "stage")
+# Sentences for explanations ($offer, $category, $channel, $stage, $topic, $value).
+OFFER_EXPLAIN = {
+    "offer_id": "customers like this one often take $offer",
+    "offer_category": "$category offers do well with this customer",
+    "offer_value": "$offer is worth $value",
+    "channel": "$channel suits this offer",
+    "stage": "fits the $stage stage",
+    "category_match": "last looked at $topic",
+    "topic_views_24h": "viewed $topic pages $value times today",
+}
 
 
 def model_feature_names(schema: FeatureSchema) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ def decode_decide(request: decision_pb2.DecideRequest) -> DecisionRequest:
     )
 
 
-def encode_decision(decision: Decision) -> decision_pb2.DecideResponse:
+def encode_decision(decision: Decision, explain: bool = False) -> decision_pb2.DecideResponse:
     response = decision_pb2.DecideResponse(
         decision_id=decision.decision_id,
         customer_id=decision.customer_id,
@@ -53,6 +53,10 @@ def encode_decision(decision: Decision) -> decision_pb2.DecideResponse:
         degraded=decision.degraded,
         degraded_reason=decision.degraded_reason,
     )
+    if explain:
+        response.excluded.extend(
+            decision_pb2.Exclusion(offer_id=o, reason=r) for o, r in decision.excluded.items()
+        )
     for a in decision.actions:
         m = a.message
         response.actions.append(
@@ -89,8 +93,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     async def Decide(
         self, request: decision_pb2.DecideRequest, context: Context
     ) -> decision_pb2.DecideResponse:
-        decision = await self.arbiter.decide(decode_decide(request))
-        return encode_decision(decision)
+        decoded = decode_decide(request)
+        decision = await self.arbiter.decide(decoded)
+        return encode_decision(decision, decoded.explain)
 
     async def ReportOutcome(
         self, request: decision_pb2.ReportOutcomeRequest, context: Context

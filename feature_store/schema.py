@@ -48,6 +48,7 @@ class Feature:
     field: str = ""  # real-time only: the counter or stamp read
     transform: Transform = "count"
     scope: str = "lifetime"  # real-time only: lifetime, session, 1h, 24h or 7d
+    explain: str = ""  # sentence for explanations; $value, $yesno, $ago are filled in
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def _feature(raw: Mapping[str, object]) -> Feature:
             field=str(raw.get("field", "")),
             transform=raw.get("transform", "count"),  # type: ignore[arg-type]
             scope=str(raw.get("scope", "lifetime")),
+            explain=str(raw.get("explain", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"feature schema entry {dict(raw)!r}: {exc}") from exc

@@ -14,7 +14,7 @@ from engine.config import Definitions
 from engine.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
 from feature_store import keys, redis_store
 from feature_store.loader import load_profiles
-from feature_store.store import EventRecord, OutcomeEffects, OutcomeRecord, Reservation
+from feature_store.store import EventRecord, OutcomeEffects, OutcomeRecord
 
 T = TypeVar("T")
 
