@@ -14,7 +14,7 @@ from engine.config import Definitions
 from engine.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
 from feature_store import keys, redis_store
 from feature_store.loader import load_profiles
-from feature_store.store import EventRecord, OutcomeEffects, OutcomeRecord
+from feature_store.store import EventRecord, OutcomeEffects, OutcomeRecord, Reservation
 
 T = TypeVar("T")
 
@@ -125,3 +125,79 @@ def test_profile_written_with_another_schema_is_refused(
 def test_unreachable_redis_is_feature_store_unavailable(definitions: Definitions) -> None:
     with pytest.raises(FeatureStoreUnavailable):
         run("redis://127.0.0.1:1/0", definitions, lambda s: s.fetch("c5"))
+
+
+def test_windowed_counts_slide_and_sessions_end(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    now = time.time()
+    ages = [10, 100, 2 * 3600, 5 * 3600, 2 * 86400, 9 * 86400]  # seconds before now
+
+    async def work(store: redis_store.RedisFeatureStore) -> Any:
+        for age in ages:
+            await store.record_event(
+                EventRecord("c6", "web", "product_view", {"category": "fibre"}, now - age)
+            )
+        return await store.fetch("c6", now)
+
+    async def later(store: redis_store.RedisFeatureStore) -> Any:
+        return await store.fetch("c6", now + 3 * 3600)
+
+    record = run(redis_url, definitions, work)
+    # 1 h: the two events within the hour; 24 h: four; 7 d: five (9 days is out).
+    assert record.windows["e:product_view"] == (2.0, 4.0, 5.0)
+    assert record.windows["k:fibre"] == (2.0, 4.0, 5.0)
+    assert record.windows["e:product_view:fibre"] == (2.0, 4.0, 5.0)
+    assert record.windows["c:web"] == (2.0, 4.0, 5.0)
+    assert record.realtime["n:product_view"] == "6"
+    assert record.realtime["ts:last_seen"] == repr(now - 10)  # an older event never regresses it
+    vector = definitions.schema.customer_vector(record, now)
+    named = dict(zip(definitions.schema.names, vector.tolist(), strict=True))
+    assert named["product_views_24h"] == 4 and named["web_events_7d"] == 5
+    assert named["session_product_views"] == 6  # one session: no gap was checked server-side
+    # Three hours on, the window has slid: nothing in the last hour, and 24 h lost none.
+    assert run(redis_url, definitions, later).windows["e:product_view"] == (0.0, 4.0, 5.0)
+    fields = redis_client.hlen("arb:{c6}:win")
+    assert fields <= 4 * (12 + 24 + 7)  # four counter names, ring slots bounded
+
+
+def test_the_session_ends_after_the_gap(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    async def work() -> Any:
+        client = redis_store.connect(redis_url)
+        store = redis_store.RedisFeatureStore(client, definitions.schema, session_seconds=1)
+        try:
+            await store.record_event(EventRecord("c7", "web", "compare", {}, time.time()))
+            during = await store.fetch("c7")
+            await asyncio.sleep(1.2)
+            after = await store.fetch("c7")
+            return during, after
+        finally:
+            await client.aclose()
+
+    during, after = asyncio.run(work())
+    assert during.session["e:compare"] == "1"
+    assert after.session == {}
+    assert after.windows["e:compare"][1] == 1.0  # the day still counts it
+
+
+def test_reservations_respect_caps(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    caps = ((86400, 2),)
+
+    async def work(store: redis_store.RedisFeatureStore) -> Any:
+        results = []
+        for i in range(3):
+            results.append(
+                await store.reserve(
+                    Reservation(
+                        "c8", f"d{i}", "sms", True, 0.0, caps, (("a", ()), ("b", ((3600, 1),)))
+                    )
+                )
+            )
+        return results
+
+    # The channel allows two sends a day; offer b once an hour.
+    assert run(redis_url, definitions, work) == [["a", "b"], ["a"], []]

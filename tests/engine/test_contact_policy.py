@@ -1,0 +1,176 @@
+"""Right message, right time, across channels: contact policy and real-time state, through
+the real gRPC API, two server replicas and one real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+
+from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from engine.config import DEFAULTS
+from tests.conftest import ServerThread
+
+WEB, APP, CALL, EMAIL = (
+    common_pb2.CHANNEL_WEB,
+    common_pb2.CHANNEL_MOBILE_APP,
+    common_pb2.CHANNEL_CALL_CENTER,
+    common_pb2.CHANNEL_EMAIL,
+)
+CUSTOMER = "cust-000042"  # no fibre at home: fibre_broadband is eligible everywhere
+
+
+def decide(
+    server: ServerThread, channel: int, offer: str | None = None, **fields: object
+) -> decision_pb2.DecideResponse:
+    offers = [offer] if offer else []
+    request = decision_pb2.DecideRequest(
+        customer_id=CUSTOMER,
+        channel=channel,
+        limit=3,
+        offer_ids=offers,
+        explain=True,
+        **fields,  # type: ignore[arg-type]
+    )
+    return server.decisions.Decide(request, timeout=5)
+
+
+def report(server: ServerThread, decision: decision_pb2.DecideResponse, outcome: int) -> None:
+    server.decisions.ReportOutcome(
+        decision_pb2.ReportOutcomeRequest(
+            decision_id=decision.decision_id,
+            customer_id=CUSTOMER,
+            offer_id=decision.actions[0].offer_id,
+            outcome=outcome,  # type: ignore[arg-type]
+        ),
+        timeout=5,
+    )
+
+
+def test_a_web_decline_keeps_the_offer_out_of_every_channel(server: ServerThread) -> None:
+    shown = decide(server, WEB, "fibre_broadband")
+    assert [a.offer_id for a in shown.actions] == ["fibre_broadband"]
+
+    report(server, shown, common_pb2.OUTCOME_DECLINE)
+
+    for channel in (WEB, APP, CALL, EMAIL):
+        again = decide(server, channel, "fibre_broadband")
+        assert not again.actions, channel
+        if channel != EMAIL or not any(e.offer_id == "*" for e in again.excluded):
+            (excluded,) = [e for e in again.excluded if e.offer_id == "fibre_broadband"]
+            assert excluded.reason.startswith("declined: cool-down for 30 more days")
+    other = decide(server, CALL)
+    assert other.actions and "fibre_broadband" not in {a.offer_id for a in other.actions}
+
+
+def test_an_accepted_offer_is_not_made_again(server: ServerThread) -> None:
+    shown = decide(server, CALL, "device_upgrade_5g")
+    report(server, shown, common_pb2.OUTCOME_ACCEPT)
+    again = decide(server, WEB, "device_upgrade_5g")
+    assert not again.actions
+    assert [(e.offer_id, e.reason) for e in again.excluded] == [
+        ("device_upgrade_5g", "already accepted")
+    ]
+
+
+def test_email_is_a_send_and_counts_at_decision_time(server: ServerThread) -> None:
+    sent = [decide(server, EMAIL) for _ in range(4)]
+    assert [bool(s.actions) for s in sent] == [True, True, False, False]  # 2 per 7 days
+    assert [(e.offer_id, e.reason) for e in sent[2].excluded] == [
+        ("*", "email cap reached: 2 of 2 per 7 days")
+    ]
+
+
+def test_caps_hold_under_concurrent_decisions_on_two_replicas(
+    server: ServerThread, server_factory: Callable[..., ServerThread], redis_url: str
+) -> None:
+    replicas = [server, server_factory(redis_url)]
+    delivered: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(24)
+
+    def call(i: int) -> None:
+        start.wait()
+        response = decide(replicas[i % 2], (WEB, APP, CALL)[i % 3], "fibre_broadband")
+        with lock:
+            delivered.extend(a.offer_id for a in response.actions)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert delivered == ["fibre_broadband"] * 3  # at most 3 a week, and all 3 used
+
+
+def test_read_your_writes_across_replicas_and_channels(
+    server: ServerThread, server_factory: Callable[..., ServerThread], redis_url: str
+) -> None:
+    other = server_factory(redis_url)
+    for _ in range(2):
+        server.profiles.RecordEvent(
+            profile_pb2.RecordEventRequest(
+                customer_id=CUSTOMER,
+                channel=WEB,
+                event_type="product_view",
+                attributes={"category": "fibre"},
+            ),
+            timeout=5,
+        )
+    response = decide(other, CALL, "fibre_broadband")
+    assert response.lifecycle_stage == common_pb2.LIFECYCLE_STAGE_EVALUATION
+    reasons = [r.text for r in response.actions[0].reasons]
+    assert any("viewed fibre pages 2 times today" in r for r in reasons), reasons
+
+
+@pytest.fixture
+def quick_catalog(tmp_path: Path) -> Path:
+    text = (DEFAULTS / "catalog.toml").read_text()
+    text = text.replace("pending_impression_minutes = 5", "pending_impression_minutes = 0.02")
+    assert "pending_impression_minutes = 0.02" in text
+    path = tmp_path / "catalog.toml"
+    path.write_text(text)
+    return path
+
+
+def test_unreported_impressions_lapse_and_reported_ones_count(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    quick_catalog: Path,
+) -> None:
+    server = server_factory(redis_url, catalog_path=quick_catalog)
+    first = decide(server, WEB, "fibre_broadband")
+    report(server, first, common_pb2.OUTCOME_IMPRESSION)
+    assert decide(server, WEB, "fibre_broadband").actions  # reserved, never reported
+    assert decide(server, WEB, "fibre_broadband").actions
+    capped = decide(server, WEB, "fibre_broadband")
+    assert not capped.actions
+    assert capped.excluded[0].reason == "cap reached: 3 of 3 per 7 days"
+
+    time.sleep(1.5)  # the two unreported reservations lapse; the reported one stays
+    assert decide(server, WEB, "fibre_broadband").actions
+    assert decide(server, WEB, "fibre_broadband").actions
+    assert not decide(server, WEB, "fibre_broadband").actions
+    contacts = loaded.zrange("arb:{cust-000042}:contacts", 0, -1)
+    assert contacts == [f"{first.decision_id}|fibre_broadband|web".encode()]
+
+
+def test_policy_errors_do_not_leak(server: ServerThread) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        server.decisions.ReportOutcome(
+            decision_pb2.ReportOutcomeRequest(
+                decision_id="d",
+                customer_id=CUSTOMER,
+                offer_id="ghost",
+                outcome=common_pb2.OUTCOME_DECLINE,
+            ),
+            timeout=5,
+        )
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
