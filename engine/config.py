@@ -45,6 +45,9 @@ class ServerSettings(CommonSettings):
     port: int = 50051
     # Budget for the one feature-store round trip of a Decide; past it, answer degraded.
     feature_timeout_ms: float = 30.0
+    # Budget for recording a decision's contacts under the caps; past it, inbound answers
+    # are flagged degraded and outbound ones send nothing.
+    reserve_timeout_ms: float = 50.0
     # Socket timeout of every Redis call (writes included).
     redis_timeout_ms: float = 250.0
     # After a feature-store failure, answer degraded without trying Redis for this long.

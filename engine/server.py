@@ -123,6 +123,7 @@ def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
         store,
         writer,
         feature_timeout=settings.feature_timeout_ms / 1000,
+        reserve_timeout=settings.reserve_timeout_ms / 1000,
         breaker_seconds=settings.breaker_seconds,
     )
 

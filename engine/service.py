@@ -89,12 +89,14 @@ class Arbiter:
         writer: DecisionLogWriter,
         *,
         feature_timeout: float = 0.03,
+        reserve_timeout: float = 0.05,
         breaker_seconds: float = 1.0,
     ) -> None:
         self.core = core  # replaced as a whole when a new model or catalog is promoted
         self.store = store
         self.writer = writer
         self.feature_timeout = feature_timeout
+        self.reserve_timeout = reserve_timeout
         self.breaker_seconds = breaker_seconds
         self._store_down_until = 0.0
         self._store_down_reason = ""
@@ -123,7 +125,8 @@ class Arbiter:
             timer.lap("fetch")
         now = time.time()
         decision = core.decide(request, record, now, degraded, timer)
-        if decision.actions and record is not None:
+        if decision.actions:
+            # Degraded answers reserve too: a slow read must not let caps be exceeded.
             decision = await self._reserve(core, decision, request.channel, now)
         if timer:
             timer.lap("reserve")
@@ -162,12 +165,22 @@ class Arbiter:
             offers,
         )
         try:
-            reserved = set(await self.store.reserve(reservation))
+            reserved = set(
+                await asyncio.wait_for(self.store.reserve(reservation), self.reserve_timeout)
+            )
+        except TimeoutError:
+            problem = f"slower than {self.reserve_timeout * 1000:g} ms"
         except FeatureStoreUnavailable as exc:
-            if outbound:
-                reason = f"contact policy unavailable, nothing sent: {exc}"
-                return replace(decision, actions=(), degraded=True, degraded_reason=reason)
-            reason = f"contacts not reserved: {exc}"
+            problem = str(exc)
+        else:
+            problem = ""
+        if problem and outbound:
+            reason = f"contact policy unavailable, nothing sent: {problem}"
+            return replace(decision, actions=(), degraded=True, degraded_reason=reason)
+        if problem:
+            reason = f"contacts not reserved: {problem}"
+            if decision.degraded_reason:
+                reason = f"{decision.degraded_reason}; {reason}"
             return replace(decision, degraded=True, degraded_reason=reason)
         if len(reserved) == len(decision.actions):
             return decision

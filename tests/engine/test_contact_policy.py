@@ -87,9 +87,12 @@ def test_email_is_a_send_and_counts_at_decision_time(server: ServerThread) -> No
 
 
 def test_caps_hold_under_concurrent_decisions_on_two_replicas(
-    server: ServerThread, server_factory: Callable[..., ServerThread], redis_url: str
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
 ) -> None:
-    replicas = [server, server_factory(redis_url)]
+    # Generous budgets: this is about the atomic reservation, not about timeouts (a
+    # degraded answer whose reservation times out is flagged, see test_degraded).
+    budgets = {"feature_timeout_ms": 2000, "reserve_timeout_ms": 2000}
+    replicas = [server_factory(redis_url, **budgets), server_factory(redis_url, **budgets)]
     delivered: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(24)

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from engine.errors import ConfigurationError
 from feature_store.embedded import EmbeddedRedis
 from tests.conftest import ServerThread
 
@@ -97,6 +98,18 @@ def test_a_profile_of_another_schema_degrades_that_customer_only(
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def restart_on(port: int) -> EmbeddedRedis:
+    """A new server on ``port``. The service's client keeps reconnecting meanwhile, and a
+    loopback connect to a closed port can rarely connect to itself and hold the port for
+    a moment, so binding is retried."""
+    for _ in range(20):
+        try:
+            return EmbeddedRedis(port=port).start()
+        except ConfigurationError:
+            time.sleep(0.1)
+    raise AssertionError(f"port {port} stayed busy")
+
+
 def test_decisions_made_while_redis_is_down_are_logged_when_it_returns(
     server_factory: Callable[..., ServerThread],
 ) -> None:
@@ -106,7 +119,7 @@ def test_decisions_made_while_redis_is_down_are_logged_when_it_returns(
     response, _ = decide(server)
     assert response.degraded
 
-    back = EmbeddedRedis(port=own.port).start()
+    back = restart_on(own.port)
     try:
         server.flush_log()
         client = redis.Redis.from_url(back.url)
