@@ -2,6 +2,7 @@
 
 arbiter serve [--demo]                      start the gRPC service
 arbiter decide CUSTOMER --channel web       ask for the next best action
+arbiter campaign --customers FILE.csv --channel email   a decision (a send) per customer
 arbiter profile CUSTOMER                    the single customer view
 arbiter event CUSTOMER --type page_view --attr category=fibre
 arbiter outcome DECISION CUSTOMER OFFER --outcome accept
@@ -83,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--outcome", choices=OUTCOMES, required=True)
     o.add_argument("--value", type=float, default=0.0)
     o.add_argument("--key", default="", help="idempotency key")
+
+    c = client("campaign", "decide for a list of customers over one stream (email, SMS)")
+    c.add_argument("--customers", type=Path, required=True, help="CSV with a customer_id column")
+    c.add_argument("--channel", choices=channels, default="email")
+    c.add_argument("--placement", default="")
+    c.add_argument("--limit", type=int, default=1)
+    c.add_argument("--out", type=Path, help="write every answer here as JSON Lines")
 
     ld = sub.add_parser("load", help="bulk-load profiles from a JSON Lines file")
     ld.add_argument("path", type=Path)
@@ -299,6 +307,17 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command in ("decide", "profile", "event", "outcome"):
             return _client_call(args)
+        if args.command == "campaign":
+            from engine.campaign import run_campaign
+
+            return run_campaign(
+                args.target,
+                args.customers,
+                _channel_number(args.channel),
+                placement=args.placement,
+                limit=args.limit,
+                out=args.out,
+            )
         return _offline(args)
     except ArbiterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""Server interceptors: map Arbiter errors to gRPC statuses in one place."""
+"""Server interceptors: map Arbiter errors to gRPC statuses in one place (unary and
+bidirectional-streaming methods)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -37,6 +38,27 @@ def _guard(behavior: Behavior, method: str) -> Behavior:
     return guarded
 
 
+StreamBehavior = Callable[[AsyncIterator[Any], aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+
+def _guard_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
+    async def guarded(
+        requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(requests, context):
+                yield response
+        except ArbiterError as exc:
+            await context.abort(exc.code, str(exc))
+        except aio.AbortError:
+            raise
+        except Exception:
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return guarded
+
+
 class ErrorInterceptor(_Interceptor):
     """Turns ``ArbiterError`` into its status code and message; anything else into
     INTERNAL with the details logged, never leaked. Wrapped handlers are cached."""
@@ -56,12 +78,21 @@ class ErrorInterceptor(_Interceptor):
         if cached is not None:
             return cached
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            _guard(cast(Behavior, handler.unary_unary), method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                _guard(cast(Behavior, handler.unary_unary), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        elif handler.stream_stream is not None:
+            wrapped = grpc.stream_stream_rpc_method_handler(
+                _guard_stream(cast(StreamBehavior, handler.stream_stream), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        else:
+            return handler
         self._handlers[method] = wrapped
         return wrapped

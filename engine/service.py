@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from engine.decision import Decision, DecisionCore, DecisionRequest, StageTimer, rule_env
 from engine.decision_log import DecisionLogWriter
-from engine.errors import FeatureStoreUnavailable, NotFound, ProfileSchemaMismatch
+from engine.errors import ArbiterError, FeatureStoreUnavailable, NotFound, ProfileSchemaMismatch
 from feature_store.store import (
     CustomerHistory,
     CustomerRecord,
@@ -81,6 +81,70 @@ def offer_history(history: CustomerHistory) -> tuple[OfferHistory, ...]:
     )
 
 
+def _unavailable(error: ArbiterError) -> str:
+    if isinstance(error, ProfileSchemaMismatch):
+        return str(error)
+    return f"feature store unavailable: {error}"
+
+
+def _reservation(
+    core: DecisionCore, decision: Decision, channel: str, now: float
+) -> Reservation | None:
+    """The contacts a decision makes, with their caps; None when nothing is capped."""
+    if not decision.actions:
+        return None
+    policy = core.catalog.contact_policy
+    channel_caps = tuple((c.window_seconds, c.max) for c in policy.channel_caps.get(channel, ()))
+    offers = tuple(
+        (
+            a.offer_id,
+            tuple((c.window_seconds, c.max) for c in core.catalog.by_id[a.offer_id].policy.caps),
+        )
+        for a in decision.actions
+    )
+    if not channel_caps and not any(caps for _, caps in offers):
+        return None
+    return Reservation(
+        decision.customer_id,
+        decision.decision_id,
+        channel,
+        channel in policy.outbound,
+        now + policy.pending_seconds,
+        channel_caps,
+        offers,
+    )
+
+
+def _apply_reservation(
+    decision: Decision, reservation: Reservation, result: list[str] | str
+) -> Decision:
+    """Keeps the actions the reservation recorded. ``result`` is the offer ids reserved,
+    or why the reservation failed: then outbound decisions send nothing and inbound ones
+    answer, flagged degraded."""
+    if isinstance(result, str):
+        if reservation.outbound:
+            reason = f"contact policy unavailable, nothing sent: {result}"
+            return replace(decision, actions=(), degraded=True, degraded_reason=reason)
+        reason = f"contacts not reserved: {result}"
+        if decision.degraded_reason:
+            reason = f"{decision.degraded_reason}; {reason}"
+        return replace(decision, degraded=True, degraded_reason=reason)
+    reserved = set(result)
+    if len(reserved) == len(decision.actions):
+        return decision
+    kept = [a for a in decision.actions if a.offer_id in reserved]
+    lost = {
+        a.offer_id: "cap taken by a concurrent decision"
+        for a in decision.actions
+        if a.offer_id not in reserved
+    }
+    return replace(
+        decision,
+        actions=tuple(replace(a, rank=i) for i, a in enumerate(kept, start=1)),
+        excluded={**decision.excluded, **lost},
+    )
+
+
 class Arbiter:
     def __init__(
         self,
@@ -125,76 +189,61 @@ class Arbiter:
             timer.lap("fetch")
         now = time.time()
         decision = core.decide(request, record, now, degraded, timer)
-        if decision.actions:
-            # Degraded answers reserve too: a slow read must not let caps be exceeded.
-            decision = await self._reserve(core, decision, request.channel, now)
+        # Degraded answers reserve too: a slow read must not let caps be exceeded.
+        reservation = _reservation(core, decision, request.channel, now)
+        if reservation is not None:
+            result: list[str] | str
+            try:
+                result = await asyncio.wait_for(
+                    self.store.reserve(reservation), self.reserve_timeout
+                )
+            except TimeoutError:
+                result = f"slower than {self.reserve_timeout * 1000:g} ms"
+            except FeatureStoreUnavailable as exc:
+                result = str(exc)
+            decision = _apply_reservation(decision, reservation, result)
         if timer:
             timer.lap("reserve")
         self.writer.submit(decision, request, now)
         return decision
 
-    async def _reserve(
-        self, core: DecisionCore, decision: Decision, channel: str, now: float
-    ) -> Decision:
-        """Records the decision's contacts under the caps, atomically; drops the actions a
-        concurrent decision took the last place of. Outbound decisions that cannot be
-        recorded send nothing; inbound ones answer, flagged degraded."""
-        policy = core.catalog.contact_policy
-        outbound = channel in policy.outbound
-        channel_caps = tuple(
-            (c.window_seconds, c.max) for c in policy.channel_caps.get(channel, ())
-        )
-        offers = tuple(
-            (
-                a.offer_id,
-                tuple(
-                    (c.window_seconds, c.max) for c in core.catalog.by_id[a.offer_id].policy.caps
-                ),
-            )
-            for a in decision.actions
-        )
-        if not channel_caps and not any(caps for _, caps in offers):
-            return decision
-        reservation = Reservation(
-            decision.customer_id,
-            decision.decision_id,
-            channel,
-            outbound,
-            now + policy.pending_seconds,
-            channel_caps,
-            offers,
-        )
+    async def decide_many(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
+        """Decisions for many customers (a campaign chunk): one pipelined read and one
+        pipelined reservation for all of them, the same core and contact policy. No
+        per-call read budget: a campaign waits for a slow store rather than degrade."""
+        core = self.core
+        now = time.time()
         try:
-            reserved = set(
-                await asyncio.wait_for(self.store.reserve(reservation), self.reserve_timeout)
-            )
-        except TimeoutError:
-            problem = f"slower than {self.reserve_timeout * 1000:g} ms"
+            records = await self.store.fetch_many([r.customer_id for r in requests], now)
         except FeatureStoreUnavailable as exc:
-            problem = str(exc)
-        else:
-            problem = ""
-        if problem and outbound:
-            reason = f"contact policy unavailable, nothing sent: {problem}"
-            return replace(decision, actions=(), degraded=True, degraded_reason=reason)
-        if problem:
-            reason = f"contacts not reserved: {problem}"
-            if decision.degraded_reason:
-                reason = f"{decision.degraded_reason}; {reason}"
-            return replace(decision, degraded=True, degraded_reason=reason)
-        if len(reserved) == len(decision.actions):
-            return decision
-        kept = [a for a in decision.actions if a.offer_id in reserved]
-        lost = {
-            a.offer_id: "cap taken by a concurrent decision"
-            for a in decision.actions
-            if a.offer_id not in reserved
-        }
-        return replace(
-            decision,
-            actions=tuple(replace(a, rank=i) for i, a in enumerate(kept, start=1)),
-            excluded={**decision.excluded, **lost},
-        )
+            records = [exc] * len(requests)
+        decisions = [
+            core.decide(request, record, now)
+            if isinstance(record, CustomerRecord)
+            else core.decide(request, None, now, _unavailable(record))
+            for request, record in zip(requests, records, strict=True)
+        ]
+        pending = [
+            (i, reservation)
+            for i, (request, decision) in enumerate(zip(requests, decisions, strict=True))
+            if (reservation := _reservation(core, decision, request.channel, now)) is not None
+        ]
+        if pending:
+            try:
+                results: list[list[str] | ArbiterError] = await self.store.reserve_many(
+                    [r for _, r in pending]
+                )
+            except FeatureStoreUnavailable as exc:
+                results = [exc] * len(pending)
+            for (i, reservation), result in zip(pending, results, strict=True):
+                decisions[i] = _apply_reservation(
+                    decisions[i],
+                    reservation,
+                    str(result) if isinstance(result, Exception) else result,
+                )
+        for request, decision in zip(requests, decisions, strict=True):
+            self.writer.submit(decision, request, now)
+        return decisions
 
     async def report_outcome(self, outcome: OutcomeRecord) -> tuple[bool, str]:
         offer = self.core.catalog.by_id.get(outcome.offer_id)

@@ -6,6 +6,7 @@ The only module besides the server that touches protobuf messages.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,6 +16,7 @@ from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2
 from engine import validation
 from engine.decision import Decision, DecisionRequest
 from engine.enums import CHANNEL_CODE, OUTCOMES, STAGE_CODE
+from engine.errors import ArbiterError
 from engine.service import Arbiter, Profile
 from feature_store.store import EventRecord, OutcomeRecord
 
@@ -86,9 +88,48 @@ def encode_decision(decision: Decision, explain: bool = False) -> decision_pb2.D
     return response
 
 
+BATCH_CHUNK = 64  # decisions of one DecideBatch stream in flight at once
+
+
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
     def __init__(self, arbiter: Arbiter) -> None:
         self.arbiter = arbiter
+
+    async def DecideBatch(
+        self,
+        request_iterator: AsyncIterator[decision_pb2.DecideBatchRequest],
+        context: Context,
+    ) -> AsyncIterator[decision_pb2.DecideBatchResponse]:
+        """Decides chunk by chunk (one pipelined read per chunk), answering in order."""
+        chunk: list[decision_pb2.DecideRequest] = []
+        async for item in request_iterator:
+            chunk.append(item.request)
+            if len(chunk) == BATCH_CHUNK:
+                for response in await self._decide_chunk(chunk):
+                    yield response
+                chunk = []
+        for response in await self._decide_chunk(chunk):
+            yield response
+
+    async def _decide_chunk(
+        self, chunk: list[decision_pb2.DecideRequest]
+    ) -> list[decision_pb2.DecideBatchResponse]:
+        answers = [
+            decision_pb2.DecideBatchResponse(customer_id=r.customer_id, request_id=r.request_id)
+            for r in chunk
+        ]
+        valid: list[tuple[int, DecisionRequest]] = []
+        for i, request in enumerate(chunk):
+            try:
+                valid.append((i, decode_decide(request)))
+            except ArbiterError as exc:
+                answers[i].error.code = exc.code.name
+                answers[i].error.message = str(exc)
+        if valid:
+            decisions = await self.arbiter.decide_many([d for _, d in valid])
+            for (i, decoded), decision in zip(valid, decisions, strict=True):
+                answers[i].response.CopyFrom(encode_decision(decision, decoded.explain))
+        return answers
 
     async def Decide(
         self, request: decision_pb2.DecideRequest, context: Context

@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from engine.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
+from engine.errors import ArbiterError, FeatureStoreUnavailable, ProfileSchemaMismatch
 from feature_store import keys, scripts
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
@@ -159,6 +159,31 @@ class RedisFeatureStore:
             raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
         return decode_fetch(self._schema, customer_id, reply)
 
+    async def fetch_many(
+        self, customer_ids: Sequence[str], now: float
+    ) -> list[CustomerRecord | ArbiterError]:
+        """Records of many customers in one pipelined round trip; a customer whose read
+        failed gets the error in its place."""
+        pipe = self._redis.pipeline(transaction=False)
+        for cid in customer_ids:
+            await self._read(
+                keys=self._keys(cid, *_READ_KEYS), args=[now, now - self._horizon], client=pipe
+            )
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
+        out: list[CustomerRecord | ArbiterError] = []
+        for cid, reply in zip(customer_ids, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.append(FeatureStoreUnavailable(f"feature store read failed: {reply}"))
+                continue
+            try:
+                out.append(decode_fetch(self._schema, cid, reply))
+            except ProfileSchemaMismatch as exc:
+                out.append(exc)
+        return out
+
     async def record_event(self, event: EventRecord) -> None:
         record = {
             "channel": event.channel,
@@ -185,7 +210,7 @@ class RedisFeatureStore:
         except RedisError as exc:
             raise FeatureStoreUnavailable(f"feature store write failed: {exc}") from exc
 
-    async def reserve(self, reservation: Reservation) -> list[str]:
+    def _reserve_call(self, reservation: Reservation) -> tuple[list[str], list[Any]]:
         def caps(pairs: tuple[tuple[int, int], ...]) -> str:
             return ",".join(f"{w}:{m}" for w, m in pairs)
 
@@ -200,13 +225,34 @@ class RedisFeatureStore:
         ]
         for offer_id, offer_caps in reservation.offers:
             args += [offer_id, caps(offer_caps)]
+        return self._keys(reservation.customer_id, keys.CONTACTS, keys.PENDING), args
+
+    async def reserve(self, reservation: Reservation) -> list[str]:
+        script_keys, args = self._reserve_call(reservation)
         try:
-            reserved = await self._reserve(
-                keys=self._keys(reservation.customer_id, keys.CONTACTS, keys.PENDING), args=args
-            )
+            reserved = await self._reserve(keys=script_keys, args=args)
         except RedisError as exc:
             raise FeatureStoreUnavailable(f"contact reservation failed: {exc}") from exc
         return [r.decode() for r in reserved]
+
+    async def reserve_many(
+        self, reservations: Sequence[Reservation]
+    ) -> list[list[str] | ArbiterError]:
+        """``reserve`` for many decisions in one pipelined round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for reservation in reservations:
+            script_keys, args = self._reserve_call(reservation)
+            await self._reserve(keys=script_keys, args=args, client=pipe)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise FeatureStoreUnavailable(f"contact reservation failed: {exc}") from exc
+        return [
+            FeatureStoreUnavailable(f"contact reservation failed: {r}")
+            if isinstance(r, Exception)
+            else [o.decode() for o in r]
+            for r in replies
+        ]
 
     async def history(self, customer_id: str) -> CustomerHistory:
         pipe = self._redis.pipeline(transaction=False)

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from engine.errors import ArbiterError
+
 
 @dataclass(frozen=True, slots=True)
 class Contact:
@@ -118,6 +120,18 @@ class FeatureStore(Protocol):
     async def reserve(self, reservation: Reservation) -> list[str]:
         """Atomically re-checks every cap and records the contacts that fit; returns
         their offer ids in the order given."""
+        ...
+
+    async def fetch_many(
+        self, customer_ids: Sequence[str], now: float
+    ) -> list[CustomerRecord | ArbiterError]:
+        """``fetch`` for many customers in one round trip; errors in place of records."""
+        ...
+
+    async def reserve_many(
+        self, reservations: Sequence[Reservation]
+    ) -> list[list[str] | ArbiterError]:
+        """``reserve`` for many decisions in one round trip; errors in place of results."""
         ...
 
 
