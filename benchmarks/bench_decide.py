@@ -115,6 +115,9 @@ def latency(port: int, calls: int, limit: int) -> tuple[list[float], list[float]
     return decide_us, echo_us, candidates
 
 
+DEGRADED: list[int] = [0]  # degraded Decide answers seen by the throughput runs
+
+
 async def throughput(port: int, seconds: float, concurrency: int, limit: int, echo: bool) -> float:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
@@ -129,7 +132,8 @@ async def throughput(port: int, seconds: float, concurrency: int, limit: int, ec
                 if echo:
                     await check(health_pb2.HealthCheckRequest())
                 else:
-                    await decide(request(i, limit))
+                    reply = await decide(request(i, limit))
+                    DEGRADED[0] += reply.degraded
                 i += concurrency
                 done += 1
 
@@ -195,6 +199,7 @@ def main() -> None:
                 print(f"  {name.strip():7s} {rate:7.0f} calls/s")
             decide_rate = (rates["Decide"] + rates["Decide "]) / 2
             print(f"  Decide / echo: x{decide_rate / rates['echo']:.2f}")
+            print(f"  degraded Decide answers under load: {DEGRADED[0]}")
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -34,9 +34,13 @@ def percentiles(samples_us: list[float] | np.ndarray) -> str:
 
 def wide_catalog(n: int, path: Path) -> Path:
     """The demo catalog's offers copied to ``n`` offers, every one eligible on the web for
-    every known customer (no audience, stage or placement limits): ``n`` candidates."""
+    every known customer (no audience, stage or placement limits): ``n`` candidates.
+    Offers keep the default cap (3 a week), so decisions reserve their contacts."""
     base = tomllib.loads((DEFAULTS / "catalog.toml").read_text())["offer"]
-    lines = ['[template_defaults]\nfirst_name = "there"\n']
+    lines = [
+        '[template_defaults]\nfirst_name = "there"\n',
+        "[contact_policy.offer_defaults]\ncaps = [{ days = 7, max = 3 }]\n",
+    ]
     for i in range(n):
         offer = base[i % len(base)]
         lines.append("[[offer]]")

@@ -77,6 +77,11 @@ def _count(
     return len(decisions)
 
 
+def contacted_offers(record: CustomerRecord) -> frozenset[str]:
+    """Offers with a contact or reservation: only these can have reached a cap."""
+    return frozenset(c.offer_id for c in (*record.contacts, *record.pending))
+
+
 def channel_block(policy: ContactPolicy, channel: str, record: CustomerRecord, now: float) -> str:
     """Why nothing may be offered on ``channel`` now, or "" when something may."""
     for cap in policy.channel_caps.get(channel, ()):
@@ -86,13 +91,22 @@ def channel_block(policy: ContactPolicy, channel: str, record: CustomerRecord, n
     return ""
 
 
-def offer_block(offer_id: str, policy: OfferPolicy, record: CustomerRecord, now: float) -> str:
-    """Why ``offer_id`` may not be offered now, or "" when it may."""
+def offer_block(
+    offer_id: str,
+    policy: OfferPolicy,
+    record: CustomerRecord,
+    now: float,
+    contacted: frozenset[str] | None = None,
+) -> str:
+    """Why ``offer_id`` may not be offered now, or "" when it may. ``contacted`` (from
+    ``contacted_offers``) lets a caller checking many offers skip the uncontacted ones."""
     if policy.suppress_after_accept and f"held:{offer_id}" in record.policy:
         return "already accepted"
     until = record.policy.get(f"cool:{offer_id}", 0.0)
     if until > now:
         return f"declined: cool-down for {(until - now) / DAY:.0f} more days"
+    if contacted is not None and offer_id not in contacted:
+        return ""
     for cap in policy.caps:
         used = _count(record.contacts, record.pending, now - cap.window_seconds, offer_id=offer_id)
         if used >= cap.max:

@@ -293,8 +293,11 @@ class DecisionCore:
         if blocked:
             return [], {"*": blocked}
         allowed, excluded = [], {}
+        contacted = contact_policy.contacted_offers(record)
         for offer in offers:
-            why = contact_policy.offer_block(offer.offer_id, offer.policy, record, situation.now)
+            why = contact_policy.offer_block(
+                offer.offer_id, offer.policy, record, situation.now, contacted
+            )
             if why:
                 excluded[offer.offer_id] = why
             else:
