@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install run test lint bench protos generate clean
+.PHONY: install browser run test lint bench protos generate clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed $(GENERATED)
 
@@ -36,7 +37,14 @@ protos: $(VENV)/.installed
 run: install
 	$(BIN)/arbiter serve --demo
 
-test: install
+# The agent-desktop test drives Debian's chromium (Playwright's own browser download is
+# not used); install it when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 lint: install

@@ -4,6 +4,7 @@ arbiter serve [--demo]                      start the gRPC service
 arbiter decide CUSTOMER --channel web       ask for the next best action
 arbiter campaign --customers FILE.csv --channel email   a decision (a send) per customer
 arbiter profile CUSTOMER                    the single customer view
+arbiter desk                                the agent desktop on http://127.0.0.1:8080
 arbiter event CUSTOMER --type page_view --attr category=fibre
 arbiter outcome DECISION CUSTOMER OFFER --outcome accept
 arbiter load FILE                           bulk-load profiles (JSON Lines)
@@ -91,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--placement", default="")
     c.add_argument("--limit", type=int, default=1)
     c.add_argument("--out", type=Path, help="write every answer here as JSON Lines")
+
+    dk = sub.add_parser("desk", help="serve the agent desktop web page")
+    dk.add_argument("--port", type=int, help="HTTP port (default 8080, ARBITER_DESK_PORT)")
+    dk.add_argument("--target", help="the gRPC service (default 127.0.0.1:50051)")
 
     ld = sub.add_parser("load", help="bulk-load profiles from a JSON Lines file")
     ld.add_argument("path", type=Path)
@@ -307,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command in ("decide", "profile", "event", "outcome"):
             return _client_call(args)
+        if args.command == "desk":
+            from engine.desk import DeskSettings, serve_desk
+
+            overrides = {k: v for k, v in (("port", args.port), ("target", args.target)) if v}
+            serve_desk(DeskSettings(**overrides))
+            return 0
         if args.command == "campaign":
             from engine.campaign import run_campaign
 
