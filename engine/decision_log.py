@@ -50,7 +50,15 @@ def log_entry(
             )
         ],
         "actions": [
-            {"offer_id": a.offer_id, "rank": a.rank, "probability": a.probability}
+            {
+                "offer_id": a.offer_id,
+                "rank": a.rank,
+                "probability": a.probability,
+                "propensity": a.propensity,
+                "priority": a.priority,
+                "treatment": a.message.treatment_id,
+                "reasons": [[r.code, r.text, r.feature, r.contribution] for r in a.reasons],
+            }
             for a in decision.actions
         ],
     }
