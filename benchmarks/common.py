@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 
 from engine.config import DEFAULTS
-from feature_store.embedded import EmbeddedRedis
+from feature_store.embedded import redis_or_embedded
 
 
-@contextmanager
-def benchmark_redis() -> Iterator[str]:
+def benchmark_redis() -> AbstractContextManager[str]:
     """``REDIS_URL`` when set (benchmarks write ``arb:*`` and ``bench:*`` keys there), else
-    the URL of an embedded redis-server that lives as long as the block."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    with EmbeddedRedis() as server:
-        yield server.url
+    an embedded redis-server that lives as long as the block."""
+    return redis_or_embedded(os.environ.get("REDIS_URL"))
 
 
 def percentiles(samples_us: list[float] | np.ndarray) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -23,17 +24,25 @@ else:
 Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
+@asynccontextmanager
+async def _statuses(context: aio.ServicerContext[Any, Any], method: str) -> AsyncIterator[None]:
+    """Aborts the call with the status of an ArbiterError, or INTERNAL (details logged,
+    never sent) for anything unexpected."""
+    try:
+        yield
+    except ArbiterError as exc:
+        await context.abort(exc.code, str(exc))
+    except aio.AbortError:
+        raise
+    except Exception:
+        log.exception("%s failed", method)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+
 def _guard(behavior: Behavior, method: str) -> Behavior:
     async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        try:
+        async with _statuses(context, method):
             return await behavior(request, context)
-        except ArbiterError as exc:
-            await context.abort(exc.code, str(exc))
-        except aio.AbortError:
-            raise
-        except Exception:
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     return guarded
 
@@ -45,16 +54,9 @@ def _guard_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
     async def guarded(
         requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        try:
+        async with _statuses(context, method):
             async for response in behavior(requests, context):
                 yield response
-        except ArbiterError as exc:
-            await context.abort(exc.code, str(exc))
-        except aio.AbortError:
-            raise
-        except Exception:
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     return guarded
 

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +31,17 @@ def running_url(data_dir: Path) -> str | None:
         return (data_dir / URL_FILE).read_text().strip() or None
     except FileNotFoundError:
         return None
+
+
+@contextmanager
+def redis_or_embedded(url: str | None) -> Iterator[str]:
+    """``url`` when given, else the URL of an embedded server living as long as the block
+    (tests and benchmarks: ``REDIS_URL`` or our own)."""
+    if url:
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
 
 
 def redis_server_binary() -> str:

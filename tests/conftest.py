@@ -23,7 +23,7 @@ from engine import artifact
 from engine.config import Definitions, ServerSettings, load_definitions
 from engine.server import ArbiterServer, build_arbiter, start_server
 from feature_store import redis_store
-from feature_store.embedded import EmbeddedRedis
+from feature_store.embedded import redis_or_embedded
 from feature_store.loader import load_profiles
 from training.simulate import simulate_logs
 from training.train import TrainingConfig, train
@@ -35,12 +35,8 @@ WORLD_SIZE = 2000
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
+    with redis_or_embedded(os.environ.get("REDIS_URL")) as url:
         yield url
-        return
-    with EmbeddedRedis() as server:
-        yield server.url
 
 
 @pytest.fixture
