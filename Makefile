@@ -53,7 +53,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python benchmarks/bench_decide.py
+	$(BIN)/python -m benchmarks.bench_decide
 
 clean:
 	rm -rf $(VENV) arbiter var build *.egg-info

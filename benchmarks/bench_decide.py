@@ -8,7 +8,7 @@ One run, interleaved, on this machine:
 - throughput: an asyncio client keeps 16 calls in flight for a few seconds each;
 - in-process: the time of each decision stage inside the service, without gRPC.
 
-    make bench            (or: .venv/bin/python benchmarks/bench_decide.py --help)
+    make bench            (or: .venv/bin/python -m benchmarks.bench_decide --help)
 """
 
 from __future__ import annotations

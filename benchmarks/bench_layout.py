@@ -4,7 +4,7 @@ Reads N profiles of F features each way from a real redis-server (sync redis-py 
 hiredis, as the numbers in docs/redis-keys.md), decoding to a numpy vector. Interleaved
 repetitions, medians.
 
-    .venv/bin/python benchmarks/bench_layout.py [--features 50]
+    .venv/bin/python -m benchmarks.bench_layout [--features 50]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ asyncio client with 16 calls in flight measures throughput. Interleaved rounds.
   aio with the asyncio Redis client (Arbiter's service), threaded with the sync client
   (8 worker threads). Neither writes the decision log, so only the stacks differ.
 
-    .venv/bin/python benchmarks/bench_server_stack.py
+    .venv/bin/python -m benchmarks.bench_server_stack
 """
 
 from __future__ import annotations
