@@ -46,8 +46,10 @@ from training.world import generate
 CUSTOMERS = 5000
 
 
-def prepare(workdir: Path, redis_url: str, offers: int, trees: int) -> ServerSettings:
-    catalog = wide_catalog(offers, workdir / "catalog.toml")
+def prepare(
+    workdir: Path, redis_url: str, offers: int, trees: int, *, caps: bool = True
+) -> ServerSettings:
+    catalog = wide_catalog(offers, workdir / "catalog.toml", caps=caps)
     settings = ServerSettings(data_dir=workdir, catalog_path=catalog, redis_url=redis_url)
     definitions = load_definitions(settings)
     world = generate(CUSTOMERS, seed=7)

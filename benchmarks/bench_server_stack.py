@@ -4,9 +4,10 @@ Each server runs in its own process; one client measures sequential latency, the
 asyncio client with 16 calls in flight measures throughput. Interleaved rounds.
 
 - echo: the health Check on a bare server of each kind;
-- decide: the same DecisionCore (100 eligible offers, 100-tree model) behind each stack:
-  aio with the asyncio Redis client (Arbiter's service), threaded with the sync client
-  (8 worker threads). Neither writes the decision log, so only the stacks differ.
+- decide: the same DecisionCore (100 eligible offers, 100-tree model, no caps) behind
+  each stack: aio with the asyncio Redis client (Arbiter's service), threaded with the
+  sync client (8 worker threads), both reading with the same script. Neither writes the
+  decision log nor reserves contacts, so only the stacks differ.
 
     .venv/bin/python -m benchmarks.bench_server_stack
 """
@@ -38,8 +39,9 @@ from engine.decision_log import DecisionLogWriter
 from engine.server import build_core, load_scorer, start_server
 from engine.service import Arbiter
 from engine.servicer import decode_decide, encode_decision
-from feature_store import redis_store
+from feature_store import keys, redis_store, scripts
 from feature_store.embedded import _free_port
+from feature_store.redis_store import READ_KEYS
 from feature_store.store import LoggedDecision
 
 
@@ -92,16 +94,16 @@ def decide_threaded(port: int, settings: ServerSettings) -> None:
     definitions = load_definitions(settings)
     core = build_core(definitions, load_scorer(settings.model_dir, definitions.schema), settings)
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=0.25)
+    read = client.register_script(scripts.READ)
 
     class Servicer(decision_pb2_grpc.DecisionServiceServicer):
         def Decide(self, req: Any, context: Any) -> Any:
             decoded = decode_decide(req)
-            pipe = client.pipeline(transaction=False)
-            redis_store.queue_fetch(pipe, decoded.customer_id)
-            record = redis_store.decode_fetch(
-                definitions.schema, decoded.customer_id, pipe.execute()
-            )
-            return encode_decision(core.decide(decoded, record, time.time()))
+            now = time.time()
+            script_keys = [keys.customer_key(decoded.customer_id, k) for k in READ_KEYS]
+            reply = read(keys=script_keys, args=[now, now - 30 * 86400])
+            record = redis_store.decode_fetch(definitions.schema, decoded.customer_id, reply)
+            return encode_decision(core.decide(decoded, record, now))
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(Servicer(), server)
@@ -164,7 +166,7 @@ def compare(
 def main() -> None:
     compare("echo (health Check):", {"aio": (echo_aio, ()), "threaded": (echo_threaded, ())}, False)
     with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
-        settings = prepare(Path(tmp), redis_url, 100, 100)
+        settings = prepare(Path(tmp), redis_url, 100, 100, caps=False)
         compare(
             "Decide (100 candidates, no decision log):",
             {"aio": (decide_aio, (settings,)), "threaded": (decide_threaded, (settings,))},

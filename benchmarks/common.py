@@ -25,15 +25,14 @@ def percentiles(samples_us: list[float] | np.ndarray) -> str:
     return f"p50 {p50:8.0f} us  p90 {p90:8.0f} us  p99 {p99:8.0f} us  (n={a.size})"
 
 
-def wide_catalog(n: int, path: Path) -> Path:
+def wide_catalog(n: int, path: Path, *, caps: bool = True) -> Path:
     """The demo catalog's offers copied to ``n`` offers, every one eligible on the web for
     every known customer (no audience, stage or placement limits): ``n`` candidates.
-    Offers keep the default cap (3 a week), so decisions reserve their contacts."""
+    With ``caps`` every offer is capped at 3 a week, so decisions reserve their contacts."""
     base = tomllib.loads((DEFAULTS / "catalog.toml").read_text())["offer"]
-    lines = [
-        '[template_defaults]\nfirst_name = "there"\n',
-        "[contact_policy.offer_defaults]\ncaps = [{ days = 7, max = 3 }]\n",
-    ]
+    lines = ['[template_defaults]\nfirst_name = "there"\n']
+    if caps:
+        lines.append("[contact_policy.offer_defaults]\ncaps = [{ days = 7, max = 3 }]\n")
     for i in range(n):
         offer = base[i % len(base)]
         lines.append("[[offer]]")

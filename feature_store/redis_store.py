@@ -37,7 +37,7 @@ HISTORY_TTL_SECONDS = 90 * 86400
 IDEMPOTENCY_TTL_SECONDS = 30 * 86400
 POLICY_TTL_SECONDS = 400 * 86400  # cool-downs and "already holds" outlive a year
 
-_READ_KEYS = (
+READ_KEYS = (
     keys.PROFILE,
     keys.REALTIME,
     keys.WINDOWS,
@@ -153,7 +153,7 @@ class RedisFeatureStore:
         now = time.time() if now is None else now
         try:
             reply = await self._read(
-                keys=self._keys(customer_id, *_READ_KEYS), args=[now, now - self._horizon]
+                keys=self._keys(customer_id, *READ_KEYS), args=[now, now - self._horizon]
             )
         except RedisError as exc:
             raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
@@ -167,7 +167,7 @@ class RedisFeatureStore:
         pipe = self._redis.pipeline(transaction=False)
         for cid in customer_ids:
             await self._read(
-                keys=self._keys(cid, *_READ_KEYS), args=[now, now - self._horizon], client=pipe
+                keys=self._keys(cid, *READ_KEYS), args=[now, now - self._horizon], client=pipe
             )
         try:
             replies = await pipe.execute(raise_on_error=False)
