@@ -95,14 +95,12 @@ def _reservation(
         return None
     policy = core.catalog.contact_policy
     channel_caps = tuple((c.window_seconds, c.max) for c in policy.channel_caps.get(channel, ()))
+    offer_policies = [core.catalog.by_id[a.offer_id].policy for a in decision.actions]
     offers = tuple(
-        (
-            a.offer_id,
-            tuple((c.window_seconds, c.max) for c in core.catalog.by_id[a.offer_id].policy.caps),
-        )
-        for a in decision.actions
+        (a.offer_id, tuple((c.window_seconds, c.max) for c in p.caps), p.suppress_after_accept)
+        for a, p in zip(decision.actions, offer_policies, strict=True)
     )
-    if not channel_caps and not any(caps for _, caps in offers):
+    if not channel_caps and not any(p.caps or p.suppress_after_accept for p in offer_policies):
         return None
     return Reservation(
         decision.customer_id,

@@ -223,9 +223,9 @@ class RedisFeatureStore:
             self._horizon,
             caps(reservation.channel_caps),
         ]
-        for offer_id, offer_caps in reservation.offers:
-            args += [offer_id, caps(offer_caps)]
-        return self._keys(reservation.customer_id, keys.CONTACTS, keys.PENDING), args
+        for offer_id, offer_caps, suppress in reservation.offers:
+            args += [offer_id, caps(offer_caps), int(suppress)]
+        return self._keys(reservation.customer_id, keys.CONTACTS, keys.PENDING, keys.POLICY), args
 
     async def reserve(self, reservation: Reservation) -> list[str]:
         script_keys, args = self._reserve_call(reservation)

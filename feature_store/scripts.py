@@ -127,11 +127,13 @@ return {
 """
 )
 
-# Reserves contacts for a decision's actions, re-checking every cap atomically, so two
-# replicas deciding at once cannot both exceed one.
-# KEYS: contacts, pending
+# Reserves contacts for a decision's actions, re-checking every cap, cool-down and
+# suppression atomically, so two replicas deciding at once cannot both exceed a cap, and
+# an offer declined meanwhile is not made.
+# KEYS: contacts, pending, policy
 # ARGV: now, decision id, channel, outbound (1/0), pending expiry, horizon seconds,
-#       channel caps ("window:max,..." or ''), then pairs of offer id, offer caps
+#       channel caps ("window:max,..." or ''), then triples of offer id, offer caps,
+#       suppressed once accepted (1/0)
 # Returns the offer ids reserved, in the order given.
 RESERVE = (
     _PRELUDE
@@ -170,10 +172,14 @@ for _, cap in ipairs(caps(ARGV[7])) do
   if count(nil, channel, cap[1]) >= cap[2] then return {} end
 end
 local reserved = {}
-for i = 8, #ARGV, 2 do
+for i = 8, #ARGV, 3 do
   local offer, ok = ARGV[i], true
   for _, cap in ipairs(caps(ARGV[i + 1])) do
     if count(offer, nil, cap[1]) >= cap[2] then ok = false end
+  end
+  if tonumber(redis.call('HGET', KEYS[3], 'cool:' .. offer) or '0') > now then ok = false end
+  if ARGV[i + 2] == '1' and redis.call('HEXISTS', KEYS[3], 'held:' .. offer) == 1 then
+    ok = false
   end
   if ok then
     local member = decision .. '|' .. offer .. '|' .. channel

@@ -94,8 +94,9 @@ class OutcomeEffects:
 class Reservation:
     """Contacts a decision is about to make, with the caps that bound them.
 
-    Caps are (window seconds, max) pairs. Outbound contacts count at once; inbound ones
-    are held as pending until ``pending_until`` unless their impression is reported."""
+    Caps are (window seconds, max) pairs; each offer is (offer id, caps, suppressed once
+    accepted). Outbound contacts count at once; inbound ones are held as pending until
+    ``pending_until`` unless their impression is reported."""
 
     customer_id: str
     decision_id: str
@@ -103,7 +104,7 @@ class Reservation:
     outbound: bool
     pending_until: float
     channel_caps: tuple[tuple[int, int], ...]
-    offers: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+    offers: tuple[tuple[str, tuple[tuple[int, int], ...], bool], ...]
 
 
 class FeatureStore(Protocol):

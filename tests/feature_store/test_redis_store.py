@@ -193,11 +193,18 @@ def test_reservations_respect_caps(
             results.append(
                 await store.reserve(
                     Reservation(
-                        "c8", f"d{i}", "sms", True, 0.0, caps, (("a", ()), ("b", ((3600, 1),)))
+                        "c8",
+                        f"d{i}",
+                        "sms",
+                        True,
+                        0.0,
+                        caps,
+                        (("a", (), False), ("b", ((3600, 1),), False), ("c", (), True)),
                     )
                 )
             )
         return results
 
-    # The channel allows two sends a day; offer b once an hour.
+    # The channel allows two sends a day; offer b once an hour; c is already held.
+    redis_client.hset("arb:{c8}:policy", "held:c", 1.0)
     assert run(redis_url, definitions, work) == [["a", "b"], ["a"], []]
