@@ -36,7 +36,8 @@ from benchmarks.bench_decide import prepare, request, throughput
 from benchmarks.common import benchmark_redis, percentiles
 from engine.config import ServerSettings, load_definitions
 from engine.decision_log import DecisionLogWriter
-from engine.server import build_core, load_scorer, start_server
+from engine.reloader import build_core, load_scorer
+from engine.server import start_server
 from engine.service import Arbiter
 from engine.servicer import decode_decide, encode_decision
 from feature_store import keys, redis_store, scripts

@@ -54,6 +54,8 @@ class ServerSettings(CommonSettings):
     breaker_seconds: float = 1.0
     one_per_category: bool = True
     grace_seconds: float = 5.0
+    # How often to look for a newly promoted model or a changed catalog (0: never).
+    reload_seconds: float = 2.0
     log_queue_size: int = 10_000
     log_batch_size: int = 256
     # `arbiter serve --demo`: generate, load and train the demo world when absent.

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,17 +20,13 @@ from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
-from engine import artifact
-from engine.config import Definitions, ServerSettings, load_definitions
-from engine.decision import DecisionCore
+from engine.config import ServerSettings, load_definitions
 from engine.decision_log import DecisionLogWriter
 from engine.interceptor import ErrorInterceptor
-from engine.model_input import model_feature_names
-from engine.scoring import LightGBMScorer, Scorer, ValueOnlyScorer
+from engine.reloader import Reloader, build_core, load_scorer
 from engine.service import Arbiter
 from engine.servicer import DecisionServicer, ProfileServicer
 from feature_store import redis_store
-from feature_store.schema import FeatureSchema
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +34,6 @@ SERVICES = (
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
     profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name,
 )
-
-
-def load_scorer(model_dir: Path, schema: FeatureSchema) -> Scorer:
-    """The promoted model, checked against the schema; the value-only baseline if none.
-
-    Raises ArtifactMismatch for a model trained on other features.
-    """
-    if artifact.current_version(model_dir) is None:
-        log.warning("no promoted model in %s: ranking by value only", model_dir)
-        return ValueOnlyScorer()
-    model = artifact.load(model_dir)
-    model.check_features(model_feature_names(schema))
-    return LightGBMScorer(model)
-
-
-def build_core(definitions: Definitions, scorer: Scorer, settings: ServerSettings) -> DecisionCore:
-    return DecisionCore(
-        definitions.schema,
-        definitions.catalog,
-        definitions.stage_rules,
-        scorer,
-        one_per_category=settings.one_per_category,
-    )
 
 
 @dataclass
@@ -73,14 +45,25 @@ class ArbiterServer:
     arbiter: Arbiter
     port: int
     grace: float
+    reloading: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
+        if self.reloading is not None:
+            self.reloading.cancel()
+            await asyncio.gather(self.reloading, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
         await self.arbiter.writer.close(timeout=self.grace)
 
 
-async def start_server(arbiter: Arbiter, host: str, port: int, grace: float = 5.0) -> ArbiterServer:
+async def start_server(
+    arbiter: Arbiter,
+    host: str,
+    port: int,
+    grace: float = 5.0,
+    reloader: Reloader | None = None,
+    reload_seconds: float = 0.0,
+) -> ArbiterServer:
     server = aio.server(interceptors=[ErrorInterceptor()])
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(arbiter), server)
     profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(arbiter), server)
@@ -100,7 +83,10 @@ async def start_server(arbiter: Arbiter, host: str, port: int, grace: float = 5.
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", *SERVICES):
         await health_servicer.set(name, serving)
-    return ArbiterServer(server, health_servicer, arbiter, bound, grace)
+    reloading = None
+    if reloader is not None and reload_seconds > 0:
+        reloading = asyncio.get_running_loop().create_task(reloader.run(reload_seconds))
+    return ArbiterServer(server, health_servicer, arbiter, bound, grace, reloading)
 
 
 def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
@@ -132,11 +118,20 @@ async def serve(settings: ServerSettings, redis_url: str) -> None:
     """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
     client = redis_store.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000)
     arbiter = build_arbiter(settings, client)
-    running = await start_server(arbiter, settings.host, settings.port, settings.grace_seconds)
+    reloader = Reloader(arbiter, settings)
+    running = await start_server(
+        arbiter,
+        settings.host,
+        settings.port,
+        settings.grace_seconds,
+        reloader,
+        settings.reload_seconds,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.check()))
     log.info(
         "arbiter serving on %s:%d (model %s, catalog %s)",
         settings.host,

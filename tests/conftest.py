@@ -21,6 +21,7 @@ import redis
 from arbiter.v1 import decision_pb2_grpc, profile_pb2_grpc
 from engine import artifact
 from engine.config import Definitions, ServerSettings, load_definitions
+from engine.reloader import Reloader
 from engine.server import ArbiterServer, build_arbiter, start_server
 from feature_store import redis_store
 from feature_store.embedded import redis_or_embedded
@@ -92,7 +93,11 @@ class ServerThread:
 
     async def _start(self, settings: ServerSettings) -> ArbiterServer:
         self.client = redis_store.connect(self.redis_url, timeout_seconds=0.25)
-        return await start_server(build_arbiter(settings, self.client), "127.0.0.1", 0, 1.0)
+        arbiter = build_arbiter(settings, self.client)
+        self.reloader = Reloader(arbiter, settings)
+        return await start_server(
+            arbiter, "127.0.0.1", 0, 1.0, self.reloader, settings.reload_seconds
+        )
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -119,7 +124,7 @@ def server_factory(model_dir: Path) -> Iterator[Callable[..., ServerThread]]:
     started: list[ServerThread] = []
 
     def make(redis_url: str, **overrides: Any) -> ServerThread:
-        settings = ServerSettings(data_dir=model_dir.parent, **overrides)
+        settings = ServerSettings(**{"data_dir": model_dir.parent, **overrides})
         thread = ServerThread(settings, redis_url)
         started.append(thread)
         return thread

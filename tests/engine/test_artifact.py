@@ -13,8 +13,8 @@ from engine import artifact
 from engine.config import Definitions
 from engine.errors import ArtifactMismatch, ConfigurationError
 from engine.model_input import model_feature_names
+from engine.reloader import load_scorer
 from engine.scoring import LightGBMScorer
-from engine.server import load_scorer
 
 
 def test_saved_artifact_round_trips_and_scores(model_dir: Path, definitions: Definitions) -> None:

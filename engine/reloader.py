@@ -1,0 +1,125 @@
+"""Live swap: the running service picks up a newly promoted model, or a changed catalog or
+stage rules, without a restart and without failing a call.
+
+A task checks, every ``ARBITER_RELOAD_SECONDS`` (and on SIGHUP), the promoted model
+version and the content of the catalog and stage-rule files. On a change it builds a
+complete new DecisionCore off the event loop (in a thread) and replaces ``Arbiter.core``
+in one assignment; a call already running keeps the core it started with. A model or
+catalog that cannot be used is logged and skipped, and the current core keeps serving.
+The feature schema is not reloaded: a schema change needs the profiles reloaded too, so
+it takes a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import artifact
+from engine.catalog import load_catalog
+from engine.config import Definitions, ServerSettings
+from engine.decision import DecisionCore
+from engine.errors import ArbiterError
+from engine.lifecycle import load_stage_rules
+from engine.model_input import model_feature_names
+from engine.scoring import LightGBMScorer, Scorer, ValueOnlyScorer
+from engine.service import Arbiter
+from feature_store.schema import FeatureSchema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a core is built from."""
+
+    model_version: str | None
+    catalog_sha256: str
+    lifecycle_sha256: str
+
+
+def load_scorer(model_dir: Path, schema: FeatureSchema) -> Scorer:
+    """The promoted model, checked against the schema; the value-only baseline if none.
+
+    Raises ArtifactMismatch for a model trained on other features.
+    """
+    if artifact.current_version(model_dir) is None:
+        log.warning("no promoted model in %s: ranking by value only", model_dir)
+        return ValueOnlyScorer()
+    model = artifact.load(model_dir)
+    model.check_features(model_feature_names(schema))
+    return LightGBMScorer(model)
+
+
+def build_core(definitions: Definitions, scorer: Scorer, settings: ServerSettings) -> DecisionCore:
+    return DecisionCore(
+        definitions.schema,
+        definitions.catalog,
+        definitions.stage_rules,
+        scorer,
+        one_per_category=settings.one_per_category,
+    )
+
+
+class Reloader:
+    def __init__(self, arbiter: Arbiter, settings: ServerSettings) -> None:
+        self._arbiter = arbiter
+        self._settings = settings
+        self._current = self._source()
+        self._refused: Source | None = None
+        self.reloads = 0
+
+    def _source(self) -> Source:
+        def digest(path: Path) -> str:
+            try:
+                return hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                return ""
+
+        return Source(
+            artifact.current_version(self._settings.model_dir),
+            digest(self._settings.catalog_path),
+            digest(self._settings.lifecycle_path),
+        )
+
+    def _build(self) -> DecisionCore:
+        schema = self._arbiter.core.schema
+        names = frozenset(schema.names)
+        definitions = Definitions(
+            schema=schema,
+            catalog=load_catalog(self._settings.catalog_path, names),
+            stage_rules=load_stage_rules(self._settings.lifecycle_path, names),
+        )
+        return build_core(
+            definitions, load_scorer(self._settings.model_dir, schema), self._settings
+        )
+
+    async def check(self) -> bool:
+        """Swaps in a new core when its sources changed; True when it did."""
+        source = await asyncio.to_thread(self._source)
+        if source in (self._current, self._refused):
+            return False
+        try:
+            core = await asyncio.to_thread(self._build)
+        except ArbiterError as exc:
+            log.error(
+                "not reloading, still serving model %s: %s", self._arbiter.core.scorer.version, exc
+            )
+            self._refused = source
+            return False
+        self._arbiter.core = core
+        self._current = source
+        self.reloads += 1
+        log.info("reloaded: model %s, catalog %s", core.scorer.version, core.catalog.version)
+        return True
+
+    async def run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check()
+            except Exception:  # keep watching whatever happened
+                log.exception("reload check failed")

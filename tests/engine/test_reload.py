@@ -1,0 +1,115 @@
+"""Live swap: a promoted model or an edited catalog is picked up without a restart and
+without failing a call; an unusable one is refused and the service keeps serving."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import redis
+
+from arbiter.v1 import common_pb2, decision_pb2
+from engine import artifact
+from engine.config import DEFAULTS
+from tests.conftest import ServerThread
+
+
+def decide(server: ServerThread) -> decision_pb2.DecideResponse:
+    return server.decisions.Decide(
+        decision_pb2.DecideRequest(
+            customer_id="cust-000042", channel=common_pb2.CHANNEL_CALL_CENTER
+        ),
+        timeout=5,
+    )
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_promoted_model_is_served_without_a_restart_or_a_failed_call(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(model_dir, data / "models")
+    server = server_factory(redis_url, data_dir=data, reload_seconds=0.1)
+    first = artifact.load(data / "models")
+    assert decide(server).model_version == first.version
+
+    failures: list[BaseException] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def steady_load() -> None:
+        for _ in range(2000):  # bounded
+            if stop.is_set():
+                return
+            try:
+                versions.add(decide(server).model_version)
+            except grpc.RpcError as exc:
+                failures.append(exc)
+
+    load = threading.Thread(target=steady_load)
+    load.start()
+    time.sleep(0.3)
+    artifact.save(data / "models", dataclasses.replace(first, version="v-next"))
+    wait_for(lambda: decide(server).model_version == "v-next")
+    time.sleep(0.3)
+    stop.set()
+    load.join()
+
+    assert failures == []
+    assert versions == {first.version, "v-next"}
+    assert server.reloader.reloads == 1
+
+
+def test_an_unusable_model_is_refused_and_the_current_one_keeps_serving(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(model_dir, data / "models")
+    server = server_factory(redis_url, data_dir=data)
+    current = artifact.load(data / "models")
+    features = ("shoe_size", *current.features[1:])
+    artifact.save(data / "models", dataclasses.replace(current, version="v-bad", features=features))
+
+    assert not server.run(server.reloader.check())
+    assert decide(server).model_version == current.version
+
+
+def test_an_edited_catalog_is_picked_up(
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "catalog.toml"
+    shutil.copy(DEFAULTS / "catalog.toml", catalog)
+    server = server_factory(redis_url, catalog_path=catalog)
+    before = decide(server)
+    assert before.actions[0].offer_id == "fibre_broadband"
+
+    text = catalog.read_text().replace(
+        "Fibre 900 is now available in $region.", "Good news: fibre reached $region."
+    )
+    catalog.write_text(text)
+    assert server.run(server.reloader.check())
+
+    after = decide(server)
+    assert after.actions[0].message.agent_script.startswith("Good news: fibre reached")
+    catalog.write_text("this is not TOML [")
+    assert not server.run(server.reloader.check())
+    assert decide(server).actions[0].message.agent_script.startswith("Good news")
