@@ -90,6 +90,16 @@ def set_current(model_dir: Path, version: str) -> None:
     os.replace(tmp, model_dir / CURRENT)
 
 
+def versions(model_dir: Path) -> list[ModelArtifact]:
+    """Every saved artifact, oldest first."""
+    if not model_dir.is_dir():
+        return []
+    found = [
+        load(model_dir, d.name) for d in model_dir.iterdir() if (d / "artifact.json").is_file()
+    ]
+    return sorted(found, key=lambda a: (a.created_at, a.version))
+
+
 def current_version(model_dir: Path) -> str | None:
     try:
         return (model_dir / CURRENT).read_text().strip() or None

@@ -8,7 +8,8 @@ arbiter desk                                the agent desktop on http://127.0.0.
 arbiter event CUSTOMER --type page_view --attr category=fibre
 arbiter outcome DECISION CUSTOMER OFFER --outcome accept
 arbiter load FILE                           bulk-load profiles (JSON Lines)
-arbiter train                               train a model on simulated logs
+arbiter train                               train; promote only when better
+arbiter models [promote VERSION]            list model versions; promote one (rollback)
 arbiter demo-data                           generate the demo world's profiles
 """
 
@@ -102,7 +103,11 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on simulated decision/outcome logs")
     t.add_argument("--rows", type=int, help="simulated decisions (ARBITER_TRAIN_ROWS)")
-    t.add_argument("--no-promote", action="store_true")
+    t.add_argument("--force", action="store_true", help="promote even if not better")
+
+    m = sub.add_parser("models", help="list model versions, or promote one (rollback)")
+    m.add_argument("action", nargs="?", choices=["list", "promote"], default="list")
+    m.add_argument("version", nargs="?")
 
     g = sub.add_parser("demo-data", help="generate the demo world's customer profiles")
     g.add_argument("--customers", type=int)
@@ -276,13 +281,16 @@ def _offline(args: argparse.Namespace) -> int:
     if args.command == "train":
         if args.rows:
             overrides["train_rows"] = args.rows
-        model = demo.train_demo(TrainerSettings(**overrides), promote=not args.no_promote)
-        print(f"model {model.version}" + ("" if args.no_promote else " (promoted)"))
-        for name, value in model.metrics.items():
+        outcome = demo.train_demo(TrainerSettings(**overrides), force=args.force)
+        state = "promoted" if outcome.promoted else "saved, not promoted"
+        print(f"model {outcome.model.version}: {state}: {outcome.why}")
+        for name, value in outcome.model.metrics.items():
             print(
                 f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}"
             )
         return 0
+    if args.command == "models":
+        return _models(TrainerSettings(), args.action, args.version)
     if args.customers:
         overrides["demo_customers"] = args.customers
     settings = TrainerSettings(**overrides)
@@ -293,6 +301,27 @@ def _offline(args: argparse.Namespace) -> int:
         print(f"wrote {count} profiles to {args.out}")
     else:
         print(f"profiles in {demo.ensure_profiles_file(settings)}")
+    return 0
+
+
+def _models(settings: Any, action: str, version: str | None) -> int:
+    from engine import artifact
+
+    if action == "promote":
+        if not version:
+            raise SystemExit("arbiter models promote VERSION")
+        artifact.set_current(settings.model_dir, version)
+        print(f"promoted {version}; a running service picks it up within its reload interval")
+        return 0
+    current = artifact.current_version(settings.model_dir)
+    print(f"{'':2}{'version':26} {'created':26} {'AUC':>7} {'log loss':>9} {'rows':>8}")
+    for model in artifact.versions(settings.model_dir):
+        mark = "* " if model.version == current else "  "
+        m = model.metrics
+        print(
+            f"{mark}{model.version:26} {model.created_at:26} {m.get('auc', float('nan')):7.4f}"
+            f" {m.get('log_loss', float('nan')):9.4f} {model.training.get('rows', ''):>8}"
+        )
     return 0
 
 

@@ -66,7 +66,10 @@ class TrainerSettings(CommonSettings):
     demo_customers: int = 50_000
     world_seed: int = 7
     train_rows: int = 100_000
+    simulation_seed: int = 0  # 0: a new seed every training run
     num_trees: int = 150
+    # A new model is promoted only when its holdout AUC beats the promoted one's by this.
+    promote_margin: float = 0.001
 
 
 class LoaderSettings(CommonSettings):

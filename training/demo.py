@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import redis
@@ -21,7 +24,7 @@ from engine.model_input import model_feature_names
 from feature_store import keys
 from feature_store.loader import load_file
 from training.simulate import simulate_logs
-from training.train import TrainingConfig, train
+from training.train import TrainingConfig, evaluate, train
 from training.world import generate
 
 log = logging.getLogger(__name__)
@@ -61,25 +64,67 @@ def ensure_loaded(settings: TrainerSettings, client: redis.Redis, *, progress: b
     return True
 
 
+@dataclass(frozen=True)
+class TrainingOutcome:
+    model: ModelArtifact
+    promoted: bool
+    why: str
+    champion: str | None = None  # the version promoted before, when it was compared
+    champion_metrics: Mapping[str, float] = field(default_factory=dict)
+
+
 def train_demo(
-    settings: TrainerSettings, *, progress: bool = True, promote: bool = True
-) -> ModelArtifact:
-    """Simulates logs in the demo world, trains, saves (and promotes) the artifact."""
+    settings: TrainerSettings, *, progress: bool = True, force: bool = False
+) -> TrainingOutcome:
+    """Simulates logs in the demo world, trains and saves the artifact, and promotes it
+    when it beats the promoted model by ``settings.promote_margin`` (AUC, same holdout),
+    when there is none that fits the schema, or when ``force``."""
     definitions = load_definitions(settings)
     world = generate(settings.demo_customers, settings.world_seed)
+    # Fresh logs each run (the seed is kept in the artifact): a champion is then compared
+    # on decisions it was never trained on.
+    seed = settings.simulation_seed or time.time_ns() % 2**31
     logs = simulate_logs(
         world,
         definitions.schema,
         definitions.catalog,
         definitions.stage_rules,
         rows=settings.train_rows,
+        seed=seed,
         progress=progress,
     )
-    model = train(
-        logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=settings.num_trees)
-    )
-    artifact.save(settings.model_dir, model, promote=promote)
-    return model
+    config = TrainingConfig(num_trees=settings.num_trees)
+    model = train(logs, definitions.schema, definitions.catalog, config)
+    model = replace(model, training={**model.training, "simulation_seed": seed})
+    champion = _compatible_champion(settings, model.features)
+    if champion is None:
+        outcome = TrainingOutcome(model, True, "no promoted model fits the schema")
+    else:
+        scores = evaluate(champion, logs, definitions.schema, definitions.catalog, config)
+        gain = model.metrics["auc"] - scores["auc"]
+        better = gain >= settings.promote_margin
+        why = (
+            f"AUC {model.metrics['auc']:.4f} vs {scores['auc']:.4f} for {champion.version}"
+            f" ({gain:+.4f}, margin {settings.promote_margin:g})"
+        )
+        outcome = TrainingOutcome(
+            model,
+            better or force,
+            why + ("" if better else "; forced" if force else ""),
+            champion.version,
+            scores,
+        )
+    artifact.save(settings.model_dir, model, promote=outcome.promoted)
+    return outcome
+
+
+def _compatible_champion(
+    settings: TrainerSettings, features: tuple[str, ...]
+) -> ModelArtifact | None:
+    if artifact.current_version(settings.model_dir) is None:
+        return None
+    champion = artifact.load(settings.model_dir)
+    return champion if champion.features == features else None
 
 
 def ensure_model(settings: TrainerSettings, *, progress: bool = True) -> None:
@@ -94,7 +139,7 @@ def ensure_model(settings: TrainerSettings, *, progress: bool = True) -> None:
             return
         except ArtifactMismatch as exc:
             log.info("retraining: %s", exc)
-    model = train_demo(settings, progress=progress)
+    model = train_demo(settings, progress=progress).model
     log.info(
         "model %s: AUC %.3f, log loss %.4f",
         model.version,

@@ -31,13 +31,23 @@ class TrainingConfig:
     seed: int = 3
 
 
+def holdout_mask(rows: int, config: TrainingConfig) -> np.ndarray:
+    """The evaluation rows: the same for every model trained or evaluated with ``config``."""
+    return np.random.default_rng(config.seed).random(rows) < config.holdout
+
+
 def training_matrix(
-    logs: SimulatedLogs, schema: FeatureSchema, catalog: Catalog, vocabulary: Vocabulary
+    logs: SimulatedLogs,
+    schema: FeatureSchema,
+    catalog: Catalog,
+    vocabulary: Vocabulary,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    columns = len(model_feature_names(schema))
-    matrix = np.empty((logs.rows, columns))
-    for r in range(logs.rows):
-        matrix[r] = build_matrix(
+    """Model input rows for ``rows`` (indices; default all) of the logs."""
+    indices = np.arange(logs.rows) if rows is None else rows
+    matrix = np.empty((indices.shape[0], len(model_feature_names(schema))))
+    for out, r in enumerate(indices.tolist()):
+        matrix[out] = build_matrix(
             logs.features[r],
             [catalog.by_id[logs.offer_ids[r]]],
             logs.channels[r],
@@ -62,8 +72,7 @@ def train(
     names = model_feature_names(schema)
     matrix = training_matrix(logs, schema, catalog, vocabulary)
     labels = logs.reward.astype(np.float64)
-    rng = np.random.default_rng(config.seed)
-    test = rng.random(logs.rows) < config.holdout
+    test = holdout_mask(logs.rows, config)
     params: dict[str, Any] = {
         "objective": "binary",
         "num_leaves": config.num_leaves,
@@ -109,3 +118,19 @@ def train(
         metrics=metrics,
         training={"source": source, "rows": logs.rows, "num_trees": config.num_trees},
     )
+
+
+def evaluate(
+    model: ModelArtifact,
+    logs: SimulatedLogs,
+    schema: FeatureSchema,
+    catalog: Catalog,
+    config: TrainingConfig = TrainingConfig(),
+) -> dict[str, float]:
+    """AUC and log loss of ``model`` on the holdout rows of ``logs`` (as ``train`` splits
+    them), so a challenger and the champion are compared on the same rows."""
+    rows = np.flatnonzero(holdout_mask(logs.rows, config))
+    matrix = training_matrix(logs, schema, catalog, model.vocabulary, rows)
+    predicted = np.asarray(lgb.Booster(model_str=model.model_text).predict(matrix))
+    labels = logs.reward[rows]
+    return {"auc": auc(labels, predicted), "log_loss": log_loss(labels, predicted)}

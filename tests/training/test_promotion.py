@@ -1,0 +1,46 @@
+"""Training promotes only a better model; every version stays, and rollback is one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import artifact
+from engine.cli import main
+from engine.config import TrainerSettings
+from training.demo import train_demo
+
+
+def settings(data: Path, **overrides: object) -> TrainerSettings:
+    base = {"data_dir": data, "demo_customers": 2000, "train_rows": 6000, "num_trees": 30}
+    return TrainerSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def test_promotion_only_when_better_and_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = train_demo(settings(tmp_path), progress=False)
+    assert first.promoted and first.champion is None
+
+    # An impossible margin: the challenger is saved, compared on the same rows, not promoted.
+    second = train_demo(settings(tmp_path, promote_margin=1.0), progress=False)
+    assert not second.promoted
+    assert second.champion == first.model.version
+    assert set(second.champion_metrics) == {"auc", "log_loss"}
+    assert "margin 1" in second.why
+    assert artifact.current_version(tmp_path / "models") == first.model.version
+
+    forced = train_demo(settings(tmp_path, promote_margin=1.0), progress=False, force=True)
+    assert forced.promoted
+    assert artifact.current_version(tmp_path / "models") == forced.model.version
+    assert forced.model.training["simulation_seed"] != first.model.training["simulation_seed"]
+
+    monkeypatch.setenv("ARBITER_DATA_DIR", str(tmp_path))
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 4  # header and three versions, oldest first
+    assert listed[3].startswith(f"* {forced.model.version}")
+    assert main(["models", "promote", first.model.version]) == 0  # rollback
+    assert artifact.current_version(tmp_path / "models") == first.model.version
+    assert main(["models", "promote", "no-such-version"]) == 2
