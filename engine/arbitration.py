@@ -1,17 +1,30 @@
 """Arbitration: weigh propensity against business value and pick the actions.
 
-priority = propensity x value x lever. Ties keep catalog order (a stable sort), so the
-same inputs always give the same answer. With ``one_per_category`` at most one action of
-each offer category is returned. The policy is greedy: every returned action had
-probability 1 of being chosen at its rank (exploration comes with the learning loop).
+priority = propensity x value x lever. With ``one_per_category`` at most one action of
+each offer category is returned.
+
+The policy fills the slots one after another. Greedy (the default) takes the highest
+priority left; ties keep catalog order (a stable sort), so the same inputs always give
+the same answer, and every action had probability 1 of being chosen. Exploring policies
+draw each slot at random among the candidates left:
+
+- ``epsilon``: the greedy choice with probability 1 - epsilon, else one at random
+  (each candidate left then has epsilon / n);
+- ``softmax``: probability proportional to exp(priority / (temperature x best priority)).
+
+Each action carries the probability the policy had of choosing it for its slot, given the
+slots before it: what off-policy evaluation needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+
+Policy = Literal["greedy", "epsilon", "softmax"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +35,39 @@ class Ranked:
     probability: float
 
 
+@dataclass(frozen=True)
+class Exploration:
+    policy: Policy = "greedy"
+    epsilon: float = 0.1
+    temperature: float = 0.2
+    off_placements: frozenset[str] = field(default_factory=frozenset)
+    off_channels: frozenset[str] = field(default_factory=frozenset)
+
+    def applies(self, channel: str, placement: str) -> bool:
+        return (
+            self.policy != "greedy"
+            and channel not in self.off_channels
+            and placement not in self.off_placements
+        )
+
+
+GREEDY = Exploration()
+
+
 def priorities(propensity: np.ndarray, value: np.ndarray, lever: np.ndarray) -> np.ndarray:
     return np.asarray(propensity * value * lever)
+
+
+def _slot_probabilities(priority: np.ndarray, exploration: Exploration) -> np.ndarray:
+    """Probability of each remaining candidate for the next slot."""
+    n = priority.shape[0]
+    if exploration.policy == "epsilon":
+        p = np.full(n, exploration.epsilon / n)
+        p[int(np.argmax(priority))] += 1.0 - exploration.epsilon
+        return p
+    scale = max(float(priority.max()), 1e-12) * exploration.temperature
+    weights = np.exp((priority - priority.max()) / scale)
+    return np.asarray(weights / weights.sum())
 
 
 def arbitrate(
@@ -32,8 +76,30 @@ def arbitrate(
     limit: int,
     *,
     one_per_category: bool = True,
+    exploration: Exploration = GREEDY,
+    rng: np.random.Generator | None = None,
 ) -> list[Ranked]:
-    """The best ``limit`` candidates, best first."""
+    """Up to ``limit`` candidates, best first (greedy) or drawn by the exploring policy."""
+    if exploration.policy == "greedy" or rng is None:
+        return _greedy(priority, categories, limit, one_per_category)
+    left = np.arange(priority.shape[0])
+    chosen: list[Ranked] = []
+    while left.size and len(chosen) < limit:
+        p = _slot_probabilities(priority[left], exploration)
+        pick = int(rng.choice(left.size, p=p))
+        index = int(left[pick])
+        chosen.append(Ranked(index, len(chosen) + 1, float(priority[index]), float(p[pick])))
+        keep = np.ones(left.size, dtype=bool)
+        keep[pick] = False
+        if one_per_category:
+            keep &= np.array([categories[i] != categories[index] for i in left.tolist()])
+        left = left[keep]
+    return chosen
+
+
+def _greedy(
+    priority: np.ndarray, categories: Sequence[str], limit: int, one_per_category: bool
+) -> list[Ranked]:
     order = np.argsort(-priority, kind="stable")
     chosen: list[Ranked] = []
     seen: set[str] = set()

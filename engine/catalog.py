@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from engine.arbitration import Exploration
 from engine.contact_policy import DAY, Cap, ContactPolicy, OfferPolicy
 from engine.enums import CHANNELS, STAGES
 from engine.errors import ConfigurationError
@@ -66,6 +67,7 @@ class Catalog:
     # Per channel: a rule every decision on that channel must pass (e.g. opt-ins).
     channel_audience: Mapping[str, Expression] = field(default_factory=dict)
     contact_policy: ContactPolicy = field(default_factory=ContactPolicy)
+    exploration: Exploration = field(default_factory=Exploration)
     by_id: Mapping[str, Offer] = field(init=False)
     by_channel: Mapping[str, tuple[Offer, ...]] = field(init=False)
 
@@ -153,6 +155,23 @@ def _contact_policy(raw: Mapping[str, Any]) -> tuple[ContactPolicy, OfferPolicy]
     return policy, defaults
 
 
+def _exploration(raw: Mapping[str, Any]) -> Exploration:
+    where = "exploration"
+    policy = str(raw.get("policy", "greedy"))
+    if policy not in ("greedy", "epsilon", "softmax"):
+        raise ConfigurationError(f"{where}.policy: one of greedy, epsilon, softmax")
+    exploration = Exploration(
+        policy=policy,  # type: ignore[arg-type]
+        epsilon=float(raw.get("epsilon", 0.1)),
+        temperature=float(raw.get("temperature", 0.2)),
+        off_placements=frozenset(str(p) for p in raw.get("off_placements", ())),
+        off_channels=_names(raw.get("off_channels", ()), CHANNELS, f"{where}.off_channels"),
+    )
+    if not 0 < exploration.epsilon <= 1 or exploration.temperature <= 0:
+        raise ConfigurationError(f"{where}: epsilon in (0, 1], temperature > 0")
+    return exploration
+
+
 def _offer(raw: Mapping[str, Any], feature_names: frozenset[str], policy: OfferPolicy) -> Offer:
     oid = str(raw.get("id", ""))
     where = f"offer {oid or '?'}"
@@ -207,6 +226,7 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
             if _names([c], CHANNELS, "catalog.channel_audience")
         },
         contact_policy=contact_policy,
+        exploration=_exploration(doc.get("exploration", {})),
     )
 
 

@@ -148,6 +148,7 @@ class DecisionCore:
         scorer: Scorer,
         *,
         one_per_category: bool = True,
+        rng: np.random.Generator | None = None,
     ) -> None:
         self.schema = schema
         self.catalog = catalog
@@ -161,6 +162,7 @@ class DecisionCore:
         }
         self._vocabulary = scorer.vocabulary or Vocabulary.from_catalog(catalog)
         self._baseline = ValueOnlyScorer()
+        self._rng = rng if rng is not None else np.random.default_rng()
 
     def decide(
         self,
@@ -210,11 +212,16 @@ class DecisionCore:
         value = np.array([o.value for o in offers])
         lever = np.array([o.lever for o in offers])
         priority = arbitration.priorities(propensity, value, lever)
+        exploration = self.catalog.exploration
+        if not exploration.applies(request.channel, request.placement):
+            exploration = arbitration.GREEDY
         ranked = arbitration.arbitrate(
             priority,
             [o.category for o in offers],
             request.limit,
             one_per_category=self.one_per_category,
+            exploration=exploration,
+            rng=self._rng,
         )
         if timer:
             timer.lap("arbitration")
