@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on simulated decision/outcome logs")
     t.add_argument("--rows", type=int, help="simulated decisions (ARBITER_TRAIN_ROWS)")
     t.add_argument("--force", action="store_true", help="promote even if not better")
+    t.add_argument(
+        "--source",
+        choices=["simulated", "logs"],
+        default="simulated",
+        help="simulated demo logs, or the decision and outcome logs in Redis",
+    )
+    t.add_argument(
+        "--window-hours", type=float, help="attribution window (ARBITER_ATTRIBUTION_HOURS)"
+    )
 
     m = sub.add_parser("models", help="list model versions, or promote one (rollback)")
     m.add_argument("action", nargs="?", choices=["list", "promote"], default="list")
@@ -281,7 +290,27 @@ def _offline(args: argparse.Namespace) -> int:
     if args.command == "train":
         if args.rows:
             overrides["train_rows"] = args.rows
-        outcome = demo.train_demo(TrainerSettings(**overrides), force=args.force)
+        if args.window_hours:
+            overrides["attribution_hours"] = args.window_hours
+        trainer = TrainerSettings(**overrides)
+        if args.source == "logs":
+            import redis
+
+            from feature_store.embedded import running_url
+
+            url = trainer.redis_url or running_url(trainer.embedded_redis_dir)
+            if url is None:
+                raise SystemExit("set REDIS_URL, or start `arbiter serve` (embedded Redis) first")
+            outcome, joined = demo.train_from_logs(
+                trainer, redis.Redis.from_url(url), force=args.force
+            )
+            print(
+                f"{joined.used} of {joined.decisions} logged decisions used "
+                f"({joined.too_recent} too recent, {joined.degraded} degraded, "
+                f"{joined.other_schema} with other features)"
+            )
+        else:
+            outcome = demo.train_demo(trainer, force=args.force)
         state = "promoted" if outcome.promoted else "saved, not promoted"
         print(f"model {outcome.model.version}: {state}: {outcome.why}")
         for name, value in outcome.model.metrics.items():

@@ -70,6 +70,8 @@ class TrainerSettings(CommonSettings):
     num_trees: int = 150
     # A new model is promoted only when its holdout AUC beats the promoted one's by this.
     promote_margin: float = 0.001
+    # Outcomes count towards a decision when reported within this many hours of it.
+    attribution_hours: float = 72.0
 
 
 class LoaderSettings(CommonSettings):

@@ -78,6 +78,15 @@ class Candidates:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedInputs:
+    """The customer-side inputs of the offer-level model features, as served (logged so
+    training rebuilds the exact rows)."""
+
+    last_category: str
+    topic_counts: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     decision_id: str
     customer_id: str
@@ -93,6 +102,7 @@ class Decision:
     degraded_reason: str = ""
     # offers the contact policy kept out (offer id, or "*" for the channel) -> why
     excluded: Mapping[str, str] = field(default_factory=dict)
+    served: ServedInputs | None = None
 
 
 def _ago(seconds: float) -> str:
@@ -190,14 +200,17 @@ class DecisionCore:
         if timer:
             timer.lap("eligibility")
 
+        served = ServedInputs(
+            record.realtime.get(LAST_CATEGORY_FIELD, ""), topic_counts(record.windows)
+        )
         matrix = build_matrix(
             features,
             offers,
             request.channel,
             stage,
-            record.realtime.get(LAST_CATEGORY_FIELD, ""),
+            served.last_category,
             self._vocabulary,
-            topic_counts(record.windows),
+            served.topic_counts,
         )
         scorer: Scorer = self.scorer
         try:
@@ -275,6 +288,7 @@ class DecisionCore:
             degraded=bool(degraded_reason),
             degraded_reason=degraded_reason,
             excluded=excluded,
+            served=served,
         )
 
     def _candidates(

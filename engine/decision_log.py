@@ -40,6 +40,10 @@ def log_entry(
         "degraded": decision.degraded_reason,
         "excluded": dict(decision.excluded),
         "features": dict(zip(names, decision.features.tolist(), strict=True)),
+        "served": {
+            "last_category": decision.served.last_category if decision.served else "",
+            "topic_counts": dict(decision.served.topic_counts) if decision.served else {},
+        },
         "candidates": [
             list(row)
             for row in zip(

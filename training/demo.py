@@ -18,11 +18,13 @@ import redis
 
 from engine import artifact
 from engine.artifact import ModelArtifact
-from engine.config import TrainerSettings, load_definitions
-from engine.errors import ArtifactMismatch
+from engine.config import Definitions, TrainerSettings, load_definitions
+from engine.errors import ArtifactMismatch, ConfigurationError
 from engine.model_input import model_feature_names
 from feature_store import keys
 from feature_store.loader import load_file
+from training.logs import JoinReport, rows_from_redis
+from training.rows import TrainingRows
 from training.simulate import simulate_logs
 from training.train import TrainingConfig, evaluate, train
 from training.world import generate
@@ -94,13 +96,50 @@ def train_demo(
         progress=progress,
     )
     config = TrainingConfig(num_trees=settings.num_trees)
-    model = train(logs, definitions.schema, definitions.catalog, config)
-    model = replace(model, training={**model.training, "simulation_seed": seed})
+    return train_and_promote(
+        logs, definitions, settings, config, {"simulation_seed": seed}, force=force
+    )
+
+
+def train_from_logs(
+    settings: TrainerSettings, client: redis.Redis, *, force: bool = False
+) -> tuple[TrainingOutcome, JoinReport]:
+    """Trains on the decision and outcome logs in Redis (features as served), evaluated
+    on the latest 20% of decisions (a time-based holdout), and promotes as ``train_demo``."""
+    definitions = load_definitions(settings)
+    window = settings.attribution_hours * 3600
+    now = time.time()
+    rows, report = rows_from_redis(client, definitions.schema, window_seconds=window, until=now)
+    if rows.rows < 100 or len(set(rows.reward.tolist())) < 2:
+        raise ConfigurationError(
+            f"not enough labelled decisions to train: {rows.rows} rows from {report.used} "
+            f"decisions older than {settings.attribution_hours:g} h "
+            f"({report.too_recent} too recent, {report.degraded} degraded)"
+        )
+    config = TrainingConfig(num_trees=settings.num_trees, holdout_by_time=True)
+    info = {"source": "logs", "attribution_hours": settings.attribution_hours, "until": now}
+    return train_and_promote(rows, definitions, settings, config, info, force=force), report
+
+
+def train_and_promote(
+    rows: TrainingRows,
+    definitions: Definitions,
+    settings: TrainerSettings,
+    config: TrainingConfig,
+    info: Mapping[str, object],
+    *,
+    force: bool = False,
+) -> TrainingOutcome:
+    """Trains, saves the artifact, and promotes it when it beats the promoted model by
+    ``settings.promote_margin`` (AUC on the same holdout), when no promoted model fits the
+    schema, or when ``force``."""
+    model = train(rows, definitions.schema, definitions.catalog, config)
+    model = replace(model, training={**model.training, **info})
     champion = _compatible_champion(settings, model.features)
     if champion is None:
         outcome = TrainingOutcome(model, True, "no promoted model fits the schema")
     else:
-        scores = evaluate(champion, logs, definitions.schema, definitions.catalog, config)
+        scores = evaluate(champion, rows, definitions.schema, definitions.catalog, config)
         gain = model.metrics["auc"] - scores["auc"]
         better = gain >= settings.promote_margin
         why = (

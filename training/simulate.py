@@ -9,7 +9,6 @@ would have served them, so training reads what serving computes.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -21,6 +20,7 @@ from engine.lifecycle import StageRules
 from engine.model_input import topic_counts
 from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
 from feature_store.store import CustomerRecord
+from training.rows import TrainingRows
 from training.world import TOPICS, World, true_propensity
 
 CHANNEL_MIX = {"web": 0.4, "mobile_app": 0.25, "call_center": 0.15, "email": 0.12, "sms": 0.08}
@@ -36,26 +36,6 @@ EVENT_RATES = {
     "complaint": 0.1,
 }
 VIEWS = ("page_view", "product_view")
-
-
-@dataclass(frozen=True)
-class SimulatedLogs:
-    """Row-aligned arrays: one logged decision (one chosen offer) per row."""
-
-    features: np.ndarray  # customer features as served, (rows, len(schema.names))
-    customer_index: np.ndarray
-    offer_ids: list[str]
-    channels: list[str]
-    stages: list[str]
-    last_categories: list[str]
-    topic_counts: list[dict[str, float]]
-    probability: np.ndarray  # the logging policy's probability of the chosen offer
-    true_propensity: np.ndarray
-    reward: np.ndarray  # 1 when the customer responded positively
-
-    @property
-    def rows(self) -> int:
-        return int(self.reward.shape[0])
 
 
 def _activity(
@@ -115,7 +95,7 @@ def simulate_logs(
     seed: int = 11,
     now: float = 1_790_000_000.0,
     progress: bool = False,
-) -> SimulatedLogs:
+) -> TrainingRows:
     rng = np.random.default_rng(seed)
     batch_columns = np.column_stack([world.features[f.name] for f in schema.batch])
     batch_columns = batch_columns.astype(np.float32)
@@ -176,7 +156,7 @@ def simulate_logs(
             oid, offer.value, offer.topics, channel, named, hidden, match, views
         )
     reward = (rng.random(len(offer_ids)) < p_true).astype(np.int8)
-    return SimulatedLogs(
+    return TrainingRows(
         features=matrix,
         customer_index=cust,
         offer_ids=offer_ids,

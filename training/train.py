@@ -18,7 +18,7 @@ from engine.catalog import Catalog
 from engine.model_input import CATEGORICAL, Vocabulary, build_matrix, model_feature_names
 from feature_store.schema import FeatureSchema
 from training.metrics import auc, log_loss
-from training.simulate import SimulatedLogs
+from training.rows import TrainingRows
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,20 @@ class TrainingConfig:
     learning_rate: float = 0.05
     min_data_in_leaf: int = 40
     holdout: float = 0.2  # share of rows held out for evaluation
+    holdout_by_time: bool = False  # hold out the latest rows (logs) instead of random ones
     seed: int = 3
 
 
 def holdout_mask(rows: int, config: TrainingConfig) -> np.ndarray:
-    """The evaluation rows: the same for every model trained or evaluated with ``config``."""
+    """The evaluation rows: the same for every model trained or evaluated with ``config``.
+    By time: the latest ``holdout`` share (rows are in log order)."""
+    if config.holdout_by_time:
+        return np.arange(rows) >= rows - int(rows * config.holdout)
     return np.random.default_rng(config.seed).random(rows) < config.holdout
 
 
 def training_matrix(
-    logs: SimulatedLogs,
+    logs: TrainingRows,
     schema: FeatureSchema,
     catalog: Catalog,
     vocabulary: Vocabulary,
@@ -60,7 +64,7 @@ def training_matrix(
 
 
 def train(
-    logs: SimulatedLogs,
+    logs: TrainingRows,
     schema: FeatureSchema,
     catalog: Catalog,
     config: TrainingConfig = TrainingConfig(),
@@ -95,16 +99,17 @@ def train(
     )
     booster = lgb.train(params, train_set, num_boost_round=config.num_trees)
     predicted = np.asarray(booster.predict(matrix[test], num_threads=2))
-    truth = logs.true_propensity[test]
     metrics = {
         "auc": auc(labels[test], predicted),
         "log_loss": log_loss(labels[test], predicted),
-        "oracle_auc": auc(labels[test], truth),
-        "oracle_log_loss": log_loss(labels[test], truth),
         "base_rate": float(labels.mean()),
         "train_rows": int((~test).sum()),
         "test_rows": int(test.sum()),
     }
+    if logs.true_propensity is not None:  # the simulation knows the best possible scores
+        truth = logs.true_propensity[test]
+        metrics["oracle_auc"] = auc(labels[test], truth)
+        metrics["oracle_log_loss"] = log_loss(labels[test], truth)
     model_text = booster.model_to_string()
     now = datetime.now(UTC)
     return ModelArtifact(
@@ -116,13 +121,18 @@ def train(
         schema_fingerprint=schema.fingerprint,
         created_at=now.isoformat(timespec="seconds"),
         metrics=metrics,
-        training={"source": source, "rows": logs.rows, "num_trees": config.num_trees},
+        training={
+            "source": source,
+            "rows": logs.rows,
+            "num_trees": config.num_trees,
+            "holdout": "latest" if config.holdout_by_time else "random",
+        },
     )
 
 
 def evaluate(
     model: ModelArtifact,
-    logs: SimulatedLogs,
+    logs: TrainingRows,
     schema: FeatureSchema,
     catalog: Catalog,
     config: TrainingConfig = TrainingConfig(),
