@@ -264,65 +264,70 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offline(args: argparse.Namespace) -> int:
-    from engine.config import LoaderSettings, TrainerSettings, load_definitions
+def _redis_url(settings: Any) -> str:
+    """``REDIS_URL``, or the embedded server a running `arbiter serve` started."""
+    from feature_store.embedded import running_url
 
-    if args.command == "load":
-        import redis
+    url: str | None = settings.redis_url or running_url(settings.embedded_redis_dir)
+    if url is None:
+        raise SystemExit("set REDIS_URL, or start `arbiter serve` (embedded Redis) first")
+    return url
 
-        from feature_store.embedded import running_url
-        from feature_store.loader import load_file
 
-        loader = LoaderSettings()
-        url = loader.redis_url or running_url(loader.embedded_redis_dir)
-        if url is None:
-            raise SystemExit("set REDIS_URL, or start `arbiter serve` (embedded Redis) first")
-        schema = load_definitions(loader).schema
-        report = load_file(redis.Redis.from_url(url), schema, args.path, progress=True)
-        print(
-            f"loaded {report.rows} profiles in {report.seconds:.1f}s "
-            f"({report.rows_per_second:,.0f}/s)"
-        )
-        return 0
+def _load(args: argparse.Namespace) -> int:
+    import redis
+
+    from engine.config import LoaderSettings, load_definitions
+    from feature_store.loader import load_file
+
+    loader = LoaderSettings()
+    schema = load_definitions(loader).schema
+    report = load_file(redis.Redis.from_url(_redis_url(loader)), schema, args.path, progress=True)
+    print(
+        f"loaded {report.rows} profiles in {report.seconds:.1f}s ({report.rows_per_second:,.0f}/s)"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from engine.config import TrainerSettings
     from training import demo
 
     overrides: dict[str, Any] = {}
-    if args.command == "train":
-        if args.rows:
-            overrides["train_rows"] = args.rows
-        if args.window_hours:
-            overrides["attribution_hours"] = args.window_hours
-        trainer = TrainerSettings(**overrides)
-        if args.source == "logs":
-            import redis
+    if args.rows:
+        overrides["train_rows"] = args.rows
+    if args.window_hours:
+        overrides["attribution_hours"] = args.window_hours
+    trainer = TrainerSettings(**overrides)
+    if args.source == "logs":
+        import redis
 
-            from feature_store.embedded import running_url
+        client = redis.Redis.from_url(_redis_url(trainer))
+        outcome, joined = demo.train_from_logs(trainer, client, force=args.force)
+        print(
+            f"{joined.used} of {joined.decisions} logged decisions used "
+            f"({joined.too_recent} too recent, {joined.degraded} degraded, "
+            f"{joined.other_schema} with other features)"
+        )
+    else:
+        outcome = demo.train_demo(trainer, force=args.force)
+    if outcome.estimates:
+        print("off-policy value per decision on the latest decisions (95% interval):")
+        for policy, estimates in outcome.estimates.items():
+            cells = "  ".join(f"{name} {estimate}" for name, estimate in estimates.items())
+            print(f"  {policy:11s} {cells}")
+    state = "promoted" if outcome.promoted else "saved, not promoted"
+    print(f"model {outcome.model.version}: {state}: {outcome.why}")
+    for name, value in outcome.model.metrics.items():
+        print(f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}")
+    return 0
 
-            url = trainer.redis_url or running_url(trainer.embedded_redis_dir)
-            if url is None:
-                raise SystemExit("set REDIS_URL, or start `arbiter serve` (embedded Redis) first")
-            outcome, joined = demo.train_from_logs(
-                trainer, redis.Redis.from_url(url), force=args.force
-            )
-            print(
-                f"{joined.used} of {joined.decisions} logged decisions used "
-                f"({joined.too_recent} too recent, {joined.degraded} degraded, "
-                f"{joined.other_schema} with other features)"
-            )
-        else:
-            outcome = demo.train_demo(trainer, force=args.force)
-        state = "promoted" if outcome.promoted else "saved, not promoted"
-        print(f"model {outcome.model.version}: {state}: {outcome.why}")
-        for name, value in outcome.model.metrics.items():
-            print(
-                f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}"
-            )
-        return 0
-    if args.command == "models":
-        return _models(TrainerSettings(), args.action, args.version)
-    if args.customers:
-        overrides["demo_customers"] = args.customers
-    settings = TrainerSettings(**overrides)
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from engine.config import TrainerSettings
+    from training import demo
+
+    settings = TrainerSettings(**({"demo_customers": args.customers} if args.customers else {}))
     if args.out:
         from training.world import generate
 
@@ -387,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
                 limit=args.limit,
                 out=args.out,
             )
-        return _offline(args)
+        if args.command == "models":
+            from engine.config import TrainerSettings
+
+            return _models(TrainerSettings(), args.action, args.version)
+        return {"load": _load, "train": _train, "demo-data": _demo_data}[args.command](args)
     except ArbiterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

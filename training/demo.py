@@ -21,9 +21,11 @@ from engine.artifact import ModelArtifact
 from engine.config import Definitions, TrainerSettings, load_definitions
 from engine.errors import ArtifactMismatch, ConfigurationError
 from engine.model_input import model_feature_names
+from engine.scoring import LightGBMScorer, Scorer
 from feature_store import keys
 from feature_store.loader import load_file
-from training.logs import JoinReport, rows_from_redis
+from training.evaluation import Estimate, contexts_from_logs, evaluate_policies
+from training.logs import POSITIVE, JoinReport, join_logs, read_logs, rewarder
 from training.rows import TrainingRows
 from training.simulate import simulate_logs
 from training.train import TrainingConfig, evaluate, train
@@ -73,6 +75,8 @@ class TrainingOutcome:
     why: str
     champion: str | None = None  # the version promoted before, when it was compared
     champion_metrics: Mapping[str, float] = field(default_factory=dict)
+    # policy -> estimator -> estimate (training from logs only)
+    estimates: Mapping[str, Mapping[str, Estimate]] = field(default_factory=dict)
 
 
 def train_demo(
@@ -109,7 +113,10 @@ def train_from_logs(
     definitions = load_definitions(settings)
     window = settings.attribution_hours * 3600
     now = time.time()
-    rows, report = rows_from_redis(client, definitions.schema, window_seconds=window, until=now)
+    decisions, outcomes = read_logs(client)
+    rows, report = join_logs(
+        decisions, outcomes, definitions.schema, window_seconds=window, until=now
+    )
     if rows.rows < 100 or len(set(rows.reward.tolist())) < 2:
         raise ConfigurationError(
             f"not enough labelled decisions to train: {rows.rows} rows from {report.used} "
@@ -118,7 +125,21 @@ def train_from_logs(
         )
     config = TrainingConfig(num_trees=settings.num_trees, holdout_by_time=True)
     info = {"source": "logs", "attribution_hours": settings.attribution_hours, "until": now}
-    return train_and_promote(rows, definitions, settings, config, info, force=force), report
+    champion = _compatible_champion(settings, model_feature_names(definitions.schema))
+    outcome = train_and_promote(rows, definitions, settings, config, info, force=force)
+    # Off-policy estimates of the new model's policy and the alternatives, on the decisions
+    # of the holdout (the latest ones), which the new model did not learn from.
+    matured = [d for d in decisions if d["ts"] <= now - window]
+    holdout = matured[len(matured) - int(len(matured) * config.holdout) :]
+    contexts = contexts_from_logs(
+        holdout, rewarder(outcomes, window, POSITIVE), definitions.schema, definitions.catalog
+    )
+    new = LightGBMScorer(outcome.model)
+    models: dict[str, Scorer] = {"new": new}
+    if champion is not None:
+        models["current"] = LightGBMScorer(champion)
+    estimates = evaluate_policies(contexts, models, definitions.catalog, new) if contexts else {}
+    return replace(outcome, estimates=estimates), report
 
 
 def train_and_promote(

@@ -10,7 +10,7 @@ final yet), and so are degraded ones (served from defaults, not from the custome
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,24 @@ class JoinReport:
     other_schema: int  # logged with other feature names
 
 
+def rewarder(
+    outcomes: Iterable[Mapping[str, Any]], window_seconds: float, positive: frozenset[str]
+) -> Callable[[Mapping[str, Any], str], bool]:
+    """``rewarded(decision, offer_id)``: a positive outcome was reported for that offer of
+    that decision within the attribution window."""
+    reported: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    for o in outcomes:
+        reported.setdefault((o["decision_id"], o["offer_id"]), []).append(
+            (o["outcome"], float(o["occurred_at"]))
+        )
+
+    def rewarded(decision: Mapping[str, Any], offer_id: str) -> bool:
+        hits = reported.get((decision["decision_id"], offer_id), ())
+        return any(o in positive and 0 <= at - decision["ts"] <= window_seconds for o, at in hits)
+
+    return rewarded
+
+
 def join_logs(
     decisions: Iterable[Mapping[str, Any]],
     outcomes: Iterable[Mapping[str, Any]],
@@ -58,11 +76,7 @@ def join_logs(
     positive: frozenset[str] = POSITIVE,
 ) -> tuple[TrainingRows, JoinReport]:
     """Rows of the decisions made before ``until - window_seconds``, in log order."""
-    reported: dict[tuple[str, str], list[tuple[str, float]]] = {}
-    for o in outcomes:
-        reported.setdefault((o["decision_id"], o["offer_id"]), []).append(
-            (o["outcome"], float(o["occurred_at"]))
-        )
+    rewarded = rewarder(outcomes, window_seconds, positive)
     names = schema.names
     features, offers, channels, stages, lasts, topics, probs, rewards, ids = ([] for _ in range(9))
     read = used = too_recent = degraded = other = 0
@@ -82,8 +96,7 @@ def join_logs(
         used += 1
         served = d.get("served", {})
         for action in d["actions"]:
-            hits = reported.get((d["decision_id"], action["offer_id"]), ())
-            reward = any(o in positive and 0 <= at - d["ts"] <= window_seconds for o, at in hits)
+            reward = rewarded(d, action["offer_id"])
             features.append(vector)
             offers.append(action["offer_id"])
             channels.append(d["channel"])
@@ -107,6 +120,14 @@ def join_logs(
     return rows, JoinReport(read, used, too_recent, degraded, other)
 
 
+def read_logs(client: redis.Redis) -> tuple[list[Any], list[Any]]:
+    """Every logged decision and outcome, oldest first."""
+    return (
+        list(read_stream(client, keys.DECISION_LOG, b"d")),
+        list(read_stream(client, keys.OUTCOME_LOG, b"o")),
+    )
+
+
 def rows_from_redis(
     client: redis.Redis,
     schema: FeatureSchema,
@@ -115,11 +136,7 @@ def rows_from_redis(
     until: float,
     positive: frozenset[str] = POSITIVE,
 ) -> tuple[TrainingRows, JoinReport]:
+    decisions, outcomes = read_logs(client)
     return join_logs(
-        read_stream(client, keys.DECISION_LOG, b"d"),
-        read_stream(client, keys.OUTCOME_LOG, b"o"),
-        schema,
-        window_seconds=window_seconds,
-        until=until,
-        positive=positive,
+        decisions, outcomes, schema, window_seconds=window_seconds, until=until, positive=positive
     )

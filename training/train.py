@@ -119,7 +119,7 @@ def train(
         categorical=CATEGORICAL,
         vocabulary=vocabulary,
         schema_fingerprint=schema.fingerprint,
-        created_at=now.isoformat(timespec="seconds"),
+        created_at=now.isoformat(timespec="milliseconds"),
         metrics=metrics,
         training={
             "source": source,

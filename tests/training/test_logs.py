@@ -125,3 +125,13 @@ def test_train_from_the_logs_and_promote(
     assert outcome.model.training["source"] == "logs"
     assert outcome.model.training["holdout"] == "latest"
     assert artifact.current_version(tmp_path / "models") == outcome.model.version
+    assert set(outcome.estimates) == {"new", "value-only", "random", "logged"}
+    for policy in ("new", "value-only", "random"):
+        assert set(outcome.estimates[policy]) == {"ips", "snips", "dr"}
+        ips = outcome.estimates[policy]["ips"]
+        assert 0 <= ips.low <= ips.value <= ips.high
+    realised = outcome.estimates["logged"]["realised"].value
+    assert 0 < realised < 1  # about one decision in four was accepted
+    # The logging policy was greedy by the served model, so "value-only" only gets credit
+    # where it agrees: its IPS estimate cannot exceed the logged rewards it matches.
+    assert outcome.estimates["value-only"]["ips"].value <= realised
