@@ -3,6 +3,8 @@
 Layout under the model directory::
 
     <model_dir>/CURRENT                 the promoted version, one line
+    <model_dir>/CHALLENGER              optional: "<version> <share>", the model a share
+                                        of customers (stable by customer id) is served
     <model_dir>/<version>/model.txt     LightGBM model text
     <model_dir>/<version>/artifact.json features (exact order), categorical columns,
                                         vocabularies, metrics, schema fingerprint,
@@ -24,6 +26,7 @@ from engine.errors import ArtifactMismatch, ConfigurationError
 from engine.model_input import Vocabulary
 
 CURRENT = "CURRENT"
+CHALLENGER = "CHALLENGER"
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,29 @@ def versions(model_dir: Path) -> list[ModelArtifact]:
         load(model_dir, d.name) for d in model_dir.iterdir() if (d / "artifact.json").is_file()
     ]
     return sorted(found, key=lambda a: (a.created_at, a.version))
+
+
+def set_challenger(model_dir: Path, version: str | None, share: float = 0.1) -> None:
+    """Serves ``version`` to ``share`` of the customers (None: stop the challenge)."""
+    if version is None:
+        (model_dir / CHALLENGER).unlink(missing_ok=True)
+        return
+    if not (model_dir / version / "artifact.json").is_file():
+        raise ConfigurationError(f"no model version {version} in {model_dir}")
+    if not 0 < share < 1:
+        raise ConfigurationError(f"challenger share {share} must be between 0 and 1")
+    tmp = model_dir / f".{CHALLENGER}.tmp"
+    tmp.write_text(f"{version} {share}\n")
+    os.replace(tmp, model_dir / CHALLENGER)
+
+
+def challenger(model_dir: Path) -> tuple[str, float] | None:
+    """The challenger version and its share of customers, if a challenge is on."""
+    try:
+        version, share = (model_dir / CHALLENGER).read_text().split()
+    except (FileNotFoundError, ValueError):
+        return None
+    return version, float(share)
 
 
 def current_version(model_dir: Path) -> str | None:

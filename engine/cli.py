@@ -9,7 +9,7 @@ arbiter event CUSTOMER --type page_view --attr category=fibre
 arbiter outcome DECISION CUSTOMER OFFER --outcome accept
 arbiter load FILE                           bulk-load profiles (JSON Lines)
 arbiter train                               train; promote only when better
-arbiter models [promote VERSION]            list model versions; promote one (rollback)
+arbiter models [promote|challenge VERSION]  list versions; promote (rollback); challenger
 arbiter demo-data                           generate the demo world's profiles
 """
 
@@ -114,9 +114,17 @@ def _parser() -> argparse.ArgumentParser:
         "--window-hours", type=float, help="attribution window (ARBITER_ATTRIBUTION_HOURS)"
     )
 
-    m = sub.add_parser("models", help="list model versions, or promote one (rollback)")
-    m.add_argument("action", nargs="?", choices=["list", "promote"], default="list")
+    m = sub.add_parser(
+        "models", help="list model versions; promote one (rollback); run a challenger"
+    )
+    m.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "promote", "challenge", "end-challenge"],
+        default="list",
+    )
     m.add_argument("version", nargs="?")
+    m.add_argument("--share", type=float, default=0.1, help="challenger share of customers")
 
     g = sub.add_parser("demo-data", help="generate the demo world's customer profiles")
     g.add_argument("--customers", type=int)
@@ -338,25 +346,61 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models(settings: Any, action: str, version: str | None) -> int:
+def _models(settings: Any, action: str, version: str | None, share: float = 0.1) -> int:
     from engine import artifact
 
+    if action in ("promote", "challenge") and not version:
+        raise SystemExit(f"arbiter models {action} VERSION")
     if action == "promote":
-        if not version:
-            raise SystemExit("arbiter models promote VERSION")
-        artifact.set_current(settings.model_dir, version)
+        artifact.set_current(settings.model_dir, version or "")
         print(f"promoted {version}; a running service picks it up within its reload interval")
         return 0
+    if action == "challenge":
+        artifact.set_challenger(settings.model_dir, version, share)
+        print(f"{version} now serves {share:.0%} of customers (stable by customer id)")
+        return 0
+    if action == "end-challenge":
+        artifact.set_challenger(settings.model_dir, None)
+        print("challenge ended: the promoted model serves every customer")
+        return 0
     current = artifact.current_version(settings.model_dir)
-    print(f"{'':2}{'version':26} {'created':26} {'AUC':>7} {'log loss':>9} {'rows':>8}")
+    challenge = artifact.challenger(settings.model_dir)
+    outcomes = _outcomes_by_model(settings)
+    print(f"{'':2}{'version':26} {'created':29} {'AUC':>6} {'log loss':>8} {'rows':>7}  outcomes")
     for model in artifact.versions(settings.model_dir):
-        mark = "* " if model.version == current else "  "
-        m = model.metrics
-        print(
-            f"{mark}{model.version:26} {model.created_at:26} {m.get('auc', float('nan')):7.4f}"
-            f" {m.get('log_loss', float('nan')):9.4f} {model.training.get('rows', ''):>8}"
+        mark = (
+            "* "
+            if model.version == current
+            else "c "
+            if challenge and model.version == challenge[0]
+            else "  "
         )
+        m = model.metrics
+        taken, positive = outcomes.get(model.version, (0, 0))
+        served = f"{positive}/{taken} accepted" if taken else ""
+        print(
+            f"{mark}{model.version:26} {model.created_at:29} {m.get('auc', float('nan')):6.4f}"
+            f" {m.get('log_loss', float('nan')):8.4f} {model.training.get('rows', ''):>7}  {served}"
+        )
+    if challenge:
+        print(f"(* promoted; c challenger, serving {challenge[1]:.0%} of customers)")
     return 0
+
+
+def _outcomes_by_model(settings: Any) -> dict[str, tuple[int, int]]:
+    """Actions and accepted actions per model from the logs, when a Redis is at hand."""
+    import redis
+
+    from feature_store.embedded import running_url
+    from training.logs import outcomes_by_model, read_logs
+
+    url = settings.redis_url or running_url(settings.embedded_redis_dir)
+    if url is None:
+        return {}
+    try:
+        return outcomes_by_model(*read_logs(redis.Redis.from_url(url, socket_timeout=2)))
+    except redis.RedisError:
+        return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models":
             from engine.config import TrainerSettings
 
-            return _models(TrainerSettings(), args.action, args.version)
+            return _models(TrainerSettings(), args.action, args.version, args.share)
         return {"load": _load, "train": _train, "demo-data": _demo_data}[args.command](args)
     except ArbiterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -39,17 +39,33 @@ class Source:
     model_version: str | None
     catalog_sha256: str
     lifecycle_sha256: str
+    challenger: tuple[str, float] | None = None
 
 
-def load_scorer(model_dir: Path, schema: FeatureSchema) -> Scorer:
+def build_cores(
+    definitions: Definitions, settings: ServerSettings
+) -> tuple[DecisionCore, tuple[DecisionCore, float] | None]:
+    """The champion's core, and the challenger's with its share when a challenge is on."""
+    champion = build_core(
+        definitions, load_scorer(settings.model_dir, definitions.schema), settings
+    )
+    challenge = artifact.challenger(settings.model_dir)
+    if challenge is None:
+        return champion, None
+    version, share = challenge
+    scorer = load_scorer(settings.model_dir, definitions.schema, version)
+    return champion, (build_core(definitions, scorer, settings), share)
+
+
+def load_scorer(model_dir: Path, schema: FeatureSchema, version: str | None = None) -> Scorer:
     """The promoted model, checked against the schema; the value-only baseline if none.
 
     Raises ArtifactMismatch for a model trained on other features.
     """
-    if artifact.current_version(model_dir) is None:
+    if version is None and artifact.current_version(model_dir) is None:
         log.warning("no promoted model in %s: ranking by value only", model_dir)
         return ValueOnlyScorer()
-    model = artifact.load(model_dir)
+    model = artifact.load(model_dir, version)
     model.check_features(model_feature_names(schema))
     return LightGBMScorer(model)
 
@@ -83,9 +99,10 @@ class Reloader:
             artifact.current_version(self._settings.model_dir),
             digest(self._settings.catalog_path),
             digest(self._settings.lifecycle_path),
+            artifact.challenger(self._settings.model_dir),
         )
 
-    def _build(self) -> DecisionCore:
+    def _build(self) -> tuple[DecisionCore, tuple[DecisionCore, float] | None]:
         schema = self._arbiter.core.schema
         names = frozenset(schema.names)
         definitions = Definitions(
@@ -93,9 +110,7 @@ class Reloader:
             catalog=load_catalog(self._settings.catalog_path, names),
             stage_rules=load_stage_rules(self._settings.lifecycle_path, names),
         )
-        return build_core(
-            definitions, load_scorer(self._settings.model_dir, schema), self._settings
-        )
+        return build_cores(definitions, self._settings)
 
     async def check(self) -> bool:
         """Swaps in a new core when its sources changed; True when it did."""
@@ -103,13 +118,14 @@ class Reloader:
         if source in (self._current, self._refused):
             return False
         try:
-            core = await asyncio.to_thread(self._build)
+            core, challenger = await asyncio.to_thread(self._build)
         except ArbiterError as exc:
             log.error(
                 "not reloading, still serving model %s: %s", self._arbiter.core.scorer.version, exc
             )
             self._refused = source
             return False
+        self._arbiter.challenger = challenger
         self._arbiter.core = core
         self._current = source
         self.reloads += 1

@@ -23,7 +23,7 @@ from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2
 from engine.config import ServerSettings, load_definitions
 from engine.decision_log import DecisionLogWriter
 from engine.interceptor import ErrorInterceptor
-from engine.reloader import Reloader, build_core, load_scorer
+from engine.reloader import Reloader, build_cores
 from engine.service import Arbiter
 from engine.servicer import DecisionServicer, ProfileServicer
 from feature_store import redis_store
@@ -92,7 +92,7 @@ async def start_server(
 def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
     """Loads definitions and the model and wires the service to Redis."""
     definitions = load_definitions(settings)
-    scorer = load_scorer(settings.model_dir, definitions.schema)
+    champion, challenger = build_cores(definitions, settings)
     catalog = definitions.catalog
     store = redis_store.RedisFeatureStore(
         client,
@@ -104,14 +104,16 @@ def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
     writer = DecisionLogWriter(
         store, definitions.schema, max_queue=settings.log_queue_size, batch=settings.log_batch_size
     )
-    return Arbiter(
-        build_core(definitions, scorer, settings),
+    arbiter = Arbiter(
+        champion,
         store,
         writer,
         feature_timeout=settings.feature_timeout_ms / 1000,
         reserve_timeout=settings.reserve_timeout_ms / 1000,
         breaker_seconds=settings.breaker_seconds,
     )
+    arbiter.challenger = challenger
+    return arbiter
 
 
 async def serve(settings: ServerSettings, redis_url: str) -> None:

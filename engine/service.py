@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -155,6 +156,8 @@ class Arbiter:
         breaker_seconds: float = 1.0,
     ) -> None:
         self.core = core  # replaced as a whole when a new model or catalog is promoted
+        # (core, share): a challenger model served to a stable share of the customers
+        self.challenger: tuple[DecisionCore, float] | None = None
         self.store = store
         self.writer = writer
         self.feature_timeout = feature_timeout
@@ -178,8 +181,16 @@ class Arbiter:
         self._store_down_reason = f"feature store unavailable: {reason}"
         return None, self._store_down_reason
 
+    def core_for(self, customer_id: str) -> DecisionCore:
+        """The challenger's core for its share of customers (stable by id), else the
+        champion's."""
+        challenger = self.challenger
+        if challenger is not None and zlib.crc32(customer_id.encode()) < challenger[1] * 2**32:
+            return challenger[0]
+        return self.core
+
     async def decide(self, request: DecisionRequest, timer: StageTimer | None = None) -> Decision:
-        core = self.core  # one consistent core for the whole call
+        core = self.core_for(request.customer_id)  # one consistent core for the whole call
         if timer:
             timer.start()
         record, degraded = await self._fetch(request.customer_id)
@@ -216,7 +227,7 @@ class Arbiter:
         except FeatureStoreUnavailable as exc:
             records = [exc] * len(requests)
         decisions = [
-            core.decide(request, record, now)
+            self.core_for(request.customer_id).decide(request, record, now)
             if isinstance(record, CustomerRecord)
             else core.decide(request, None, now, _unavailable(record))
             for request, record in zip(requests, records, strict=True)

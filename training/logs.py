@@ -140,3 +140,20 @@ def rows_from_redis(
     return join_logs(
         decisions, outcomes, schema, window_seconds=window_seconds, until=until, positive=positive
     )
+
+
+def outcomes_by_model(
+    decisions: Iterable[Mapping[str, Any]],
+    outcomes: Iterable[Mapping[str, Any]],
+    positive: frozenset[str] = POSITIVE,
+) -> dict[str, tuple[int, int]]:
+    """Per model version: (actions taken, actions with a positive outcome), whenever it
+    was reported: the champion / challenger comparison."""
+    hits = {(o["decision_id"], o["offer_id"]) for o in outcomes if o["outcome"] in positive}
+    counts: dict[str, list[int]] = {}
+    for d in decisions:
+        tally = counts.setdefault(d["model_version"], [0, 0])
+        for action in d["actions"]:
+            tally[0] += 1
+            tally[1] += (d["decision_id"], action["offer_id"]) in hits
+    return {version: (n, k) for version, (n, k) in counts.items()}

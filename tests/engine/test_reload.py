@@ -17,6 +17,7 @@ from arbiter.v1 import common_pb2, decision_pb2
 from engine import artifact
 from engine.config import DEFAULTS
 from tests.conftest import ServerThread
+from training.logs import outcomes_by_model, read_logs
 
 
 def decide(server: ServerThread) -> decision_pb2.DecideResponse:
@@ -113,3 +114,63 @@ def test_an_edited_catalog_is_picked_up(
     catalog.write_text("this is not TOML [")
     assert not server.run(server.reloader.check())
     assert decide(server).actions[0].message.agent_script.startswith("Good news")
+
+
+def test_a_challenger_serves_a_stable_share_of_customers(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(model_dir, data / "models")
+    champion = artifact.load(data / "models")
+    artifact.save(
+        data / "models", dataclasses.replace(champion, version="v-challenger"), promote=False
+    )
+    artifact.set_challenger(data / "models", "v-challenger", 0.3)
+    server = server_factory(redis_url, data_dir=data)
+
+    served: dict[str, str] = {}
+    for n in range(1, 401):
+        cid = f"cust-{n:06d}"
+        response = server.decisions.Decide(
+            decision_pb2.DecideRequest(customer_id=cid, channel=common_pb2.CHANNEL_CALL_CENTER),
+            timeout=5,
+        )
+        served[cid] = response.model_version
+        if response.actions and n % 5 == 0:
+            server.decisions.ReportOutcome(
+                decision_pb2.ReportOutcomeRequest(
+                    decision_id=response.decision_id,
+                    customer_id=cid,
+                    offer_id=response.actions[0].offer_id,
+                    outcome=common_pb2.OUTCOME_ACCEPT,
+                ),
+                timeout=5,
+            )
+    share = sum(v == "v-challenger" for v in served.values()) / len(served)
+    assert 0.22 < share < 0.38
+    assert set(served.values()) == {champion.version, "v-challenger"}
+    for cid in list(served)[:30]:  # stable by customer id
+        assert decide_for(server, cid).model_version == served[cid]
+
+    server.flush_log()
+    per_model = outcomes_by_model(*read_logs(loaded))
+    assert sum(n for n, _ in per_model.values()) == sum(1 for _ in served) + 30
+    assert sum(k for _, k in per_model.values()) == 80  # one accept in five
+    assert set(per_model) == {champion.version, "v-challenger"}
+
+    artifact.set_challenger(data / "models", None)
+    assert server.run(server.reloader.check())
+    assert {decide_for(server, cid).model_version for cid in list(served)[:30]} == {
+        champion.version
+    }
+
+
+def decide_for(server: ServerThread, customer_id: str) -> decision_pb2.DecideResponse:
+    return server.decisions.Decide(
+        decision_pb2.DecideRequest(customer_id=customer_id, channel=common_pb2.CHANNEL_CALL_CENTER),
+        timeout=5,
+    )
