@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
@@ -29,6 +33,7 @@ from engine.servicer import DecisionServicer, ProfileServicer
 from feature_store import redis_store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICES = (
     decision_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
@@ -145,3 +150,46 @@ async def serve(settings: ServerSettings, redis_url: str) -> None:
     log.info("shutting down")
     await running.stop()
     await client.aclose()
+
+
+class BackgroundServer:
+    """A complete Arbiter gRPC server on 127.0.0.1 (port 0: a free one) in a thread of its
+    own with its own event loop, driven from synchronous code: tests and the simulation."""
+
+    def __init__(self, settings: ServerSettings, redis_url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.redis_url = redis_url
+        self.running: ArbiterServer = self.run(self._start(settings))
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.running.port}")
+        self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
+        self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)
+
+    async def _start(self, settings: ServerSettings) -> ArbiterServer:
+        self.client = redis_store.connect(self.redis_url, timeout_seconds=0.25)
+        arbiter = build_arbiter(settings, self.client)
+        self.reloader = Reloader(arbiter, settings)
+        return await start_server(
+            arbiter, "127.0.0.1", settings.port, 1.0, self.reloader, settings.reload_seconds
+        )
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Runs a coroutine on the server's loop and waits for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    @property
+    def arbiter(self) -> Arbiter:
+        return self.running.arbiter
+
+    def flush_log(self) -> None:
+        if not self.run(self.arbiter.writer.flush(5.0)):
+            raise TimeoutError("the decision log did not drain")
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.run(self.running.stop())
+        self.run(self.client.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
