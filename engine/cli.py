@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("version", nargs="?")
     m.add_argument("--share", type=float, default=0.1, help="challenger share of customers")
 
+    sm = sub.add_parser("simulate", help="the closed loop over simulated days (own service)")
+    sm.add_argument("--days", type=int, default=5)
+    sm.add_argument("--customers", type=int, default=2000, help="customers deciding per day")
+    sm.add_argument("--epsilon", type=float, default=0.1, help="exploration of the served policy")
+    sm.add_argument("--world", type=int, default=20_000, help="customers in the demo world")
+    sm.add_argument("--out", type=Path, default=Path("var/simulation"))
+
     g = sub.add_parser("demo-data", help="generate the demo world's customer profiles")
     g.add_argument("--customers", type=int)
     g.add_argument("--out", type=Path)
@@ -440,6 +447,17 @@ def main(argv: list[str] | None = None) -> int:
             from engine.config import TrainerSettings
 
             return _models(TrainerSettings(), args.action, args.version, args.share)
+        if args.command == "simulate":
+            from training import simulation
+
+            simulation.run(
+                args.out,
+                days=args.days,
+                customers_per_day=args.customers,
+                epsilon=args.epsilon,
+                world_size=args.world,
+            )
+            return 0
         return {"load": _load, "train": _train, "demo-data": _demo_data}[args.command](args)
     except ArbiterError as exc:
         print(f"error: {exc}", file=sys.stderr)

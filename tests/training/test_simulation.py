@@ -1,0 +1,34 @@
+"""The closed loop end to end: simulated days against a real service, retraining between."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training import simulation
+
+
+def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = simulation.run(
+        tmp_path / "sim",
+        days=2,
+        customers_per_day=150,
+        epsilon=0.2,
+        world_size=1000,
+        progress=False,
+    )
+
+    assert [r.day for r in results] == [1, 2]
+    for r in results:
+        assert r.decisions > 100
+        assert r.oracle >= r.policy > r.random > 0  # the oracle takes the best candidate
+        assert r.oracle >= r.value_only
+        assert 0 <= r.acceptance <= 1
+        assert r.next_model and r.ope_next is not None
+        assert r.ope_next.low <= r.ope_next.value <= r.ope_next.high
+    report = (tmp_path / "sim" / "report.html").read_text()
+    assert "<svg" in report and "policy/oracle" in report
+    assert len((tmp_path / "sim" / "days.csv").read_text().splitlines()) == 3
+    printed = capsys.readouterr().out
+    assert "policy/oracle" in printed and "report: " in printed

@@ -1,0 +1,329 @@
+"""`arbiter simulate`: the closed loop, day after day, against the real service.
+
+Each simulated day, customers of the demo world browse (``RecordEvent``), get a decision
+(``Decide``: the running service with its exploring policy), and answer as the hidden
+response model says (``ReportOutcome``). After the day the loop retrains on the logs and
+promotes the new model only when it is better; the service swaps it in live.
+
+Per day it reports the expected value per decision of the served policy, of the oracle
+(which knows the true response probabilities and takes the best eligible offer), of a
+uniformly random and of a value-only policy, all on the same decisions and candidates,
+plus what was realised, and the off-policy estimate of the next model next to the
+acceptance that model then realises.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from google.protobuf.timestamp_pb2 import Timestamp
+from tqdm import tqdm
+
+from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from engine.catalog import Catalog
+from engine.config import TrainerSettings, load_definitions
+from engine.server import BackgroundServer
+from feature_store import keys
+from training.demo import train_from_logs
+from training.evaluation import Estimate
+from training.logs import read_stream
+from training.world import TOPICS, World, true_propensity
+
+
+@dataclass(frozen=True)
+class DayResult:
+    day: int
+    model_version: str
+    decisions: int
+    policy: float  # expected value per decision of the served policy
+    oracle: float
+    random: float
+    value_only: float
+    realised: float  # value per decision actually earned
+    acceptance: float  # accepted decisions / decisions
+    next_model: str = ""
+    promoted: bool = False
+    ope_next: Estimate | None = None  # SNIPS acceptance of the next model, from the logs
+
+
+def _nanos(seconds: float) -> int:
+    return int((seconds % 1) * 1e9)
+
+
+def _expected(entry: Mapping[str, Any], world: World, catalog: Catalog) -> dict[str, float]:
+    """True expected value of every candidate of a logged decision (hidden model)."""
+    index = int(entry["customer_id"].split("-")[1]) - 1
+    named = {k: np.array([v]) for k, v in entry["features"].items()}
+    hidden = {
+        "interest": world.interest[index : index + 1],
+        "price_sensitivity": world.price_sensitivity[index : index + 1],
+        "traveller": world.traveller[index : index + 1],
+    }
+    served = entry.get("served", {})
+    last, topics = served.get("last_category", ""), served.get("topic_counts", {})
+    out = {}
+    for offer_id, *_ in entry["candidates"]:
+        offer = catalog.by_id[offer_id]
+        p = true_propensity(
+            offer_id,
+            offer.value,
+            offer.topics,
+            entry["channel"],
+            named,
+            hidden,
+            np.array([float(last in offer.topics)]),
+            np.array([sum(topics.get(t, 0.0) for t in offer.topics)]),
+        )
+        out[offer_id] = float(p[0])
+    return out
+
+
+class Simulation:
+    def __init__(
+        self,
+        server: BackgroundServer,
+        client: redis.Redis,
+        world: World,
+        settings: TrainerSettings,
+        *,
+        seed: int = 1,
+    ) -> None:
+        self.server = server
+        self.client = client
+        self.world = world
+        self.settings = settings
+        self.catalog = load_definitions(settings).catalog
+        self.rng = np.random.default_rng(seed)
+        self._logged = 0
+
+    def _browse(self, index: int) -> None:
+        interest = TOPICS[int(self.world.interest[index])]
+        for _ in range(int(self.rng.poisson(1.5))):
+            topic = (
+                interest if self.rng.random() < 0.6 else TOPICS[int(self.rng.integers(len(TOPICS)))]
+            )
+            self.server.profiles.RecordEvent(
+                profile_pb2.RecordEventRequest(
+                    customer_id=self.world.customer_id(index),
+                    channel=common_pb2.CHANNEL_WEB,
+                    event_type="product_view",
+                    attributes={"category": topic},
+                ),
+                timeout=5,
+            )
+
+    def run_day(self, day: int, customers: int, *, progress: bool = False) -> DayResult:
+        chosen = self.rng.choice(self.world.size, size=customers, replace=False)
+        version = ""
+        for index in tqdm(
+            chosen.tolist(), disable=not progress, desc=f"day {day}", unit="customers"
+        ):
+            self._browse(index)
+            response = self.server.decisions.Decide(
+                decision_pb2.DecideRequest(
+                    customer_id=self.world.customer_id(index),
+                    channel=common_pb2.CHANNEL_WEB,
+                    placement="home_hero",
+                ),
+                timeout=5,
+            )
+            version = response.model_version
+        self.server.flush_log()
+        entries = list(read_stream(self.client, keys.DECISION_LOG, b"d"))[self._logged :]
+        self._logged += len(entries)
+        policy, oracle, random, value_only, realised, accepted = [], [], [], [], 0.0, 0
+        for entry in entries:
+            if not entry["actions"]:
+                continue
+            truth = _expected(entry, self.world, self.catalog)
+            value = {o: self.catalog.by_id[o].value for o in truth}
+            action = entry["actions"][0]["offer_id"]
+            policy.append(truth[action] * value[action])
+            oracle.append(max(truth[o] * value[o] for o in truth))
+            random.append(float(np.mean([truth[o] * value[o] for o in truth])))
+            best = max(truth, key=lambda o: value[o] * self.catalog.by_id[o].lever)
+            value_only.append(truth[best] * value[best])
+            self._report(entry, action, "impression")
+            if self.rng.random() < truth[action]:
+                self._report(entry, action, "accept")
+                realised += value[action]
+                accepted += 1
+        n = max(len(policy), 1)
+        return DayResult(
+            day=day,
+            model_version=version,
+            decisions=len(policy),
+            policy=float(np.mean(policy)) if policy else 0.0,
+            oracle=float(np.mean(oracle)) if oracle else 0.0,
+            random=float(np.mean(random)) if random else 0.0,
+            value_only=float(np.mean(value_only)) if value_only else 0.0,
+            realised=realised / n,
+            acceptance=accepted / n,
+        )
+
+    def _report(self, entry: Mapping[str, Any], offer_id: str, outcome: str) -> None:
+        self.server.decisions.ReportOutcome(
+            decision_pb2.ReportOutcomeRequest(
+                decision_id=entry["decision_id"],
+                customer_id=entry["customer_id"],
+                offer_id=offer_id,
+                outcome=common_pb2.Outcome.Value(f"OUTCOME_{outcome.upper()}"),
+                # the customer answers right after seeing it (inside the attribution window)
+                occurred_at=Timestamp(seconds=int(entry["ts"]), nanos=_nanos(entry["ts"] + 0.1)),
+            ),
+            timeout=5,
+        )
+
+    def retrain(self, result: DayResult) -> DayResult:
+        """Trains on every logged decision so far, promotes if better, swaps it in."""
+        time.sleep(max(0.0, self.settings.attribution_hours * 3600 + 0.05))
+        outcome, _ = train_from_logs(self.settings, self.client)
+        if outcome.promoted:
+            self.server.run(self.server.reloader.check())
+        snips = outcome.estimates.get("new", {}).get("snips")
+        return DayResult(
+            **{
+                **result.__dict__,
+                "next_model": outcome.model.version,
+                "promoted": outcome.promoted,
+                "ope_next": snips,
+            }
+        )
+
+
+def table(results: Sequence[DayResult]) -> str:
+    lines = [
+        "day  decisions  policy  oracle  random  value-only  policy/oracle  realised  "
+        "acceptance  next model promoted  OPE of next (acceptance)",
+    ]
+    for r in results:
+        ope = str(r.ope_next) if r.ope_next else "-"
+        lines.append(
+            f"{r.day:>3}  {r.decisions:>9}  {r.policy:6.2f}  {r.oracle:6.2f}  {r.random:6.2f}"
+            f"  {r.value_only:10.2f}  {r.policy / r.oracle if r.oracle else 0:13.1%}"
+            f"  {r.realised:8.2f}  {r.acceptance:10.3f}  {'yes' if r.promoted else 'no':>19}  {ope}"
+        )
+    return "\n".join(lines)
+
+
+def write_report(results: Sequence[DayResult], path: Path) -> None:
+    """An HTML page with the table and an SVG chart of value per decision by day."""
+    series = {
+        "policy": ([r.policy for r in results], "#1f6feb"),
+        "oracle": ([r.oracle for r in results], "#1a7f37"),
+        "value-only": ([r.value_only for r in results], "#9a6700"),
+        "random": ([r.random for r in results], "#b42318"),
+    }
+    width, height, pad = 640, 320, 40
+    top = max(max(v) for v, _ in series.values()) * 1.1 or 1.0
+    days = len(results)
+
+    def point(i: int, v: float) -> str:
+        x = pad + (width - 2 * pad) * (i / max(days - 1, 1))
+        y = height - pad - (height - 2 * pad) * (v / top)
+        return f"{x:.1f},{y:.1f}"
+
+    lines = []
+    for name, (values, color) in series.items():
+        points = " ".join(point(i, v) for i, v in enumerate(values))
+        lines.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
+        lines.append(
+            f'<text x="{width - pad + 4}" y="{point(days - 1, values[-1]).split(",")[1]}" '
+            f'fill="{color}" font-size="12">{html.escape(name)}</text>'
+        )
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 80}" height="{height}">'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}"'
+        ' stroke="#999"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
+        f'<text x="{pad}" y="{pad - 10}" font-size="12">value per decision (max {top:.1f})</text>'
+        + "".join(lines)
+        + "</svg>"
+    )
+    path.write_text(
+        "<!doctype html><meta charset=utf-8><title>Arbiter simulation</title>"
+        "<body style='font-family:system-ui'><h1>Arbiter: the closed loop, by day</h1>"
+        f"{svg}<pre>{html.escape(table(results))}</pre></body>"
+    )
+
+
+def run(
+    workdir: Path,
+    *,
+    days: int,
+    customers_per_day: int,
+    epsilon: float,
+    world_size: int,
+    progress: bool = True,
+) -> list[DayResult]:
+    """The whole loop on a fresh embedded Redis and a server of its own; writes
+    ``report.html`` and ``days.csv`` into ``workdir``."""
+    import shutil
+
+    from engine.config import DEFAULTS, ServerSettings
+    from feature_store.embedded import EmbeddedRedis
+    from feature_store.loader import load_profiles
+    from training.demo import train_demo
+    from training.world import generate
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    catalog = workdir / "catalog.toml"
+    catalog.write_text(
+        (DEFAULTS / "catalog.toml")
+        .read_text()
+        .replace('policy = "greedy"', 'policy = "epsilon"', 1)
+        .replace("epsilon = 0.1", f"epsilon = {epsilon}", 1)
+    )
+    trainer = TrainerSettings(
+        data_dir=workdir,
+        catalog_path=catalog,
+        demo_customers=world_size,
+        train_rows=30_000,
+        attribution_hours=0.0001,  # outcomes arrive within seconds of their decision
+    )
+    world = generate(world_size, trainer.world_seed)
+    with EmbeddedRedis() as server_redis:
+        client = redis.Redis.from_url(server_redis.url)
+        load_profiles(client, load_definitions(trainer).schema, world.profiles())
+        first = train_demo(trainer, progress=False)  # day 0: a model from simulated logs
+        print(
+            f"first model {first.model.version} (simulated logs),"
+            f" AUC {first.model.metrics['auc']:.3f}"
+        )
+        settings = ServerSettings(
+            data_dir=workdir, catalog_path=catalog, port=0, reload_seconds=0.0
+        )
+        server = BackgroundServer(settings, server_redis.url)
+        try:
+            simulation = Simulation(server, client, world, trainer)
+            results = []
+            print(table([]), flush=True)
+            for day in range(1, days + 1):
+                result = simulation.retrain(
+                    simulation.run_day(day, customers_per_day, progress=progress)
+                )
+                results.append(result)
+                print(table(results).splitlines()[-1], flush=True)
+        finally:
+            server.stop()
+            client.close()
+    write_report(results, workdir / "report.html")
+    (workdir / "days.csv").write_text(
+        "day,model,decisions,policy,oracle,random,value_only,realised,acceptance,promoted,ope_next\n"
+        + "".join(
+            f"{r.day},{r.model_version},{r.decisions},{r.policy:.4f},{r.oracle:.4f},{r.random:.4f},"
+            f"{r.value_only:.4f},{r.realised:.4f},{r.acceptance:.4f},{r.promoted},"
+            f"{r.ope_next.value if r.ope_next else ''}\n"
+            for r in results
+        )
+    )
+    print(f"report: {workdir / 'report.html'}")
+    return results
