@@ -138,7 +138,11 @@ def train_from_logs(
     models: dict[str, Scorer] = {"new": new}
     if champion is not None:
         models["current"] = LightGBMScorer(champion)
-    estimates = evaluate_policies(contexts, models, definitions.catalog, new) if contexts else {}
+    exploration = definitions.catalog.exploration
+    epsilon = exploration.epsilon if exploration.policy == "epsilon" else 0.0
+    estimates = (
+        evaluate_policies(contexts, models, definitions.catalog, new, epsilon) if contexts else {}
+    )
     return replace(outcome, estimates=estimates), report
 
 

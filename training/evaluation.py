@@ -144,9 +144,12 @@ def evaluate_policies(
     models: Mapping[str, Scorer],
     catalog: Catalog,
     reward_model: Scorer,
+    epsilon: float = 0.0,
 ) -> dict[str, dict[str, Estimate]]:
-    """IPS, SNIPS and DR of each model's greedy policy, value x lever and random, and the
-    logging policy's own realised value, per decision."""
+    """IPS, SNIPS and DR of each model's policy, value x lever and random, and the logging
+    policy's own realised value, per decision. With ``epsilon`` the model and value-only
+    policies are evaluated as deployed: epsilon-greedy (the first slot of each decision),
+    so an estimate compares with what the policy then realises."""
     reward = np.array([c.reward for c in contexts])
     logged_p = np.array([c.probability for c in contexts])
     fitted = [model_propensities(c, reward_model, catalog) for c in contexts]
@@ -159,9 +162,12 @@ def evaluate_policies(
 
     def greedy(scores: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         choice = [int(np.argmax(s)) for s in scores]
-        target = np.array([float(ch == li) for ch, li in zip(choice, logged_index, strict=True)])
-        expected = np.array([f[ch] for f, ch in zip(fitted, choice, strict=True)])
-        return target, expected
+        hit = np.array([float(ch == li) for ch, li in zip(choice, logged_index, strict=True)])
+        best = np.array([f[ch] for f, ch in zip(fitted, choice, strict=True)])
+        uniform = np.array([1.0 / len(c.candidates) for c in contexts])
+        mean = np.array([float(f.mean()) for f in fitted])
+        target = (1 - epsilon) * hit + epsilon * uniform
+        return target, (1 - epsilon) * best + epsilon * mean
 
     policies: dict[str, tuple[np.ndarray, np.ndarray]] = {
         name: greedy(

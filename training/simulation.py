@@ -15,6 +15,7 @@ acceptance that model then realises.
 from __future__ import annotations
 
 import html
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ class DayResult:
     acceptance: float  # accepted decisions / decisions
     next_model: str = ""
     promoted: bool = False
-    ope_next: Estimate | None = None  # SNIPS acceptance of the next model, from the logs
+    ope_next: Estimate | None = None  # SNIPS acceptance of tomorrow's policy, from the logs
 
 
 def _nanos(seconds: float) -> int:
@@ -187,7 +188,9 @@ class Simulation:
         outcome, _ = train_from_logs(self.settings, self.client)
         if outcome.promoted:
             self.server.run(self.server.reloader.check())
-        snips = outcome.estimates.get("new", {}).get("snips")
+        # The estimate that can be checked tomorrow: of the policy that will then serve.
+        serving = "new" if outcome.promoted else "current"
+        snips = outcome.estimates.get(serving, {}).get("snips")
         return DayResult(
             **{
                 **result.__dict__,
@@ -201,7 +204,7 @@ class Simulation:
 def table(results: Sequence[DayResult]) -> str:
     lines = [
         "day  decisions  policy  oracle  random  value-only  policy/oracle  realised  "
-        "acceptance  next model promoted  OPE of next (acceptance)",
+        "acceptance  next model promoted  OPE of tomorrow's acceptance",
     ]
     for r in results:
         ope = str(r.ope_next) if r.ope_next else "-"
@@ -209,6 +212,16 @@ def table(results: Sequence[DayResult]) -> str:
             f"{r.day:>3}  {r.decisions:>9}  {r.policy:6.2f}  {r.oracle:6.2f}  {r.random:6.2f}"
             f"  {r.value_only:10.2f}  {r.policy / r.oracle if r.oracle else 0:13.1%}"
             f"  {r.realised:8.2f}  {r.acceptance:10.3f}  {'yes' if r.promoted else 'no':>19}  {ope}"
+        )
+    errors = [
+        abs(a.ope_next.value - b.acceptance) / b.acceptance
+        for a, b in itertools.pairwise(results)
+        if a.ope_next is not None and b.acceptance
+    ]
+    if errors:
+        lines.append(
+            f"OPE vs the next day's realised acceptance: mean error {np.mean(errors):.1%},"
+            f" worst {max(errors):.1%}"
         )
     return "\n".join(lines)
 
@@ -311,10 +324,12 @@ def run(
                     simulation.run_day(day, customers_per_day, progress=progress)
                 )
                 results.append(result)
-                print(table(results).splitlines()[-1], flush=True)
+                print(table(results).splitlines()[len(results)], flush=True)
         finally:
             server.stop()
             client.close()
+    summary = table(results).splitlines()[len(results) + 1 :]
+    print("\n".join(summary))
     write_report(results, workdir / "report.html")
     (workdir / "days.csv").write_text(
         "day,model,decisions,policy,oracle,random,value_only,realised,acceptance,promoted,ope_next\n"
