@@ -113,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--window-hours", type=float, help="attribution window (ARBITER_ATTRIBUTION_HOURS)"
     )
+    t.add_argument(
+        "--dataset",
+        choices=["obd"],
+        help="train on a public logged dataset instead (obd: the Open Bandit Dataset sample)",
+    )
 
     m = sub.add_parser(
         "models", help="list model versions; promote one (rollback); run a challenger"
@@ -314,6 +319,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.window_hours:
         overrides["attribution_hours"] = args.window_hours
     trainer = TrainerSettings(**overrides)
+    if args.dataset == "obd":
+        return _train_obd(trainer.data_dir / "cache")
     if args.source == "logs":
         import redis
 
@@ -335,6 +342,22 @@ def _train(args: argparse.Namespace) -> int:
     print(f"model {outcome.model.version}: {state}: {outcome.why}")
     for name, value in outcome.model.metrics.items():
         print(f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}")
+    return 0
+
+
+def _train_obd(cache: Path) -> int:
+    from training.obd import evaluate_obd, fetch
+
+    report = evaluate_obd(fetch(cache))
+    print(
+        f"Open Bandit Dataset sample: {report.rows} random-policy impressions,"
+        f" {report.clicks} clicks"
+    )
+    print("click rate per impression (95% interval):")
+    for name, estimate in report.learned.items():
+        print(f"  learned policy, {name:5s}  {estimate}")
+    print(f"  random policy (logged)  {report.random}")
+    print(f"  BTS policy (logged)     {report.bts}")
     return 0
 
 
