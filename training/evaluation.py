@@ -40,14 +40,14 @@ class Estimate:
         return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
-def _interval(terms: np.ndarray, value: float | None = None) -> Estimate:
+def mean_interval(terms: np.ndarray, value: float | None = None) -> Estimate:
     mean = float(terms.mean()) if value is None else value
     half = Z95 * float(terms.std(ddof=1)) / np.sqrt(terms.shape[0]) if terms.shape[0] > 1 else 0.0
     return Estimate(mean, mean - half, mean + half)
 
 
 def ips(reward: np.ndarray, logged_p: np.ndarray, target_p: np.ndarray) -> Estimate:
-    return _interval(reward * target_p / logged_p)
+    return mean_interval(reward * target_p / logged_p)
 
 
 def snips(reward: np.ndarray, logged_p: np.ndarray, target_p: np.ndarray) -> Estimate:
@@ -55,7 +55,7 @@ def snips(reward: np.ndarray, logged_p: np.ndarray, target_p: np.ndarray) -> Est
     if weight.sum() == 0:
         return Estimate(float("nan"), float("nan"), float("nan"))
     value = float((weight * reward).sum() / weight.sum())
-    return _interval(weight * (reward - value) / weight.mean() + value, value)
+    return mean_interval(weight * (reward - value) / weight.mean() + value, value)
 
 
 def doubly_robust(
@@ -67,7 +67,7 @@ def doubly_robust(
 ) -> Estimate:
     """``predicted_logged``: the reward model on the logged action; ``predicted_target``:
     its expected reward under the target policy (for a greedy target, on its choice)."""
-    return _interval(predicted_target + target_p / logged_p * (reward - predicted_logged))
+    return mean_interval(predicted_target + target_p / logged_p * (reward - predicted_logged))
 
 
 @dataclass(frozen=True)
@@ -188,5 +188,5 @@ def evaluate_policies(
         }
         for name, (target, expected) in policies.items()
     }
-    table["logged"] = {"realised": _interval(reward)}
+    table["logged"] = {"realised": mean_interval(reward)}
     return table

@@ -26,7 +26,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from training.evaluation import Estimate, _interval, doubly_robust, ips, snips
+from training.evaluation import Estimate, doubly_robust, ips, mean_interval, snips
 
 WHEEL = "obp-0.4.1-py3-none-any.whl"
 ITEMS = 80
@@ -184,6 +184,6 @@ def evaluate_obd(wheel: Path, *, seed: int = 3) -> ObdReport:
             "snips": snips(reward, logged_p, target),
             "dr": doubly_robust(reward, logged_p, target, predicted_logged, predicted_target),
         },
-        random=_interval(reward),
-        bts=_interval(bts.click),
+        random=mean_interval(reward),
+        bts=mean_interval(bts.click),
     )
