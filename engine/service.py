@@ -3,7 +3,10 @@
 Async and transport-free: the gRPC servicer decodes requests into the dataclasses used
 here and encodes what comes back. This is where "degrade, never fail" lives: a feature
 store that is down or slower than ``feature_timeout`` yields a degraded decision, and a
-short circuit breaker keeps later calls from waiting on it again.
+short circuit breaker keeps later calls from waiting on it again. The breaker opens at
+the first error, but only after ``TIMEOUTS_TO_OPEN`` timeouts in a row: under a burst of
+CPU load a single read can miss its budget in our own event loop, and that must not
+degrade every customer for the next second.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from feature_store.store import (
 )
 
 COOLDOWN_OUTCOMES = frozenset({"decline", "dismiss"})
+TIMEOUTS_TO_OPEN = 3
 SUPPRESS_OUTCOMES = frozenset({"accept", "convert"})
 
 
@@ -165,21 +169,31 @@ class Arbiter:
         self.breaker_seconds = breaker_seconds
         self._store_down_until = 0.0
         self._store_down_reason = ""
+        self._timeouts = 0  # reads in a row that missed their budget
+        self.breaker_opened = 0  # times the breaker opened (diagnostics)
 
     async def _fetch(self, customer_id: str) -> tuple[CustomerRecord | None, str]:
         if time.monotonic() < self._store_down_until:
             return None, self._store_down_reason
         try:
-            return await asyncio.wait_for(self.store.fetch(customer_id), self.feature_timeout), ""
+            record = await asyncio.wait_for(self.store.fetch(customer_id), self.feature_timeout)
         except TimeoutError:
-            reason = f"feature store slower than {self.feature_timeout * 1000:g} ms"
+            self._timeouts += 1
+            reason = f"feature store unavailable: slower than {self.feature_timeout * 1000:g} ms"
+            if self._timeouts < TIMEOUTS_TO_OPEN:
+                return None, reason
         except ProfileSchemaMismatch as exc:
             return None, str(exc)  # this profile only: the store itself is fine
         except FeatureStoreUnavailable as exc:
-            reason = str(exc)
+            reason = f"feature store unavailable: {exc}"
+        else:
+            self._timeouts = 0
+            return record, ""
+        self._timeouts = 0
+        self.breaker_opened += 1
         self._store_down_until = time.monotonic() + self.breaker_seconds
-        self._store_down_reason = f"feature store unavailable: {reason}"
-        return None, self._store_down_reason
+        self._store_down_reason = reason
+        return None, reason
 
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id), else the
