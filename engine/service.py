@@ -301,7 +301,10 @@ class Arbiter:
             known=record.known,
             stage=stage,
             stage_reason=reason,
-            features=dict(zip(schema.names, features.tolist(), strict=True)),
+            # float32 storage: show 94.2, not 94.19999694824219
+            features={
+                n: float(f"{v:.7g}") for n, v in zip(schema.names, features.tolist(), strict=True)
+            },
             attributes=record.attributes,
             events=history.events,
             decisions=offer_history(history),
