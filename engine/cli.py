@@ -311,7 +311,7 @@ def _load(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from engine.config import TrainerSettings
-    from training import demo
+    from training import job
 
     overrides: dict[str, Any] = {}
     if args.rows:
@@ -325,14 +325,14 @@ def _train(args: argparse.Namespace) -> int:
         import redis
 
         client = redis.Redis.from_url(_redis_url(trainer))
-        outcome, joined = demo.train_from_logs(trainer, client, force=args.force)
+        outcome, joined = job.train_from_logs(trainer, client, force=args.force)
         print(
             f"{joined.used} of {joined.decisions} logged decisions used "
             f"({joined.too_recent} too recent, {joined.degraded} degraded, "
             f"{joined.other_schema} with other features)"
         )
     else:
-        outcome = demo.train_demo(trainer, force=args.force)
+        outcome = job.train_demo(trainer, force=args.force)
     if outcome.estimates:
         print("off-policy value per decision on the latest decisions (95% interval):")
         for policy, estimates in outcome.estimates.items():

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import redis
 
 from engine import artifact
-from engine.artifact import ModelArtifact
-from engine.config import Definitions, TrainerSettings, load_definitions
-from engine.errors import ArtifactMismatch, ConfigurationError
+from engine.config import TrainerSettings, load_definitions
+from engine.errors import ArtifactMismatch
 from engine.model_input import model_feature_names
-from engine.scoring import LightGBMScorer, Scorer
 from feature_store import keys
 from feature_store.loader import load_file
-from training.evaluation import Estimate, contexts_from_logs, evaluate_policies
-from training.logs import POSITIVE, JoinReport, join_logs, read_logs, rewarder
-from training.rows import TrainingRows
-from training.simulate import simulate_logs
-from training.train import TrainingConfig, evaluate, train
+from training.job import train_demo
 from training.world import generate
 
 log = logging.getLogger(__name__)
@@ -66,129 +57,6 @@ def ensure_loaded(settings: TrainerSettings, client: redis.Redis, *, progress: b
         "loaded %d profiles in %.1fs (%.0f/s)", report.rows, report.seconds, report.rows_per_second
     )
     return True
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    model: ModelArtifact
-    promoted: bool
-    why: str
-    champion: str | None = None  # the version promoted before, when it was compared
-    champion_metrics: Mapping[str, float] = field(default_factory=dict)
-    # policy -> estimator -> estimate (training from logs only)
-    estimates: Mapping[str, Mapping[str, Estimate]] = field(default_factory=dict)
-
-
-def train_demo(
-    settings: TrainerSettings, *, progress: bool = True, force: bool = False
-) -> TrainingOutcome:
-    """Simulates logs in the demo world, trains and saves the artifact, and promotes it
-    when it beats the promoted model by ``settings.promote_margin`` (AUC, same holdout),
-    when there is none that fits the schema, or when ``force``."""
-    definitions = load_definitions(settings)
-    world = generate(settings.demo_customers, settings.world_seed)
-    # Fresh logs each run (the seed is kept in the artifact): a champion is then compared
-    # on decisions it was never trained on.
-    seed = settings.simulation_seed or time.time_ns() % 2**31
-    logs = simulate_logs(
-        world,
-        definitions.schema,
-        definitions.catalog,
-        definitions.stage_rules,
-        rows=settings.train_rows,
-        seed=seed,
-        progress=progress,
-    )
-    config = TrainingConfig(num_trees=settings.num_trees)
-    return train_and_promote(
-        logs, definitions, settings, config, {"simulation_seed": seed}, force=force
-    )
-
-
-def train_from_logs(
-    settings: TrainerSettings, client: redis.Redis, *, force: bool = False
-) -> tuple[TrainingOutcome, JoinReport]:
-    """Trains on the decision and outcome logs in Redis (features as served), evaluated
-    on the latest 20% of decisions (a time-based holdout), and promotes as ``train_demo``."""
-    definitions = load_definitions(settings)
-    window = settings.attribution_hours * 3600
-    now = time.time()
-    decisions, outcomes = read_logs(client)
-    rows, report = join_logs(
-        decisions, outcomes, definitions.schema, window_seconds=window, until=now
-    )
-    if rows.rows < 100 or len(set(rows.reward.tolist())) < 2:
-        raise ConfigurationError(
-            f"not enough labelled decisions to train: {rows.rows} rows from {report.used} "
-            f"decisions older than {settings.attribution_hours:g} h "
-            f"({report.too_recent} too recent, {report.degraded} degraded)"
-        )
-    config = TrainingConfig(num_trees=settings.num_trees, holdout_by_time=True)
-    info = {"source": "logs", "attribution_hours": settings.attribution_hours, "until": now}
-    champion = _compatible_champion(settings, model_feature_names(definitions.schema))
-    outcome = train_and_promote(rows, definitions, settings, config, info, force=force)
-    # Off-policy estimates of the new model's policy and the alternatives, on the decisions
-    # of the holdout (the latest ones), which the new model did not learn from.
-    matured = [d for d in decisions if d["ts"] <= now - window]
-    holdout = matured[len(matured) - int(len(matured) * config.holdout) :]
-    contexts = contexts_from_logs(
-        holdout, rewarder(outcomes, window, POSITIVE), definitions.schema, definitions.catalog
-    )
-    new = LightGBMScorer(outcome.model)
-    models: dict[str, Scorer] = {"new": new}
-    if champion is not None:
-        models["current"] = LightGBMScorer(champion)
-    exploration = definitions.catalog.exploration
-    epsilon = exploration.epsilon if exploration.policy == "epsilon" else 0.0
-    estimates = (
-        evaluate_policies(contexts, models, definitions.catalog, new, epsilon) if contexts else {}
-    )
-    return replace(outcome, estimates=estimates), report
-
-
-def train_and_promote(
-    rows: TrainingRows,
-    definitions: Definitions,
-    settings: TrainerSettings,
-    config: TrainingConfig,
-    info: Mapping[str, object],
-    *,
-    force: bool = False,
-) -> TrainingOutcome:
-    """Trains, saves the artifact, and promotes it when it beats the promoted model by
-    ``settings.promote_margin`` (AUC on the same holdout), when no promoted model fits the
-    schema, or when ``force``."""
-    model = train(rows, definitions.schema, definitions.catalog, config)
-    model = replace(model, training={**model.training, **info})
-    champion = _compatible_champion(settings, model.features)
-    if champion is None:
-        outcome = TrainingOutcome(model, True, "no promoted model fits the schema")
-    else:
-        scores = evaluate(champion, rows, definitions.schema, definitions.catalog, config)
-        gain = model.metrics["auc"] - scores["auc"]
-        better = gain >= settings.promote_margin
-        why = (
-            f"AUC {model.metrics['auc']:.4f} vs {scores['auc']:.4f} for {champion.version}"
-            f" ({gain:+.4f}, margin {settings.promote_margin:g})"
-        )
-        outcome = TrainingOutcome(
-            model,
-            better or force,
-            why + ("" if better else "; forced" if force else ""),
-            champion.version,
-            scores,
-        )
-    artifact.save(settings.model_dir, model, promote=outcome.promoted)
-    return outcome
-
-
-def _compatible_champion(
-    settings: TrainerSettings, features: tuple[str, ...]
-) -> ModelArtifact | None:
-    if artifact.current_version(settings.model_dir) is None:
-        return None
-    champion = artifact.load(settings.model_dir)
-    return champion if champion.features == features else None
 
 
 def ensure_model(settings: TrainerSettings, *, progress: bool = True) -> None:

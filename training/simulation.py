@@ -32,8 +32,8 @@ from engine.catalog import Catalog
 from engine.config import TrainerSettings, load_definitions
 from engine.server import BackgroundServer
 from feature_store import keys
-from training.demo import train_from_logs
 from training.evaluation import Estimate
+from training.job import train_from_logs
 from training.logs import read_stream
 from training.world import TOPICS, World, true_propensity
 
@@ -283,7 +283,7 @@ def run(
     from engine.config import DEFAULTS, ServerSettings
     from feature_store.embedded import EmbeddedRedis
     from feature_store.loader import load_profiles
-    from training.demo import train_demo
+    from training.job import train_demo
     from training.world import generate
 
     shutil.rmtree(workdir, ignore_errors=True)

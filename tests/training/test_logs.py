@@ -17,7 +17,7 @@ from engine.errors import ConfigurationError
 from engine.model_input import build_matrix
 from feature_store import keys
 from tests.conftest import ServerThread
-from training.demo import train_from_logs
+from training.job import train_from_logs
 from training.logs import rows_from_redis
 
 

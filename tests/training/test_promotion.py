@@ -9,7 +9,7 @@ import pytest
 from engine import artifact
 from engine.cli import main
 from engine.config import TrainerSettings
-from training.demo import train_demo
+from training.job import train_demo
 
 
 def settings(data: Path, **overrides: object) -> TrainerSettings:
