@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# A second environment with the `dask` extra, for the Dask training test only: the main
+# one stays without scikit-learn, which slows every `import lightgbm` (server start-up).
+DASK_VENV := .venv-dask
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
@@ -44,8 +47,15 @@ browser:
 		{ $(SUDO) apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser
+$(DASK_VENV)/.installed: pyproject.toml | $(GENERATED)
+	test -x $(DASK_VENV)/bin/python || $(PYTHON) -m venv $(DASK_VENV)
+	$(DASK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DASK_VENV)/bin/python -m pip install --quiet -e '.[dev,dask]'
+	touch $@
+
+test: install browser $(DASK_VENV)/.installed
 	$(BIN)/python -m pytest
+	$(DASK_VENV)/bin/python -m pytest tests/dask
 
 lint: install
 	$(BIN)/ruff format --check .
@@ -56,4 +66,4 @@ bench: install
 	$(BIN)/python -m benchmarks.bench_decide
 
 clean:
-	rm -rf $(VENV) arbiter var build *.egg-info
+	rm -rf $(VENV) $(DASK_VENV) arbiter var build *.egg-info

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +73,10 @@ class TrainerSettings(CommonSettings):
     promote_margin: float = 0.001
     # Outcomes count towards a decision when reported within this many hours of it.
     attribution_hours: float = 72.0
+    # "local", or "dask": LightGBM's distributed learner on a Dask cluster (the `dask`
+    # extra); dask_scheduler is its address, or unset for a local cluster.
+    training_engine: Literal["local", "dask"] = "local"
+    dask_scheduler: str | None = None
 
 
 class LoaderSettings(CommonSettings):

@@ -6,6 +6,7 @@ else an embedded redis-server 6.2 started once per session on a free loopback po
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,10 @@ from training.train import TrainingConfig, train
 from training.world import World, generate
 
 T = TypeVar("T")
+
+# Dask training is tested in the `dask` extra's environment (make test builds it); the
+# main environment stays without scikit-learn, which would slow every server start-up.
+collect_ignore = [] if importlib.util.find_spec("dask") else ["dask"]
 WORLD_SIZE = 2000
 
 

@@ -59,7 +59,7 @@ def train_demo(
         seed=seed,
         progress=progress,
     )
-    config = TrainingConfig(num_trees=settings.num_trees)
+    config = _config(settings)
     return train_and_promote(
         logs, definitions, settings, config, {"simulation_seed": seed}, force=force
     )
@@ -83,7 +83,7 @@ def train_from_logs(
             f"decisions older than {settings.attribution_hours:g} h "
             f"({report.too_recent} too recent, {report.degraded} degraded)"
         )
-    config = TrainingConfig(num_trees=settings.num_trees, holdout_by_time=True)
+    config = replace(_config(settings), holdout_by_time=True)
     info = {"source": "logs", "attribution_hours": settings.attribution_hours, "until": now}
     champion = _compatible_champion(settings, model_feature_names(definitions.schema))
     outcome = train_and_promote(rows, definitions, settings, config, info, force=force)
@@ -140,6 +140,14 @@ def train_and_promote(
         )
     artifact.save(settings.model_dir, model, promote=outcome.promoted)
     return outcome
+
+
+def _config(settings: TrainerSettings) -> TrainingConfig:
+    return TrainingConfig(
+        num_trees=settings.num_trees,
+        engine=settings.training_engine,
+        dask_scheduler=settings.dask_scheduler,
+    )
 
 
 def _compatible_champion(

@@ -29,6 +29,8 @@ class TrainingConfig:
     min_data_in_leaf: int = 40
     holdout: float = 0.2  # share of rows held out for evaluation
     holdout_by_time: bool = False  # hold out the latest rows (logs) instead of random ones
+    engine: str = "local"  # "local", or "dask": LightGBM's distributed learner on Dask
+    dask_scheduler: str | None = None  # a Dask scheduler address; None: a local cluster
     seed: int = 3
 
 
@@ -90,14 +92,27 @@ def train(
         "num_threads": 2,
         "verbosity": -1,
     }
-    train_set = lgb.Dataset(
-        matrix[~test],
-        labels[~test],
-        feature_name=list(names),
-        categorical_feature=list(CATEGORICAL),
-        free_raw_data=True,
-    )
-    booster = lgb.train(params, train_set, num_boost_round=config.num_trees)
+    if config.engine == "dask":
+        from training.distributed import train_on_dask
+
+        booster = train_on_dask(
+            matrix[~test],
+            labels[~test],
+            names,
+            CATEGORICAL,
+            params,
+            config.num_trees,
+            scheduler=config.dask_scheduler,
+        )
+    else:
+        train_set = lgb.Dataset(
+            matrix[~test],
+            labels[~test],
+            feature_name=list(names),
+            categorical_feature=list(CATEGORICAL),
+            free_raw_data=True,
+        )
+        booster = lgb.train(params, train_set, num_boost_round=config.num_trees)
     predicted = np.asarray(booster.predict(matrix[test], num_threads=2))
     metrics = {
         "auc": auc(labels[test], predicted),
@@ -126,6 +141,7 @@ def train(
             "rows": logs.rows,
             "num_trees": config.num_trees,
             "holdout": "latest" if config.holdout_by_time else "random",
+            "engine": config.engine,
         },
     )
 
