@@ -52,6 +52,7 @@ class DayResult:
     next_model: str = ""
     promoted: bool = False
     ope_next: Estimate | None = None  # SNIPS acceptance of tomorrow's policy, from the logs
+    ope_next_dr: Estimate | None = None  # the doubly robust estimate of the same
 
 
 def _nanos(seconds: float) -> int:
@@ -191,12 +192,14 @@ class Simulation:
         # The estimate that can be checked tomorrow: of the policy that will then serve.
         serving = "new" if outcome.promoted else "current"
         snips = outcome.estimates.get(serving, {}).get("snips")
+        dr = outcome.estimates.get(serving, {}).get("dr")
         return DayResult(
             **{
                 **result.__dict__,
                 "next_model": outcome.model.version,
                 "promoted": outcome.promoted,
                 "ope_next": snips,
+                "ope_next_dr": dr,
             }
         )
 
@@ -213,16 +216,17 @@ def table(results: Sequence[DayResult]) -> str:
             f"  {r.value_only:10.2f}  {r.policy / r.oracle if r.oracle else 0:13.1%}"
             f"  {r.realised:8.2f}  {r.acceptance:10.3f}  {'yes' if r.promoted else 'no':>19}  {ope}"
         )
-    errors = [
-        abs(a.ope_next.value - b.acceptance) / b.acceptance
-        for a, b in itertools.pairwise(results)
-        if a.ope_next is not None and b.acceptance
-    ]
-    if errors:
-        lines.append(
-            f"OPE vs the next day's realised acceptance: mean error {np.mean(errors):.1%},"
-            f" worst {max(errors):.1%}"
-        )
+    for name, attribute in (("SNIPS", "ope_next"), ("DR", "ope_next_dr")):
+        errors = [
+            abs(estimate.value - b.acceptance) / b.acceptance
+            for a, b in itertools.pairwise(results)
+            if (estimate := getattr(a, attribute)) is not None and b.acceptance
+        ]
+        if errors:
+            lines.append(
+                f"{name} estimate vs the next day's realised acceptance: mean error"
+                f" {np.mean(errors):.1%}, worst {max(errors):.1%}"
+            )
     return "\n".join(lines)
 
 
