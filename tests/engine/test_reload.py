@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
@@ -18,6 +19,13 @@ from engine import artifact
 from engine.config import DEFAULTS
 from tests.conftest import ServerThread
 from training.logs import outcomes_by_model, read_logs
+
+
+@pytest.fixture
+def data(model_dir: Path, tmp_path: Path) -> Path:
+    """A data directory of its own, holding a copy of the trained model's registry."""
+    shutil.copytree(model_dir, tmp_path / "data" / "models")
+    return tmp_path / "data"
 
 
 def decide(server: ServerThread) -> decision_pb2.DecideResponse:
@@ -37,14 +45,8 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
 
 
 def test_a_promoted_model_is_served_without_a_restart_or_a_failed_call(
-    server_factory: Callable[..., ServerThread],
-    loaded: redis.Redis,
-    redis_url: str,
-    model_dir: Path,
-    tmp_path: Path,
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, data: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(model_dir, data / "models")
     server = server_factory(redis_url, data_dir=data, reload_seconds=0.1)
     first = artifact.load(data / "models")
     assert decide(server).model_version == first.version
@@ -77,14 +79,8 @@ def test_a_promoted_model_is_served_without_a_restart_or_a_failed_call(
 
 
 def test_an_unusable_model_is_refused_and_the_current_one_keeps_serving(
-    server_factory: Callable[..., ServerThread],
-    loaded: redis.Redis,
-    redis_url: str,
-    model_dir: Path,
-    tmp_path: Path,
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, data: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(model_dir, data / "models")
     server = server_factory(redis_url, data_dir=data)
     current = artifact.load(data / "models")
     features = ("shoe_size", *current.features[1:])
@@ -117,14 +113,8 @@ def test_an_edited_catalog_is_picked_up(
 
 
 def test_a_challenger_serves_a_stable_share_of_customers(
-    server_factory: Callable[..., ServerThread],
-    loaded: redis.Redis,
-    redis_url: str,
-    model_dir: Path,
-    tmp_path: Path,
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, data: Path
 ) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(model_dir, data / "models")
     champion = artifact.load(data / "models")
     artifact.save(
         data / "models", dataclasses.replace(champion, version="v-challenger"), promote=False
