@@ -71,6 +71,9 @@ class TrainerSettings(CommonSettings):
     num_trees: int = 150
     # A new model is promoted only when its holdout AUC beats the promoted one's by this.
     promote_margin: float = 0.001
+    # ...measured on a holdout with at least this many positive outcomes (a small holdout's
+    # AUC is too noisy to replace a model on).
+    min_holdout_positives: int = 200
     # Outcomes count towards a decision when reported within this many hours of it.
     attribution_hours: float = 72.0
     # "local", or "dask": LightGBM's distributed learner on a Dask cluster (the `dask`

@@ -126,10 +126,18 @@ def train_and_promote(
     else:
         scores = evaluate(champion, rows, definitions.schema, definitions.catalog, config)
         gain = model.metrics["auc"] - scores["auc"]
-        better = gain >= settings.promote_margin
+        positives = int(model.metrics["holdout_positives"])
+        enough = positives >= settings.min_holdout_positives
+        better = enough and gain >= settings.promote_margin
         why = (
             f"AUC {model.metrics['auc']:.4f} vs {scores['auc']:.4f} for {champion.version}"
             f" ({gain:+.4f}, margin {settings.promote_margin:g})"
+            + (
+                ""
+                if enough
+                else f"; holdout too small to tell: {positives} positives,"
+                f" {settings.min_holdout_positives} needed"
+            )
         )
         outcome = TrainingOutcome(
             model,

@@ -55,6 +55,9 @@ class DayResult:
     ope_next_dr: Estimate | None = None  # the doubly robust estimate of the same
 
 
+_BROWSING = (keys.REALTIME, keys.WINDOWS, keys.SESSION, keys.EVENTS)
+
+
 def _nanos(seconds: float) -> int:
     return int((seconds % 1) * 1e9)
 
@@ -121,7 +124,17 @@ class Simulation:
                 timeout=5,
             )
 
+    def _new_day(self) -> None:
+        """Simulated days last minutes, so yesterday's browsing would still be inside the
+        real-time windows: forget it (contact history and policy state stay)."""
+        pipe = self.client.pipeline(transaction=False)
+        for index in range(self.world.size):
+            cid = self.world.customer_id(index)
+            pipe.delete(*(keys.customer_key(cid, k) for k in _BROWSING))
+        pipe.execute()
+
     def run_day(self, day: int, customers: int, *, progress: bool = False) -> DayResult:
+        self._new_day()
         chosen = self.rng.choice(self.world.size, size=customers, replace=False)
         version = ""
         for index in tqdm(

@@ -120,6 +120,7 @@ def train(
         "base_rate": float(labels.mean()),
         "train_rows": int((~test).sum()),
         "test_rows": int(test.sum()),
+        "holdout_positives": int(labels[test].sum()),
     }
     if logs.true_propensity is not None:  # the simulation knows the best possible scores
         truth = logs.true_propensity[test]

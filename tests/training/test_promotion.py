@@ -31,6 +31,10 @@ def test_promotion_only_when_better_and_rollback(
     assert "margin 1" in second.why
     assert artifact.current_version(tmp_path / "models") == first.model.version
 
+    # Even a worse-is-fine margin does not promote on a holdout too small to tell.
+    tiny = train_demo(settings(tmp_path, train_rows=600, promote_margin=-1.0), progress=False)
+    assert not tiny.promoted and "holdout too small to tell" in tiny.why
+
     forced = train_demo(settings(tmp_path, promote_margin=1.0), progress=False, force=True)
     assert forced.promoted
     assert artifact.current_version(tmp_path / "models") == forced.model.version
@@ -39,8 +43,8 @@ def test_promotion_only_when_better_and_rollback(
     monkeypatch.setenv("ARBITER_DATA_DIR", str(tmp_path))
     assert main(["models"]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert len(listed) == 4  # header and three versions, oldest first
-    assert listed[3].startswith(f"* {forced.model.version}")
+    assert len(listed) == 5  # header and four versions, oldest first
+    assert listed[4].startswith(f"* {forced.model.version}")
     assert main(["models", "promote", first.model.version]) == 0  # rollback
     assert artifact.current_version(tmp_path / "models") == first.model.version
     assert main(["models", "promote", "no-such-version"]) == 2
