@@ -239,8 +239,12 @@ class DecisionCore:
         if timer:
             timer.lap("arbitration")
 
-        variables = rendering.template_variables(
-            schema.names, features, record.attributes, self.catalog.template_defaults
+        variables = (
+            rendering.template_variables(
+                schema.names, features, record.attributes, self.catalog.template_defaults
+            )
+            if ranked
+            else {}
         )
         # The rule, cap and priority reasons are cheap and kept for every decision (the log
         # has them); feature contributions (TreeSHAP, ~0.5 ms a row) only with explain.

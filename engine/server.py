@@ -121,8 +121,8 @@ def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
     return arbiter
 
 
-async def serve(settings: ServerSettings, redis_url: str) -> None:
-    """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
+async def launch(settings: ServerSettings, redis_url: str) -> tuple[ArbiterServer, Redis, Reloader]:
+    """Connects to Redis, builds the service and starts it with its reloader."""
     client = redis_store.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000)
     arbiter = build_arbiter(settings, client)
     reloader = Reloader(arbiter, settings)
@@ -134,6 +134,13 @@ async def serve(settings: ServerSettings, redis_url: str) -> None:
         reloader,
         settings.reload_seconds,
     )
+    return running, client, reloader
+
+
+async def serve(settings: ServerSettings, redis_url: str) -> None:
+    """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
+    running, client, reloader = await launch(settings, redis_url)
+    arbiter = running.arbiter
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -167,12 +174,9 @@ class BackgroundServer:
         self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)
 
     async def _start(self, settings: ServerSettings) -> ArbiterServer:
-        self.client = redis_store.connect(self.redis_url, timeout_seconds=0.25)
-        arbiter = build_arbiter(settings, self.client)
-        self.reloader = Reloader(arbiter, settings)
-        return await start_server(
-            arbiter, "127.0.0.1", settings.port, 1.0, self.reloader, settings.reload_seconds
-        )
+        local = settings.model_copy(update={"host": "127.0.0.1", "grace_seconds": 1.0})
+        running, self.client, self.reloader = await launch(local, self.redis_url)
+        return running
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Runs a coroutine on the server's loop and waits for its result."""

@@ -183,9 +183,9 @@ class Arbiter:
             if self._timeouts < TIMEOUTS_TO_OPEN:
                 return None, reason
         except ProfileSchemaMismatch as exc:
-            return None, str(exc)  # this profile only: the store itself is fine
+            return None, _unavailable(exc)  # this profile only: the store itself is fine
         except FeatureStoreUnavailable as exc:
-            reason = f"feature store unavailable: {exc}"
+            reason = _unavailable(exc)
         else:
             self._timeouts = 0
             return record, ""

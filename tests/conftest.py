@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
+from arbiter.v1 import common_pb2, decision_pb2
 from engine import artifact
 from engine.config import Definitions, ServerSettings, load_definitions
 from engine.server import BackgroundServer
@@ -77,6 +78,19 @@ def loaded(redis_client: redis.Redis, world: World, definitions: Definitions) ->
 
 
 ServerThread = BackgroundServer  # tests call it by what it is to them
+
+
+def accept(server: ServerThread, decision: decision_pb2.DecideResponse, customer_id: str) -> None:
+    """Reports that the customer accepted the decision's first action."""
+    server.decisions.ReportOutcome(
+        decision_pb2.ReportOutcomeRequest(
+            decision_id=decision.decision_id,
+            customer_id=customer_id,
+            offer_id=decision.actions[0].offer_id,
+            outcome=common_pb2.OUTCOME_ACCEPT,
+        ),
+        timeout=5,
+    )
 
 
 @pytest.fixture

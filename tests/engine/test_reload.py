@@ -17,7 +17,7 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2
 from engine import artifact
 from engine.config import DEFAULTS
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, accept
 from training.logs import outcomes_by_model, read_logs
 
 
@@ -131,15 +131,7 @@ def test_a_challenger_serves_a_stable_share_of_customers(
         )
         served[cid] = response.model_version
         if response.actions and n % 5 == 0:
-            server.decisions.ReportOutcome(
-                decision_pb2.ReportOutcomeRequest(
-                    decision_id=response.decision_id,
-                    customer_id=cid,
-                    offer_id=response.actions[0].offer_id,
-                    outcome=common_pb2.OUTCOME_ACCEPT,
-                ),
-                timeout=5,
-            )
+            accept(server, response, cid)
     share = sum(v == "v-challenger" for v in served.values()) / len(served)
     assert 0.22 < share < 0.38
     assert set(served.values()) == {champion.version, "v-challenger"}

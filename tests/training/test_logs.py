@@ -16,7 +16,7 @@ from engine.config import Definitions, TrainerSettings
 from engine.errors import ConfigurationError
 from engine.model_input import build_matrix
 from feature_store import keys
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, accept
 from training.job import train_from_logs
 from training.logs import rows_from_redis
 
@@ -106,15 +106,7 @@ def test_train_from_the_logs_and_promote(
         )
         made += 1
         if response.actions and n % 4 == 0:
-            server.decisions.ReportOutcome(
-                decision_pb2.ReportOutcomeRequest(
-                    decision_id=response.decision_id,
-                    customer_id=cid,
-                    offer_id=response.actions[0].offer_id,
-                    outcome=common_pb2.OUTCOME_ACCEPT,
-                ),
-                timeout=5,
-            )
+            accept(server, response, cid)
     server.flush_log()
     time.sleep(1.0)  # every decision is now older than the attribution window
 
