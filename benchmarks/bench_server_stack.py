@@ -30,6 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import grpc
 import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from arbiter.v1 import decision_pb2_grpc
 from benchmarks.bench_decide import prepare, request, throughput
@@ -43,12 +44,19 @@ from engine.servicer import decode_decide, encode_decision
 from feature_store import keys, redis_store, scripts
 from feature_store.embedded import _free_port
 from feature_store.redis_store import READ_KEYS
-from feature_store.store import LoggedDecision
+from feature_store.store import LoggedDecision, OutcomeEffects, OutcomeRecord
 
 
 class NullLog:
+    """The decision log, left out: the benchmark compares server stacks, not logging."""
+
     async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
         return None
+
+    async def record_outcome(
+        self, outcome: OutcomeRecord, effects: OutcomeEffects
+    ) -> tuple[bool, str]:
+        return False, "not logged"
 
 
 class NoLogWriter(DecisionLogWriter):
@@ -67,7 +75,7 @@ def echo_threaded(port: int) -> None:
 def echo_aio(port: int) -> None:
     async def main() -> None:
         server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
@@ -107,7 +115,8 @@ def decide_threaded(port: int, settings: ServerSettings) -> None:
             return encode_decision(core.decide(decoded, record, now))
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    decision_pb2_grpc.add_DecisionServiceServicer_to_server(Servicer(), server)
+    # Only Decide is compared; the other methods answer UNIMPLEMENTED (the base class's).
+    decision_pb2_grpc.add_DecisionServiceServicer_to_server(Servicer(), server)  # type: ignore[abstract]
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
