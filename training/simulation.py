@@ -5,11 +5,12 @@ Each simulated day, customers of the demo world browse (``RecordEvent``), get a 
 response model says (``ReportOutcome``). After the day the loop retrains on the logs and
 promotes the new model only when it is better; the service swaps it in live.
 
-Per day it reports the expected value per decision of the served policy, of the oracle
-(which knows the true response probabilities and takes the best eligible offer), of a
-uniformly random and of a value-only policy, all on the same decisions and candidates,
-plus what was realised, and the off-policy estimate of the next model next to the
-acceptance that model then realises.
+Per day it reports the expected value per decision of the served policy (exploring), of
+the promoted model's own greedy choice, of the oracle (which knows the true response
+probabilities and takes the best eligible offer), of a uniformly random and of a
+value-only policy, all on the same decisions and candidates, plus what was realised, and
+the off-policy estimate of the next model next to the acceptance that model then realises
+(drawn, and expected under the hidden model).
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ class DayResult:
     day: int
     model_version: str
     decisions: int
-    policy: float  # expected value per decision of the served policy
+    policy: float  # expected value per decision of the served (exploring) policy
+    greedy: float  # the same of the promoted model's own choice, without exploration
     oracle: float
     random: float
     value_only: float
     realised: float  # value per decision actually earned
     acceptance: float  # accepted decisions / decisions
+    expected_acceptance: float  # mean true acceptance probability of the served offers
     next_model: str = ""
     promoted: bool = False
     ope_next: Estimate | None = None  # SNIPS acceptance of tomorrow's policy, from the logs
@@ -58,8 +61,8 @@ class DayResult:
 _BROWSING = (keys.REALTIME, keys.WINDOWS, keys.SESSION, keys.EVENTS)
 
 
-def _nanos(seconds: float) -> int:
-    return int((seconds % 1) * 1e9)
+def _timestamp(seconds: float) -> Timestamp:
+    return Timestamp(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
 
 
 def _expected(entry: Mapping[str, Any], world: World, catalog: Catalog) -> dict[str, float]:
@@ -153,7 +156,8 @@ class Simulation:
         self.server.flush_log()
         entries = list(read_stream(self.client, keys.DECISION_LOG, b"d"))[self._logged :]
         self._logged += len(entries)
-        policy, oracle, random, value_only, realised, accepted = [], [], [], [], 0.0, 0
+        policy, greedy, oracle, random, value_only = [], [], [], [], []
+        chance, realised, accepted = [], 0.0, 0
         for entry in entries:
             if not entry["actions"]:
                 continue
@@ -161,6 +165,9 @@ class Simulation:
             value = {o: self.catalog.by_id[o].value for o in truth}
             action = entry["actions"][0]["offer_id"]
             policy.append(truth[action] * value[action])
+            chance.append(truth[action])
+            best_priority = max(entry["candidates"], key=lambda c: c[2])[0]
+            greedy.append(truth[best_priority] * value[best_priority])
             oracle.append(max(truth[o] * value[o] for o in truth))
             random.append(float(np.mean([truth[o] * value[o] for o in truth])))
             best = max(truth, key=lambda o: value[o] * self.catalog.by_id[o].lever)
@@ -171,16 +178,22 @@ class Simulation:
                 realised += value[action]
                 accepted += 1
         n = max(len(policy), 1)
+
+        def mean(values: list[float]) -> float:
+            return float(np.mean(values)) if values else 0.0
+
         return DayResult(
             day=day,
             model_version=version,
             decisions=len(policy),
-            policy=float(np.mean(policy)) if policy else 0.0,
-            oracle=float(np.mean(oracle)) if oracle else 0.0,
-            random=float(np.mean(random)) if random else 0.0,
-            value_only=float(np.mean(value_only)) if value_only else 0.0,
+            policy=mean(policy),
+            greedy=mean(greedy),
+            oracle=mean(oracle),
+            random=mean(random),
+            value_only=mean(value_only),
             realised=realised / n,
             acceptance=accepted / n,
+            expected_acceptance=mean(chance),
         )
 
     def _report(self, entry: Mapping[str, Any], offer_id: str, outcome: str) -> None:
@@ -191,7 +204,7 @@ class Simulation:
                 offer_id=offer_id,
                 outcome=common_pb2.Outcome.Value(f"OUTCOME_{outcome.upper()}"),
                 # the customer answers right after seeing it (inside the attribution window)
-                occurred_at=Timestamp(seconds=int(entry["ts"]), nanos=_nanos(entry["ts"] + 0.1)),
+                occurred_at=_timestamp(entry["ts"] + 0.1),
             ),
             timeout=5,
         )
@@ -218,35 +231,49 @@ class Simulation:
 
 
 def table(results: Sequence[DayResult]) -> str:
+    """One line per day, then how far each off-policy estimate was from what its policy
+    then earned: realised (one draw per decision) and expected (the hidden model's mean)."""
     lines = [
-        "day  decisions  policy  oracle  random  value-only  policy/oracle  realised  "
-        "acceptance  next model promoted  OPE of tomorrow's acceptance",
+        "day  decisions  served  greedy  oracle  random  value-only  served/oracle"
+        "  greedy/oracle  realised  acceptance  expected  promoted  OPE of tomorrow's acceptance",
     ]
     for r in results:
         ope = str(r.ope_next) if r.ope_next else "-"
         lines.append(
-            f"{r.day:>3}  {r.decisions:>9}  {r.policy:6.2f}  {r.oracle:6.2f}  {r.random:6.2f}"
-            f"  {r.value_only:10.2f}  {r.policy / r.oracle if r.oracle else 0:13.1%}"
-            f"  {r.realised:8.2f}  {r.acceptance:10.3f}  {'yes' if r.promoted else 'no':>19}  {ope}"
+            f"{r.day:>3}  {r.decisions:>9}  {r.policy:6.2f}  {r.greedy:6.2f}  {r.oracle:6.2f}"
+            f"  {r.random:6.2f}  {r.value_only:10.2f}  {_share(r.policy, r.oracle):>13}"
+            f"  {_share(r.greedy, r.oracle):>13}  {r.realised:8.2f}  {r.acceptance:10.4f}"
+            f"  {r.expected_acceptance:8.4f}  {'yes' if r.promoted else 'no':>8}  {ope}"
         )
     for name, attribute in (("SNIPS", "ope_next"), ("DR", "ope_next_dr")):
-        errors = [
-            abs(estimate.value - b.acceptance) / b.acceptance
+        pairs = [
+            (estimate, b)
             for a, b in itertools.pairwise(results)
             if (estimate := getattr(a, attribute)) is not None and b.acceptance
         ]
-        if errors:
-            lines.append(
-                f"{name} estimate vs the next day's realised acceptance: mean error"
-                f" {np.mean(errors):.1%}, worst {max(errors):.1%}"
-            )
+        if not pairs:
+            continue
+        realised = [abs(e.value - b.acceptance) / b.acceptance for e, b in pairs]
+        expected = [abs(e.value - b.expected_acceptance) / b.expected_acceptance for e, b in pairs]
+        covered = sum(e.low <= b.acceptance <= e.high for e, b in pairs)
+        lines.append(
+            f"{name} estimate vs the next day's acceptance: realised mean error"
+            f" {np.mean(realised):.1%}, worst {max(realised):.1%}"
+            f" (inside the 95% interval {covered} of {len(pairs)});"
+            f" expected mean error {np.mean(expected):.1%}, worst {max(expected):.1%}"
+        )
     return "\n".join(lines)
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
 
 
 def write_report(results: Sequence[DayResult], path: Path) -> None:
     """An HTML page with the table and an SVG chart of value per decision by day."""
     series = {
-        "policy": ([r.policy for r in results], "#1f6feb"),
+        "served": ([r.policy for r in results], "#1f6feb"),
+        "greedy": ([r.greedy for r in results], "#8250df"),
         "oracle": ([r.oracle for r in results], "#1a7f37"),
         "value-only": ([r.value_only for r in results], "#9a6700"),
         "random": ([r.random for r in results], "#b42318"),
@@ -349,11 +376,14 @@ def run(
     print("\n".join(summary))
     write_report(results, workdir / "report.html")
     (workdir / "days.csv").write_text(
-        "day,model,decisions,policy,oracle,random,value_only,realised,acceptance,promoted,ope_next\n"
+        "day,model,decisions,served,greedy,oracle,random,value_only,realised,acceptance,"
+        "expected_acceptance,promoted,ope_next,ope_next_dr\n"
         + "".join(
-            f"{r.day},{r.model_version},{r.decisions},{r.policy:.4f},{r.oracle:.4f},{r.random:.4f},"
-            f"{r.value_only:.4f},{r.realised:.4f},{r.acceptance:.4f},{r.promoted},"
-            f"{r.ope_next.value if r.ope_next else ''}\n"
+            f"{r.day},{r.model_version},{r.decisions},{r.policy:.4f},{r.greedy:.4f},"
+            f"{r.oracle:.4f},{r.random:.4f},{r.value_only:.4f},{r.realised:.4f},"
+            f"{r.acceptance:.4f},{r.expected_acceptance:.4f},{r.promoted},"
+            f"{r.ope_next.value if r.ope_next else ''},"
+            f"{r.ope_next_dr.value if r.ope_next_dr else ''}\n"
             for r in results
         )
     )

@@ -23,12 +23,23 @@ def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     for r in results:
         assert r.decisions > 100
         assert r.oracle >= r.policy > r.random > 0  # the oracle takes the best candidate
+        assert r.oracle >= r.greedy > r.random
         assert r.oracle >= r.value_only
         assert 0 <= r.acceptance <= 1
+        assert 0 < r.expected_acceptance < 1
         assert r.next_model and r.ope_next is not None
         assert r.ope_next.low <= r.ope_next.value <= r.ope_next.high
     report = (tmp_path / "sim" / "report.html").read_text()
-    assert "<svg" in report and "policy/oracle" in report
+    assert "<svg" in report and "greedy/oracle" in report
     assert len((tmp_path / "sim" / "days.csv").read_text().splitlines()) == 3
     printed = capsys.readouterr().out
-    assert "policy/oracle" in printed and "report: " in printed
+    assert "served/oracle" in printed and "report: " in printed
+    assert "SNIPS estimate vs the next day's acceptance" in printed
+
+
+@pytest.mark.parametrize("seconds", [1_764_000_000.25, 1_764_000_000.95, 1_764_000_000.999])
+def test_outcome_times_keep_their_second(seconds: float) -> None:
+    # An outcome stamped before its decision falls outside the attribution window: a
+    # fraction of a second above .9 must carry into the seconds.
+    stamp = simulation._timestamp(seconds)
+    assert stamp.seconds + stamp.nanos / 1e9 == pytest.approx(seconds, abs=1e-6)
