@@ -58,9 +58,14 @@ def priorities(propensity: np.ndarray, value: np.ndarray, lever: np.ndarray) -> 
     return np.asarray(propensity * value * lever)
 
 
-def _slot_probabilities(priority: np.ndarray, exploration: Exploration) -> np.ndarray:
-    """Probability of each remaining candidate for the next slot."""
+def slot_probabilities(priority: np.ndarray, exploration: Exploration) -> np.ndarray:
+    """Probability of each remaining candidate for the next slot (greedy: 1 for the first
+    highest priority)."""
     n = priority.shape[0]
+    if exploration.policy == "greedy":
+        p = np.zeros(n)
+        p[int(np.argmax(priority))] = 1.0
+        return p
     if exploration.policy == "epsilon":
         p = np.full(n, exploration.epsilon / n)
         p[int(np.argmax(priority))] += 1.0 - exploration.epsilon
@@ -85,7 +90,7 @@ def arbitrate(
     left = np.arange(priority.shape[0])
     chosen: list[Ranked] = []
     while left.size and len(chosen) < limit:
-        p = _slot_probabilities(priority[left], exploration)
+        p = slot_probabilities(priority[left], exploration)
         pick = int(rng.choice(left.size, p=p))
         index = int(left[pick])
         chosen.append(Ranked(index, len(chosen) + 1, float(priority[index]), float(p[pick])))

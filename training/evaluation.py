@@ -10,8 +10,9 @@ reward per decision (first slot):
   the weighted error of that model on the logged action (unbiased if either is right).
 
 Intervals are 95% normal approximations (for SNIPS by the delta method). Policies compared
-here are greedy over the logged candidates: a model (priority = propensity x value x
-lever), value x lever alone, and uniform random.
+here choose among the logged candidates: a model (priority = propensity x value x lever)
+and value x lever alone, each with the exploration it would be deployed with, and uniform
+random.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.arbitration import GREEDY, Exploration, slot_probabilities
 from engine.catalog import Catalog
 from engine.model_input import build_matrix
 from engine.scoring import Scorer
@@ -76,6 +78,7 @@ class Context:
 
     features: np.ndarray
     channel: str
+    placement: str
     stage: str
     last_category: str
     topic_counts: Mapping[str, float]
@@ -110,6 +113,7 @@ def contexts_from_logs(
             Context(
                 features=features,
                 channel=d["channel"],
+                placement=d.get("placement", ""),
                 stage=d["stage"],
                 last_category=served.get("last_category", ""),
                 topic_counts=served.get("topic_counts", {}),
@@ -144,12 +148,12 @@ def evaluate_policies(
     models: Mapping[str, Scorer],
     catalog: Catalog,
     reward_model: Scorer,
-    epsilon: float = 0.0,
+    exploration: Exploration = GREEDY,
 ) -> dict[str, dict[str, Estimate]]:
     """IPS, SNIPS and DR of each model's policy, value x lever and random, and the logging
-    policy's own realised value, per decision. With ``epsilon`` the model and value-only
-    policies are evaluated as deployed: epsilon-greedy (the first slot of each decision),
-    so an estimate compares with what the policy then realises."""
+    policy's own realised value, per decision (first slot). The model and value-only
+    policies are evaluated as deployed: with ``exploration`` where it applies (greedy
+    elsewhere), so an estimate compares with what the policy then realises."""
     reward = np.array([c.reward for c in contexts])
     logged_p = np.array([c.probability for c in contexts])
     fitted = [model_propensities(c, reward_model, catalog) for c in contexts]
@@ -159,23 +163,27 @@ def evaluate_policies(
         np.array([catalog.by_id[o].value * catalog.by_id[o].lever for o in c.candidates])
         for c in contexts
     ]
+    explores = [exploration.applies(c.channel, c.placement) for c in contexts]
 
-    def greedy(scores: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        choice = [int(np.argmax(s)) for s in scores]
-        hit = np.array([float(ch == li) for ch, li in zip(choice, logged_index, strict=True)])
-        best = np.array([f[ch] for f, ch in zip(fitted, choice, strict=True)])
-        uniform = np.array([1.0 / len(c.candidates) for c in contexts])
-        mean = np.array([float(f.mean()) for f in fitted])
-        target = (1 - epsilon) * hit + epsilon * uniform
-        return target, (1 - epsilon) * best + epsilon * mean
+    def deployed(priorities: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The policy's probability of each logged action, and its expected reward under
+        the reward model."""
+        target, expected = [], []
+        for priority, explore, f, i in zip(
+            priorities, explores, fitted, logged_index, strict=True
+        ):
+            p = slot_probabilities(priority, exploration if explore else GREEDY)
+            target.append(p[i])
+            expected.append(float(p @ f))
+        return np.array(target), np.array(expected)
 
     policies: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        name: greedy(
+        name: deployed(
             [model_propensities(c, s, catalog) * w for c, w in zip(contexts, weights, strict=True)]
         )
         for name, s in models.items()
     }
-    policies["value-only"] = greedy(weights)
+    policies["value-only"] = deployed(weights)
     policies["random"] = (
         np.array([1.0 / len(c.candidates) for c in contexts]),
         np.array([float(f.mean()) for f in fitted]),

@@ -98,10 +98,9 @@ def train_from_logs(
     models: dict[str, Scorer] = {"new": new}
     if champion is not None:
         models["current"] = LightGBMScorer(champion)
-    exploration = definitions.catalog.exploration
-    epsilon = exploration.epsilon if exploration.policy == "epsilon" else 0.0
+    catalog = definitions.catalog
     estimates = (
-        evaluate_policies(contexts, models, definitions.catalog, new, epsilon) if contexts else {}
+        evaluate_policies(contexts, models, catalog, new, catalog.exploration) if contexts else {}
     )
     return replace(outcome, estimates=estimates), report
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,14 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine import artifact
-from engine.config import Definitions, TrainerSettings
+from engine.config import DEFAULTS, Definitions, TrainerSettings
 from engine.errors import ConfigurationError
 from engine.model_input import build_matrix
 from feature_store import keys
 from tests.conftest import ServerThread, accept
+from training.evaluation import contexts_from_logs, evaluate_policies
 from training.job import train_from_logs
-from training.logs import rows_from_redis
+from training.logs import POSITIVE, read_logs, rewarder, rows_from_redis
 
 
 def test_a_logged_row_rebuilds_exactly_what_was_served(
@@ -127,3 +129,54 @@ def test_train_from_the_logs_and_promote(
     # The logging policy was greedy by the served model, so "value-only" only gets credit
     # where it agrees: its IPS estimate cannot exceed the logged rewards it matches.
     assert outcome.estimates["value-only"]["ips"].value <= realised
+
+
+def test_the_serving_policy_replayed_on_its_own_logs_gets_weight_one(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    definitions: Definitions,
+    tmp_path: Path,
+) -> None:
+    # Softmax exploration on the web, none on the agent's sidebar: evaluated as deployed,
+    # the policy that served has, on every logged decision, the probability it logged.
+    catalog_path = tmp_path / "catalog.toml"
+    catalog_path.write_text(
+        (DEFAULTS / "catalog.toml")
+        .read_text()
+        .replace('policy = "greedy"', 'policy = "softmax"', 1)
+    )
+    server = server_factory(redis_url, catalog_path=catalog_path)
+    for n in range(1, 61):
+        cid = f"cust-{n:06d}"
+        channel, placement = (
+            (common_pb2.CHANNEL_WEB, "home_hero")
+            if n % 4
+            else (common_pb2.CHANNEL_CALL_CENTER, "agent_sidebar")
+        )
+        response = server.decisions.Decide(
+            decision_pb2.DecideRequest(customer_id=cid, channel=channel, placement=placement),
+            timeout=5,
+        )
+        if response.actions and n % 3 == 0:
+            accept(server, response, cid)
+    server.flush_log()
+    decisions, outcomes = read_logs(loaded)
+    core = server.arbiter.core
+    contexts = contexts_from_logs(
+        decisions, rewarder(outcomes, 3600, POSITIVE), definitions.schema, core.catalog
+    )
+    assert len(contexts) > 40
+    assert any(c.probability < 1 for c in contexts)  # the web decisions were draws
+    assert any(c.placement == "agent_sidebar" and c.probability == 1 for c in contexts)
+
+    as_served = evaluate_policies(
+        contexts, {"served": core.scorer}, core.catalog, core.scorer, core.catalog.exploration
+    )
+    greedy = evaluate_policies(contexts, {"served": core.scorer}, core.catalog, core.scorer)
+
+    realised = as_served["logged"]["realised"].value
+    assert realised > 0
+    assert as_served["served"]["ips"].value == pytest.approx(realised, abs=1e-9)
+    assert as_served["served"]["snips"].value == pytest.approx(realised, abs=1e-9)
+    assert greedy["served"]["ips"].value != pytest.approx(realised, abs=1e-6)
