@@ -134,7 +134,14 @@ def _parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("simulate", help="the closed loop over simulated days (own service)")
     sm.add_argument("--days", type=int, default=5)
     sm.add_argument("--customers", type=int, default=2000, help="customers deciding per day")
-    sm.add_argument("--epsilon", type=float, default=0.1, help="exploration of the served policy")
+    sm.add_argument(
+        "--policy",
+        choices=["epsilon", "softmax"],
+        default="epsilon",
+        help="how the service explores",
+    )
+    sm.add_argument("--epsilon", type=float, default=0.1, help="epsilon-greedy's share of draws")
+    sm.add_argument("--temperature", type=float, default=0.2, help="softmax temperature")
     sm.add_argument("--world", type=int, default=20_000, help="customers in the demo world")
     sm.add_argument("--out", type=Path, default=Path("var/simulation"))
 
@@ -477,8 +484,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.out,
                 days=args.days,
                 customers_per_day=args.customers,
-                epsilon=args.epsilon,
                 world_size=args.world,
+                policy=args.policy,
+                epsilon=args.epsilon,
+                temperature=args.temperature,
             )
             return 0
         return {"load": _load, "train": _train, "demo-data": _demo_data}[args.command](args)

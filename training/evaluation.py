@@ -169,9 +169,7 @@ def evaluate_policies(
         """The policy's probability of each logged action, and its expected reward under
         the reward model."""
         target, expected = [], []
-        for priority, explore, f, i in zip(
-            priorities, explores, fitted, logged_index, strict=True
-        ):
+        for priority, explore, f, i in zip(priorities, explores, fitted, logged_index, strict=True):
             p = slot_probabilities(priority, exploration if explore else GREEDY)
             target.append(p[i])
             expected.append(float(p @ f))

@@ -9,8 +9,9 @@ policy, the current one's, value-only and random would earn.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import redis
 
@@ -89,8 +90,7 @@ def train_from_logs(
     outcome = train_and_promote(rows, definitions, settings, config, info, force=force)
     # Off-policy estimates of the new model's policy and the alternatives, on the decisions
     # of the holdout (the latest ones), which the new model did not learn from.
-    matured = [d for d in decisions if d["ts"] <= now - window]
-    holdout = matured[len(matured) - int(len(matured) * config.holdout) :]
+    holdout = holdout_decisions(decisions, now - window, config.holdout)
     contexts = contexts_from_logs(
         holdout, rewarder(outcomes, window, POSITIVE), definitions.schema, definitions.catalog
     )
@@ -103,6 +103,15 @@ def train_from_logs(
         evaluate_policies(contexts, models, catalog, new, catalog.exploration) if contexts else {}
     )
     return replace(outcome, estimates=estimates), report
+
+
+def holdout_decisions(
+    decisions: Sequence[Mapping[str, Any]], until: float, share: float
+) -> Sequence[Mapping[str, Any]]:
+    """The latest ``share`` of the decisions made by ``until`` (in log order): where a model
+    trained from the logs is evaluated, off-policy too."""
+    matured = [d for d in decisions if d["ts"] <= until]
+    return matured[len(matured) - int(len(matured) * share) :]
 
 
 def train_and_promote(

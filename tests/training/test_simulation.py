@@ -29,12 +29,14 @@ def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert 0 < r.expected_acceptance < 1
         assert r.next_model and r.ope_next is not None
         assert r.ope_next.low <= r.ope_next.value <= r.ope_next.high
+        assert r.ope_truth is not None and 0 < r.ope_truth < 1
     report = (tmp_path / "sim" / "report.html").read_text()
     assert "<svg" in report and "greedy/oracle" in report
     assert len((tmp_path / "sim" / "days.csv").read_text().splitlines()) == 3
     printed = capsys.readouterr().out
     assert "served/oracle" in printed and "report: " in printed
-    assert "SNIPS estimate vs the next day's acceptance" in printed
+    assert "SNIPS estimate of the next day's acceptance: off the realised by" in printed
+    assert "off its true value on the decisions it was estimated from" in printed
 
 
 @pytest.mark.parametrize("seconds", [1_764_000_000.25, 1_764_000_000.95, 1_764_000_000.999])
