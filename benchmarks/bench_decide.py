@@ -73,6 +73,7 @@ def start_server(settings: ServerSettings, port: int) -> subprocess.Popen[bytes]
         "ARBITER_CATALOG_PATH": str(settings.catalog_path),
         "ARBITER_PORT": str(port),
         "ARBITER_LOG_QUEUE_SIZE": "100000",
+        "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "serve"], env=env, stdout=subprocess.DEVNULL
