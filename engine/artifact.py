@@ -60,8 +60,16 @@ def new_version(model_text: str, now: datetime | None = None) -> str:
 
 
 def save(model_dir: Path, artifact: ModelArtifact, *, promote: bool = True) -> Path:
-    """Writes the artifact (atomically: a finished directory is renamed into place)."""
+    """Writes the artifact (atomically: a finished directory is renamed into place). A
+    version is its model: saving the same model text under a version already saved keeps
+    the first one (and promotes it when asked)."""
     target = model_dir / artifact.version
+    if (target / "model.txt").is_file():
+        if (target / "model.txt").read_text() != artifact.model_text:
+            raise ConfigurationError(f"model version {artifact.version} exists with another model")
+        if promote:
+            set_current(model_dir, artifact.version)
+        return target
     staging = model_dir / f".{artifact.version}.tmp"
     staging.mkdir(parents=True, exist_ok=True)
     (staging / "model.txt").write_text(artifact.model_text)

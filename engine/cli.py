@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sm = sub.add_parser("simulate", help="the closed loop over simulated days (own service)")
     sm.add_argument("--days", type=int, default=5)
-    sm.add_argument("--customers", type=int, default=2000, help="customers deciding per day")
+    sm.add_argument("--customers", type=int, default=5000, help="customers deciding per day")
     sm.add_argument(
         "--policy",
         choices=["epsilon", "softmax"],
@@ -141,8 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         help="how the service explores",
     )
     sm.add_argument("--epsilon", type=float, default=0.1, help="epsilon-greedy's share of draws")
-    sm.add_argument("--temperature", type=float, default=0.2, help="softmax temperature")
-    sm.add_argument("--world", type=int, default=20_000, help="customers in the demo world")
+    sm.add_argument("--temperature", type=float, default=0.1, help="softmax temperature")
+    sm.add_argument("--world", type=int, default=50_000, help="customers in the demo world")
     sm.add_argument("--out", type=Path, default=Path("var/simulation"))
 
     g = sub.add_parser("demo-data", help="generate the demo world's customer profiles")

@@ -74,6 +74,9 @@ class TrainerSettings(CommonSettings):
     # ...measured on a holdout with at least this many positive outcomes (a small holdout's
     # AUC is too noisy to replace a model on).
     min_holdout_positives: int = 200
+    # From logs, also: the new policy's off-policy estimate (SNIPS, 95%) must be known to
+    # within this share of its value; a policy far from the logging one cannot be told.
+    promote_max_ope_halfwidth: float = 0.1
     # Outcomes count towards a decision when reported within this many hours of it.
     attribution_hours: float = 72.0
     # "local", or "dask": LightGBM's distributed learner on a Dask cluster (the `dask`

@@ -9,7 +9,7 @@ policy, the current one's, value-only and random would earn.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -87,22 +87,27 @@ def train_from_logs(
     config = replace(_config(settings), holdout_by_time=True)
     info = {"source": "logs", "attribution_hours": settings.attribution_hours, "until": now}
     champion = _compatible_champion(settings, model_feature_names(definitions.schema))
-    outcome = train_and_promote(rows, definitions, settings, config, info, force=force)
     # Off-policy estimates of the new model's policy and the alternatives, on the decisions
     # of the holdout (the latest ones), which the new model did not learn from.
     holdout = holdout_decisions(decisions, now - window, config.holdout)
     contexts = contexts_from_logs(
         holdout, rewarder(outcomes, window, POSITIVE), definitions.schema, definitions.catalog
     )
-    new = LightGBMScorer(outcome.model)
-    models: dict[str, Scorer] = {"new": new}
-    if champion is not None:
-        models["current"] = LightGBMScorer(champion)
     catalog = definitions.catalog
-    estimates = (
-        evaluate_policies(contexts, models, catalog, new, catalog.exploration) if contexts else {}
+
+    def off_policy(model: ModelArtifact) -> Mapping[str, Mapping[str, Estimate]]:
+        if not contexts:
+            return {}
+        new = LightGBMScorer(model)
+        models: dict[str, Scorer] = {"new": new}
+        if champion is not None:
+            models["current"] = LightGBMScorer(champion)
+        return evaluate_policies(contexts, models, catalog, new, catalog.exploration)
+
+    outcome = train_and_promote(
+        rows, definitions, settings, config, info, force=force, off_policy=off_policy
     )
-    return replace(outcome, estimates=estimates), report
+    return outcome, report
 
 
 def holdout_decisions(
@@ -122,10 +127,40 @@ def train_and_promote(
     info: Mapping[str, object],
     *,
     force: bool = False,
+    off_policy: Callable[[ModelArtifact], Mapping[str, Mapping[str, Estimate]]] | None = None,
 ) -> TrainingOutcome:
     """Trains, saves the artifact, and promotes it when it beats the promoted model by
     ``settings.promote_margin`` (AUC on the same holdout), when no promoted model fits the
-    schema, or when ``force``."""
+    schema, or when ``force``. With ``off_policy`` (policy -> estimator -> estimate), the
+    new policy's SNIPS estimate must also be known to within
+    ``settings.promote_max_ope_halfwidth`` of its value."""
+    outcome = _judge(rows, definitions, settings, config, info, force)
+    if off_policy is not None:
+        outcome = replace(outcome, estimates=off_policy(outcome.model))
+        snips = outcome.estimates.get("new", {}).get("snips")
+        if outcome.promoted and outcome.champion is not None and not force and snips:
+            half = (snips.high - snips.low) / 2
+            if not half <= settings.promote_max_ope_halfwidth * snips.value:
+                outcome = replace(
+                    outcome,
+                    promoted=False,
+                    why=f"{outcome.why}; the new policy's off-policy estimate is too uncertain:"
+                    f" {snips} is +/-{half / snips.value:.0%}, at most"
+                    f" {settings.promote_max_ope_halfwidth:.0%} to promote",
+                )
+    artifact.save(settings.model_dir, outcome.model, promote=outcome.promoted)
+    return outcome
+
+
+def _judge(
+    rows: TrainingRows,
+    definitions: Definitions,
+    settings: TrainerSettings,
+    config: TrainingConfig,
+    info: Mapping[str, object],
+    force: bool,
+) -> TrainingOutcome:
+    """A new model trained on ``rows``, and whether it should be promoted (by AUC)."""
     model = train(rows, definitions.schema, definitions.catalog, config)
     model = replace(model, training={**model.training, **info})
     champion = _compatible_champion(settings, model.features)
@@ -154,7 +189,6 @@ def train_and_promote(
             champion.version,
             scores,
         )
-    artifact.save(settings.model_dir, model, promote=outcome.promoted)
     return outcome
 
 

@@ -63,6 +63,22 @@ class DayResult:
 
 
 _BROWSING = (keys.REALTIME, keys.WINDOWS, keys.SESSION, keys.EVENTS)
+_DAY = 86_400
+# Moves a customer's contacts (sorted set, scored by time) and cool-down ends back by
+# ARGV[1] seconds.
+_AGE = """
+local contacts = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #contacts, 2 do
+  redis.call('ZADD', KEYS[1], tonumber(contacts[i + 1]) - ARGV[1], contacts[i])
+end
+local policy = redis.call('HGETALL', KEYS[2])
+for i = 1, #policy, 2 do
+  if string.sub(policy[i], 1, 5) == 'cool:' then
+    redis.call('HSET', KEYS[2], policy[i], tonumber(policy[i + 1]) - ARGV[1])
+  end
+end
+return 0
+"""
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -95,6 +111,21 @@ def _expected(entry: Mapping[str, Any], world: World, catalog: Catalog) -> dict[
         )
         out[offer_id] = float(p[0])
     return out
+
+
+def age_contact_state(client: redis.Redis, customer_ids: Sequence[str], seconds: float) -> None:
+    """Moves the customers' contacts and cool-down ends ``seconds`` back in time, so caps
+    over days and cool-downs run out as if that time had passed (an acceptance keeps
+    suppressing its offer: that does not run out)."""
+    age = client.register_script(_AGE)
+    pipe = client.pipeline(transaction=False)
+    for cid in customer_ids:
+        age(
+            keys=[keys.customer_key(cid, keys.CONTACTS), keys.customer_key(cid, keys.POLICY)],
+            args=[seconds],
+            client=pipe,
+        )
+    pipe.execute()
 
 
 class Simulation:
@@ -134,13 +165,14 @@ class Simulation:
             )
 
     def _new_day(self) -> None:
-        """Simulated days last minutes, so yesterday's browsing would still be inside the
-        real-time windows: forget it (contact history and policy state stay)."""
+        """Simulated days last minutes: let a day pass. Yesterday's browsing would still be
+        inside the real-time windows: forget it; contacts and cool-downs age by a day."""
+        customers = [self.world.customer_id(i) for i in range(self.world.size)]
         pipe = self.client.pipeline(transaction=False)
-        for index in range(self.world.size):
-            cid = self.world.customer_id(index)
+        for cid in customers:
             pipe.delete(*(keys.customer_key(cid, k) for k in _BROWSING))
         pipe.execute()
+        age_contact_state(self.client, customers, _DAY)
 
     def run_day(self, day: int, customers: int, *, progress: bool = False) -> DayResult:
         self._new_day()

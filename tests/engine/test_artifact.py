@@ -62,3 +62,16 @@ def test_promotion_switches_current_and_rejects_unknown_versions(
     assert artifact.load(folder).version == "v-second"
     with pytest.raises(ConfigurationError, match="no model version"):
         artifact.set_current(folder, "v-missing")
+
+
+def test_saving_the_same_model_twice_keeps_one_version(model_dir: Path, tmp_path: Path) -> None:
+    model = artifact.load(model_dir)
+    registry = tmp_path / "models"
+    artifact.save(registry, model, promote=False)
+    again = dataclasses.replace(model, metrics={"auc": 0.0})
+    assert artifact.save(registry, again) == registry / model.version
+    assert artifact.current_version(registry) == model.version
+    assert artifact.load(registry).metrics == model.metrics  # the first one is kept
+    other = dataclasses.replace(model, model_text=model.model_text + "\n")
+    with pytest.raises(ConfigurationError, match="exists with another model"):
+        artifact.save(registry, other)

@@ -180,3 +180,49 @@ def test_the_serving_policy_replayed_on_its_own_logs_gets_weight_one(
     assert as_served["served"]["ips"].value == pytest.approx(realised, abs=1e-9)
     assert as_served["served"]["snips"].value == pytest.approx(realised, abs=1e-9)
     assert greedy["served"]["ips"].value != pytest.approx(realised, abs=1e-6)
+
+
+def test_a_policy_whose_value_cannot_be_told_is_not_promoted(
+    server: ServerThread, loaded: redis.Redis, tmp_path: Path
+) -> None:
+    for n in range(1, 401):
+        cid = f"cust-{n:06d}"
+        response = server.decisions.Decide(
+            decision_pb2.DecideRequest(customer_id=cid, channel=common_pb2.CHANNEL_WEB),
+            timeout=5,
+        )
+        if response.actions and n % 3 == 0:
+            accept(server, response, cid)
+    server.flush_log()
+    time.sleep(1.0)
+    # Every model beats the promoted one by AUC here (margin -1) and a tiny holdout is
+    # enough: only the off-policy gate can refuse.
+    base = {"attribution_hours": 0.0002, "min_holdout_positives": 1}
+    first, _ = train_from_logs(TrainerSettings(data_dir=tmp_path, num_trees=20, **base), loaded)
+    assert first.promoted
+
+    strict = TrainerSettings(
+        data_dir=tmp_path,
+        num_trees=21,
+        promote_margin=-1.0,
+        promote_max_ope_halfwidth=0.001,
+        **base,
+    )
+    refused, _ = train_from_logs(strict, loaded)
+    snips = refused.estimates["new"]["snips"]
+    assert snips.high - snips.low > 0.002 * snips.value
+    assert not refused.promoted
+    assert "off-policy estimate is too uncertain" in refused.why
+    assert artifact.current_version(tmp_path / "models") == first.model.version
+
+    lenient = TrainerSettings(
+        data_dir=tmp_path,
+        num_trees=22,
+        promote_margin=-1.0,
+        promote_max_ope_halfwidth=100.0,
+        **base,
+    )
+    accepted, _ = train_from_logs(lenient, loaded)
+    assert accepted.promoted, accepted.why
+    assert accepted.model.version != first.model.version
+    assert artifact.current_version(tmp_path / "models") == accepted.model.version

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
+from feature_store import keys
 from training import simulation
 
 
@@ -45,3 +47,21 @@ def test_outcome_times_keep_their_second(seconds: float) -> None:
     # fraction of a second above .9 must carry into the seconds.
     stamp = simulation._timestamp(seconds)
     assert stamp.seconds + stamp.nanos / 1e9 == pytest.approx(seconds, abs=1e-6)
+
+
+def test_a_simulated_day_ages_contacts_and_cooldowns(redis_client: redis.Redis) -> None:
+    now = 1_764_000_000.0
+    contacts = keys.customer_key("cust-000001", keys.CONTACTS)
+    policy = keys.customer_key("cust-000001", keys.POLICY)
+    redis_client.zadd(contacts, {"d1|fibre_upgrade|web": now, "d2|roaming_pack|web": now - 10})
+    redis_client.hset(policy, mapping={"cool:roaming_pack": now + 5, "held:fibre_upgrade": now})
+
+    simulation.age_contact_state(redis_client, ["cust-000001", "cust-000002"], 86_400)
+
+    assert redis_client.zrange(contacts, 0, -1, withscores=True) == [
+        (b"d2|roaming_pack|web", now - 10 - 86_400),
+        (b"d1|fibre_upgrade|web", now - 86_400),
+    ]
+    assert float(redis_client.hget(policy, "cool:roaming_pack") or 0) == now + 5 - 86_400
+    assert float(redis_client.hget(policy, "held:fibre_upgrade") or 0) == now  # stays held
+    assert not redis_client.exists(keys.customer_key("cust-000002", keys.CONTACTS))
