@@ -161,7 +161,11 @@ def report(calls: list[Call], versions: tuple[str, str], swaps: int, concurrency
     print(f"\n{len(calls)} Decide calls over {span:.1f} s, {concurrency} in flight")
     print(f"  by status: {dict(statuses)}")
     print(f"  failed: {len(calls) - statuses['OK']}")
-    print(f"  degraded answers: {sum(c.degraded for c in answered)}")
+    degraded = [c for c in answered if c.degraded]
+    print(
+        f"  degraded answers: {len(degraded)}"
+        f" ({sum(near_swap(c) for c in degraded)} of them within 0.5 s of a swap)"
+    )
     print(f"  answers by model: {dict(Counter(c.model for c in answered))}")
     print(f"  promotions made: {swaps}, swaps seen by the client: {len(swap_times)}")
     if around and steady:

@@ -102,13 +102,19 @@ class Reloader:
             artifact.challenger(self._settings.model_dir),
         )
 
-    def _build(self) -> tuple[DecisionCore, tuple[DecisionCore, float] | None]:
-        schema = self._arbiter.core.schema
-        names = frozenset(schema.names)
+    def _build(self, source: Source) -> tuple[DecisionCore, tuple[DecisionCore, float] | None]:
+        """The new cores; a catalog or stage-rule file that did not change is not parsed
+        again (the build runs beside calls in flight: it should hold the GIL briefly)."""
+        core = self._arbiter.core
+        names = frozenset(core.schema.names)
         definitions = Definitions(
-            schema=schema,
-            catalog=load_catalog(self._settings.catalog_path, names),
-            stage_rules=load_stage_rules(self._settings.lifecycle_path, names),
+            schema=core.schema,
+            catalog=core.catalog
+            if source.catalog_sha256 == self._current.catalog_sha256
+            else load_catalog(self._settings.catalog_path, names),
+            stage_rules=core.stage_rules
+            if source.lifecycle_sha256 == self._current.lifecycle_sha256
+            else load_stage_rules(self._settings.lifecycle_path, names),
         )
         return build_cores(definitions, self._settings)
 
@@ -118,7 +124,7 @@ class Reloader:
         if source in (self._current, self._refused):
             return False
         try:
-            core, challenger = await asyncio.to_thread(self._build)
+            core, challenger = await asyncio.to_thread(self._build, source)
         except ArbiterError as exc:
             log.error(
                 "not reloading, still serving model %s: %s", self._arbiter.core.scorer.version, exc
