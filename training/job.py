@@ -8,6 +8,7 @@ policy, the current one's, value-only and random would earn.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -140,12 +141,14 @@ def train_and_promote(
         snips = outcome.estimates.get("new", {}).get("snips")
         if outcome.promoted and outcome.champion is not None and not force and snips:
             half = (snips.high - snips.low) / 2
-            if not half <= settings.promote_max_ope_halfwidth * snips.value:
+            # no rewarded decision, or no overlap at all (nan): nothing can be told
+            relative = half / snips.value if snips.value > 0 else math.inf
+            if not relative <= settings.promote_max_ope_halfwidth:
                 outcome = replace(
                     outcome,
                     promoted=False,
                     why=f"{outcome.why}; the new policy's off-policy estimate is too uncertain:"
-                    f" {snips} is +/-{half / snips.value:.0%}, at most"
+                    f" {snips} is +/-{relative:.0%}, at most"
                     f" {settings.promote_max_ope_halfwidth:.0%} to promote",
                 )
     artifact.save(settings.model_dir, outcome.model, promote=outcome.promoted)
