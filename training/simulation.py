@@ -278,7 +278,7 @@ class Simulation:
         )
 
     def true_acceptance(self, scorer: Scorer, until: float) -> float:
-        """What the hidden model says ``model``'s policy, as deployed, earns in acceptance
+        """What the hidden model says ``scorer``'s policy, as deployed, earns in acceptance
         on the decisions its off-policy estimate was computed from: the estimand, so the
         estimate's distance to it is the estimator's own error."""
         decisions = list(read_stream(self.client, keys.DECISION_LOG, b"d"))
