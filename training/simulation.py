@@ -391,6 +391,22 @@ def write_report(results: Sequence[DayResult], path: Path) -> None:
     )
 
 
+def exploring_catalog(
+    path: Path, policy: str, *, epsilon: float = 0.1, temperature: float = 0.2
+) -> Path:
+    """Writes the demo catalog to ``path``, exploring by ``policy`` (epsilon or softmax)."""
+    from engine.config import DEFAULTS
+
+    path.write_text(
+        (DEFAULTS / "catalog.toml")
+        .read_text()
+        .replace('policy = "greedy"', f'policy = "{policy}"', 1)
+        .replace("epsilon = 0.1", f"epsilon = {epsilon}", 1)
+        .replace("temperature = 0.2", f"temperature = {temperature}", 1)
+    )
+    return path
+
+
 def run(
     workdir: Path,
     *,
@@ -407,7 +423,7 @@ def run(
     ``workdir``."""
     import shutil
 
-    from engine.config import DEFAULTS, ServerSettings
+    from engine.config import ServerSettings
     from feature_store.embedded import EmbeddedRedis
     from feature_store.loader import load_profiles
     from training.job import train_demo
@@ -415,13 +431,8 @@ def run(
 
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    catalog = workdir / "catalog.toml"
-    catalog.write_text(
-        (DEFAULTS / "catalog.toml")
-        .read_text()
-        .replace('policy = "greedy"', f'policy = "{policy}"', 1)
-        .replace("epsilon = 0.1", f"epsilon = {epsilon}", 1)
-        .replace("temperature = 0.2", f"temperature = {temperature}", 1)
+    catalog = exploring_catalog(
+        workdir / "catalog.toml", policy, epsilon=epsilon, temperature=temperature
     )
     trainer = TrainerSettings(
         data_dir=workdir,

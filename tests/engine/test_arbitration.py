@@ -14,9 +14,9 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2
 from engine.arbitration import Exploration, arbitrate
 from engine.catalog import parse_catalog
-from engine.config import DEFAULTS
 from engine.errors import ConfigurationError
 from tests.conftest import ServerThread
+from training.simulation import exploring_catalog
 
 PRIORITY = np.array([4.0, 10.0, 1.0, 6.0])
 CATEGORIES = ["a", "b", "c", "d"]
@@ -89,13 +89,7 @@ def test_exploration_is_configured_in_the_catalog() -> None:
 def test_decide_logs_the_probability_of_each_action(
     server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(
-        (DEFAULTS / "catalog.toml")
-        .read_text()
-        .replace('policy = "greedy"', 'policy = "epsilon"', 1)
-        .replace("epsilon = 0.1", "epsilon = 0.5", 1)
-    )
+    catalog = exploring_catalog(tmp_path / "catalog.toml", "epsilon", epsilon=0.5)
     server = server_factory(redis_url, catalog_path=catalog)
     probabilities = []
     for n in range(1, 41):

@@ -13,7 +13,7 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine import artifact
-from engine.config import DEFAULTS, Definitions, TrainerSettings
+from engine.config import Definitions, TrainerSettings
 from engine.errors import ConfigurationError
 from engine.model_input import build_matrix
 from feature_store import keys
@@ -21,6 +21,7 @@ from tests.conftest import ServerThread, accept
 from training.evaluation import contexts_from_logs, evaluate_policies
 from training.job import train_from_logs
 from training.logs import POSITIVE, read_logs, rewarder, rows_from_redis
+from training.simulation import exploring_catalog
 
 
 def test_a_logged_row_rebuilds_exactly_what_was_served(
@@ -140,13 +141,8 @@ def test_the_serving_policy_replayed_on_its_own_logs_gets_weight_one(
 ) -> None:
     # Softmax exploration on the web, none on the agent's sidebar: evaluated as deployed,
     # the policy that served has, on every logged decision, the probability it logged.
-    catalog_path = tmp_path / "catalog.toml"
-    catalog_path.write_text(
-        (DEFAULTS / "catalog.toml")
-        .read_text()
-        .replace('policy = "greedy"', 'policy = "softmax"', 1)
-    )
-    server = server_factory(redis_url, catalog_path=catalog_path)
+    catalog = exploring_catalog(tmp_path / "catalog.toml", "softmax")
+    server = server_factory(redis_url, catalog_path=catalog)
     for n in range(1, 61):
         cid = f"cust-{n:06d}"
         channel, placement = (
@@ -195,19 +191,22 @@ def test_a_policy_whose_value_cannot_be_told_is_not_promoted(
             accept(server, response, cid)
     server.flush_log()
     time.sleep(1.0)
+
     # Every model beats the promoted one by AUC here (margin -1) and a tiny holdout is
     # enough: only the off-policy gate can refuse.
-    base = {"attribution_hours": 0.0002, "min_holdout_positives": 1}
-    first, _ = train_from_logs(TrainerSettings(data_dir=tmp_path, num_trees=20, **base), loaded)
+    def settings(num_trees: int, **promotion: float) -> TrainerSettings:
+        return TrainerSettings(
+            data_dir=tmp_path,
+            attribution_hours=0.0002,
+            min_holdout_positives=1,
+            num_trees=num_trees,  # another model each time, so another version
+            **promotion,
+        )
+
+    first, _ = train_from_logs(settings(20), loaded)
     assert first.promoted
 
-    strict = TrainerSettings(
-        data_dir=tmp_path,
-        num_trees=21,
-        promote_margin=-1.0,
-        promote_max_ope_halfwidth=0.001,
-        **base,
-    )
+    strict = settings(21, promote_margin=-1.0, promote_max_ope_halfwidth=0.001)
     refused, _ = train_from_logs(strict, loaded)
     snips = refused.estimates["new"]["snips"]
     assert snips.high - snips.low > 0.002 * snips.value
@@ -215,13 +214,7 @@ def test_a_policy_whose_value_cannot_be_told_is_not_promoted(
     assert "off-policy estimate is too uncertain" in refused.why
     assert artifact.current_version(tmp_path / "models") == first.model.version
 
-    lenient = TrainerSettings(
-        data_dir=tmp_path,
-        num_trees=22,
-        promote_margin=-1.0,
-        promote_max_ope_halfwidth=100.0,
-        **base,
-    )
+    lenient = settings(22, promote_margin=-1.0, promote_max_ope_halfwidth=100.0)
     accepted, _ = train_from_logs(lenient, loaded)
     assert accepted.promoted, accepted.why
     assert accepted.model.version != first.model.version
