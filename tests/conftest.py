@@ -80,17 +80,27 @@ def loaded(redis_client: redis.Redis, world: World, definitions: Definitions) ->
 ServerThread = BackgroundServer  # tests call it by what it is to them
 
 
-def accept(server: ServerThread, decision: decision_pb2.DecideResponse, customer_id: str) -> None:
-    """Reports that the customer accepted the decision's first action."""
+def report(
+    server: ServerThread,
+    decision: decision_pb2.DecideResponse,
+    customer_id: str,
+    outcome: common_pb2.Outcome.ValueType,
+) -> None:
+    """Reports the customer's answer to the decision's first action."""
     server.decisions.ReportOutcome(
         decision_pb2.ReportOutcomeRequest(
             decision_id=decision.decision_id,
             customer_id=customer_id,
             offer_id=decision.actions[0].offer_id,
-            outcome=common_pb2.OUTCOME_ACCEPT,
+            outcome=outcome,
         ),
         timeout=5,
     )
+
+
+def accept(server: ServerThread, decision: decision_pb2.DecideResponse, customer_id: str) -> None:
+    """Reports that the customer accepted the decision's first action."""
+    report(server, decision, customer_id, common_pb2.OUTCOME_ACCEPT)
 
 
 @pytest.fixture

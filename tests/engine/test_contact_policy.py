@@ -14,6 +14,7 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine.config import DEFAULTS
+from tests import conftest
 from tests.conftest import ServerThread
 
 WEB, APP, CALL, EMAIL = (
@@ -40,16 +41,12 @@ def decide(
     return server.decisions.Decide(request, timeout=5)
 
 
-def report(server: ServerThread, decision: decision_pb2.DecideResponse, outcome: int) -> None:
-    server.decisions.ReportOutcome(
-        decision_pb2.ReportOutcomeRequest(
-            decision_id=decision.decision_id,
-            customer_id=CUSTOMER,
-            offer_id=decision.actions[0].offer_id,
-            outcome=outcome,  # type: ignore[arg-type]
-        ),
-        timeout=5,
-    )
+def report(
+    server: ServerThread,
+    decision: decision_pb2.DecideResponse,
+    outcome: common_pb2.Outcome.ValueType,
+) -> None:
+    conftest.report(server, decision, CUSTOMER, outcome)
 
 
 def test_a_web_decline_keeps_the_offer_out_of_every_channel(server: ServerThread) -> None:
