@@ -31,15 +31,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from benchmarks.common import benchmark_redis, percentiles, wide_catalog
-from engine import artifact
-from engine.config import ServerSettings, load_definitions
-from engine.decision import DecisionRequest, StageTimer
-from engine.server import build_arbiter
-from engine.servicer import encode_decision
+from engine.adapters import artifact
+from engine.api.server import build_arbiter
+from engine.api.servicer import encode_decision
+from engine.core.decision import DecisionRequest, StageTimer
+from engine.settings import ServerSettings, load_definitions
 from feature_store import redis_store
 from feature_store.embedded import _free_port
 from feature_store.loader import load_profiles
-from training.simulate import simulate_logs
+from training.synthetic_logs import simulate_logs
 from training.train import TrainingConfig, train
 from training.world import generate
 
@@ -76,7 +76,7 @@ def start_server(settings: ServerSettings, port: int) -> subprocess.Popen[bytes]
         "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve"], env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "engine.clients.cli", "serve"], env=env, stdout=subprocess.DEVNULL
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     grpc.channel_ready_future(channel).result(timeout=60)

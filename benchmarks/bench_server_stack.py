@@ -35,12 +35,12 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from arbiter.v1 import decision_pb2_grpc
 from benchmarks.bench_decide import prepare, request, throughput
 from benchmarks.common import benchmark_redis, percentiles
-from engine.config import ServerSettings, load_definitions
-from engine.decision_log import DecisionLogWriter
-from engine.reloader import build_core, load_scorer
-from engine.server import start_server
-from engine.service import Arbiter
-from engine.servicer import decode_decide, encode_decision
+from engine.api.server import start_server
+from engine.api.servicer import decode_decide, encode_decision
+from engine.service.application import Arbiter
+from engine.service.decision_log import DecisionLogWriter
+from engine.service.reloader import build_core, load_scorer
+from engine.settings import ServerSettings, load_definitions
 from feature_store import keys, redis_store, scripts
 from feature_store.embedded import _free_port
 from feature_store.redis_store import READ_KEYS

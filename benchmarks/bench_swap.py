@@ -36,10 +36,10 @@ import numpy as np
 from arbiter.v1 import decision_pb2_grpc
 from benchmarks.bench_decide import CUSTOMERS, prepare, request, start_server
 from benchmarks.common import benchmark_redis, percentiles
-from engine import artifact
-from engine.config import ServerSettings, load_definitions
+from engine.adapters import artifact
+from engine.settings import ServerSettings, load_definitions
 from feature_store.embedded import _free_port
-from training.simulate import simulate_logs
+from training.synthetic_logs import simulate_logs
 from training.train import TrainingConfig, train
 from training.world import generate
 

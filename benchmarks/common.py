@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import DEFAULTS
+from engine.settings import DEFAULTS
 from feature_store.embedded import redis_or_embedded
 
 

@@ -20,7 +20,7 @@ from types import TracebackType
 
 import redis
 
-from engine.errors import ConfigurationError
+from common.errors import ConfigurationError
 
 URL_FILE = "url"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 from tqdm import tqdm
 
-from engine.errors import InvalidArgument
+from common.errors import InvalidArgument
 from feature_store import keys
 from feature_store.schema import FeatureSchema
 

@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from engine.errors import ArbiterError, FeatureStoreUnavailable, ProfileSchemaMismatch
+from common.errors import ArbiterError, FeatureStoreUnavailable, ProfileSchemaMismatch
 from feature_store import keys, scripts
 from feature_store.schema import FeatureSchema
 from feature_store.store import (

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine.errors import ConfigurationError, InvalidArgument
+from common.errors import ConfigurationError, InvalidArgument
 from feature_store.store import CustomerRecord
 
 Kind = Literal["float", "int", "bool"]

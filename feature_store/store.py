@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.errors import ArbiterError
+from common.errors import ArbiterError
 
 
 @dataclass(frozen=True, slots=True)

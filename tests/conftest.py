@@ -16,12 +16,12 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
-from engine import artifact
-from engine.config import Definitions, ServerSettings, load_definitions
-from engine.server import BackgroundServer
+from engine.adapters import artifact
+from engine.api.server import BackgroundServer
+from engine.settings import Definitions, ServerSettings, load_definitions
 from feature_store.embedded import redis_or_embedded
 from feature_store.loader import load_profiles
-from training.simulate import simulate_logs
+from training.synthetic_logs import simulate_logs
 from training.train import TrainingConfig, train
 from training.world import World, generate
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import redis
 
-from engine import artifact
-from engine.config import TrainerSettings, load_definitions
-from engine.errors import ArtifactMismatch
-from engine.model_input import model_feature_names
+from common.errors import ArtifactMismatch
+from engine.adapters import artifact
+from engine.core.model_input import model_feature_names
+from engine.settings import TrainerSettings, load_definitions
 from feature_store import keys
 from feature_store.loader import load_file
 from training.job import train_demo

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.arbitration import GREEDY, Exploration, slot_probabilities
-from engine.catalog import Catalog
-from engine.model_input import build_matrix
-from engine.scoring import Scorer
+from engine.core.arbitration import GREEDY, Exploration, slot_probabilities
+from engine.core.catalog import Catalog
+from engine.core.model_input import build_matrix
+from engine.core.scoring import Scorer
 from feature_store.schema import FeatureSchema
 
 Z95 = 1.959963984540054

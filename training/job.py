@@ -16,16 +16,17 @@ from typing import Any
 
 import redis
 
-from engine import artifact
-from engine.artifact import ModelArtifact
-from engine.config import Definitions, TrainerSettings, load_definitions
-from engine.errors import ConfigurationError
-from engine.model_input import model_feature_names
-from engine.scoring import LightGBMScorer, Scorer
+from common.errors import ConfigurationError
+from engine.adapters import artifact
+from engine.adapters.artifact import ModelArtifact
+from engine.adapters.lightgbm_scorer import LightGBMScorer
+from engine.core.model_input import model_feature_names
+from engine.core.scoring import Scorer
+from engine.settings import Definitions, TrainerSettings, load_definitions
 from training.evaluation import Estimate, contexts_from_logs, evaluate_policies
 from training.logs import POSITIVE, JoinReport, join_logs, read_logs, rewarder
 from training.rows import TrainingRows
-from training.simulate import simulate_logs
+from training.synthetic_logs import simulate_logs
 from training.train import TrainingConfig, evaluate, train
 from training.world import generate
 

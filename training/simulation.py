@@ -29,11 +29,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from engine.arbitration import GREEDY, slot_probabilities
-from engine.catalog import Catalog
-from engine.config import TrainerSettings, load_definitions
-from engine.scoring import LightGBMScorer, Scorer
-from engine.server import BackgroundServer
+from engine.adapters.lightgbm_scorer import LightGBMScorer
+from engine.api.server import BackgroundServer
+from engine.core.arbitration import GREEDY, slot_probabilities
+from engine.core.catalog import Catalog
+from engine.core.scoring import Scorer
+from engine.settings import TrainerSettings, load_definitions
 from feature_store import keys
 from training.evaluation import Estimate, contexts_from_logs, model_propensities
 from training.job import holdout_decisions, train_from_logs
@@ -395,7 +396,7 @@ def exploring_catalog(
     path: Path, policy: str, *, epsilon: float = 0.1, temperature: float = 0.2
 ) -> Path:
     """Writes the demo catalog to ``path``, exploring by ``policy`` (epsilon or softmax)."""
-    from engine.config import DEFAULTS
+    from engine.settings import DEFAULTS
 
     path.write_text(
         (DEFAULTS / "catalog.toml")
@@ -423,7 +424,7 @@ def run(
     ``workdir``."""
     import shutil
 
-    from engine.config import ServerSettings
+    from engine.settings import ServerSettings
     from feature_store.embedded import EmbeddedRedis
     from feature_store.loader import load_profiles
     from training.job import train_demo

@@ -1,6 +1,6 @@
 """Training: logged decisions and outcomes -> a LightGBM model artifact.
 
-The training matrix is built row by row with the serving code (engine.model_input), from
+The training matrix is built row by row with the serving code (engine.core.model_input), from
 the customer features as they were served, so there is no training/serving skew.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from engine.artifact import ModelArtifact, new_version
-from engine.catalog import Catalog
-from engine.model_input import CATEGORICAL, Vocabulary, build_matrix, model_feature_names
+from engine.adapters.artifact import ModelArtifact, new_version
+from engine.core.catalog import Catalog
+from engine.core.model_input import CATEGORICAL, Vocabulary, build_matrix, model_feature_names
 from feature_store.schema import FeatureSchema
 from training.metrics import auc, log_loss
 from training.rows import TrainingRows

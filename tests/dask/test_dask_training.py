@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import artifact
-from engine.config import Definitions
-from engine.reloader import load_scorer
-from training.simulate import simulate_logs
+from engine.adapters import artifact
+from engine.service.reloader import load_scorer
+from engine.settings import Definitions
+from training.synthetic_logs import simulate_logs
 from training.train import TrainingConfig, train
 from training.world import World
 

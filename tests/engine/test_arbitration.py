@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
-from engine.arbitration import Exploration, arbitrate
-from engine.catalog import parse_catalog
-from engine.errors import ConfigurationError
+from common.errors import ConfigurationError
+from engine.core.arbitration import Exploration, arbitrate
+from engine.core.catalog import parse_catalog
 from tests.conftest import ServerThread
 from training.simulation import exploring_catalog
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import artifact
-from engine.config import Definitions
-from engine.errors import ArtifactMismatch, ConfigurationError
-from engine.model_input import model_feature_names
-from engine.reloader import load_scorer
-from engine.scoring import LightGBMScorer
+from common.errors import ArtifactMismatch, ConfigurationError
+from engine.adapters import artifact
+from engine.adapters.lightgbm_scorer import LightGBMScorer
+from engine.core.model_input import model_feature_names
+from engine.service.reloader import load_scorer
+from engine.settings import Definitions
 
 
 def test_saved_artifact_round_trips_and_scores(model_dir: Path, definitions: Definitions) -> None:

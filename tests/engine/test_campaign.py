@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
-from engine.campaign import run_campaign
-from engine.config import Definitions
+from engine.clients.campaign import run_campaign
+from engine.settings import Definitions
 from feature_store.loader import load_profiles
 from tests.conftest import ServerThread
 from training.world import generate

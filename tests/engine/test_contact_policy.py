@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from engine.config import DEFAULTS
+from engine.settings import DEFAULTS
 from tests import conftest
 from tests.conftest import ServerThread
 

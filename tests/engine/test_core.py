@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from engine.arbitration import arbitrate, priorities
-from engine.catalog import parse_catalog
-from engine.config import Definitions
-from engine.decision import DecisionCore, DecisionRequest, rule_env
-from engine.eligibility import Situation, eligible_offers, fallback_offers
-from engine.errors import ConfigurationError
-from engine.lifecycle import parse_stage_rules
-from engine.rendering import render, template_variables
-from engine.scoring import ValueOnlyScorer
+from common.errors import ConfigurationError
+from engine.core.arbitration import arbitrate, priorities
+from engine.core.catalog import parse_catalog
+from engine.core.decision import DecisionCore, DecisionRequest, rule_env
+from engine.core.eligibility import Situation, eligible_offers, fallback_offers
+from engine.core.lifecycle import parse_stage_rules
+from engine.core.rendering import render, template_variables
+from engine.core.scoring import ValueOnlyScorer
+from engine.settings import Definitions
 from feature_store.store import CustomerRecord
 
 NAMES = frozenset({"is_customer", "tenure_months", "sms_opt_in"})

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from engine.errors import ConfigurationError
+from common.errors import ConfigurationError
 from feature_store.embedded import EmbeddedRedis
 from tests.conftest import ServerThread
 

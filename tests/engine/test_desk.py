@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from arbiter.v1 import common_pb2, profile_pb2
-from engine.desk import DeskServer
+from engine.clients.desk import DeskServer
 from tests.conftest import ServerThread
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.expression import ExpressionError, compile_expression
+from engine.core.expression import ExpressionError, compile_expression
 
 ENV: dict[str, Any] = {
     "a": 3.0,

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
-from engine import artifact
-from engine.config import DEFAULTS
+from engine.adapters import artifact
+from engine.settings import DEFAULTS
 from tests.conftest import ServerThread, accept
 from training.logs import outcomes_by_model, read_logs
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import validation
-from engine.errors import InvalidArgument
+from common.errors import InvalidArgument
+from engine.api import validation
 
 
 @given(st.text(max_size=200))

@@ -6,7 +6,7 @@ import struct
 
 import redis
 
-from engine.config import Definitions
+from engine.settings import Definitions
 from feature_store import keys
 from feature_store.loader import load_profiles
 

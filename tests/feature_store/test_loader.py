@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import redis
 
-from engine.config import Definitions
-from engine.errors import InvalidArgument
+from common.errors import InvalidArgument
+from engine.settings import Definitions
 from feature_store import keys
 from feature_store.loader import load_file, load_profiles
 from training.world import World

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from engine.config import Definitions
-from engine.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
+from common.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
+from engine.settings import Definitions
 from feature_store import keys, redis_store
 from feature_store.loader import load_profiles
 from feature_store.store import EventRecord, OutcomeEffects, OutcomeRecord, Reservation

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from engine import artifact
-from engine.config import Definitions, TrainerSettings
-from engine.errors import ConfigurationError
-from engine.model_input import build_matrix
+from common.errors import ConfigurationError
+from engine.adapters import artifact
+from engine.core.model_input import build_matrix
+from engine.settings import Definitions, TrainerSettings
 from feature_store import keys
 from tests.conftest import ServerThread, accept
 from training.evaluation import contexts_from_logs, evaluate_policies

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import artifact
-from engine.cli import main
-from engine.config import TrainerSettings
+from engine.adapters import artifact
+from engine.clients.cli import main
+from engine.settings import TrainerSettings
 from training.job import train_demo
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.config import Definitions
+from engine.settings import Definitions
 from training.metrics import auc, log_loss
-from training.simulate import simulate_logs
+from training.synthetic_logs import simulate_logs
 from training.train import TrainingConfig, train
 from training.world import World, generate
 

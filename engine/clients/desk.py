@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
-from engine.enums import CHANNELS, OUTCOMES
+from common.vocabulary import CHANNELS, OUTCOMES
 
 PAGE = Path(__file__).parent / "desk.html"
 STATUS = {

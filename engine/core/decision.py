@@ -15,17 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from engine import arbitration, contact_policy, eligibility, rendering
-from engine.catalog import Catalog, Offer
-from engine.lifecycle import StageRules
-from engine.model_input import (
+from engine.core import arbitration, contact_policy, eligibility, rendering
+from engine.core.catalog import Catalog, Offer
+from engine.core.lifecycle import StageRules
+from engine.core.model_input import (
     OFFER_EXPLAIN,
     Vocabulary,
     build_matrix,
     model_feature_names,
     topic_counts,
 )
-from engine.scoring import Scorer, ValueOnlyScorer
+from engine.core.scoring import Scorer, ValueOnlyScorer
 from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
 from feature_store.store import CustomerRecord
 

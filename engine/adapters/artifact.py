@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ArtifactMismatch, ConfigurationError
-from engine.model_input import Vocabulary
+from common.errors import ArtifactMismatch, ConfigurationError
+from engine.core.model_input import Vocabulary
 
 CURRENT = "CURRENT"
 CHALLENGER = "CHALLENGER"

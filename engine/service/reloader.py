@@ -18,15 +18,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import artifact
-from engine.catalog import load_catalog
-from engine.config import Definitions, ServerSettings
-from engine.decision import DecisionCore
-from engine.errors import ArbiterError
-from engine.lifecycle import load_stage_rules
-from engine.model_input import model_feature_names
-from engine.scoring import LightGBMScorer, Scorer, ValueOnlyScorer
-from engine.service import Arbiter
+from common.errors import ArbiterError
+from engine.adapters import artifact
+from engine.adapters.lightgbm_scorer import LightGBMScorer
+from engine.core.catalog import load_catalog
+from engine.core.decision import DecisionCore
+from engine.core.lifecycle import load_stage_rules
+from engine.core.model_input import model_feature_names
+from engine.core.scoring import Scorer, ValueOnlyScorer
+from engine.service.application import Arbiter
+from engine.settings import Definitions, ServerSettings
 from feature_store.schema import FeatureSchema
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from engine.decision import Decision, DecisionRequest
-from engine.errors import FeatureStoreUnavailable
+from common.errors import FeatureStoreUnavailable
+from engine.core.decision import Decision, DecisionRequest
 from feature_store.schema import FeatureSchema
 from feature_store.store import DecisionLog, LoggedDecision
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ConfigurationError
+from common.errors import ConfigurationError
 
 Env = Mapping[str, Any]
 Compiled = Callable[[Env], Any]

@@ -10,8 +10,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-from engine.enums import CHANNELS, OUTCOMES, STAGES
-from engine.errors import InvalidArgument
+from common.errors import InvalidArgument
+from common.vocabulary import CHANNELS, OUTCOMES, STAGES
 from feature_store.keys import customer_id_problem
 
 MAX_LIMIT = 50

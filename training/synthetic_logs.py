@@ -13,11 +13,11 @@ from collections import defaultdict
 import numpy as np
 from tqdm import tqdm
 
-from engine.catalog import Catalog
-from engine.decision import DecisionRequest, rule_env
-from engine.eligibility import Situation, eligible_offers
-from engine.lifecycle import StageRules
-from engine.model_input import topic_counts
+from engine.core.catalog import Catalog
+from engine.core.decision import DecisionRequest, rule_env
+from engine.core.eligibility import Situation, eligible_offers
+from engine.core.lifecycle import StageRules
+from engine.core.model_input import topic_counts
 from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
 from feature_store.store import CustomerRecord
 from training.rows import TrainingRows

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.catalog import Catalog, Offer
-from engine.enums import CHANNEL_CODE, STAGE_CODE
+from common.vocabulary import CHANNEL_CODE, STAGE_CODE
+from engine.core.catalog import Catalog, Offer
 from feature_store.schema import FeatureSchema
 
 OFFER_FEATURES = (

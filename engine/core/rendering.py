@@ -15,7 +15,7 @@ from string import Template
 
 import numpy as np
 
-from engine.catalog import SMS_MAX, Offer
+from engine.core.catalog import SMS_MAX, Offer
 
 
 @dataclass(frozen=True, slots=True)

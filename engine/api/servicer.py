@@ -13,11 +13,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
-from engine import validation
-from engine.decision import Decision, DecisionRequest
-from engine.enums import CHANNEL_CODE, OUTCOMES, STAGE_CODE
-from engine.errors import ArbiterError
-from engine.service import Arbiter, Profile
+from common.errors import ArbiterError
+from common.vocabulary import CHANNEL_CODE, OUTCOMES, STAGE_CODE
+from engine.api import validation
+from engine.core.decision import Decision, DecisionRequest
+from engine.service.application import Arbiter, Profile
 from feature_store.store import EventRecord, OutcomeRecord
 
 Context = aio.ServicerContext[Any, Any]

@@ -14,11 +14,11 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from engine.arbitration import Exploration
-from engine.contact_policy import DAY, Cap, ContactPolicy, OfferPolicy
-from engine.enums import CHANNELS, STAGES
-from engine.errors import ConfigurationError
-from engine.expression import Expression, compile_expression
+from common.errors import ConfigurationError
+from common.vocabulary import CHANNELS, STAGES
+from engine.core.arbitration import Exploration
+from engine.core.contact_policy import DAY, Cap, ContactPolicy, OfferPolicy
+from engine.core.expression import Expression, compile_expression
 
 # Message fields an offer (or a stage override of it) may set.
 MESSAGE_FIELDS = (

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from engine.catalog import Catalog, Offer
-from engine.expression import Env
+from engine.core.catalog import Catalog, Offer
+from engine.core.expression import Env
 
 
 @dataclass(frozen=True, slots=True)

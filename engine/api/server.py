@@ -24,12 +24,12 @@ from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
-from engine.config import ServerSettings, load_definitions
-from engine.decision_log import DecisionLogWriter
-from engine.interceptor import ErrorInterceptor
-from engine.reloader import Reloader, build_cores
-from engine.service import Arbiter
-from engine.servicer import DecisionServicer, ProfileServicer
+from engine.api.interceptor import ErrorInterceptor
+from engine.api.servicer import DecisionServicer, ProfileServicer
+from engine.service.application import Arbiter
+from engine.service.decision_log import DecisionLogWriter
+from engine.service.reloader import Reloader, build_cores
+from engine.settings import ServerSettings, load_definitions
 from feature_store import redis_store
 
 log = logging.getLogger(__name__)

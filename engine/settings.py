@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.catalog import Catalog, load_catalog
-from engine.lifecycle import StageRules, load_stage_rules
+from engine.core.catalog import Catalog, load_catalog
+from engine.core.lifecycle import StageRules, load_stage_rules
 from feature_store.schema import FeatureSchema, load_schema
 
 DEFAULTS = Path(__file__).parent / "defaults"

@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.enums import CHANNELS, OUTCOMES, STAGES
-from engine.errors import ArbiterError
+from common.errors import ArbiterError
+from common.vocabulary import CHANNELS, OUTCOMES, STAGES
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -252,8 +252,8 @@ def _client_call(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from engine.config import ServerSettings, TrainerSettings
-    from engine.server import serve
+    from engine.api.server import serve
+    from engine.settings import ServerSettings, TrainerSettings
     from feature_store.embedded import EmbeddedRedis
 
     overrides: dict[str, Any] = {"demo": True} if args.demo else {}
@@ -304,7 +304,7 @@ def _redis_url(settings: Any) -> str:
 def _load(args: argparse.Namespace) -> int:
     import redis
 
-    from engine.config import LoaderSettings, load_definitions
+    from engine.settings import LoaderSettings, load_definitions
     from feature_store.loader import load_file
 
     loader = LoaderSettings()
@@ -317,7 +317,7 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from engine.config import TrainerSettings
+    from engine.settings import TrainerSettings
     from training import job
 
     overrides: dict[str, Any] = {}
@@ -369,7 +369,7 @@ def _train_obd(cache: Path) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from engine.config import TrainerSettings
+    from engine.settings import TrainerSettings
     from training import demo
 
     settings = TrainerSettings(**({"demo_customers": args.customers} if args.customers else {}))
@@ -384,7 +384,7 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _models(settings: Any, action: str, version: str | None, share: float = 0.1) -> int:
-    from engine import artifact
+    from engine.adapters import artifact
 
     if action in ("promote", "challenge") and not version:
         raise SystemExit(f"arbiter models {action} VERSION")
@@ -457,13 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("decide", "profile", "event", "outcome"):
             return _client_call(args)
         if args.command == "desk":
-            from engine.desk import DeskSettings, serve_desk
+            from engine.clients.desk import DeskSettings, serve_desk
 
             overrides = {k: v for k, v in (("port", args.port), ("target", args.target)) if v}
             serve_desk(DeskSettings(**overrides))
             return 0
         if args.command == "campaign":
-            from engine.campaign import run_campaign
+            from engine.clients.campaign import run_campaign
 
             return run_campaign(
                 args.target,
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                 out=args.out,
             )
         if args.command == "models":
-            from engine.config import TrainerSettings
+            from engine.settings import TrainerSettings
 
             return _models(TrainerSettings(), args.action, args.version, args.share)
         if args.command == "simulate":

@@ -6,9 +6,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.enums import STAGES
-from engine.errors import ConfigurationError
-from engine.expression import Env, Expression, compile_expression
+from common.errors import ConfigurationError
+from common.vocabulary import STAGES
+from engine.core.expression import Env, Expression, compile_expression
 
 OVERRIDE_KEY = "stage"  # context key that overrides the derived stage
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from grpc import aio
 
-from engine.errors import ArbiterError
+from common.errors import ArbiterError
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from engine.decision import Decision, DecisionCore, DecisionRequest, StageTimer, rule_env
-from engine.decision_log import DecisionLogWriter
-from engine.errors import ArbiterError, FeatureStoreUnavailable, NotFound, ProfileSchemaMismatch
+from common.errors import ArbiterError, FeatureStoreUnavailable, NotFound, ProfileSchemaMismatch
+from engine.core.decision import Decision, DecisionCore, DecisionRequest, StageTimer, rule_env
+from engine.service.decision_log import DecisionLogWriter
 from feature_store.store import (
     CustomerHistory,
     CustomerRecord,
