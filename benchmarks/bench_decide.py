@@ -32,15 +32,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from benchmarks.common import benchmark_redis, percentiles, wide_catalog
 from engine.adapters import artifact
-from engine.api.server import build_arbiter
+from engine.api.server import build_application
 from engine.api.servicer import encode_decision
-from engine.core.decision import DecisionRequest, StageTimer
+from engine.core.decision import DecisionRequest
+from engine.core.timing import StageTimer
 from engine.settings import ServerSettings, load_definitions
-from feature_store import redis_store
+from feature_store import redis_client
 from feature_store.embedded import _free_port
 from feature_store.loader import load_profiles
+from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
-from training.train import TrainingConfig, train
+from training.train import train
 from training.world import generate
 
 CUSTOMERS = 5000
@@ -59,7 +61,7 @@ def prepare(
     logs = simulate_logs(
         world, definitions.schema, definitions.catalog, definitions.stage_rules, rows=30_000
     )
-    model = train(logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=trees))
+    model = train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=trees))
     artifact.save(settings.model_dir, model)
     print(f"catalog {offers} offers, model {trees} trees, {CUSTOMERS} customers loaded")
     return settings
@@ -146,23 +148,23 @@ async def throughput(port: int, seconds: float, concurrency: int, limit: int, ec
 
 
 async def stages(settings: ServerSettings, calls: int, limit: int) -> None:
-    client = redis_store.connect(settings.redis_url or "")
-    arbiter = build_arbiter(settings, client)
-    arbiter.writer.start()
+    client = redis_client.connect(settings.redis_url or "")
+    application = build_application(settings, client)
+    application.writer.start()
     timer = StageTimer()
     total_us: list[float] = []
     encode_us: list[float] = []
     for i in range(calls):
         req = DecisionRequest(f"cust-{1 + i % CUSTOMERS:06d}", "web", "home_hero", limit=limit)
         t = time.perf_counter()
-        decision = await arbiter.decide(req, timer)
+        decision = await application.decide(req, timer)
         t2 = time.perf_counter()
         encode_decision(decision).SerializeToString()
         t3 = time.perf_counter()
         total_us.append((t2 - t) * 1e6)
         encode_us.append((t3 - t2) * 1e6)
     candidates = len(decision.candidates)
-    await arbiter.writer.close()
+    await application.writer.close()
     await client.aclose()
     print(f"\nin-process, {candidates} candidates, mean per decision stage:")
     for stage, us in timer.totals.items():

@@ -37,11 +37,11 @@ from benchmarks.bench_decide import prepare, request, throughput
 from benchmarks.common import benchmark_redis, percentiles
 from engine.api.server import start_server
 from engine.api.servicer import decode_decide, encode_decision
-from engine.service.application import Arbiter
+from engine.service.application import Application
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.reloader import build_core, load_scorer
 from engine.settings import ServerSettings, load_definitions
-from feature_store import keys, redis_store, scripts
+from feature_store import keys, redis_client, redis_store, scripts
 from feature_store.embedded import _free_port
 from feature_store.redis_store import READ_KEYS
 from feature_store.store import LoggedDecision, OutcomeEffects, OutcomeRecord
@@ -89,11 +89,11 @@ def decide_aio(port: int, settings: ServerSettings) -> None:
         core = build_core(
             definitions, load_scorer(settings.model_dir, definitions.schema), settings
         )
-        client = redis_store.connect(settings.redis_url or "")
+        client = redis_client.connect(settings.redis_url or "")
         store = redis_store.RedisFeatureStore(client, definitions.schema)
         writer = NoLogWriter(NullLog(), definitions.schema)
-        arbiter = Arbiter(core, store, writer)
-        running = await start_server(arbiter, "127.0.0.1", port)
+        application = Application(core, store, writer)
+        running = await start_server(application, "127.0.0.1", port)
         await running.server.wait_for_termination()
 
     asyncio.run(main())

@@ -39,8 +39,9 @@ from benchmarks.common import benchmark_redis, percentiles
 from engine.adapters import artifact
 from engine.settings import ServerSettings, load_definitions
 from feature_store.embedded import _free_port
+from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
-from training.train import TrainingConfig, train
+from training.train import train
 from training.world import generate
 
 
@@ -131,7 +132,7 @@ def second_model(settings: ServerSettings, trees: int) -> artifact.ModelArtifact
         rows=30_000,
         seed=11,
     )
-    return train(logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=trees))
+    return train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=trees))
 
 
 def report(calls: list[Call], versions: tuple[str, str], swaps: int, concurrency: int) -> None:

@@ -1,4 +1,4 @@
-"""Arbiter's errors. Each class knows the gRPC status a client sees for it.
+"""Arbiter's errors. Each class names the gRPC status a client sees for it.
 
     ArbiterError                      INTERNAL (never raised bare)
     ├── InvalidArgument               INVALID_ARGUMENT, names the field
@@ -10,25 +10,25 @@
     └── ConfigurationError            INTERNAL; raised at start-up, never per request
         └── ArtifactMismatch          a model artifact that does not fit the feature schema
 
-Library errors (redis, lightgbm) are translated where they are caught, with
-``raise ... from exc``, so the decision core never sees them.
+The status is a name (``grpc.StatusCode[...]``), not the enum itself, so that nothing
+below the gRPC edge imports grpc; engine/api/interceptor.py maps it. Library errors
+(redis, lightgbm) are translated where they are caught, with ``raise ... from exc``, so
+the decision core never sees them.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class ArbiterError(Exception):
-    """Base class; ``code`` is the gRPC status the service answers with."""
+    """Base class; ``status`` is the name of the gRPC status the service answers with."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    status: str = "INTERNAL"
 
 
 class InvalidArgument(ArbiterError):
     """A request field is missing, malformed or out of range."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    status = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -37,11 +37,11 @@ class InvalidArgument(ArbiterError):
 
 
 class NotFound(ArbiterError):
-    code = grpc.StatusCode.NOT_FOUND
+    status = "NOT_FOUND"
 
 
 class FailedPrecondition(ArbiterError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    status = "FAILED_PRECONDITION"
 
 
 class ProfileSchemaMismatch(FailedPrecondition):
@@ -49,7 +49,7 @@ class ProfileSchemaMismatch(FailedPrecondition):
 
 
 class Unavailable(ArbiterError):
-    code = grpc.StatusCode.UNAVAILABLE
+    status = "UNAVAILABLE"
 
 
 class FeatureStoreUnavailable(Unavailable):

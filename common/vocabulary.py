@@ -1,7 +1,8 @@
 """The closed vocabularies of the contract, as the core spells them.
 
-Each tuple is in proto enum order: the proto number of ``CHANNELS[i]`` is ``i + 1``.
-The core uses these lower-case names; only the servicer sees proto enums.
+Each tuple is in proto enum order: the proto number of ``CHANNELS[i]`` is ``i + 1``
+(tests/test_vocabulary.py pins that against the generated protos). The core uses these
+lower-case names; engine/api/proto.py turns them into proto enum values and back.
 """
 
 from __future__ import annotations

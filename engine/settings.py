@@ -1,4 +1,6 @@
-"""Settings, one class per deployable, read from ``ARBITER_*`` environment variables.
+"""Settings, one class per deployable, read from ``ARBITER_*`` environment variables:
+the server, the loader, the command-line clients and the desk here; the trainer in
+training/settings.py.
 
 Built once at start-up (the CLI) and passed down; nothing else reads the environment.
 ``REDIS_URL`` is honoured as well as ``ARBITER_REDIS_URL``; with neither, the service
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,30 +64,32 @@ class ServerSettings(CommonSettings):
     demo: bool = False
 
 
-class TrainerSettings(CommonSettings):
-    demo_customers: int = 50_000
-    world_seed: int = 7
-    train_rows: int = 100_000
-    simulation_seed: int = 0  # 0: a new seed every training run
-    num_trees: int = 150
-    # A new model is promoted only when its holdout AUC beats the promoted one's by this.
-    promote_margin: float = 0.001
-    # ...measured on a holdout with at least this many positive outcomes (a small holdout's
-    # AUC is too noisy to replace a model on).
-    min_holdout_positives: int = 200
-    # From logs, also: the new policy's off-policy estimate (SNIPS, 95%) must be known to
-    # within this share of its value; a policy far from the logging one cannot be told.
-    promote_max_ope_halfwidth: float = 0.1
-    # Outcomes count towards a decision when reported within this many hours of it.
-    attribution_hours: float = 72.0
-    # "local", or "dask": LightGBM's distributed learner on a Dask cluster (the `dask`
-    # extra); dask_scheduler is its address, or unset for a local cluster.
-    training_engine: Literal["local", "dask"] = "local"
-    dask_scheduler: str | None = None
-
-
 class LoaderSettings(CommonSettings):
+    """`arbiter load`: profiles per pipelined batch."""
+
     batch_size: int = 2000
+
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+class ClientSettings(BaseSettings):
+    """The command-line clients (`arbiter decide`, `profile`, `event`, `outcome`,
+    `campaign`): the service they call."""
+
+    model_config = SettingsConfigDict(env_prefix="ARBITER_")
+
+    target: str = DEFAULT_TARGET
+
+
+class DeskSettings(BaseSettings):
+    """`arbiter desk`: where the agent desktop listens and the service it calls."""
+
+    model_config = SettingsConfigDict(env_prefix="ARBITER_DESK_")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    target: str = DEFAULT_TARGET
 
 
 @dataclass(frozen=True)

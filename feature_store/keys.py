@@ -1,4 +1,5 @@
-"""The Redis key layout: every key Arbiter writes is built here and nowhere else.
+"""The Redis key layout: every key, field and counter prefix Arbiter writes is named
+here and nowhere else (the Lua scripts get theirs from here too).
 
 All keys of one customer carry the hash tag ``{customer_id}`` so that, on Redis Cluster,
 they live in one slot and one pipeline (or one MULTI) reaches one node. Customer ids are
@@ -13,9 +14,9 @@ PREFIX = "arb"
 # Hash: v = packed little-endian float32 batch features in schema order, s = schema
 # fingerprint, a = attributes as JSON, u = unix seconds of the last load.
 PROFILE = "profile"
-# Hash of real-time counters and timestamps (see feature_store.schema).
+# Hash of real-time counters and timestamps (see the counter prefixes below).
 REALTIME = "rt"
-# Hash of windowed counters in ring slots (see feature_store/scripts.py).
+# Hash of windowed counters in ring slots (see SLIDING_WINDOWS and feature_store/scripts.py).
 WINDOWS = "win"
 # Hash of the current session's counters; expires after the session gap.
 SESSION = "session"
@@ -32,9 +33,12 @@ OUTCOMES = "outcomes"
 # String per reported outcome key, set once (idempotency of ReportOutcome).
 IDEMPOTENCY = "idem"
 
-# Global streams, not per customer: the training job reads them in time order.
+# Global streams, not per customer: the training job reads them in time order. Each entry
+# has one field holding JSON.
 DECISION_LOG = f"{PREFIX}:log:decisions"
+DECISION_FIELD = b"d"
 OUTCOME_LOG = f"{PREFIX}:log:outcomes"
+OUTCOME_FIELD = b"o"
 # Hash describing what bulk loads wrote (data set fingerprint, row count, time).
 LOAD_META = f"{PREFIX}:meta:load"
 
@@ -44,6 +48,27 @@ FIELD_SCHEMA = b"s"
 FIELD_ATTRIBUTES = b"a"
 FIELD_UPDATED = b"u"
 
+# Counter and stamp prefixes inside the real-time, window and session hashes.
+LIFETIME_COUNT = "n:"  # rt: n:<event_type>, events ever
+EVENT_COUNT = "e:"  # win, session: e:<event_type> and e:<event_type>:<category>
+CHANNEL_COUNT = "c:"  # rt, win: c:<channel>
+CATEGORY_COUNT = "k:"  # win, session: k:<category>
+OUTCOME_COUNT = "o:"  # rt, win: o:<outcome>
+STAMP = "ts:"  # rt: ts:last_seen, ts:<event_type>, unix seconds
+LAST_SEEN = f"{STAMP}last_seen"
+LAST_CATEGORY = "last_category"  # rt: the category of the latest event that had one
+SESSION_STARTED = "started"  # session: unix seconds of its first event
+
+# Contact-policy hash fields.
+COOLDOWN = "cool:"  # cool:<offer_id> = end of the cool-down, unix seconds
+HELD = "held:"  # held:<offer_id> = when accepted or converted
+
+# Sliding windows over the windowed counters: (scope name, bucket seconds, slots). A
+# window is its slots of buckets: 12 x 5 minutes, 24 x 1 hour, 7 x 1 day. The order is the
+# order of CustomerRecord.windows counts.
+SLIDING_WINDOWS = (("1h", 300, 12), ("24h", 3600, 24), ("7d", 86400, 7))
+WINDOW_SCOPES = tuple(name for name, _, _ in SLIDING_WINDOWS)
+
 
 def customer_key(customer_id: str, kind: str) -> str:
     """``arb:{<customer_id>}:<kind>``, the key of one of a customer's structures."""
@@ -52,6 +77,18 @@ def customer_key(customer_id: str, kind: str) -> str:
 
 def idempotency_key(customer_id: str, key: str) -> str:
     return f"{PREFIX}:{{{customer_id}}}:{IDEMPOTENCY}:{key}"
+
+
+def cooldown_field(offer_id: str) -> str:
+    return f"{COOLDOWN}{offer_id}"
+
+
+def held_field(offer_id: str) -> str:
+    return f"{HELD}{offer_id}"
+
+
+def category_counter(category: str) -> str:
+    return f"{CATEGORY_COUNT}{category}"
 
 
 # Printable, no whitespace, no braces (they would break the hash tag), 1..128 characters.

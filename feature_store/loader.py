@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from common.errors import InvalidArgument
 from feature_store import keys
+from feature_store.redis_client import translated
 from feature_store.schema import FeatureSchema
 
 
@@ -80,23 +81,33 @@ def load_profiles(
             pipe.hset(key, mapping=profile_fields(schema, features, attributes, now))  # type: ignore[arg-type]
             count += 1
             if count % batch_size == 0:
-                pipe.execute()
+                with translated("profile load"):
+                    pipe.execute()
                 bar.update(batch_size)
-        pipe.execute()
+        with translated("profile load"):
+            pipe.execute()
         bar.update(count % batch_size)
     return count
 
 
 def load_file(
-    client: redis.Redis, schema: FeatureSchema, path: Path, *, progress: bool = False
+    client: redis.Redis,
+    schema: FeatureSchema,
+    path: Path,
+    *,
+    batch_size: int = 2000,
+    progress: bool = False,
 ) -> LoadReport:
     """Loads a JSON Lines profile file and records what was loaded under LOAD_META."""
     started = time.perf_counter()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     total = sum(1 for _ in path.open()) if progress else None
-    rows = load_profiles(client, schema, read_profiles(path), progress=progress, total=total)
-    client.hset(
-        keys.LOAD_META,
-        mapping={"source_sha256": digest, "rows": rows, "schema": schema.fingerprint},
+    rows = load_profiles(
+        client, schema, read_profiles(path), batch_size=batch_size, progress=progress, total=total
     )
+    with translated("profile load"):
+        client.hset(
+            keys.LOAD_META,
+            mapping={"source_sha256": digest, "rows": rows, "schema": schema.fingerprint},
+        )
     return LoadReport(rows, time.perf_counter() - started, digest)

@@ -13,12 +13,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from common.errors import ArbiterError, FeatureStoreUnavailable, ProfileSchemaMismatch
 from feature_store import keys, scripts
+from feature_store.redis_client import translated
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
     Contact,
@@ -55,26 +53,6 @@ _OUTCOME_KEYS = (
     keys.POLICY,
 )
 LOG_MAXLEN = 1_000_000  # approximate cap of each global stream
-
-
-def connect(
-    url: str, *, timeout_seconds: float = 0.25, max_connections: int = 64
-) -> aioredis.Redis:
-    """An asyncio client that fails fast: callers degrade rather than wait on retries.
-
-    The pool blocks (up to the timeout) when all connections are busy, instead of failing
-    at once as the default pool does: a burst of calls queues for a connection.
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout_seconds,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=0,
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def _json(value: Any) -> bytes:
@@ -151,12 +129,10 @@ class RedisFeatureStore:
 
     async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
         now = time.time() if now is None else now
-        try:
+        with translated("feature store read"):
             reply = await self._read(
                 keys=self._keys(customer_id, *READ_KEYS), args=[now, now - self._horizon]
             )
-        except RedisError as exc:
-            raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
         return decode_fetch(self._schema, customer_id, reply)
 
     async def fetch_many(
@@ -169,10 +145,8 @@ class RedisFeatureStore:
             await self._read(
                 keys=self._keys(cid, *READ_KEYS), args=[now, now - self._horizon], client=pipe
             )
-        try:
+        with translated("feature store read"):
             replies = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
-            raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
         out: list[CustomerRecord | ArbiterError] = []
         for cid, reply in zip(customer_ids, replies, strict=True):
             if isinstance(reply, Exception):
@@ -191,7 +165,7 @@ class RedisFeatureStore:
             "attributes": dict(event.attributes),
             "occurred_at": event.occurred_at,
         }
-        try:
+        with translated("feature store write"):
             await self._event(
                 keys=self._keys(
                     event.customer_id, keys.REALTIME, keys.EVENTS, keys.WINDOWS, keys.SESSION
@@ -207,8 +181,6 @@ class RedisFeatureStore:
                     self._session_seconds,
                 ],
             )
-        except RedisError as exc:
-            raise FeatureStoreUnavailable(f"feature store write failed: {exc}") from exc
 
     def _reserve_call(self, reservation: Reservation) -> tuple[list[str], list[Any]]:
         def caps(pairs: tuple[tuple[int, int], ...]) -> str:
@@ -229,10 +201,8 @@ class RedisFeatureStore:
 
     async def reserve(self, reservation: Reservation) -> list[str]:
         script_keys, args = self._reserve_call(reservation)
-        try:
+        with translated("contact reservation"):
             reserved = await self._reserve(keys=script_keys, args=args)
-        except RedisError as exc:
-            raise FeatureStoreUnavailable(f"contact reservation failed: {exc}") from exc
         return [r.decode() for r in reserved]
 
     async def reserve_many(
@@ -243,10 +213,8 @@ class RedisFeatureStore:
         for reservation in reservations:
             script_keys, args = self._reserve_call(reservation)
             await self._reserve(keys=script_keys, args=args, client=pipe)
-        try:
+        with translated("contact reservation"):
             replies = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
-            raise FeatureStoreUnavailable(f"contact reservation failed: {exc}") from exc
         return [
             FeatureStoreUnavailable(f"contact reservation failed: {r}")
             if isinstance(r, Exception)
@@ -259,10 +227,8 @@ class RedisFeatureStore:
         pipe.lrange(keys.customer_key(customer_id, keys.EVENTS), 0, -1)
         pipe.lrange(keys.customer_key(customer_id, keys.DECISIONS), 0, -1)
         pipe.lrange(keys.customer_key(customer_id, keys.OUTCOMES), 0, -1)
-        try:
+        with translated("feature store read"):
             events, decisions, outcomes = await pipe.execute()
-        except RedisError as exc:
-            raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
         return CustomerHistory(
             events=[orjson.loads(e) for e in events],
             decisions=[orjson.loads(d) for d in decisions],
@@ -273,14 +239,17 @@ class RedisFeatureStore:
         pipe = self._redis.pipeline(transaction=False)
         for d in decisions:
             key = keys.customer_key(d.customer_id, keys.DECISIONS)
-            pipe.xadd(keys.DECISION_LOG, {"d": _json(d.entry)}, maxlen=LOG_MAXLEN, approximate=True)
+            pipe.xadd(
+                keys.DECISION_LOG,
+                {keys.DECISION_FIELD: _json(d.entry)},
+                maxlen=LOG_MAXLEN,
+                approximate=True,
+            )
             pipe.lpush(key, _json(d.summary))
             pipe.ltrim(key, 0, DECISIONS_KEPT - 1)
             pipe.expire(key, HISTORY_TTL_SECONDS)
-        try:
+        with translated("decision log write"):
             await pipe.execute()
-        except RedisError as exc:
-            raise FeatureStoreUnavailable(f"decision log write failed: {exc}") from exc
 
     async def record_outcome(
         self, outcome: OutcomeRecord, effects: OutcomeEffects
@@ -294,7 +263,7 @@ class RedisFeatureStore:
             "value": outcome.value,
             "occurred_at": outcome.occurred_at,
         }
-        try:
+        with translated("outcome log write"):
             state = await self._outcome(
                 keys=[idem, *self._keys(cid, *_OUTCOME_KEYS)],
                 args=[
@@ -318,9 +287,10 @@ class RedisFeatureStore:
                 return False, state.decode()
             entry = {**summary, "customer_id": cid, "idempotency_key": outcome.idempotency_key}
             log_id = await self._redis.xadd(
-                keys.OUTCOME_LOG, {"o": _json(entry)}, maxlen=LOG_MAXLEN, approximate=True
+                keys.OUTCOME_LOG,
+                {keys.OUTCOME_FIELD: _json(entry)},
+                maxlen=LOG_MAXLEN,
+                approximate=True,
             )
             await self._redis.set(idem, log_id, xx=True, keepttl=True)
-        except RedisError as exc:
-            raise FeatureStoreUnavailable(f"outcome log write failed: {exc}") from exc
         return True, log_id.decode() if isinstance(log_id, bytes) else str(log_id)

@@ -26,16 +26,15 @@ from typing import Literal
 import numpy as np
 
 from common.errors import ConfigurationError, InvalidArgument
+from feature_store import keys
 from feature_store.store import CustomerRecord
 
 Kind = Literal["float", "int", "bool"]
 Source = Literal["batch", "realtime"]
 Transform = Literal["count", "age_seconds"]
-WINDOW_SCOPES = ("1h", "24h", "7d")  # the order of CustomerRecord.windows counts
-SCOPES = ("lifetime", "session", *WINDOW_SCOPES)
+SCOPES = ("lifetime", "session", *keys.WINDOW_SCOPES)
 
 BATCH_DTYPE = np.dtype("<f4")
-LAST_CATEGORY_FIELD = "last_category"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +123,7 @@ class FeatureSchema:
                 raw = record.session.get(f.field)
             else:
                 counts = record.windows.get(f.field)
-                raw = None if counts is None else counts[WINDOW_SCOPES.index(f.scope)]
+                raw = None if counts is None else counts[keys.WINDOW_SCOPES.index(f.scope)]
             if raw is None:
                 out[i] = f.default
             elif f.transform == "count":

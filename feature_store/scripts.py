@@ -15,10 +15,33 @@ atomically on a single node of a cluster too. Shared pieces:
 
 from __future__ import annotations
 
-WINDOWS = (("1h", 300, 12), ("24h", 3600, 24), ("7d", 86400, 7))
+from feature_store import keys
 
-_PRELUDE = """
-local RES = {{300, 12}, {3600, 24}, {86400, 7}}
+
+def _lua_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# The key layout's names as Lua locals, so the scripts spell no prefix of their own.
+_NAMES = {
+    "N": keys.LIFETIME_COUNT,
+    "E": keys.EVENT_COUNT,
+    "C": keys.CHANNEL_COUNT,
+    "K": keys.CATEGORY_COUNT,
+    "O": keys.OUTCOME_COUNT,
+    "TS": keys.STAMP,
+    "LAST_SEEN": keys.LAST_SEEN,
+    "LAST_CATEGORY": keys.LAST_CATEGORY,
+    "STARTED": keys.SESSION_STARTED,
+    "COOL": keys.COOLDOWN,
+    "HELD": keys.HELD,
+}
+_RES = ", ".join(f"{{{seconds}, {slots}}}" for _, seconds, slots in keys.SLIDING_WINDOWS)
+
+_PRELUDE = (
+    "".join(f"local {name} = {_lua_string(value)}\n" for name, value in _NAMES.items())
+    + f"local RES = {{{_RES}}}\n"
+    + """
 
 local function bump(key, name, ts, by)
   for _, r in ipairs(RES) do
@@ -46,6 +69,7 @@ local function split(member)
   return string.sub(member, 1, a - 1), string.sub(member, a + 1, b - 1), string.sub(member, b + 1)
 end
 """
+)
 
 # KEYS: rt, events, win, session
 # ARGV: ts, event_type, channel, category ('' if none), record json, rt ttl,
@@ -54,28 +78,28 @@ EVENT = (
     _PRELUDE
     + """
 local ts, etype, channel, category = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-redis.call('HINCRBY', KEYS[1], 'n:' .. etype, 1)
-redis.call('HINCRBY', KEYS[1], 'c:' .. channel, 1)
-for _, f in ipairs({'ts:last_seen', 'ts:' .. etype}) do
+redis.call('HINCRBY', KEYS[1], N .. etype, 1)
+redis.call('HINCRBY', KEYS[1], C .. channel, 1)
+for _, f in ipairs({LAST_SEEN, TS .. etype}) do
   local seen = tonumber(redis.call('HGET', KEYS[1], f) or '0')
   if ts > seen then redis.call('HSET', KEYS[1], f, ARGV[1]) end
 end
-if category ~= '' then redis.call('HSET', KEYS[1], 'last_category', category) end
+if category ~= '' then redis.call('HSET', KEYS[1], LAST_CATEGORY, category) end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('LPUSH', KEYS[2], ARGV[5])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-bump(KEYS[3], 'e:' .. etype, ts, 1)
-bump(KEYS[3], 'c:' .. channel, ts, 1)
+bump(KEYS[3], E .. etype, ts, 1)
+bump(KEYS[3], C .. channel, ts, 1)
 if category ~= '' then
-  bump(KEYS[3], 'k:' .. category, ts, 1)
-  bump(KEYS[3], 'e:' .. etype .. ':' .. category, ts, 1)
+  bump(KEYS[3], K .. category, ts, 1)
+  bump(KEYS[3], E .. etype .. ':' .. category, ts, 1)
 end
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 -- A session is the run of events without a gap longer than the session ttl.
-redis.call('HINCRBY', KEYS[4], 'e:' .. etype, 1)
-if category ~= '' then redis.call('HINCRBY', KEYS[4], 'k:' .. category, 1) end
-redis.call('HSETNX', KEYS[4], 'started', ARGV[1])
+redis.call('HINCRBY', KEYS[4], E .. etype, 1)
+if category ~= '' then redis.call('HINCRBY', KEYS[4], K .. category, 1) end
+redis.call('HSETNX', KEYS[4], STARTED, ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[8])
 return 1
 """
@@ -177,8 +201,8 @@ for i = 8, #ARGV, 3 do
   for _, cap in ipairs(caps(ARGV[i + 1])) do
     if count(offer, nil, cap[1]) >= cap[2] then ok = false end
   end
-  if tonumber(redis.call('HGET', KEYS[3], 'cool:' .. offer) or '0') > now then ok = false end
-  if ARGV[i + 2] == '1' and redis.call('HEXISTS', KEYS[3], 'held:' .. offer) == 1 then
+  if tonumber(redis.call('HGET', KEYS[3], COOL .. offer) or '0') > now then ok = false end
+  if ARGV[i + 2] == '1' and redis.call('HEXISTS', KEYS[3], HELD .. offer) == 1 then
     ok = false
   end
   if ok then
@@ -221,15 +245,15 @@ redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local ts, outcome, decision, offer = tonumber(ARGV[7]), ARGV[5], ARGV[8], ARGV[9]
-redis.call('HINCRBY', KEYS[3], 'o:' .. outcome, 1)
+redis.call('HINCRBY', KEYS[3], O .. outcome, 1)
 redis.call('EXPIRE', KEYS[3], ARGV[6])
-bump(KEYS[4], 'o:' .. outcome, ts, 1)
+bump(KEYS[4], O .. outcome, ts, 1)
 redis.call('EXPIRE', KEYS[4], ARGV[6])
 if tonumber(ARGV[10]) > 0 then
-  local until_ = tonumber(redis.call('HGET', KEYS[7], 'cool:' .. offer) or '0')
-  if tonumber(ARGV[10]) > until_ then redis.call('HSET', KEYS[7], 'cool:' .. offer, ARGV[10]) end
+  local until_ = tonumber(redis.call('HGET', KEYS[7], COOL .. offer) or '0')
+  if tonumber(ARGV[10]) > until_ then redis.call('HSET', KEYS[7], COOL .. offer, ARGV[10]) end
 end
-if ARGV[11] == '1' then redis.call('HSETNX', KEYS[7], 'held:' .. offer, ARGV[7]) end
+if ARGV[11] == '1' then redis.call('HSETNX', KEYS[7], HELD .. offer, ARGV[7]) end
 redis.call('EXPIRE', KEYS[7], ARGV[14])
 if ARGV[12] == '1' then
   local prefix = decision .. '|' .. offer .. '|'
@@ -250,5 +274,25 @@ if ARGV[12] == '1' then
   end
 end
 return 'pending'
+"""
+)
+
+# Moves a customer's contacts (sorted set, scored by time) and cool-down ends back by
+# ARGV[1] seconds: the simulation lets a day pass in seconds.
+# KEYS: contacts, policy
+AGE = (
+    _PRELUDE
+    + """
+local contacts = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #contacts, 2 do
+  redis.call('ZADD', KEYS[1], tonumber(contacts[i + 1]) - ARGV[1], contacts[i])
+end
+local policy = redis.call('HGETALL', KEYS[2])
+for i = 1, #policy, 2 do
+  if string.sub(policy[i], 1, #COOL) == COOL then
+    redis.call('HSET', KEYS[2], policy[i], tonumber(policy[i + 1]) - ARGV[1])
+  end
+end
+return 0
 """
 )

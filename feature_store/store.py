@@ -35,7 +35,7 @@ class CustomerRecord:
     attributes: Mapping[str, str]
     realtime: Mapping[str, str]  # the real-time hash, decoded
     # counter name (e:<event>, c:<channel>, k:<category>, o:<outcome>) -> counts over the
-    # windows of feature_store.scripts.WINDOWS (1 h, 24 h, 7 d)
+    # windows of keys.SLIDING_WINDOWS (1 h, 24 h, 7 d)
     windows: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     session: Mapping[str, str] = field(default_factory=dict)
     contacts: tuple[Contact, ...] = ()  # made, within the contact-policy horizon

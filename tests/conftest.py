@@ -21,8 +21,9 @@ from engine.api.server import BackgroundServer
 from engine.settings import Definitions, ServerSettings, load_definitions
 from feature_store.embedded import redis_or_embedded
 from feature_store.loader import load_profiles
+from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
-from training.train import TrainingConfig, train
+from training.train import train
 from training.world import World, generate
 
 T = TypeVar("T")
@@ -64,7 +65,7 @@ def model_dir(
     logs = simulate_logs(
         world, definitions.schema, definitions.catalog, definitions.stage_rules, rows=20_000
     )
-    model = train(logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=40))
+    model = train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=40))
     folder = tmp_path_factory.mktemp("data") / "models"
     artifact.save(folder, model)
     return folder

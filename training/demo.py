@@ -16,10 +16,12 @@ import redis
 from common.errors import ArtifactMismatch
 from engine.adapters import artifact
 from engine.core.model_input import model_feature_names
-from engine.settings import TrainerSettings, load_definitions
+from engine.settings import load_definitions
 from feature_store import keys
 from feature_store.loader import load_file
+from feature_store.redis_client import translated
 from training.job import train_demo
+from training.settings import TrainerSettings
 from training.world import generate
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,8 @@ def ensure_loaded(settings: TrainerSettings, client: redis.Redis, *, progress: b
     definitions = load_definitions(settings)
     path = ensure_profiles_file(settings)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    meta = client.hgetall(keys.LOAD_META)
+    with translated("reading what was loaded"):
+        meta = client.hgetall(keys.LOAD_META)
     if (
         meta.get(b"source_sha256") == digest.encode()
         and meta.get(b"schema") == definitions.schema.fingerprint.encode()

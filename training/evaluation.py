@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.core.arbitration import GREEDY, Exploration, slot_probabilities
 from engine.core.catalog import Catalog
-from engine.core.model_input import build_matrix
+from engine.core.model_input import ServedInputs, build_matrix
 from engine.core.scoring import Scorer
 from feature_store.schema import FeatureSchema
 
@@ -76,12 +76,8 @@ def doubly_robust(
 class Context:
     """One logged decision, as served: what OPE needs to replay any policy on it."""
 
-    features: np.ndarray
-    channel: str
+    served: ServedInputs
     placement: str
-    stage: str
-    last_category: str
-    topic_counts: Mapping[str, float]
     candidates: tuple[str, ...]  # eligible offers at decision time
     action: str  # the first-slot offer taken
     probability: float  # the logging policy's probability of it
@@ -103,20 +99,14 @@ def contexts_from_logs(
         candidates = tuple(c[0] for c in d["candidates"])
         if any(c not in catalog.by_id for c in candidates):
             continue
-        try:
-            features = np.array([float(d["features"][n]) for n in schema.names])
-        except KeyError:
+        served = ServedInputs.from_log(d, schema.names)
+        if served is None:
             continue
         first = d["actions"][0]
-        served = d.get("served", {})
         out.append(
             Context(
-                features=features,
-                channel=d["channel"],
+                served=served,
                 placement=d.get("placement", ""),
-                stage=d["stage"],
-                last_category=served.get("last_category", ""),
-                topic_counts=served.get("topic_counts", {}),
                 candidates=candidates,
                 action=first["offer_id"],
                 probability=float(first["probability"]),
@@ -131,16 +121,7 @@ def model_propensities(context: Context, scorer: Scorer, catalog: Catalog) -> np
     vocabulary = scorer.vocabulary
     assert vocabulary is not None, "a model policy needs a model"
     offers = [catalog.by_id[c] for c in context.candidates]
-    matrix = build_matrix(
-        context.features,
-        offers,
-        context.channel,
-        context.stage,
-        context.last_category,
-        vocabulary,
-        context.topic_counts,
-    )
-    return scorer.predict(matrix)
+    return scorer.predict(build_matrix(context.served, offers, vocabulary))
 
 
 def evaluate_policies(
@@ -163,7 +144,7 @@ def evaluate_policies(
         np.array([catalog.by_id[o].value * catalog.by_id[o].lever for o in c.candidates])
         for c in contexts
     ]
-    explores = [exploration.applies(c.channel, c.placement) for c in contexts]
+    explores = [exploration.applies(c.served.channel, c.placement) for c in contexts]
 
     def deployed(priorities: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The policy's probability of each logged action, and its expected reward under

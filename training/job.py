@@ -22,12 +22,14 @@ from engine.adapters.artifact import ModelArtifact
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.core.model_input import model_feature_names
 from engine.core.scoring import Scorer
-from engine.settings import Definitions, TrainerSettings, load_definitions
+from engine.settings import Definitions, load_definitions
+from feature_store.log_reader import read_logs
 from training.evaluation import Estimate, contexts_from_logs, evaluate_policies
-from training.logs import POSITIVE, JoinReport, join_logs, read_logs, rewarder
+from training.logs import POSITIVE, JoinReport, join_logs, rewarder
 from training.rows import TrainingRows
+from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
-from training.train import TrainingConfig, evaluate, train
+from training.train import evaluate, train
 from training.world import generate
 
 
@@ -62,10 +64,7 @@ def train_demo(
         seed=seed,
         progress=progress,
     )
-    config = _config(settings)
-    return train_and_promote(
-        logs, definitions, settings, config, {"simulation_seed": seed}, force=force
-    )
+    return train_and_promote(logs, definitions, settings, {"simulation_seed": seed}, force=force)
 
 
 def train_from_logs(
@@ -86,12 +85,11 @@ def train_from_logs(
             f"decisions older than {settings.attribution_hours:g} h "
             f"({report.too_recent} too recent, {report.degraded} degraded)"
         )
-    config = replace(_config(settings), holdout_by_time=True)
     info = {"source": "logs", "attribution_hours": settings.attribution_hours, "until": now}
     champion = _compatible_champion(settings, model_feature_names(definitions.schema))
     # Off-policy estimates of the new model's policy and the alternatives, on the decisions
     # of the holdout (the latest ones), which the new model did not learn from.
-    holdout = holdout_decisions(decisions, now - window, config.holdout)
+    holdout = holdout_decisions(decisions, now - window, settings.holdout)
     contexts = contexts_from_logs(
         holdout, rewarder(outcomes, window, POSITIVE), definitions.schema, definitions.catalog
     )
@@ -107,7 +105,7 @@ def train_from_logs(
         return evaluate_policies(contexts, models, catalog, new, catalog.exploration)
 
     outcome = train_and_promote(
-        rows, definitions, settings, config, info, force=force, off_policy=off_policy
+        rows, definitions, settings, info, by_time=True, force=force, off_policy=off_policy
     )
     return outcome, report
 
@@ -125,9 +123,9 @@ def train_and_promote(
     rows: TrainingRows,
     definitions: Definitions,
     settings: TrainerSettings,
-    config: TrainingConfig,
     info: Mapping[str, object],
     *,
+    by_time: bool = False,
     force: bool = False,
     off_policy: Callable[[ModelArtifact], Mapping[str, Mapping[str, Estimate]]] | None = None,
 ) -> TrainingOutcome:
@@ -136,7 +134,7 @@ def train_and_promote(
     schema, or when ``force``. With ``off_policy`` (policy -> estimator -> estimate), the
     new policy's SNIPS estimate must also be known to within
     ``settings.promote_max_ope_halfwidth`` of its value."""
-    outcome = _judge(rows, definitions, settings, config, info, force)
+    outcome = _judge(rows, definitions, settings, info, by_time=by_time, force=force)
     if off_policy is not None:
         outcome = replace(outcome, estimates=off_policy(outcome.model))
         snips = outcome.estimates.get("new", {}).get("snips")
@@ -160,18 +158,21 @@ def _judge(
     rows: TrainingRows,
     definitions: Definitions,
     settings: TrainerSettings,
-    config: TrainingConfig,
     info: Mapping[str, object],
+    *,
+    by_time: bool,
     force: bool,
 ) -> TrainingOutcome:
     """A new model trained on ``rows``, and whether it should be promoted (by AUC)."""
-    model = train(rows, definitions.schema, definitions.catalog, config)
+    model = train(rows, definitions.schema, definitions.catalog, settings, by_time=by_time)
     model = replace(model, training={**model.training, **info})
     champion = _compatible_champion(settings, model.features)
     if champion is None:
         outcome = TrainingOutcome(model, True, "no promoted model fits the schema")
     else:
-        scores = evaluate(champion, rows, definitions.schema, definitions.catalog, config)
+        scores = evaluate(
+            champion, rows, definitions.schema, definitions.catalog, settings, by_time=by_time
+        )
         gain = model.metrics["auc"] - scores["auc"]
         positives = int(model.metrics["holdout_positives"])
         enough = positives >= settings.min_holdout_positives
@@ -194,14 +195,6 @@ def _judge(
             scores,
         )
     return outcome
-
-
-def _config(settings: TrainerSettings) -> TrainingConfig:
-    return TrainingConfig(
-        num_trees=settings.num_trees,
-        engine=settings.training_engine,
-        dask_scheduler=settings.dask_scheduler,
-    )
 
 
 def _compatible_champion(

@@ -10,33 +10,19 @@ final yet), and so are degraded ones (served from defaults, not from the custome
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import redis
 
-from feature_store import keys
+from engine.core.model_input import ServedInputs
+from feature_store.log_reader import read_logs
 from feature_store.schema import FeatureSchema
 from training.rows import TrainingRows
 
 POSITIVE = frozenset({"accept", "convert"})
-
-
-def read_stream(client: redis.Redis, key: str, field: bytes, page: int = 5000) -> Iterator[Any]:
-    """Every entry's JSON payload, oldest first, read in pages."""
-    start = "-"
-    while True:
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
-            key, min=start, max="+", count=page
-        )
-        for _, fields in entries:
-            yield orjson.loads(fields[field])
-        if len(entries) < page:
-            return
-        start = f"({entries[-1][0].decode()}"
 
 
 @dataclass(frozen=True)
@@ -77,8 +63,8 @@ def join_logs(
 ) -> tuple[TrainingRows, JoinReport]:
     """Rows of the decisions made before ``until - window_seconds``, in log order."""
     rewarded = rewarder(outcomes, window_seconds, positive)
-    names = schema.names
-    features, offers, channels, stages, lasts, topics, probs, rewards, ids = ([] for _ in range(9))
+    served_rows: list[ServedInputs] = []
+    offers, probs, rewards, ids = [], [], [], []
     read = used = too_recent = degraded = other = 0
     for d in decisions:
         read += 1
@@ -88,44 +74,25 @@ def join_logs(
         if d.get("degraded"):
             degraded += 1
             continue
-        try:
-            vector = [float(d["features"][n]) for n in names]
-        except KeyError:
+        served = ServedInputs.from_log(d, schema.names)
+        if served is None:
             other += 1
             continue
         used += 1
-        served = d.get("served", {})
         for action in d["actions"]:
-            reward = rewarded(d, action["offer_id"])
-            features.append(vector)
+            served_rows.append(served)
             offers.append(action["offer_id"])
-            channels.append(d["channel"])
-            stages.append(d["stage"])
-            lasts.append(served.get("last_category", ""))
-            topics.append(dict(served.get("topic_counts", {})))
             probs.append(float(action["probability"]))
-            rewards.append(int(reward))
+            rewards.append(int(rewarded(d, action["offer_id"])))
             ids.append(d["decision_id"])
     rows = TrainingRows(
-        features=np.array(features, dtype=np.float64).reshape(-1, len(names)),
+        served=served_rows,
         offer_ids=offers,
-        channels=channels,
-        stages=stages,
-        last_categories=lasts,
-        topic_counts=topics,
         probability=np.array(probs),
         reward=np.array(rewards, dtype=np.int8),
         decision_ids=ids,
     )
     return rows, JoinReport(read, used, too_recent, degraded, other)
-
-
-def read_logs(client: redis.Redis) -> tuple[list[Any], list[Any]]:
-    """Every logged decision and outcome, oldest first."""
-    return (
-        list(read_stream(client, keys.DECISION_LOG, b"d")),
-        list(read_stream(client, keys.OUTCOME_LOG, b"o")),
-    )
 
 
 def rows_from_redis(
@@ -140,20 +107,3 @@ def rows_from_redis(
     return join_logs(
         decisions, outcomes, schema, window_seconds=window_seconds, until=until, positive=positive
     )
-
-
-def outcomes_by_model(
-    decisions: Iterable[Mapping[str, Any]],
-    outcomes: Iterable[Mapping[str, Any]],
-    positive: frozenset[str] = POSITIVE,
-) -> dict[str, tuple[int, int]]:
-    """Per model version: (actions taken, actions with a positive outcome), whenever it
-    was reported: the champion / challenger comparison."""
-    hits = {(o["decision_id"], o["offer_id"]) for o in outcomes if o["outcome"] in positive}
-    counts: dict[str, list[int]] = {}
-    for d in decisions:
-        tally = counts.setdefault(d["model_version"], [0, 0])
-        for action in d["actions"]:
-            tally[0] += 1
-            tally[1] += (d["decision_id"], action["offer_id"]) in hits
-    return {version: (n, k) for version, (n, k) in counts.items()}

@@ -6,22 +6,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.core.model_input import ServedInputs
+
 
 @dataclass(frozen=True)
 class TrainingRows:
     """Row-aligned: one action that was taken (an offer made) per row.
 
-    Built from simulated logs (training/simulate.py) or from the decision and outcome
-    logs (training/logs.py); either way the customer features and the offer-level inputs
-    are the values the decision was served with.
+    Built from simulated logs (training/synthetic_logs.py) or from the decision and
+    outcome logs (training/logs.py); either way ``served`` holds the inputs the decision
+    was served with, so ``build_matrix`` rebuilds the row that was scored.
     """
 
-    features: np.ndarray  # customer features as served, (rows, len(schema.names))
+    served: list[ServedInputs]
     offer_ids: list[str]
-    channels: list[str]
-    stages: list[str]
-    last_categories: list[str]
-    topic_counts: list[dict[str, float]]
     probability: np.ndarray  # the logging policy's probability of the action
     reward: np.ndarray  # 1 when the customer responded positively
     decision_ids: list[str] | None = None  # logs only: the decision of each row
@@ -31,3 +29,7 @@ class TrainingRows:
     @property
     def rows(self) -> int:
         return int(self.reward.shape[0])
+
+    def features(self, width: int) -> np.ndarray:
+        """The customer features of every row, (rows, ``width``)."""
+        return np.array([s.features for s in self.served], dtype=np.float64).reshape(-1, width)

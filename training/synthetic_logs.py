@@ -17,8 +17,9 @@ from engine.core.catalog import Catalog
 from engine.core.decision import DecisionRequest, rule_env
 from engine.core.eligibility import Situation, eligible_offers
 from engine.core.lifecycle import StageRules
-from engine.core.model_input import topic_counts
-from feature_store.schema import LAST_CATEGORY_FIELD, FeatureSchema
+from engine.core.model_input import ServedInputs
+from feature_store import keys
+from feature_store.schema import FeatureSchema
 from feature_store.store import CustomerRecord
 from training.rows import TrainingRows
 from training.world import TOPICS, World, true_propensity
@@ -54,10 +55,10 @@ def _activity(
             continue
         day = int(rng.binomial(week, 0.3))
         hour = int(rng.binomial(day, 0.2))
-        rt[f"n:{event}"] = str(week + int(rng.poisson(rate)))
-        windows[f"e:{event}"] = (float(hour), float(day), float(week))
+        rt[f"{keys.LIFETIME_COUNT}{event}"] = str(week + int(rng.poisson(rate)))
+        windows[f"{keys.EVENT_COUNT}{event}"] = (float(hour), float(day), float(week))
         if hour:
-            session[f"e:{event}"] = str(int(rng.binomial(hour, 0.8)) or 1)
+            session[f"{keys.EVENT_COUNT}{event}"] = str(int(rng.binomial(hour, 0.8)) or 1)
         web = float(rng.binomial(week, 0.6))
         channel_week["web"] += web
         channel_week["mobile_app"] += week - web
@@ -70,18 +71,18 @@ def _activity(
         )
         last_seen = max(last_seen, now - ago)
         if event == "purchase":
-            rt["ts:purchase"] = repr(now - ago)
+            rt[f"{keys.STAMP}purchase"] = repr(now - ago)
         if event in VIEWS:
             topic = interest if rng.random() < 0.6 else TOPICS[int(rng.integers(len(TOPICS)))]
-            old = windows.get(f"k:{topic}", (0.0, 0.0, 0.0))
-            windows[f"k:{topic}"] = (old[0] + hour, old[1] + day, old[2] + week)
-            rt[LAST_CATEGORY_FIELD] = topic
+            old = windows.get(keys.category_counter(topic), (0.0, 0.0, 0.0))
+            windows[keys.category_counter(topic)] = (old[0] + hour, old[1] + day, old[2] + week)
+            rt[keys.LAST_CATEGORY] = topic
     for channel, week_count in channel_week.items():
         if week_count:
-            rt[f"c:{channel}"] = str(int(week_count))
-            windows[f"c:{channel}"] = (0.0, 0.0, week_count)
+            rt[f"{keys.CHANNEL_COUNT}{channel}"] = str(int(week_count))
+            windows[f"{keys.CHANNEL_COUNT}{channel}"] = (0.0, 0.0, week_count)
     if last_seen:
-        rt["ts:last_seen"] = repr(last_seen)
+        rt[keys.LAST_SEEN] = repr(last_seen)
     return CustomerRecord(customer_id, True, batch, {}, rt, windows, session)
 
 
@@ -104,8 +105,8 @@ def simulate_logs(
     customers = rng.integers(0, world.size, rows)
     chosen_channels = rng.choice(len(channels), size=rows, p=weights / weights.sum())
 
-    features, index, offer_ids, used_channels, stages, lasts, probs = [], [], [], [], [], [], []
-    topics: list[dict[str, float]] = []
+    served: list[ServedInputs] = []
+    index, offer_ids, probs = [], [], []
     for i, ch in tqdm(
         zip(customers.tolist(), chosen_channels.tolist(), strict=True),
         total=rows,
@@ -125,21 +126,17 @@ def simulate_logs(
         if not offers:
             continue
         offer = offers[int(rng.integers(len(offers)))]
-        features.append(vector)
+        served.append(ServedInputs.from_record(record, vector, channel, stage))
         index.append(i)
         offer_ids.append(offer.offer_id)
-        used_channels.append(channel)
-        stages.append(stage)
-        lasts.append(record.realtime.get(LAST_CATEGORY_FIELD, ""))
-        topics.append(topic_counts(record.windows))
         probs.append(1.0 / len(offers))
 
-    matrix = np.array(features)
+    matrix = np.array([s.features for s in served])
     cust = np.array(index, dtype=np.int64)
     p_true = np.empty(len(offer_ids))
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for row, key in enumerate(zip(offer_ids, used_channels, strict=True)):
-        groups[key].append(row)
+    for row, (oid, s) in enumerate(zip(offer_ids, served, strict=True)):
+        groups[(oid, s.channel)].append(row)
     column = {name: j for j, name in enumerate(schema.names)}
     for (oid, channel), members in groups.items():
         sel = np.array(members)
@@ -150,20 +147,18 @@ def simulate_logs(
             "price_sensitivity": world.price_sensitivity[cust[sel]],
             "traveller": world.traveller[cust[sel]],
         }
-        match = np.array([float(lasts[r] in offer.topics) for r in members])
-        views = np.array([sum(topics[r].get(t, 0.0) for t in offer.topics) for r in members])
+        match = np.array([float(served[r].last_category in offer.topics) for r in members])
+        views = np.array(
+            [sum(served[r].topic_counts.get(t, 0.0) for t in offer.topics) for r in members]
+        )
         p_true[sel] = true_propensity(
             oid, offer.value, offer.topics, channel, named, hidden, match, views
         )
     reward = (rng.random(len(offer_ids)) < p_true).astype(np.int8)
     return TrainingRows(
-        features=matrix,
+        served=served,
         customer_index=cust,
         offer_ids=offer_ids,
-        channels=used_channels,
-        stages=stages,
-        last_categories=lasts,
-        topic_counts=topics,
         probability=np.array(probs),
         true_propensity=p_true,
         reward=reward,

@@ -6,7 +6,6 @@ the customer features as they were served, so there is no training/serving skew.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,27 +18,16 @@ from engine.core.model_input import CATEGORICAL, Vocabulary, build_matrix, model
 from feature_store.schema import FeatureSchema
 from training.metrics import auc, log_loss
 from training.rows import TrainingRows
+from training.settings import TrainerSettings
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
-    num_trees: int = 150
-    num_leaves: int = 31
-    learning_rate: float = 0.05
-    min_data_in_leaf: int = 40
-    holdout: float = 0.2  # share of rows held out for evaluation
-    holdout_by_time: bool = False  # hold out the latest rows (logs) instead of random ones
-    engine: str = "local"  # "local", or "dask": LightGBM's distributed learner on Dask
-    dask_scheduler: str | None = None  # a Dask scheduler address; None: a local cluster
-    seed: int = 3
-
-
-def holdout_mask(rows: int, config: TrainingConfig) -> np.ndarray:
-    """The evaluation rows: the same for every model trained or evaluated with ``config``.
-    By time: the latest ``holdout`` share (rows are in log order)."""
-    if config.holdout_by_time:
-        return np.arange(rows) >= rows - int(rows * config.holdout)
-    return np.random.default_rng(config.seed).random(rows) < config.holdout
+def holdout_mask(rows: int, settings: TrainerSettings, *, by_time: bool) -> np.ndarray:
+    """The evaluation rows: the same for every model trained or evaluated with the same
+    settings. By time: the latest ``holdout`` share (rows are in log order); else a
+    random share drawn with ``training_seed``."""
+    if by_time:
+        return np.arange(rows) >= rows - int(rows * settings.holdout)
+    return np.random.default_rng(settings.training_seed).random(rows) < settings.holdout
 
 
 def training_matrix(
@@ -53,15 +41,8 @@ def training_matrix(
     indices = np.arange(logs.rows) if rows is None else rows
     matrix = np.empty((indices.shape[0], len(model_feature_names(schema))))
     for out, r in enumerate(indices.tolist()):
-        matrix[out] = build_matrix(
-            logs.features[r],
-            [catalog.by_id[logs.offer_ids[r]]],
-            logs.channels[r],
-            logs.stages[r],
-            logs.last_categories[r],
-            vocabulary,
-            logs.topic_counts[r],
-        )[0]
+        offer = catalog.by_id[logs.offer_ids[r]]
+        matrix[out] = build_matrix(logs.served[r], [offer], vocabulary)[0]
     return matrix
 
 
@@ -69,30 +50,32 @@ def train(
     logs: TrainingRows,
     schema: FeatureSchema,
     catalog: Catalog,
-    config: TrainingConfig = TrainingConfig(),
+    settings: TrainerSettings,
     *,
+    by_time: bool = False,
     source: str = "simulated",
 ) -> ModelArtifact:
-    """Trains on a random split of ``logs`` and returns an unsaved artifact with metrics."""
+    """Trains on ``logs`` less the holdout (``holdout_mask``: the latest rows when
+    ``by_time``, else a random share) and returns an unsaved artifact with metrics."""
     vocabulary = Vocabulary.from_catalog(catalog)
     names = model_feature_names(schema)
     matrix = training_matrix(logs, schema, catalog, vocabulary)
     labels = logs.reward.astype(np.float64)
-    test = holdout_mask(logs.rows, config)
+    test = holdout_mask(logs.rows, settings, by_time=by_time)
     params: dict[str, Any] = {
         "objective": "binary",
-        "num_leaves": config.num_leaves,
-        "learning_rate": config.learning_rate,
-        "min_data_in_leaf": config.min_data_in_leaf,
+        "num_leaves": settings.num_leaves,
+        "learning_rate": settings.learning_rate,
+        "min_data_in_leaf": settings.min_data_in_leaf,
         "feature_fraction": 0.9,
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
-        "seed": config.seed,
+        "seed": settings.training_seed,
         "deterministic": True,
         "num_threads": 2,
         "verbosity": -1,
     }
-    if config.engine == "dask":
+    if settings.training_engine == "dask":
         from training.distributed import train_on_dask
 
         booster = train_on_dask(
@@ -101,8 +84,8 @@ def train(
             names,
             CATEGORICAL,
             params,
-            config.num_trees,
-            scheduler=config.dask_scheduler,
+            settings.num_trees,
+            scheduler=settings.dask_scheduler,
         )
     else:
         train_set = lgb.Dataset(
@@ -112,7 +95,7 @@ def train(
             categorical_feature=list(CATEGORICAL),
             free_raw_data=True,
         )
-        booster = lgb.train(params, train_set, num_boost_round=config.num_trees)
+        booster = lgb.train(params, train_set, num_boost_round=settings.num_trees)
     predicted = np.asarray(booster.predict(matrix[test], num_threads=2))
     metrics = {
         "auc": auc(labels[test], predicted),
@@ -140,9 +123,9 @@ def train(
         training={
             "source": source,
             "rows": logs.rows,
-            "num_trees": config.num_trees,
-            "holdout": "latest" if config.holdout_by_time else "random",
-            "engine": config.engine,
+            "num_trees": settings.num_trees,
+            "holdout": "latest" if by_time else "random",
+            "engine": settings.training_engine,
         },
     )
 
@@ -152,11 +135,13 @@ def evaluate(
     logs: TrainingRows,
     schema: FeatureSchema,
     catalog: Catalog,
-    config: TrainingConfig = TrainingConfig(),
+    settings: TrainerSettings,
+    *,
+    by_time: bool = False,
 ) -> dict[str, float]:
     """AUC and log loss of ``model`` on the holdout rows of ``logs`` (as ``train`` splits
     them), so a challenger and the champion are compared on the same rows."""
-    rows = np.flatnonzero(holdout_mask(logs.rows, config))
+    rows = np.flatnonzero(holdout_mask(logs.rows, settings, by_time=by_time))
     matrix = training_matrix(logs, schema, catalog, model.vocabulary, rows)
     predicted = np.asarray(lgb.Booster(model_str=model.model_text).predict(matrix))
     labels = logs.reward[rows]

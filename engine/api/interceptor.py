@@ -31,7 +31,7 @@ async def _statuses(context: aio.ServicerContext[Any, Any], method: str) -> Asyn
     try:
         yield
     except ArbiterError as exc:
-        await context.abort(exc.code, str(exc))
+        await context.abort(grpc.StatusCode[exc.status], str(exc))
     except aio.AbortError:
         raise
     except Exception:

@@ -26,11 +26,11 @@ from redis.asyncio import Redis
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
-from engine.service.application import Arbiter
+from engine.service.application import Application
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.reloader import Reloader, build_cores
 from engine.settings import ServerSettings, load_definitions
-from feature_store import redis_store
+from feature_store import redis_client, redis_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,12 +42,12 @@ SERVICES = (
 
 
 @dataclass
-class ArbiterServer:
+class RunningServer:
     """A started server; ``port`` is the bound port (useful with port 0)."""
 
     server: aio.Server
     health: health_aio.HealthServicer
-    arbiter: Arbiter
+    application: Application
     port: int
     grace: float
     reloading: asyncio.Task[None] | None = None
@@ -58,20 +58,20 @@ class ArbiterServer:
             await asyncio.gather(self.reloading, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
-        await self.arbiter.writer.close(timeout=self.grace)
+        await self.application.writer.close(timeout=self.grace)
 
 
 async def start_server(
-    arbiter: Arbiter,
+    application: Application,
     host: str,
     port: int,
     grace: float = 5.0,
     reloader: Reloader | None = None,
     reload_seconds: float = 0.0,
-) -> ArbiterServer:
+) -> RunningServer:
     server = aio.server(interceptors=[ErrorInterceptor()])
-    decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(arbiter), server)
-    profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(arbiter), server)
+    decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(application), server)
+    profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(application), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -84,17 +84,17 @@ async def start_server(
     )
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    arbiter.writer.start()
+    application.writer.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", *SERVICES):
         await health_servicer.set(name, serving)
     reloading = None
     if reloader is not None and reload_seconds > 0:
         reloading = asyncio.get_running_loop().create_task(reloader.run(reload_seconds))
-    return ArbiterServer(server, health_servicer, arbiter, bound, grace, reloading)
+    return RunningServer(server, health_servicer, application, bound, grace, reloading)
 
 
-def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
+def build_application(settings: ServerSettings, client: Redis) -> Application:
     """Loads definitions and the model and wires the service to Redis."""
     definitions = load_definitions(settings)
     champion, challenger = build_cores(definitions, settings)
@@ -109,7 +109,7 @@ def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
     writer = DecisionLogWriter(
         store, definitions.schema, max_queue=settings.log_queue_size, batch=settings.log_batch_size
     )
-    arbiter = Arbiter(
+    application = Application(
         champion,
         store,
         writer,
@@ -117,17 +117,17 @@ def build_arbiter(settings: ServerSettings, client: Redis) -> Arbiter:
         reserve_timeout=settings.reserve_timeout_ms / 1000,
         breaker_seconds=settings.breaker_seconds,
     )
-    arbiter.challenger = challenger
-    return arbiter
+    application.challenger = challenger
+    return application
 
 
-async def launch(settings: ServerSettings, redis_url: str) -> tuple[ArbiterServer, Redis, Reloader]:
+async def launch(settings: ServerSettings, redis_url: str) -> tuple[RunningServer, Redis, Reloader]:
     """Connects to Redis, builds the service and starts it with its reloader."""
-    client = redis_store.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000)
-    arbiter = build_arbiter(settings, client)
-    reloader = Reloader(arbiter, settings)
+    client = redis_client.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000)
+    application = build_application(settings, client)
+    reloader = Reloader(application, settings)
     running = await start_server(
-        arbiter,
+        application,
         settings.host,
         settings.port,
         settings.grace_seconds,
@@ -140,7 +140,7 @@ async def launch(settings: ServerSettings, redis_url: str) -> tuple[ArbiterServe
 async def serve(settings: ServerSettings, redis_url: str) -> None:
     """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
     running, client, reloader = await launch(settings, redis_url)
-    arbiter = running.arbiter
+    application = running.application
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -150,8 +150,8 @@ async def serve(settings: ServerSettings, redis_url: str) -> None:
         "arbiter serving on %s:%d (model %s, catalog %s)",
         settings.host,
         running.port,
-        arbiter.core.scorer.version,
-        arbiter.core.catalog.version,
+        application.core.scorer.version,
+        application.core.catalog.version,
     )
     await stop.wait()
     log.info("shutting down")
@@ -168,12 +168,12 @@ class BackgroundServer:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.redis_url = redis_url
-        self.running: ArbiterServer = self.run(self._start(settings))
+        self.running: RunningServer = self.run(self._start(settings))
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.running.port}")
         self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
         self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)
 
-    async def _start(self, settings: ServerSettings) -> ArbiterServer:
+    async def _start(self, settings: ServerSettings) -> RunningServer:
         local = settings.model_copy(update={"host": "127.0.0.1", "grace_seconds": 1.0})
         running, self.client, self.reloader = await launch(local, self.redis_url)
         return running
@@ -183,11 +183,11 @@ class BackgroundServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     @property
-    def arbiter(self) -> Arbiter:
-        return self.running.arbiter
+    def application(self) -> Application:
+        return self.running.application
 
     def flush_log(self) -> None:
-        if not self.run(self.arbiter.writer.flush(5.0)):
+        if not self.run(self.application.writer.flush(5.0)):
             raise TimeoutError("the decision log did not drain")
 
     def stop(self) -> None:

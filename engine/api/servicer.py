@@ -14,10 +14,10 @@ from grpc import aio
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.errors import ArbiterError
-from common.vocabulary import CHANNEL_CODE, OUTCOMES, STAGE_CODE
-from engine.api import validation
+from engine.api import proto, validation
 from engine.core.decision import Decision, DecisionRequest
-from engine.service.application import Arbiter, Profile
+from engine.service.application import Application
+from engine.service.profile import Profile
 from feature_store.store import EventRecord, OutcomeRecord
 
 Context = aio.ServicerContext[Any, Any]
@@ -50,7 +50,7 @@ def encode_decision(decision: Decision, explain: bool = False) -> decision_pb2.D
     response = decision_pb2.DecideResponse(
         decision_id=decision.decision_id,
         customer_id=decision.customer_id,
-        lifecycle_stage=STAGE_CODE[decision.stage],  # type: ignore[arg-type]
+        lifecycle_stage=proto.stage(decision.stage),
         model_version=decision.model_version,
         degraded=decision.degraded,
         degraded_reason=decision.degraded_reason,
@@ -92,8 +92,8 @@ BATCH_CHUNK = 64  # decisions of one DecideBatch stream in flight at once
 
 
 class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
-    def __init__(self, arbiter: Arbiter) -> None:
-        self.arbiter = arbiter
+    def __init__(self, application: Application) -> None:
+        self.application = application
 
     async def DecideBatch(
         self,
@@ -123,10 +123,10 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             try:
                 valid.append((i, decode_decide(request)))
             except ArbiterError as exc:
-                answers[i].error.code = exc.code.name
+                answers[i].error.code = exc.status
                 answers[i].error.message = str(exc)
         if valid:
-            decisions = await self.arbiter.decide_many([d for _, d in valid])
+            decisions = await self.application.decide_many([d for _, d in valid])
             for (i, decoded), decision in zip(valid, decisions, strict=True):
                 answers[i].response.CopyFrom(encode_decision(decision, decoded.explain))
         return answers
@@ -135,7 +135,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: decision_pb2.DecideRequest, context: Context
     ) -> decision_pb2.DecideResponse:
         decoded = decode_decide(request)
-        decision = await self.arbiter.decide(decoded)
+        decision = await self.application.decide(decoded)
         return encode_decision(decision, decoded.explain)
 
     async def ReportOutcome(
@@ -157,14 +157,14 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             ),
             idempotency_key=key or f"{decision_id}:{offer_id}:{outcome}",
         )
-        recorded, outcome_id = await self.arbiter.report_outcome(record)
+        recorded, outcome_id = await self.application.report_outcome(record)
         return decision_pb2.ReportOutcomeResponse(recorded=recorded, outcome_id=outcome_id)
 
 
 def encode_profile(profile: Profile) -> profile_pb2.GetProfileResponse:
     response = profile_pb2.GetProfileResponse(
         customer_id=profile.customer_id,
-        lifecycle_stage=STAGE_CODE[profile.stage],  # type: ignore[arg-type]
+        lifecycle_stage=proto.stage(profile.stage),
         lifecycle_reason=profile.stage_reason,
         features=profile.features,
         attributes=profile.attributes,
@@ -173,7 +173,7 @@ def encode_profile(profile: Profile) -> profile_pb2.GetProfileResponse:
     for e in profile.events:
         response.recent_events.append(
             profile_pb2.Event(
-                channel=CHANNEL_CODE.get(e["channel"], 0),  # type: ignore[arg-type]
+                channel=proto.channel_or_unspecified(e["channel"]),
                 event_type=e["event_type"],
                 attributes=e["attributes"],
                 occurred_at=_timestamp(e["occurred_at"]),
@@ -184,24 +184,24 @@ def encode_profile(profile: Profile) -> profile_pb2.GetProfileResponse:
             profile_pb2.DecisionSummary(
                 decision_id=d.decision_id,
                 offer_id=d.offer_id,
-                channel=CHANNEL_CODE.get(d.channel, 0),  # type: ignore[arg-type]
+                channel=proto.channel_or_unspecified(d.channel),
                 placement=d.placement,
                 rank=d.rank,
                 decided_at=_timestamp(d.decided_at),
-                outcomes=[OUTCOMES.index(o) + 1 for o in d.outcomes],  # type: ignore[misc]
+                outcomes=[proto.outcome(o) for o in d.outcomes],
             )
         )
     return response
 
 
 class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
-    def __init__(self, arbiter: Arbiter) -> None:
-        self.arbiter = arbiter
+    def __init__(self, application: Application) -> None:
+        self.application = application
 
     async def GetProfile(
         self, request: profile_pb2.GetProfileRequest, context: Context
     ) -> profile_pb2.GetProfileResponse:
-        profile = await self.arbiter.profile(validation.customer_id(request.customer_id))
+        profile = await self.application.profile(validation.customer_id(request.customer_id))
         return encode_profile(profile)
 
     async def RecordEvent(
@@ -217,5 +217,5 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
                 _seconds(request.occurred_at, request.HasField("occurred_at")), now
             ),
         )
-        await self.arbiter.record_event(event)
+        await self.application.record_event(event)
         return profile_pb2.RecordEventResponse()

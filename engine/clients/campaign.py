@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from tqdm import tqdm
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc
+from engine.api import proto
 
 
 def read_customers(path: Path) -> list[str]:
@@ -36,7 +37,7 @@ def read_customers(path: Path) -> list[str]:
 def run_campaign(
     target: str,
     customers_file: Path,
-    channel: int,
+    channel: str,
     *,
     placement: str = "",
     limit: int = 1,
@@ -49,7 +50,7 @@ def run_campaign(
             yield decision_pb2.DecideBatchRequest(
                 request=decision_pb2.DecideRequest(
                     customer_id=customer_id,
-                    channel=channel,  # type: ignore[arg-type]
+                    channel=proto.channel(channel),
                     placement=placement,
                     limit=limit,
                     request_id=str(i),

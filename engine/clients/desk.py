@@ -24,10 +24,11 @@ from urllib.parse import parse_qs, urlparse
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.vocabulary import CHANNELS, OUTCOMES
+from engine.api import proto
+from engine.settings import DeskSettings
 
 PAGE = Path(__file__).parent / "desk.html"
 STATUS = {
@@ -37,14 +38,6 @@ STATUS = {
     grpc.StatusCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED: HTTPStatus.GATEWAY_TIMEOUT,
 }
-
-
-class DeskSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ARBITER_DESK_")
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    target: str = "127.0.0.1:50051"  # the Arbiter gRPC service
 
 
 class BadRequest(Exception):
@@ -71,7 +64,7 @@ class Desk:
         return self.decisions.Decide(
             decision_pb2.DecideRequest(
                 customer_id=query.get("customer_id", ""),
-                channel=CHANNELS.index(channel) + 1,  # type: ignore[arg-type]
+                channel=proto.channel(channel),
                 placement="agent_sidebar",
                 limit=3,
                 explain=True,
@@ -89,7 +82,7 @@ class Desk:
                 decision_id=str(body.get("decision_id", "")),
                 customer_id=str(body.get("customer_id", "")),
                 offer_id=str(body.get("offer_id", "")),
-                outcome=OUTCOMES.index(outcome) + 1,  # type: ignore[arg-type]
+                outcome=proto.outcome(outcome),
             ),
             timeout=5,
         )

@@ -25,6 +25,10 @@ from typing import Literal
 import numpy as np
 
 Policy = Literal["greedy", "epsilon", "softmax"]
+# Defaults of the exploring policies, for the catalog and `arbiter simulate` alike:
+# softmax at 0.1 explores among near-best offers (docs/architecture.md, the simulation).
+DEFAULT_EPSILON = 0.1
+DEFAULT_TEMPERATURE = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +42,8 @@ class Ranked:
 @dataclass(frozen=True)
 class Exploration:
     policy: Policy = "greedy"
-    epsilon: float = 0.1
-    temperature: float = 0.2
+    epsilon: float = DEFAULT_EPSILON
+    temperature: float = DEFAULT_TEMPERATURE
     off_placements: frozenset[str] = field(default_factory=frozenset)
     off_channels: frozenset[str] = field(default_factory=frozenset)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from common.errors import ConfigurationError
 from common.vocabulary import CHANNELS, STAGES
-from engine.core.arbitration import Exploration
+from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE, Exploration
 from engine.core.contact_policy import DAY, Cap, ContactPolicy, OfferPolicy
 from engine.core.expression import Expression, compile_expression
 
@@ -162,8 +162,8 @@ def _exploration(raw: Mapping[str, Any]) -> Exploration:
         raise ConfigurationError(f"{where}.policy: one of greedy, epsilon, softmax")
     exploration = Exploration(
         policy=policy,  # type: ignore[arg-type]
-        epsilon=float(raw.get("epsilon", 0.1)),
-        temperature=float(raw.get("temperature", 0.2)),
+        epsilon=float(raw.get("epsilon", DEFAULT_EPSILON)),
+        temperature=float(raw.get("temperature", DEFAULT_TEMPERATURE)),
         off_placements=frozenset(str(p) for p in raw.get("off_placements", ())),
         off_channels=_names(raw.get("off_channels", ()), CHANNELS, f"{where}.off_channels"),
     )

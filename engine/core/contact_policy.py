@@ -1,4 +1,6 @@
-"""Contact policy: frequency caps, cool-downs and suppression.
+"""Contact policy: frequency caps, cool-downs and suppression, in one place: the rules,
+the check at decision time, the reservation that records a decision's contacts, and what
+an outcome changes.
 
 Declared in the catalog (``[contact_policy]`` and per offer ``[offer.policy]``):
 
@@ -11,20 +13,30 @@ Declared in the catalog (``[contact_policy]`` and per offer ``[offer.policy]``):
 
 Inbound contacts count when their impression is reported (``ReportOutcome``); the
 decision reserves them meanwhile, so caps hold between decision and impression.
-Outbound decisions (email, SMS) are sends and count at once. The check here filters
-candidates from the state read with the profile; the reservation in Redis re-checks it
-atomically (feature_store/scripts.py RESERVE), so two replicas cannot both exceed a cap.
-Pure: no I/O.
+Outbound decisions (email, SMS) are sends and count at once. ``allowed`` filters
+candidates from the state read with the profile; ``reservation`` describes the contacts a
+decision makes, which the store re-checks and records atomically (in Redis:
+feature_store/scripts.py RESERVE), so two replicas cannot both exceed a cap;
+``apply_reservation`` keeps what the store reserved; ``outcome_effects`` says what a
+reported outcome changes. Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from feature_store.store import Contact, CustomerRecord
+from feature_store import keys
+from feature_store.store import Contact, CustomerRecord, OutcomeEffects, Reservation
+
+if TYPE_CHECKING:  # decision.py imports this module
+    from engine.core.catalog import Offer
+    from engine.core.decision import Decision
 
 DAY = 86400
+COOLDOWN_OUTCOMES = frozenset({"decline", "dismiss"})
+SUPPRESS_OUTCOMES = frozenset({"accept", "convert"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +112,9 @@ def offer_block(
 ) -> str:
     """Why ``offer_id`` may not be offered now, or "" when it may. ``contacted`` (from
     ``contacted_offers``) lets a caller checking many offers skip the uncontacted ones."""
-    if policy.suppress_after_accept and f"held:{offer_id}" in record.policy:
+    if policy.suppress_after_accept and keys.held_field(offer_id) in record.policy:
         return "already accepted"
-    until = record.policy.get(f"cool:{offer_id}", 0.0)
+    until = record.policy.get(keys.cooldown_field(offer_id), 0.0)
     if until > now:
         return f"declined: cool-down for {(until - now) / DAY:.0f} more days"
     if contacted is not None and offer_id not in contacted:
@@ -120,4 +132,94 @@ def offer_usage(offer_id: str, policy: OfferPolicy, record: CustomerRecord, now:
         f"{_count(record.contacts, record.pending, now - c.window_seconds, offer_id=offer_id)}"
         f" of {c.describe()}"
         for c in policy.caps
+    )
+
+
+def allowed(
+    policy: ContactPolicy,
+    channel: str,
+    offers: Sequence[Offer],
+    record: CustomerRecord,
+    now: float,
+) -> tuple[list[Offer], dict[str, str]]:
+    """The offers the policy lets through, and why the others were kept out (offer id,
+    or "*" for the whole channel, -> reason)."""
+    blocked = channel_block(policy, channel, record, now)
+    if blocked:
+        return [], {"*": blocked}
+    kept, excluded = [], {}
+    contacted = contacted_offers(record)
+    for offer in offers:
+        why = offer_block(offer.offer_id, offer.policy, record, now, contacted)
+        if why:
+            excluded[offer.offer_id] = why
+        else:
+            kept.append(offer)
+    return kept, excluded
+
+
+def reservation(
+    policy: ContactPolicy, offers: Mapping[str, Offer], decision: Decision, channel: str, now: float
+) -> Reservation | None:
+    """The contacts a decision makes, with their caps; None when nothing is capped."""
+    if not decision.actions:
+        return None
+    channel_caps = tuple((c.window_seconds, c.max) for c in policy.channel_caps.get(channel, ()))
+    offer_policies = [offers[a.offer_id].policy for a in decision.actions]
+    if not channel_caps and not any(p.caps or p.suppress_after_accept for p in offer_policies):
+        return None
+    return Reservation(
+        decision.customer_id,
+        decision.decision_id,
+        channel,
+        channel in policy.outbound,
+        now + policy.pending_seconds,
+        channel_caps,
+        tuple(
+            (a.offer_id, tuple((c.window_seconds, c.max) for c in p.caps), p.suppress_after_accept)
+            for a, p in zip(decision.actions, offer_policies, strict=True)
+        ),
+    )
+
+
+def apply_reservation(
+    decision: Decision, reservation: Reservation, result: Sequence[str] | str
+) -> Decision:
+    """Keeps the actions the reservation recorded. ``result`` is the offer ids reserved,
+    or why the reservation failed: then outbound decisions send nothing and inbound ones
+    answer, flagged degraded."""
+    if isinstance(result, str):
+        if reservation.outbound:
+            reason = f"contact policy unavailable, nothing sent: {result}"
+            return replace(decision, actions=(), degraded=True, degraded_reason=reason)
+        reason = f"contacts not reserved: {result}"
+        if decision.degraded_reason:
+            reason = f"{decision.degraded_reason}; {reason}"
+        return replace(decision, degraded=True, degraded_reason=reason)
+    reserved = set(result)
+    if len(reserved) == len(decision.actions):
+        return decision
+    kept = [a for a in decision.actions if a.offer_id in reserved]
+    lost = {
+        a.offer_id: "cap taken by a concurrent decision"
+        for a in decision.actions
+        if a.offer_id not in reserved
+    }
+    return replace(
+        decision,
+        actions=tuple(replace(a, rank=i) for i, a in enumerate(kept, start=1)),
+        excluded={**decision.excluded, **lost},
+    )
+
+
+def outcome_effects(policy: OfferPolicy, outcome: str, occurred_at: float) -> OutcomeEffects:
+    """What a reported outcome changes: a cool-down after a decline or dismissal,
+    suppression after an accept or conversion, and any response counts as seen (once)
+    towards the caps."""
+    return OutcomeEffects(
+        cooldown_until=(
+            occurred_at + policy.cooldown_seconds if outcome in COOLDOWN_OUTCOMES else 0.0
+        ),
+        suppress=outcome in SUPPRESS_OUTCOMES and policy.suppress_after_accept,
+        impression=True,
     )

@@ -1,7 +1,9 @@
 """The model's input: customer features x offer features x context features.
 
-Serving and training both build rows with ``build_matrix``, so a model sees exactly the
-values it was trained on. Columns: the schema's customer features in schema order, then
+Serving and training both build rows with ``build_matrix`` from one ``ServedInputs``, so
+a model sees exactly the values it was trained on: the decision log keeps the served
+inputs (``to_log``) and training and off-policy evaluation read them back
+(``from_log``). Columns: the schema's customer features in schema order, then
 ``OFFER_FEATURES``. Categorical columns hold vocabulary indices (NaN when unknown).
 """
 
@@ -9,13 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from common.vocabulary import CHANNEL_CODE, STAGE_CODE
 from engine.core.catalog import Catalog, Offer
+from feature_store import keys
 from feature_store.schema import FeatureSchema
+from feature_store.store import CustomerRecord
 
 OFFER_FEATURES = (
     "offer_id",
@@ -37,10 +42,63 @@ OFFER_EXPLAIN = {
     "category_match": "last looked at $topic",
     "topic_views_24h": "viewed $topic pages $value times today",
 }
+_DAY_WINDOW = keys.WINDOW_SCOPES.index("24h")
 
 
 def model_feature_names(schema: FeatureSchema) -> tuple[str, ...]:
     return schema.names + OFFER_FEATURES
+
+
+@dataclass(frozen=True, slots=True)
+class ServedInputs:
+    """One decision's model inputs besides the offers, as served: the one shape serving,
+    the decision log, training and off-policy evaluation share."""
+
+    features: np.ndarray  # customer features, float64, schema order
+    channel: str
+    stage: str
+    last_category: str = ""  # the category of the customer's latest event that had one
+    topic_counts: Mapping[str, float] = field(default_factory=dict)  # category -> 24 h events
+
+    @classmethod
+    def from_record(
+        cls, record: CustomerRecord, features: np.ndarray, channel: str, stage: str
+    ) -> ServedInputs:
+        counts = {
+            name.removeprefix(keys.CATEGORY_COUNT): values[_DAY_WINDOW]
+            for name, values in record.windows.items()
+            if name.startswith(keys.CATEGORY_COUNT)
+        }
+        return cls(features, channel, stage, record.realtime.get(keys.LAST_CATEGORY, ""), counts)
+
+    def to_log(self, names: Sequence[str]) -> dict[str, Any]:
+        """The fields of a decision-log entry that hold these inputs (JSON-able)."""
+        return {
+            "channel": self.channel,
+            "stage": self.stage,
+            "features": dict(zip(names, self.features.tolist(), strict=True)),
+            "served": {
+                "last_category": self.last_category,
+                "topic_counts": dict(self.topic_counts),
+            },
+        }
+
+    @classmethod
+    def from_log(cls, entry: Mapping[str, Any], names: Sequence[str]) -> ServedInputs | None:
+        """The inputs a logged decision was served with; None when it was logged with other
+        features than ``names`` (another schema)."""
+        try:
+            features = np.array([float(entry["features"][n]) for n in names])
+        except KeyError:
+            return None
+        served = entry.get("served", {})
+        return cls(
+            features,
+            entry["channel"],
+            entry["stage"],
+            served.get("last_category", ""),
+            served.get("topic_counts", {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -59,17 +117,10 @@ class Vocabulary:
 
 
 def build_matrix(
-    customer: np.ndarray,
-    offers: Sequence[Offer],
-    channel: str,
-    stage: str,
-    last_category: str,
-    vocabulary: Vocabulary,
-    topic_counts: Mapping[str, float],
+    served: ServedInputs, offers: Sequence[Offer], vocabulary: Vocabulary
 ) -> np.ndarray:
-    """One row per offer (float64, C order), columns as ``model_feature_names``.
-
-    ``topic_counts``: category -> events in the last 24 h (``k:<category>`` counters)."""
+    """One row per offer (float64, C order), columns as ``model_feature_names``."""
+    customer = served.features
     m = customer.shape[0]
     matrix = np.empty((len(offers), m + len(OFFER_FEATURES)), dtype=np.float64)
     matrix[:, :m] = customer
@@ -77,15 +128,11 @@ def build_matrix(
     matrix[:, m] = [vocabulary.offer_ids.get(o.offer_id, nan) for o in offers]
     matrix[:, m + 1] = [vocabulary.categories.get(o.category, nan) for o in offers]
     matrix[:, m + 2] = [o.value for o in offers]
-    matrix[:, m + 3] = CHANNEL_CODE[channel]
-    matrix[:, m + 4] = STAGE_CODE[stage]
-    matrix[:, m + 5] = [float(last_category in o.topics) for o in offers]
+    matrix[:, m + 3] = CHANNEL_CODE[served.channel]
+    matrix[:, m + 4] = STAGE_CODE[served.stage]
+    matrix[:, m + 5] = [float(served.last_category in o.topics) for o in offers]
+    counts = served.topic_counts
     matrix[:, m + 6] = (
-        [sum(topic_counts.get(t, 0.0) for t in o.topics) for o in offers] if topic_counts else 0.0
+        [sum(counts.get(t, 0.0) for t in o.topics) for o in offers] if counts else 0.0
     )
     return matrix
-
-
-def topic_counts(windows: Mapping[str, tuple[float, ...]]) -> dict[str, float]:
-    """Category -> 24 h count, from a record's windowed counters."""
-    return {name[2:]: counts[1] for name, counts in windows.items() if name.startswith("k:")}

@@ -1,12 +1,9 @@
 """The application service: the decision core plus the stores, with deadlines.
 
-Async and transport-free: the gRPC servicer decodes requests into the dataclasses used
-here and encodes what comes back. This is where "degrade, never fail" lives: a feature
-store that is down or slower than ``feature_timeout`` yields a degraded decision, and a
-short circuit breaker keeps later calls from waiting on it again. The breaker opens at
-the first error, but only after ``TIMEOUTS_TO_OPEN`` timeouts in a row: under a burst of
-CPU load a single read can miss its budget in our own event loop, and that must not
-degrade every customer for the next second.
+Async and transport-free: the gRPC servicers decode requests into the dataclasses used
+here and encode what comes back. This is where "degrade, never fail" lives: a feature
+store that is down or slower than ``feature_timeout`` yields a degraded decision, and the
+breaker (breaker.py) keeps later calls from waiting on it again.
 """
 
 from __future__ import annotations
@@ -14,76 +11,27 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from common.errors import ArbiterError, FeatureStoreUnavailable, NotFound, ProfileSchemaMismatch
-from engine.core.decision import Decision, DecisionCore, DecisionRequest, StageTimer, rule_env
+from engine.core import contact_policy
+from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
+from engine.core.timing import NO_TIMER, StageTimer
+from engine.service.breaker import Breaker
 from engine.service.decision_log import DecisionLogWriter
+from engine.service.profile import Profile, offer_history
 from feature_store.store import (
-    CustomerHistory,
     CustomerRecord,
     DecisionLog,
     EventRecord,
     FeatureStore,
-    OutcomeEffects,
     OutcomeRecord,
-    Reservation,
 )
-
-COOLDOWN_OUTCOMES = frozenset({"decline", "dismiss"})
-TIMEOUTS_TO_OPEN = 3
-SUPPRESS_OUTCOMES = frozenset({"accept", "convert"})
 
 
 class Store(FeatureStore, DecisionLog, Protocol):
     """The online store serves features and keeps the logs."""
-
-
-@dataclass(frozen=True, slots=True)
-class OfferHistory:
-    """One offer made in one decision, with the outcomes reported for it."""
-
-    decision_id: str
-    offer_id: str
-    channel: str
-    placement: str
-    rank: int
-    decided_at: float
-    outcomes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    customer_id: str
-    known: bool
-    stage: str
-    stage_reason: str
-    features: Mapping[str, float]
-    attributes: Mapping[str, str]
-    events: Sequence[Mapping[str, Any]]
-    decisions: tuple[OfferHistory, ...]
-
-
-def offer_history(history: CustomerHistory) -> tuple[OfferHistory, ...]:
-    """Joins the customer's recent decisions with their outcomes, newest first."""
-    reported: dict[tuple[str, str], list[str]] = {}
-    for o in reversed(history.outcomes):  # stored newest first; keep oldest first
-        reported.setdefault((o["decision_id"], o["offer_id"]), []).append(o["outcome"])
-    return tuple(
-        OfferHistory(
-            decision_id=d["decision_id"],
-            offer_id=offer_id,
-            channel=d["channel"],
-            placement=d["placement"],
-            rank=rank,
-            decided_at=d["ts"],
-            outcomes=tuple(reported.get((d["decision_id"], offer_id), ())),
-        )
-        for d in history.decisions
-        for offer_id, rank in d["actions"]
-    )
 
 
 def _unavailable(error: ArbiterError) -> str:
@@ -92,63 +40,11 @@ def _unavailable(error: ArbiterError) -> str:
     return f"feature store unavailable: {error}"
 
 
-def _reservation(
-    core: DecisionCore, decision: Decision, channel: str, now: float
-) -> Reservation | None:
-    """The contacts a decision makes, with their caps; None when nothing is capped."""
-    if not decision.actions:
-        return None
-    policy = core.catalog.contact_policy
-    channel_caps = tuple((c.window_seconds, c.max) for c in policy.channel_caps.get(channel, ()))
-    offer_policies = [core.catalog.by_id[a.offer_id].policy for a in decision.actions]
-    offers = tuple(
-        (a.offer_id, tuple((c.window_seconds, c.max) for c in p.caps), p.suppress_after_accept)
-        for a, p in zip(decision.actions, offer_policies, strict=True)
-    )
-    if not channel_caps and not any(p.caps or p.suppress_after_accept for p in offer_policies):
-        return None
-    return Reservation(
-        decision.customer_id,
-        decision.decision_id,
-        channel,
-        channel in policy.outbound,
-        now + policy.pending_seconds,
-        channel_caps,
-        offers,
-    )
+class Application:
+    """What the API offers, over one store: decide (one or many), report outcomes,
+    record events, show a profile. ``core`` (and ``challenger``) are replaced as a whole
+    when a new model or catalog is promoted (reloader.py)."""
 
-
-def _apply_reservation(
-    decision: Decision, reservation: Reservation, result: list[str] | str
-) -> Decision:
-    """Keeps the actions the reservation recorded. ``result`` is the offer ids reserved,
-    or why the reservation failed: then outbound decisions send nothing and inbound ones
-    answer, flagged degraded."""
-    if isinstance(result, str):
-        if reservation.outbound:
-            reason = f"contact policy unavailable, nothing sent: {result}"
-            return replace(decision, actions=(), degraded=True, degraded_reason=reason)
-        reason = f"contacts not reserved: {result}"
-        if decision.degraded_reason:
-            reason = f"{decision.degraded_reason}; {reason}"
-        return replace(decision, degraded=True, degraded_reason=reason)
-    reserved = set(result)
-    if len(reserved) == len(decision.actions):
-        return decision
-    kept = [a for a in decision.actions if a.offer_id in reserved]
-    lost = {
-        a.offer_id: "cap taken by a concurrent decision"
-        for a in decision.actions
-        if a.offer_id not in reserved
-    }
-    return replace(
-        decision,
-        actions=tuple(replace(a, rank=i) for i, a in enumerate(kept, start=1)),
-        excluded={**decision.excluded, **lost},
-    )
-
-
-class Arbiter:
     def __init__(
         self,
         core: DecisionCore,
@@ -159,41 +55,33 @@ class Arbiter:
         reserve_timeout: float = 0.05,
         breaker_seconds: float = 1.0,
     ) -> None:
-        self.core = core  # replaced as a whole when a new model or catalog is promoted
+        self.core = core
         # (core, share): a challenger model served to a stable share of the customers
         self.challenger: tuple[DecisionCore, float] | None = None
         self.store = store
         self.writer = writer
         self.feature_timeout = feature_timeout
         self.reserve_timeout = reserve_timeout
-        self.breaker_seconds = breaker_seconds
-        self._store_down_until = 0.0
-        self._store_down_reason = ""
-        self._timeouts = 0  # reads in a row that missed their budget
-        self.breaker_opened = 0  # times the breaker opened (diagnostics)
+        self.breaker = Breaker(breaker_seconds)
 
     async def _fetch(self, customer_id: str) -> tuple[CustomerRecord | None, str]:
-        if time.monotonic() < self._store_down_until:
-            return None, self._store_down_reason
+        refusal = self.breaker.refusal()
+        if refusal:
+            return None, refusal
         try:
             record = await asyncio.wait_for(self.store.fetch(customer_id), self.feature_timeout)
         except TimeoutError:
-            self._timeouts += 1
             reason = f"feature store unavailable: slower than {self.feature_timeout * 1000:g} ms"
-            if self._timeouts < TIMEOUTS_TO_OPEN:
-                return None, reason
+            self.breaker.timed_out(reason)
+            return None, reason
         except ProfileSchemaMismatch as exc:
             return None, _unavailable(exc)  # this profile only: the store itself is fine
         except FeatureStoreUnavailable as exc:
             reason = _unavailable(exc)
-        else:
-            self._timeouts = 0
-            return record, ""
-        self._timeouts = 0
-        self.breaker_opened += 1
-        self._store_down_until = time.monotonic() + self.breaker_seconds
-        self._store_down_reason = reason
-        return None, reason
+            self.breaker.failed(reason)
+            return None, reason
+        self.breaker.succeeded()
+        return record, ""
 
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id), else the
@@ -203,17 +91,18 @@ class Arbiter:
             return challenger[0]
         return self.core
 
-    async def decide(self, request: DecisionRequest, timer: StageTimer | None = None) -> Decision:
+    async def decide(self, request: DecisionRequest, timer: StageTimer = NO_TIMER) -> Decision:
         core = self.core_for(request.customer_id)  # one consistent core for the whole call
-        if timer:
-            timer.start()
+        timer.start()
         record, degraded = await self._fetch(request.customer_id)
-        if timer:
-            timer.lap("fetch")
+        timer.lap("fetch")
         now = time.time()
         decision = core.decide(request, record, now, degraded, timer)
         # Degraded answers reserve too: a slow read must not let caps be exceeded.
-        reservation = _reservation(core, decision, request.channel, now)
+        catalog = core.catalog
+        reservation = contact_policy.reservation(
+            catalog.contact_policy, catalog.by_id, decision, request.channel, now
+        )
         if reservation is not None:
             result: list[str] | str
             try:
@@ -224,9 +113,8 @@ class Arbiter:
                 result = f"slower than {self.reserve_timeout * 1000:g} ms"
             except FeatureStoreUnavailable as exc:
                 result = str(exc)
-            decision = _apply_reservation(decision, reservation, result)
-        if timer:
-            timer.lap("reserve")
+            decision = contact_policy.apply_reservation(decision, reservation, result)
+        timer.lap("reserve")
         self.writer.submit(decision, request, now)
         return decision
 
@@ -246,10 +134,16 @@ class Arbiter:
             else core.decide(request, None, now, _unavailable(record))
             for request, record in zip(requests, records, strict=True)
         ]
+        policy, offers = core.catalog.contact_policy, core.catalog.by_id
         pending = [
             (i, reservation)
             for i, (request, decision) in enumerate(zip(requests, decisions, strict=True))
-            if (reservation := _reservation(core, decision, request.channel, now)) is not None
+            if (
+                reservation := contact_policy.reservation(
+                    policy, offers, decision, request.channel, now
+                )
+            )
+            is not None
         ]
         if pending:
             try:
@@ -259,7 +153,7 @@ class Arbiter:
             except FeatureStoreUnavailable as exc:
                 results = [exc] * len(pending)
             for (i, reservation), result in zip(pending, results, strict=True):
-                decisions[i] = _apply_reservation(
+                decisions[i] = contact_policy.apply_reservation(
                     decisions[i],
                     reservation,
                     str(result) if isinstance(result, Exception) else result,
@@ -272,16 +166,7 @@ class Arbiter:
         offer = self.core.catalog.by_id.get(outcome.offer_id)
         if offer is None:
             raise NotFound(f"offer_id: no offer {outcome.offer_id!r} in the catalog")
-        effects = OutcomeEffects(
-            cooldown_until=(
-                outcome.occurred_at + offer.policy.cooldown_seconds
-                if outcome.outcome in COOLDOWN_OUTCOMES
-                else 0.0
-            ),
-            suppress=outcome.outcome in SUPPRESS_OUTCOMES and offer.policy.suppress_after_accept,
-            # Any response means the offer was seen: it counts once towards the caps.
-            impression=True,
-        )
+        effects = contact_policy.outcome_effects(offer.policy, outcome.outcome, outcome.occurred_at)
         return await self.store.record_outcome(outcome, effects)
 
     async def record_event(self, event: EventRecord) -> None:

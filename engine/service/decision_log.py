@@ -30,20 +30,15 @@ def log_entry(
         "ts": now,
         "customer_id": decision.customer_id,
         "request_id": request.request_id,
-        "channel": request.channel,
         "placement": request.placement,
         "context": dict(request.context),
-        "stage": decision.stage,
         "stage_reason": decision.stage_reason,
         "model_version": decision.model_version,
         "catalog_version": decision.catalog_version,
         "degraded": decision.degraded_reason,
         "excluded": dict(decision.excluded),
-        "features": dict(zip(names, decision.features.tolist(), strict=True)),
-        "served": {
-            "last_category": decision.served.last_category if decision.served else "",
-            "topic_counts": dict(decision.served.topic_counts) if decision.served else {},
-        },
+        # channel, stage, features and the offer-level inputs exactly as served
+        **decision.served.to_log(names),
         "candidates": [
             list(row)
             for row in zip(

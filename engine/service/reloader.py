@@ -3,7 +3,7 @@ stage rules, without a restart and without failing a call.
 
 A task checks, every ``ARBITER_RELOAD_SECONDS`` (and on SIGHUP), the promoted model
 version and the content of the catalog and stage-rule files. On a change it builds a
-complete new DecisionCore off the event loop (in a thread) and replaces ``Arbiter.core``
+complete new DecisionCore off the event loop (in a thread) and replaces ``Application.core``
 in one assignment; a call already running keeps the core it started with. A model or
 catalog that cannot be used is logged and skipped, and the current core keeps serving.
 The feature schema is not reloaded: a schema change needs the profiles reloaded too, so
@@ -26,7 +26,7 @@ from engine.core.decision import DecisionCore
 from engine.core.lifecycle import load_stage_rules
 from engine.core.model_input import model_feature_names
 from engine.core.scoring import Scorer, ValueOnlyScorer
-from engine.service.application import Arbiter
+from engine.service.application import Application
 from engine.settings import Definitions, ServerSettings
 from feature_store.schema import FeatureSchema
 
@@ -82,8 +82,8 @@ def build_core(definitions: Definitions, scorer: Scorer, settings: ServerSetting
 
 
 class Reloader:
-    def __init__(self, arbiter: Arbiter, settings: ServerSettings) -> None:
-        self._arbiter = arbiter
+    def __init__(self, application: Application, settings: ServerSettings) -> None:
+        self._application = application
         self._settings = settings
         self._current = self._source()
         self._refused: Source | None = None
@@ -106,7 +106,7 @@ class Reloader:
     def _build(self, source: Source) -> tuple[DecisionCore, tuple[DecisionCore, float] | None]:
         """The new cores; a catalog or stage-rule file that did not change is not parsed
         again (the build runs beside calls in flight: it should hold the GIL briefly)."""
-        core = self._arbiter.core
+        core = self._application.core
         names = frozenset(core.schema.names)
         definitions = Definitions(
             schema=core.schema,
@@ -128,12 +128,14 @@ class Reloader:
             core, challenger = await asyncio.to_thread(self._build, source)
         except ArbiterError as exc:
             log.error(
-                "not reloading, still serving model %s: %s", self._arbiter.core.scorer.version, exc
+                "not reloading, still serving model %s: %s",
+                self._application.core.scorer.version,
+                exc,
             )
             self._refused = source
             return False
-        self._arbiter.challenger = challenger
-        self._arbiter.core = core
+        self._application.challenger = challenger
+        self._application.core = core
         self._current = source
         self.reloads += 1
         log.info("reloaded: model %s, catalog %s", core.scorer.version, core.catalog.version)

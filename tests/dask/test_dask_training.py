@@ -13,8 +13,9 @@ import numpy as np
 from engine.adapters import artifact
 from engine.service.reloader import load_scorer
 from engine.settings import Definitions
+from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
-from training.train import TrainingConfig, train
+from training.train import train
 from training.world import World
 
 
@@ -24,9 +25,12 @@ def test_dask_training_serves_like_local_training(
     logs = simulate_logs(
         world, definitions.schema, definitions.catalog, definitions.stage_rules, rows=20_000, seed=8
     )
-    local = train(logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=40))
+    local = train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=40))
     on_dask = train(
-        logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=40, engine="dask")
+        logs,
+        definitions.schema,
+        definitions.catalog,
+        TrainerSettings(num_trees=40, training_engine="dask"),
     )
 
     assert on_dask.training["engine"] == "dask"

@@ -58,7 +58,7 @@ def test_a_10k_campaign_respects_the_email_cap_and_reports_throughput(
     sent = []
     for run in range(3):
         out = tmp_path / f"run{run}.jsonl"
-        assert run_campaign(target, customers, common_pb2.CHANNEL_EMAIL, out=out) == 0
+        assert run_campaign(target, customers, "email", out=out) == 0
         answers = [json.loads(line) for line in out.read_text().splitlines()]
         assert len(answers) == CAMPAIGN_SIZE
         assert not [a for a in answers if "error" in a or a["response"].get("degraded")]
@@ -97,9 +97,7 @@ def test_campaign_command_reports_counts(
     )
     out = tmp_path / "answers.jsonl"
 
-    code = run_campaign(
-        f"127.0.0.1:{server.running.port}", customers, common_pb2.CHANNEL_SMS, out=out
-    )
+    code = run_campaign(f"127.0.0.1:{server.running.port}", customers, "sms", out=out)
 
     assert code == 0
     printed = capsys.readouterr().out

@@ -196,7 +196,5 @@ def test_core_decides_with_the_value_only_baseline(definitions: Definitions) -> 
     assert decision.actions[0].offer_id == "fibre_broadband"  # highest value, eligible
     assert decision.model_version == "value-only"
     assert len(decision.candidates) >= len(decision.actions)
-    assert (
-        rule_env(schema.names, decision.features, {}, DecisionRequest("c1", "web"))["tenure_months"]
-        == 40
-    )
+    env = rule_env(schema.names, decision.served.features, {}, DecisionRequest("c1", "web"))
+    assert env["tenure_months"] == 40

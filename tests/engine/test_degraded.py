@@ -43,7 +43,7 @@ def test_redis_down_answers_degraded_with_fallback_offers(
 
     assert response.degraded
     assert "feature store" in response.degraded_reason
-    fallback = {o.offer_id for o in server.arbiter.core.catalog.offers if o.fallback}
+    fallback = {o.offer_id for o in server.application.core.catalog.offers if o.fallback}
     assert response.actions
     assert {a.offer_id for a in response.actions} <= fallback
     # Writes cannot degrade: they say UNAVAILABLE, so the caller retries.
@@ -72,9 +72,9 @@ def test_slow_redis_answers_degraded_within_the_deadline(
             assert response.degraded
             assert "slower than 30 ms" in response.degraded_reason
             assert seconds < 0.5
-        assert server.arbiter.breaker_opened == 0  # two slow reads may be our own load
+        assert server.application.breaker.opened == 0  # two slow reads may be our own load
         response, _ = decide(server)
-        assert response.degraded and server.arbiter.breaker_opened == 1  # three in a row
+        assert response.degraded and server.application.breaker.opened == 1  # three in a row
         # While it is open, answers come without waiting on Redis.
         response, seconds = decide(server)
         assert response.degraded and seconds < 0.1

@@ -16,9 +16,10 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
 from engine.adapters import artifact
+from engine.clients.cli.admin import outcomes_by_model
 from engine.settings import DEFAULTS
+from feature_store.log_reader import read_logs
 from tests.conftest import ServerThread, accept
-from training.logs import outcomes_by_model, read_logs
 
 
 @pytest.fixture

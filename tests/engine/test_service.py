@@ -30,7 +30,7 @@ def test_known_customer_gets_ranked_rendered_actions_with_reasons(server: Server
     response = decide(server, "cust-000042", limit=3, explain=True)
 
     assert not response.degraded
-    assert response.model_version == server.arbiter.core.scorer.version
+    assert response.model_version == server.application.core.scorer.version
     assert 1 <= len(response.actions) <= 3
     assert [a.rank for a in response.actions] == list(range(1, len(response.actions) + 1))
     priorities = [a.priority for a in response.actions]
@@ -39,7 +39,7 @@ def test_known_customer_gets_ranked_rendered_actions_with_reasons(server: Server
         assert action.priority == pytest.approx(
             action.propensity
             * action.value
-            * server.arbiter.core.catalog.by_id[action.offer_id].lever
+            * server.application.core.catalog.by_id[action.offer_id].lever
         )
         assert 0 < action.propensity < 1
         assert action.message.headline and action.message.url

@@ -14,6 +14,7 @@ from common.errors import FeatureStoreUnavailable, ProfileSchemaMismatch
 from engine.settings import Definitions
 from feature_store import keys, redis_store
 from feature_store.loader import load_profiles
+from feature_store.redis_client import connect
 from feature_store.store import EventRecord, OutcomeEffects, OutcomeRecord, Reservation
 
 T = TypeVar("T")
@@ -21,7 +22,7 @@ T = TypeVar("T")
 
 def run(redis_url: str, definitions: Definitions, work: Any, *, timeout: float = 0.25) -> Any:
     async def main() -> Any:
-        client = redis_store.connect(redis_url, timeout_seconds=timeout)
+        client = connect(redis_url, timeout_seconds=timeout)
         try:
             return await work(redis_store.RedisFeatureStore(client, definitions.schema))
         finally:
@@ -167,7 +168,7 @@ def test_the_session_ends_after_the_gap(
     redis_client: redis.Redis, redis_url: str, definitions: Definitions
 ) -> None:
     async def work() -> Any:
-        client = redis_store.connect(redis_url)
+        client = connect(redis_url)
         store = redis_store.RedisFeatureStore(client, definitions.schema, session_seconds=1)
         try:
             await store.record_event(EventRecord("c7", "web", "compare", {}, time.time()))

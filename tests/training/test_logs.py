@@ -15,12 +15,14 @@ from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from common.errors import ConfigurationError
 from engine.adapters import artifact
 from engine.core.model_input import build_matrix
-from engine.settings import Definitions, TrainerSettings
+from engine.settings import Definitions
 from feature_store import keys
+from feature_store.log_reader import read_logs
 from tests.conftest import ServerThread, accept
 from training.evaluation import contexts_from_logs, evaluate_policies
 from training.job import train_from_logs
-from training.logs import POSITIVE, read_logs, rewarder, rows_from_redis
+from training.logs import POSITIVE, rewarder, rows_from_redis
+from training.settings import TrainerSettings
 from training.simulation import exploring_catalog
 
 
@@ -69,24 +71,19 @@ def test_a_logged_row_rebuilds_exactly_what_was_served(
     assert report.used == report.decisions == len(logged) > 20
     assert rows.rows == sum(len(d["actions"]) for d in logged.values())
     assert rows.decision_ids is not None
-    core = server.arbiter.core
+    core = server.application.core
+    vocabulary = core.scorer.vocabulary
+    assert vocabulary is not None
     for r in range(rows.rows):
         decision = logged[rows.decision_ids[r]]
-        row = build_matrix(
-            rows.features[r],
-            [core.catalog.by_id[rows.offer_ids[r]]],
-            rows.channels[r],
-            rows.stages[r],
-            rows.last_categories[r],
-            core.scorer.vocabulary,
-            rows.topic_counts[r],
-        )
+        row = build_matrix(rows.served[r], [core.catalog.by_id[rows.offer_ids[r]]], vocabulary)
         served = dict((c[0], c[1]) for c in decision["candidates"])[rows.offer_ids[r]]
         assert core.scorer.predict(row)[0] == pytest.approx(served, abs=1e-12)
         key = (rows.decision_ids[r], rows.offer_ids[r])
         assert rows.reward[r] == (key in accepted)
         assert key not in declined or rows.reward[r] == 0
-    assert np.any(rows.features[:, definitions.schema.names.index("product_views_24h")] == 2)
+    features = rows.features(len(definitions.schema.names))
+    assert np.any(features[:, definitions.schema.names.index("product_views_24h")] == 2)
 
     young, report = rows_from_redis(
         loaded, definitions.schema, window_seconds=3600, until=time.time()
@@ -158,7 +155,7 @@ def test_the_serving_policy_replayed_on_its_own_logs_gets_weight_one(
             accept(server, response, cid)
     server.flush_log()
     decisions, outcomes = read_logs(loaded)
-    core = server.arbiter.core
+    core = server.application.core
     contexts = contexts_from_logs(
         decisions, rewarder(outcomes, 3600, POSITIVE), definitions.schema, core.catalog
     )

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from engine.adapters import artifact
-from engine.clients.cli import main
-from engine.settings import TrainerSettings
+from training.cli import main
 from training.job import train_demo
+from training.settings import TrainerSettings
 
 
 def settings(data: Path, **overrides: object) -> TrainerSettings:

@@ -9,6 +9,7 @@ import redis
 
 from feature_store import keys
 from training import simulation
+from training.simulation import traffic
 
 
 def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,7 +46,7 @@ def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_outcome_times_keep_their_second(seconds: float) -> None:
     # An outcome stamped before its decision falls outside the attribution window: a
     # fraction of a second above .9 must carry into the seconds.
-    stamp = simulation._timestamp(seconds)
+    stamp = traffic.outcome_timestamp(seconds)
     assert stamp.seconds + stamp.nanos / 1e9 == pytest.approx(seconds, abs=1e-6)
 
 
@@ -56,7 +57,7 @@ def test_a_simulated_day_ages_contacts_and_cooldowns(redis_client: redis.Redis) 
     redis_client.zadd(contacts, {"d1|fibre_upgrade|web": now, "d2|roaming_pack|web": now - 10})
     redis_client.hset(policy, mapping={"cool:roaming_pack": now + 5, "held:fibre_upgrade": now})
 
-    simulation.age_contact_state(redis_client, ["cust-000001", "cust-000002"], 86_400)
+    traffic.age_contact_state(redis_client, ["cust-000001", "cust-000002"], 86_400)
 
     assert redis_client.zrange(contacts, 0, -1, withscores=True) == [
         (b"d2|roaming_pack|web", now - 10 - 86_400),

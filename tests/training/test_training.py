@@ -6,8 +6,9 @@ import numpy as np
 
 from engine.settings import Definitions
 from training.metrics import auc, log_loss
+from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
-from training.train import TrainingConfig, train
+from training.train import train
 from training.world import World, generate
 
 
@@ -45,7 +46,7 @@ def test_trained_model_learns_the_hidden_response(world: World, definitions: Def
     assert 0.02 < logs.reward.mean() < 0.3
     assert np.all(logs.probability > 0) and np.all(logs.probability <= 1)
 
-    model = train(logs, definitions.schema, definitions.catalog, TrainingConfig(num_trees=40))
+    model = train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=40))
 
     assert model.metrics["auc"] > 0.65
     assert model.metrics["auc"] <= model.metrics["oracle_auc"] + 0.03

@@ -1,0 +1,135 @@
+"""Operator commands: bulk-load profiles into Redis, and the model registry (list, promote
+a version, run a challenger)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from common.errors import ArbiterError
+from engine.adapters import artifact
+from engine.clients.cli.command import Command
+from engine.settings import CommonSettings, LoaderSettings, load_definitions
+from feature_store.embedded import running_url
+from feature_store.loader import load_file
+from feature_store.log_reader import read_logs
+
+POSITIVE = frozenset({"accept", "convert"})
+
+
+def redis_url(settings: CommonSettings) -> str:
+    """``REDIS_URL``, or the embedded server a running `arbiter serve` started."""
+    url = settings.redis_url or running_url(settings.embedded_redis_dir)
+    if url is None:
+        raise SystemExit("set REDIS_URL, or start `arbiter serve` (embedded Redis) first")
+    return url
+
+
+def _load_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path)
+
+
+def _load(args: argparse.Namespace) -> int:
+    settings = LoaderSettings()
+    schema = load_definitions(settings).schema
+    client = redis.Redis.from_url(redis_url(settings))
+    report = load_file(client, schema, args.path, batch_size=settings.batch_size, progress=True)
+    print(
+        f"loaded {report.rows} profiles in {report.seconds:.1f}s ({report.rows_per_second:,.0f}/s)"
+    )
+    return 0
+
+
+def outcomes_by_model(
+    decisions: Iterable[Mapping[str, Any]],
+    outcomes: Iterable[Mapping[str, Any]],
+    positive: frozenset[str] = POSITIVE,
+) -> dict[str, tuple[int, int]]:
+    """Per model version: (actions taken, actions with a positive outcome), whenever it
+    was reported: the champion / challenger comparison."""
+    hits = {(o["decision_id"], o["offer_id"]) for o in outcomes if o["outcome"] in positive}
+    counts: dict[str, list[int]] = {}
+    for d in decisions:
+        tally = counts.setdefault(d["model_version"], [0, 0])
+        for action in d["actions"]:
+            tally[0] += 1
+            tally[1] += (d["decision_id"], action["offer_id"]) in hits
+    return {version: (n, k) for version, (n, k) in counts.items()}
+
+
+def _outcomes_by_model(settings: CommonSettings) -> dict[str, tuple[int, int]]:
+    """Actions and accepted actions per model from the logs, when a Redis is at hand."""
+    url = settings.redis_url or running_url(settings.embedded_redis_dir)
+    if url is None:
+        return {}
+    try:
+        return outcomes_by_model(*read_logs(redis.Redis.from_url(url, socket_timeout=2)))
+    except ArbiterError:
+        return {}
+
+
+def _models_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "promote", "challenge", "end-challenge"],
+        default="list",
+    )
+    p.add_argument("version", nargs="?")
+    p.add_argument("--share", type=float, default=0.1, help="challenger share of customers")
+
+
+def _models(args: argparse.Namespace) -> int:
+    settings = CommonSettings()
+    action, version = args.action, args.version
+    if action in ("promote", "challenge") and not version:
+        raise SystemExit(f"arbiter models {action} VERSION")
+    if action == "promote":
+        artifact.set_current(settings.model_dir, version)
+        print(f"promoted {version}; a running service picks it up within its reload interval")
+    elif action == "challenge":
+        artifact.set_challenger(settings.model_dir, version, args.share)
+        print(f"{version} now serves {args.share:.0%} of customers (stable by customer id)")
+    elif action == "end-challenge":
+        artifact.set_challenger(settings.model_dir, None)
+        print("challenge ended: the promoted model serves every customer")
+    else:
+        _list_models(settings)
+    return 0
+
+
+def _list_models(settings: CommonSettings) -> None:
+    current = artifact.current_version(settings.model_dir)
+    challenge = artifact.challenger(settings.model_dir)
+    outcomes = _outcomes_by_model(settings)
+    print(f"{'':2}{'version':26} {'created':29} {'AUC':>6} {'log loss':>8} {'rows':>7}  outcomes")
+    for model in artifact.versions(settings.model_dir):
+        mark = "  "
+        if model.version == current:
+            mark = "* "
+        elif challenge and model.version == challenge[0]:
+            mark = "c "
+        m = model.metrics
+        taken, positive = outcomes.get(model.version, (0, 0))
+        served = f"{positive}/{taken} accepted" if taken else ""
+        print(
+            f"{mark}{model.version:26} {model.created_at:29} {m.get('auc', float('nan')):6.4f}"
+            f" {m.get('log_loss', float('nan')):8.4f} {model.training.get('rows', ''):>7}  {served}"
+        )
+    if challenge:
+        print(f"(* promoted; c challenger, serving {challenge[1]:.0%} of customers)")
+
+
+COMMANDS = [
+    Command("load", "bulk-load profiles from a JSON Lines file", _load_arguments, _load),
+    Command(
+        "models",
+        "list model versions; promote one (rollback); run a challenger",
+        _models_arguments,
+        _models,
+    ),
+]

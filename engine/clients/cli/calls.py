@@ -1,0 +1,242 @@
+"""Commands that call the gRPC API: decide, profile, event, outcome, campaign, desk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from common.vocabulary import CHANNELS, OUTCOMES, STAGES
+from engine.api import proto
+from engine.clients.cli.command import Command, pairs
+from engine.settings import ClientSettings, DeskSettings
+
+CHANNEL_CHOICES = [c.replace("_", "-") for c in CHANNELS]
+TIMEOUT_SECONDS = 5.0
+
+
+class Stubs:
+    """One channel to the service and its two stubs."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.decisions = decision_pb2_grpc.DecisionServiceStub(channel)
+        self.profiles = profile_pb2_grpc.ProfileServiceStub(channel)
+
+
+def _client_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", help="the service, host:port (ARBITER_TARGET, 127.0.0.1:50051)")
+    p.add_argument("--json", action="store_true", help="print the raw response as JSON")
+
+
+def _calling(call: Callable[[Stubs, argparse.Namespace], Message | None]) -> Callable[..., int]:
+    """Runs ``call`` against the service named by ``--target`` or the settings; prints
+    the response as JSON when asked, an RPC error as one line."""
+
+    def run(args: argparse.Namespace) -> int:
+        target = args.target or ClientSettings().target
+        with grpc.insecure_channel(target) as channel:
+            try:
+                response = call(Stubs(channel), args)
+            except grpc.RpcError as exc:
+                print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                return 1
+        if response is not None:
+            print_json(response)
+        return 0
+
+    return run
+
+
+def print_json(message: Message) -> None:
+    print(json.dumps(json_format.MessageToDict(message), indent=2))
+
+
+def print_decision(r: decision_pb2.DecideResponse) -> None:
+    stage = proto.stage_name(r.lifecycle_stage)
+    print(f"decision {r.decision_id}  customer {r.customer_id}  stage {stage}")
+    print(f"model {r.model_version}" + (f"  DEGRADED: {r.degraded_reason}" if r.degraded else ""))
+    for a in r.actions:
+        m = a.message
+        print(
+            f"\n{a.rank}. {a.offer_id}  priority {a.priority:.3f} "
+            f"(propensity {a.propensity:.4f} x value {a.value:g})"
+        )
+        for label, text in (
+            ("headline", m.headline),
+            ("body", m.body),
+            ("call to action", m.call_to_action),
+            ("url", m.url),
+            ("agent script", m.agent_script),
+        ):
+            if text:
+                print(f"   {label}: {text}")
+        for reason in a.reasons:
+            print(f"   - [{reason.code}] {reason.text}")
+    if not r.actions:
+        print("\nno eligible action")
+    for e in r.excluded:
+        print(f"   kept out: {e.offer_id}: {e.reason}")
+
+
+def _decide_arguments(p: argparse.ArgumentParser) -> None:
+    _client_arguments(p)
+    p.add_argument("customer_id")
+    p.add_argument("--channel", choices=CHANNEL_CHOICES, default="web")
+    p.add_argument("--placement", default="")
+    p.add_argument("--limit", type=int, default=3)
+    p.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--stage", choices=STAGES, help="override the life-cycle stage")
+    p.add_argument("--no-explain", action="store_true")
+
+
+def _decide(stubs: Stubs, args: argparse.Namespace) -> Message | None:
+    context = pairs(args.context, "--context")
+    if args.stage:
+        context["stage"] = args.stage
+    response = stubs.decisions.Decide(
+        decision_pb2.DecideRequest(
+            customer_id=args.customer_id,
+            channel=proto.channel(args.channel),
+            placement=args.placement,
+            context=context,
+            limit=args.limit,
+            explain=not args.no_explain,
+        ),
+        timeout=TIMEOUT_SECONDS,
+    )
+    if args.json:
+        return response
+    print_decision(response)
+    return None
+
+
+def _profile_arguments(p: argparse.ArgumentParser) -> None:
+    _client_arguments(p)
+    p.add_argument("customer_id")
+
+
+def _profile(stubs: Stubs, args: argparse.Namespace) -> Message | None:
+    request = profile_pb2.GetProfileRequest(customer_id=args.customer_id)
+    return stubs.profiles.GetProfile(request, timeout=TIMEOUT_SECONDS)
+
+
+def _event_arguments(p: argparse.ArgumentParser) -> None:
+    _client_arguments(p)
+    p.add_argument("customer_id")
+    p.add_argument("--type", dest="event_type", required=True)
+    p.add_argument("--channel", choices=CHANNEL_CHOICES, default="web")
+    p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _event(stubs: Stubs, args: argparse.Namespace) -> Message | None:
+    stubs.profiles.RecordEvent(
+        profile_pb2.RecordEventRequest(
+            customer_id=args.customer_id,
+            channel=proto.channel(args.channel),
+            event_type=args.event_type,
+            attributes=pairs(args.attr, "--attr"),
+        ),
+        timeout=TIMEOUT_SECONDS,
+    )
+    print(f"recorded {args.event_type} for {args.customer_id}")
+    return None
+
+
+def _outcome_arguments(p: argparse.ArgumentParser) -> None:
+    _client_arguments(p)
+    p.add_argument("decision_id")
+    p.add_argument("customer_id")
+    p.add_argument("offer_id")
+    p.add_argument("--outcome", choices=OUTCOMES, required=True)
+    p.add_argument("--value", type=float, default=0.0)
+    p.add_argument("--key", default="", help="idempotency key")
+
+
+def _outcome(stubs: Stubs, args: argparse.Namespace) -> Message | None:
+    now = Timestamp()
+    now.GetCurrentTime()
+    response = stubs.decisions.ReportOutcome(
+        decision_pb2.ReportOutcomeRequest(
+            decision_id=args.decision_id,
+            customer_id=args.customer_id,
+            offer_id=args.offer_id,
+            outcome=proto.outcome(args.outcome),
+            value=args.value,
+            occurred_at=now,
+            idempotency_key=args.key,
+        ),
+        timeout=TIMEOUT_SECONDS,
+    )
+    if args.json:
+        return response
+    state = "recorded" if response.recorded else "already recorded"
+    print(f"{state} as {response.outcome_id}")
+    return None
+
+
+def _campaign_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", help="the service, host:port (ARBITER_TARGET, 127.0.0.1:50051)")
+    p.add_argument("--customers", type=Path, required=True, help="CSV with a customer_id column")
+    p.add_argument("--channel", choices=CHANNEL_CHOICES, default="email")
+    p.add_argument("--placement", default="")
+    p.add_argument("--limit", type=int, default=1)
+    p.add_argument("--out", type=Path, help="write every answer here as JSON Lines")
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    from engine.clients.campaign import run_campaign  # tqdm and the CSV reader: this only
+
+    return run_campaign(
+        args.target or ClientSettings().target,
+        args.customers,
+        args.channel,
+        placement=args.placement,
+        limit=args.limit,
+        out=args.out,
+    )
+
+
+def _desk_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, help="HTTP port (default 8080, ARBITER_DESK_PORT)")
+    p.add_argument("--target", help="the gRPC service (ARBITER_DESK_TARGET, 127.0.0.1:50051)")
+
+
+def _desk(args: argparse.Namespace) -> int:
+    from engine.clients.desk import serve_desk  # the HTTP server: this command only
+
+    overrides: dict[str, Any] = {
+        k: v for k, v in (("port", args.port), ("target", args.target)) if v
+    }
+    serve_desk(DeskSettings(**overrides))
+    return 0
+
+
+COMMANDS = [
+    Command(
+        "decide", "ask the service for the next best action", _decide_arguments, _calling(_decide)
+    ),
+    Command("profile", "show the single customer view", _profile_arguments, _calling(_profile)),
+    Command("event", "record a customer event", _event_arguments, _calling(_event)),
+    Command(
+        "outcome",
+        "report what the customer did with an action",
+        _outcome_arguments,
+        _calling(_outcome),
+    ),
+    Command(
+        "campaign",
+        "decide for a list of customers over one stream (email, SMS)",
+        _campaign_arguments,
+        _campaign,
+    ),
+    Command("desk", "serve the agent desktop web page", _desk_arguments, _desk),
+]

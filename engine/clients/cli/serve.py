@@ -1,0 +1,58 @@
+"""`arbiter serve`: Redis (``REDIS_URL``, or an embedded redis-server of our own), then the
+gRPC server until SIGINT or SIGTERM. With ``--demo``, a preparation step (the demo world
+and a first model, from training/cli.py) runs before serving."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from common.errors import ConfigurationError
+from engine.clients.cli.command import Command
+from engine.settings import ServerSettings
+from feature_store.embedded import EmbeddedRedis
+
+TRY = """serving on {host}:{port}. Try, in another terminal:
+  .venv/bin/arbiter decide cust-000042 --channel web
+  .venv/bin/arbiter decide cust-000042 --channel call-center
+  .venv/bin/arbiter event cust-000042 --type page_view --attr category=fibre
+  .venv/bin/arbiter profile cust-000042
+Ctrl-C stops."""
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--demo", action="store_true", help="generate, load and train the demo world")
+    p.add_argument("--port", type=int, help="gRPC port (default 50051, ARBITER_PORT)")
+
+
+def command(prepare: Callable[[str], None] | None) -> Command:
+    """The serve command; ``prepare(redis_url)`` is the `--demo` bootstrap."""
+
+    def run(args: argparse.Namespace) -> int:
+        from engine.api.server import serve  # grpc and the whole service: serve only
+
+        overrides: dict[str, Any] = {"demo": True} if args.demo else {}
+        if args.port is not None:
+            overrides["port"] = args.port
+        settings = ServerSettings(**overrides)
+        if settings.demo and prepare is None:
+            raise ConfigurationError("--demo needs the training package's `arbiter` command")
+        embedded = None
+        redis_url = settings.redis_url
+        if redis_url is None:
+            embedded = EmbeddedRedis(settings.embedded_redis_dir).start()
+            redis_url = embedded.url
+            print(f"embedded redis-server on {redis_url} (data in {settings.embedded_redis_dir})")
+        try:
+            if settings.demo and prepare is not None:
+                prepare(redis_url)
+            print(TRY.format(host=settings.host, port=settings.port), flush=True)
+            asyncio.run(serve(settings, redis_url))
+        finally:
+            if embedded is not None:
+                embedded.stop()
+        return 0
+
+    return Command("serve", "start the gRPC service", _arguments, run)

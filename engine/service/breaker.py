@@ -1,0 +1,40 @@
+"""The feature-store breaker: after the store failed, decisions answer degraded without
+trying it, for ``seconds``, so later calls do not wait on it again.
+
+It opens at the first error, but only after ``TIMEOUTS_TO_OPEN`` timeouts in a row: under
+a burst of CPU load a single read can miss its budget in our own event loop, and that
+must not degrade every customer for the next second.
+"""
+
+from __future__ import annotations
+
+import time
+
+TIMEOUTS_TO_OPEN = 3
+
+
+class Breaker:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.opened = 0  # times it opened (diagnostics)
+        self._open_until = 0.0
+        self._reason = ""
+        self._timeouts = 0  # calls in a row that missed their budget
+
+    def refusal(self) -> str:
+        """Why the store must not be tried now, or "" when it may."""
+        return self._reason if time.monotonic() < self._open_until else ""
+
+    def succeeded(self) -> None:
+        self._timeouts = 0
+
+    def timed_out(self, reason: str) -> None:
+        self._timeouts += 1
+        if self._timeouts >= TIMEOUTS_TO_OPEN:
+            self.failed(reason)
+
+    def failed(self, reason: str) -> None:
+        self._timeouts = 0
+        self.opened += 1
+        self._open_until = time.monotonic() + self.seconds
+        self._reason = reason

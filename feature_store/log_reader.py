@@ -1,0 +1,43 @@
+"""Reading the decision and outcome logs (the global Redis streams) back, oldest first:
+what training, evaluation and `arbiter models` read. Synchronous: batch jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import redis
+
+from feature_store import keys
+from feature_store.redis_client import translated
+
+
+def read_stream(client: redis.Redis, key: str, field: bytes, page: int = 5000) -> Iterator[Any]:
+    """Every entry's JSON payload, oldest first, read in pages."""
+    start = "-"
+    while True:
+        with translated(f"reading {key}"):
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
+                key, min=start, max="+", count=page
+            )
+        for _, fields in entries:
+            yield orjson.loads(fields[field])
+        if len(entries) < page:
+            return
+        start = f"({entries[-1][0].decode()}"
+
+
+def read_decisions(client: redis.Redis) -> list[Any]:
+    """Every logged decision, oldest first (see docs/redis-keys.md for the entry)."""
+    return list(read_stream(client, keys.DECISION_LOG, keys.DECISION_FIELD))
+
+
+def read_outcomes(client: redis.Redis) -> list[Any]:
+    """Every logged outcome, oldest first."""
+    return list(read_stream(client, keys.OUTCOME_LOG, keys.OUTCOME_FIELD))
+
+
+def read_logs(client: redis.Redis) -> tuple[list[Any], list[Any]]:
+    """Every logged decision and outcome, oldest first."""
+    return read_decisions(client), read_outcomes(client)

@@ -1,0 +1,175 @@
+"""The `arbiter` command's entry point: engine's commands plus the training ones.
+
+Training is the layer above engine (engine imports nothing from it), so the command is
+composed here: engine's table (engine/clients/cli), with the demo bootstrap for
+`serve --demo`, and train, simulate and demo-data.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import redis
+
+from common.errors import ConfigurationError
+from engine.clients import cli
+from engine.clients.cli.admin import redis_url
+from engine.clients.cli.command import Command
+from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
+from training.settings import TrainerSettings
+
+
+def prepare_demo(url: str) -> None:
+    """`serve --demo`: the demo world's profiles in Redis and a model, when absent."""
+    from training import demo  # the world and a training run: serve --demo only
+
+    settings = TrainerSettings(redis_url=url)
+    demo.ensure_loaded(settings, redis.Redis.from_url(url))
+    demo.ensure_model(settings)
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rows", type=int, help="simulated decisions (ARBITER_TRAIN_ROWS)")
+    p.add_argument("--force", action="store_true", help="promote even if not better")
+    p.add_argument(
+        "--source",
+        choices=["simulated", "logs"],
+        default="simulated",
+        help="simulated demo logs, or the decision and outcome logs in Redis",
+    )
+    p.add_argument(
+        "--window-hours", type=float, help="attribution window (ARBITER_ATTRIBUTION_HOURS)"
+    )
+    p.add_argument(
+        "--dataset",
+        choices=["obd"],
+        help="train on a public logged dataset instead (obd: the Open Bandit Dataset sample)",
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training import job  # lightgbm and the training stack: train only
+
+    overrides: dict[str, float] = {}
+    if args.rows:
+        overrides["train_rows"] = args.rows
+    if args.window_hours:
+        overrides["attribution_hours"] = args.window_hours
+    settings = TrainerSettings(**overrides)  # type: ignore[arg-type]
+    if args.dataset == "obd":
+        return _train_obd(settings.data_dir / "cache")
+    if args.source == "logs":
+        client = redis.Redis.from_url(redis_url(settings))
+        outcome, joined = job.train_from_logs(settings, client, force=args.force)
+        print(
+            f"{joined.used} of {joined.decisions} logged decisions used "
+            f"({joined.too_recent} too recent, {joined.degraded} degraded, "
+            f"{joined.other_schema} with other features)"
+        )
+    else:
+        outcome = job.train_demo(settings, force=args.force)
+    if outcome.estimates:
+        print("off-policy value per decision on the latest decisions (95% interval):")
+        for policy, estimates in outcome.estimates.items():
+            cells = "  ".join(f"{name} {estimate}" for name, estimate in estimates.items())
+            print(f"  {policy:11s} {cells}")
+    state = "promoted" if outcome.promoted else "saved, not promoted"
+    print(f"model {outcome.model.version}: {state}: {outcome.why}")
+    for name, value in outcome.model.metrics.items():
+        print(f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}")
+    return 0
+
+
+def _train_obd(cache: Path) -> int:
+    from training.obd import evaluate_obd, fetch
+
+    try:
+        wheel = fetch(cache)
+    except OSError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    report = evaluate_obd(wheel)
+    print(
+        f"Open Bandit Dataset sample: {report.rows} random-policy impressions,"
+        f" {report.clicks} clicks"
+    )
+    print("click rate per impression (95% interval):")
+    for name, estimate in report.learned.items():
+        print(f"  learned policy, {name:5s}  {estimate}")
+    print(f"  random policy (logged)  {report.random}")
+    print(f"  BTS policy (logged)     {report.bts}")
+    return 0
+
+
+def _simulate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--days", type=int, default=5)
+    p.add_argument("--customers", type=int, default=5000, help="customers deciding per day")
+    p.add_argument(
+        "--policy", choices=["epsilon", "softmax"], default="softmax", help="how it explores"
+    )
+    p.add_argument(
+        "--epsilon", type=float, default=DEFAULT_EPSILON, help="epsilon-greedy's share of draws"
+    )
+    p.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE, help="softmax temperature"
+    )
+    p.add_argument("--world", type=int, default=50_000, help="customers in the demo world")
+    p.add_argument("--out", type=Path, default=Path("var/simulation"))
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from training import simulation  # a server and a training loop of its own
+
+    simulation.run(
+        args.out,
+        days=args.days,
+        customers_per_day=args.customers,
+        world_size=args.world,
+        policy=args.policy,
+        epsilon=args.epsilon,
+        temperature=args.temperature,
+    )
+    return 0
+
+
+def _demo_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--customers", type=int)
+    p.add_argument("--out", type=Path)
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from training import demo
+    from training.world import generate
+
+    settings = TrainerSettings(**({"demo_customers": args.customers} if args.customers else {}))
+    if args.out:
+        count = generate(settings.demo_customers, settings.world_seed).write_profiles(args.out)
+        print(f"wrote {count} profiles to {args.out}")
+    else:
+        print(f"profiles in {demo.ensure_profiles_file(settings)}")
+    return 0
+
+
+COMMANDS = [
+    Command("train", "train a model; promote it only when better", _train_arguments, _train),
+    Command(
+        "simulate",
+        "the closed loop over simulated days (own service)",
+        _simulate_arguments,
+        _simulate,
+    ),
+    Command(
+        "demo-data",
+        "generate the demo world's customer profiles",
+        _demo_data_arguments,
+        _demo_data,
+    ),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main([*cli.commands(prepare_demo), *COMMANDS], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""`arbiter simulate`: the closed loop, day after day, against the real service.
+
+Each simulated day, customers of the demo world browse (``RecordEvent``), get a decision
+(``Decide``: the running service with its exploring policy), and answer as the hidden
+response model says (``ReportOutcome``). After the day the loop retrains on the logs and
+promotes the new model only when it is better; the service swaps it in live.
+
+Per day it reports the expected value per decision of the served policy (exploring), of
+the promoted model's own greedy choice, of the oracle (which knows the true response
+probabilities and takes the best eligible offer), of a uniformly random and of a
+value-only policy, all on the same decisions and candidates, plus what was realised, and
+the off-policy estimate of the next model next to the acceptance that model then realises
+(drawn, and expected under the hidden model).
+
+Modules: traffic.py (a day of browsing, decisions and outcomes; retraining), oracle.py
+(the hidden model's value of any policy), report.py (table, HTML, CSV).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import redis
+import tomli_w
+
+from engine.api.server import BackgroundServer
+from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
+from engine.settings import DEFAULTS, ServerSettings, load_definitions
+from feature_store.embedded import EmbeddedRedis
+from feature_store.loader import load_profiles
+from training.job import train_demo
+from training.settings import TrainerSettings
+from training.simulation.report import DayResult, table, write_csv, write_report
+from training.simulation.traffic import Simulation
+from training.world import generate
+
+__all__ = ["DayResult", "Simulation", "exploring_catalog", "run"]
+
+
+def exploring_catalog(
+    path: Path,
+    policy: str,
+    *,
+    epsilon: float = DEFAULT_EPSILON,
+    temperature: float = DEFAULT_TEMPERATURE,
+    source: Path = DEFAULTS / "catalog.toml",
+) -> Path:
+    """Writes the catalog ``source`` to ``path``, exploring by ``policy`` (epsilon or
+    softmax) everywhere its ``[exploration]`` table does not switch it off."""
+    doc = tomllib.loads(source.read_text())
+    doc["exploration"] = {
+        **doc.get("exploration", {}),
+        "policy": policy,
+        "epsilon": epsilon,
+        "temperature": temperature,
+    }
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def run(
+    workdir: Path,
+    *,
+    days: int,
+    customers_per_day: int,
+    world_size: int,
+    policy: str = "softmax",
+    epsilon: float = DEFAULT_EPSILON,
+    temperature: float = DEFAULT_TEMPERATURE,
+    progress: bool = True,
+) -> list[DayResult]:
+    """The whole loop on a fresh embedded Redis and a server of its own, exploring with
+    ``policy`` (epsilon or softmax); writes ``report.html`` and ``days.csv`` into
+    ``workdir``."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    catalog = exploring_catalog(
+        workdir / "catalog.toml", policy, epsilon=epsilon, temperature=temperature
+    )
+    trainer = TrainerSettings(
+        data_dir=workdir,
+        catalog_path=catalog,
+        demo_customers=world_size,
+        train_rows=30_000,
+        attribution_hours=0.0001,  # outcomes arrive within seconds of their decision
+    )
+    world = generate(world_size, trainer.world_seed)
+    with EmbeddedRedis() as server_redis:
+        client = redis.Redis.from_url(server_redis.url)
+        load_profiles(client, load_definitions(trainer).schema, world.profiles())
+        first = train_demo(trainer, progress=False)  # day 0: a model from simulated logs
+        print(
+            f"first model {first.model.version} (simulated logs),"
+            f" AUC {first.model.metrics['auc']:.3f}"
+        )
+        settings = ServerSettings(
+            data_dir=workdir, catalog_path=catalog, port=0, reload_seconds=0.0
+        )
+        server = BackgroundServer(settings, server_redis.url)
+        try:
+            simulation = Simulation(server, client, world, trainer)
+            results = []
+            print(table([]), flush=True)
+            for day in range(1, days + 1):
+                result = simulation.retrain(
+                    simulation.run_day(day, customers_per_day, progress=progress)
+                )
+                results.append(result)
+                print(table(results).splitlines()[len(results)], flush=True)
+        finally:
+            server.stop()
+            client.close()
+    summary = table(results).splitlines()[len(results) + 1 :]
+    print("\n".join(summary))
+    write_report(results, workdir / "report.html")
+    write_csv(results, workdir / "days.csv")
+    print(f"report: {workdir / 'report.html'}")
+    return results

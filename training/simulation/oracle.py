@@ -1,0 +1,83 @@
+"""The oracle: the hidden response model's expected value of any logged decision's
+candidates, and of a whole policy on the logged decisions (what off-policy estimates
+estimate)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import redis
+
+from engine.core.arbitration import GREEDY, slot_probabilities
+from engine.core.catalog import Catalog
+from engine.core.scoring import Scorer
+from feature_store.log_reader import read_decisions
+from feature_store.schema import FeatureSchema
+from training.evaluation import contexts_from_logs, model_propensities
+from training.job import holdout_decisions
+from training.world import World, true_propensity
+
+
+def expected_values(entry: Mapping[str, Any], world: World, catalog: Catalog) -> dict[str, float]:
+    """True expected value of every candidate of a logged decision (hidden model)."""
+    index = int(entry["customer_id"].split("-")[1]) - 1
+    named = {k: np.array([v]) for k, v in entry["features"].items()}
+    hidden = {
+        "interest": world.interest[index : index + 1],
+        "price_sensitivity": world.price_sensitivity[index : index + 1],
+        "traveller": world.traveller[index : index + 1],
+    }
+    served = entry.get("served", {})
+    last, topics = served.get("last_category", ""), served.get("topic_counts", {})
+    out = {}
+    for offer_id, *_ in entry["candidates"]:
+        offer = catalog.by_id[offer_id]
+        p = true_propensity(
+            offer_id,
+            offer.value,
+            offer.topics,
+            entry["channel"],
+            named,
+            hidden,
+            np.array([float(last in offer.topics)]),
+            np.array([sum(topics.get(t, 0.0) for t in offer.topics)]),
+        )
+        out[offer_id] = float(p[0])
+    return out
+
+
+def true_acceptance(
+    client: redis.Redis,
+    world: World,
+    catalog: Catalog,
+    schema: FeatureSchema,
+    scorer: Scorer,
+    until: float,
+    holdout: float,
+) -> float:
+    """What the hidden model says ``scorer``'s policy, as deployed, earns in acceptance
+    on the decisions its off-policy estimate was computed from: the estimand, so the
+    estimate's distance to it is the estimator's own error."""
+    decisions = read_decisions(client)
+    exploration = catalog.exploration
+    values = []
+    for entry in holdout_decisions(decisions, until, holdout):
+        contexts = contexts_from_logs([entry], _unrewarded, schema, catalog)
+        if not contexts:
+            continue
+        context = contexts[0]
+        truth = expected_values(entry, world, catalog)
+        offers = [catalog.by_id[o] for o in context.candidates]
+        priority = model_propensities(context, scorer, catalog) * np.array(
+            [o.value * o.lever for o in offers]
+        )
+        explores = exploration.applies(context.served.channel, context.placement)
+        p = slot_probabilities(priority, exploration if explores else GREEDY)
+        values.append(float(p @ np.array([truth[o] for o in context.candidates])))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _unrewarded(decision: Mapping[str, Any], offer_id: str) -> bool:
+    return False
