@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from arbiter.v1 import common_pb2, decision_pb2
 from common.errors import ConfigurationError
 from engine.core.arbitration import Exploration, arbitrate
 from engine.core.catalog import parse_catalog
+from feature_store.log_reader import read_decisions
 from tests.conftest import ServerThread
 from training.simulation import exploring_catalog
 
@@ -101,11 +101,7 @@ def test_decide_logs_the_probability_of_each_action(
         )
         probabilities += [a.probability for a in response.actions]
     server.flush_log()
-    logged = [
-        a["probability"]
-        for _, fields in loaded.xrange("arb:log:decisions")
-        for a in json.loads(fields[b"d"])["actions"]
-    ]
+    logged = [a["probability"] for d in read_decisions(loaded) for a in d["actions"]]
     assert sorted(logged) == sorted(probabilities)
     assert all(0 < p < 1 for p in probabilities)  # every choice was a draw
     assert len(set(probabilities)) > 2

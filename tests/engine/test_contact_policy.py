@@ -27,7 +27,10 @@ CUSTOMER = "cust-000042"  # no fibre at home: fibre_broadband is eligible everyw
 
 
 def decide(
-    server: ServerThread, channel: int, offer: str | None = None, **fields: object
+    server: ServerThread,
+    channel: common_pb2.Channel.ValueType,
+    offer: str | None = None,
+    **fields: object,
 ) -> decision_pb2.DecideResponse:
     offers = [offer] if offer else []
     request = decision_pb2.DecideRequest(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from common.errors import ConfigurationError
 from feature_store.embedded import EmbeddedRedis
+from feature_store.log_reader import read_decisions
 from tests.conftest import ServerThread
 
 
@@ -63,7 +63,7 @@ def test_slow_redis_answers_degraded_within_the_deadline(
     server = server_factory(redis_url, feature_timeout_ms=30, breaker_seconds=0.3)
     assert not decide(server)[0].degraded
 
-    pause = threading.Thread(target=lambda: loaded.execute_command("CLIENT", "PAUSE", 1500, "ALL"))
+    pause = threading.Thread(target=lambda: loaded.client_pause(1500))
     pause.start()
     pause.join()
     try:
@@ -79,7 +79,7 @@ def test_slow_redis_answers_degraded_within_the_deadline(
         response, seconds = decide(server)
         assert response.degraded and seconds < 0.1
     finally:
-        loaded.execute_command("CLIENT", "UNPAUSE")
+        loaded.client_unpause()
 
     deadline = time.monotonic() + 5
     while decide(server)[0].degraded:
@@ -127,8 +127,7 @@ def test_decisions_made_while_redis_is_down_are_logged_when_it_returns(
     try:
         server.flush_log()
         client = redis.Redis.from_url(back.url)
-        ((_, fields),) = client.xrange("arb:log:decisions")
-        entry = json.loads(fields[b"d"])
+        (entry,) = read_decisions(client)
         assert entry["decision_id"] == response.decision_id
         assert entry["degraded"].startswith("feature store unavailable")
         client.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,7 @@ from common.errors import ConfigurationError
 from engine.adapters import artifact
 from engine.core.model_input import build_matrix
 from engine.settings import Definitions
-from feature_store import keys
-from feature_store.log_reader import read_logs
+from feature_store.log_reader import read_decisions, read_logs
 from tests.conftest import ServerThread, accept
 from training.evaluation import contexts_from_logs, evaluate_policies
 from training.job import train_from_logs
@@ -29,7 +27,8 @@ from training.simulation import exploring_catalog
 def test_a_logged_row_rebuilds_exactly_what_was_served(
     server: ServerThread, loaded: redis.Redis, definitions: Definitions
 ) -> None:
-    accepted, declined = set(), set()
+    accepted: set[tuple[str, str]] = set()
+    declined: set[tuple[str, str]] = set()
     for n in range(1, 31):
         cid = f"cust-{n:06d}"
         if n % 3 == 0:
@@ -59,10 +58,7 @@ def test_a_logged_row_rebuilds_exactly_what_was_served(
         )
         (accepted if n % 2 else declined).add((response.decision_id, first))
     server.flush_log()
-    logged = {
-        json.loads(f[b"d"])["decision_id"]: json.loads(f[b"d"])
-        for _, f in loaded.xrange(keys.DECISION_LOG)
-    }
+    logged = {d["decision_id"]: d for d in read_decisions(loaded)}
 
     rows, report = rows_from_redis(
         loaded, definitions.schema, window_seconds=3600, until=time.time() + 3600
@@ -191,19 +187,22 @@ def test_a_policy_whose_value_cannot_be_told_is_not_promoted(
 
     # Every model beats the promoted one by AUC here (margin -1) and a tiny holdout is
     # enough: only the off-policy gate can refuse.
-    def settings(num_trees: int, **promotion: float) -> TrainerSettings:
+    def settings(
+        num_trees: int, promote_margin: float = 0.001, halfwidth: float = 0.1
+    ) -> TrainerSettings:
         return TrainerSettings(
             data_dir=tmp_path,
             attribution_hours=0.0002,
             min_holdout_positives=1,
             num_trees=num_trees,  # another model each time, so another version
-            **promotion,
+            promote_margin=promote_margin,
+            promote_max_ope_halfwidth=halfwidth,
         )
 
     first, _ = train_from_logs(settings(20), loaded)
     assert first.promoted
 
-    strict = settings(21, promote_margin=-1.0, promote_max_ope_halfwidth=0.001)
+    strict = settings(21, promote_margin=-1.0, halfwidth=0.001)
     refused, _ = train_from_logs(strict, loaded)
     snips = refused.estimates["new"]["snips"]
     assert snips.high - snips.low > 0.002 * snips.value
@@ -211,7 +210,7 @@ def test_a_policy_whose_value_cannot_be_told_is_not_promoted(
     assert "off-policy estimate is too uncertain" in refused.why
     assert artifact.current_version(tmp_path / "models") == first.model.version
 
-    lenient = settings(22, promote_margin=-1.0, promote_max_ope_halfwidth=100.0)
+    lenient = settings(22, promote_margin=-1.0, halfwidth=100.0)
     accepted, _ = train_from_logs(lenient, loaded)
     assert accepted.promoted, accepted.why
     assert accepted.model.version != first.model.version
