@@ -294,3 +294,21 @@ class RedisFeatureStore:
             )
             await self._redis.set(idem, log_id, xx=True, keepttl=True)
         return True, log_id.decode() if isinstance(log_id, bytes) else str(log_id)
+
+    async def read_decisions(self) -> list[Any]:
+        return await self._read_stream(keys.DECISION_LOG, keys.DECISION_FIELD)
+
+    async def read_outcomes(self) -> list[Any]:
+        return await self._read_stream(keys.OUTCOME_LOG, keys.OUTCOME_FIELD)
+
+    async def _read_stream(self, key: str, field: bytes, page: int = 5000) -> list[Any]:
+        out, start = [], "-"
+        while True:
+            with translated(f"reading {key}"):
+                entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(  # type: ignore[assignment]
+                    key, min=start, max="+", count=page
+                )
+            out += [orjson.loads(fields[field]) for _, fields in entries]
+            if len(entries) < page:
+                return out
+            start = f"({entries[-1][0].decode()}"

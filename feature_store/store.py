@@ -1,7 +1,9 @@
 """What the engine needs from an online store, as plain data and small protocols.
 
-``RedisFeatureStore`` (feature_store.redis_store) is the real implementation. Every
-method translates its backend's errors into ``FeatureStoreUnavailable``.
+``RedisFeatureStore`` (feature_store/redis_store.py) is the real implementation and
+``MemoryStore`` (feature_store/memory_store.py) the in-process reference; both pass
+tests/feature_store/test_store_contract.py. Every method translates its backend's errors
+into ``FeatureStoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -108,8 +110,9 @@ class Reservation:
 
 
 class FeatureStore(Protocol):
-    async def fetch(self, customer_id: str) -> CustomerRecord:
-        """Profile, attributes and real-time state of one customer, in one round trip."""
+    async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
+        """Profile, attributes and real-time state of one customer, in one round trip;
+        windows and contacts as of ``now`` (unix seconds; default: the clock)."""
         ...
 
     async def record_event(self, event: EventRecord) -> None:
@@ -145,4 +148,12 @@ class DecisionLog(Protocol):
         self, outcome: OutcomeRecord, effects: OutcomeEffects
     ) -> tuple[bool, str]:
         """Records an outcome once per idempotency key: (newly recorded, outcome log id)."""
+        ...
+
+    async def read_decisions(self) -> list[Any]:
+        """Every logged decision entry, oldest first."""
+        ...
+
+    async def read_outcomes(self) -> list[Any]:
+        """Every logged outcome entry, oldest first."""
         ...

@@ -1,0 +1,307 @@
+"""An in-memory FeatureStore and DecisionLog with the same contract as the Redis one.
+
+The reference implementation: tests of the core and the service run on it without a
+Redis, and a new backend has a readable model of what each call must do.
+tests/feature_store/test_store_contract.py runs one suite against both. Everything lives
+in one process (no sharing across replicas) and nothing expires except sessions; each
+call runs without an await inside, so on one event loop it is atomic as a Lua script is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from common.errors import ArbiterError, ProfileSchemaMismatch
+from feature_store import keys
+from feature_store.schema import FeatureSchema
+from feature_store.store import (
+    Contact,
+    CustomerHistory,
+    CustomerRecord,
+    EventRecord,
+    LoggedDecision,
+    OutcomeEffects,
+    OutcomeRecord,
+    Reservation,
+)
+
+DECISIONS_KEPT = 50
+OUTCOMES_KEPT = 100
+
+
+def _copy(value: Any) -> Any:
+    """What a JSON round trip through Redis would give back."""
+    return orjson.loads(orjson.dumps(value))
+
+
+@dataclass
+class _Customer:
+    profile: Mapping[bytes, bytes] | None = None
+    realtime: dict[str, str] = field(default_factory=dict)
+    # counter name -> (bucket seconds, slot) -> (bucket number, count)
+    windows: dict[str, dict[tuple[int, int], tuple[int, float]]] = field(default_factory=dict)
+    session: dict[str, str] = field(default_factory=dict)
+    session_until: float = 0.0  # monotonic
+    contacts: dict[str, float] = field(default_factory=dict)  # member -> when
+    pending: dict[str, float] = field(default_factory=dict)  # member -> lapses at
+    policy: dict[str, float] = field(default_factory=dict)
+    events: list[Any] = field(default_factory=list)  # newest first
+    decisions: list[Any] = field(default_factory=list)
+    outcomes: list[Any] = field(default_factory=list)
+    idempotency: dict[str, str] = field(default_factory=dict)
+
+
+def _member(decision_id: str, offer_id: str, channel: str) -> str:
+    return f"{decision_id}|{offer_id}|{channel}"
+
+
+def _contact(member: str, at: float) -> Contact:
+    decision_id, offer_id, channel = member.split("|", 2)
+    return Contact(decision_id, offer_id, channel, at)
+
+
+class MemoryStore:
+    """FeatureStore and DecisionLog in this process's memory."""
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        *,
+        contact_horizon_seconds: int = 30 * 86400,
+        session_seconds: int = 1800,
+    ) -> None:
+        self._schema = schema
+        self._horizon = contact_horizon_seconds
+        self._session_seconds = session_seconds
+        self._customers: dict[str, _Customer] = {}
+        self._decision_log: list[Any] = []
+        self._outcome_log: list[Any] = []
+
+    def _customer(self, customer_id: str) -> _Customer:
+        return self._customers.setdefault(customer_id, _Customer())
+
+    def put_profile(self, customer_id: str, fields: Mapping[bytes, bytes]) -> None:
+        """Stores a profile as the loader writes it (``loader.profile_fields``), whole."""
+        self._customer(customer_id).profile = dict(fields)
+
+    # -- FeatureStore -------------------------------------------------------------------
+
+    async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
+        return self._fetch(customer_id, time.time() if now is None else now)
+
+    def _fetch(self, customer_id: str, now: float) -> CustomerRecord:
+        c = self._customers.get(customer_id) or _Customer()
+        schema = self._schema
+        session = c.session if time.monotonic() < c.session_until else {}
+        extra: dict[str, Any] = {
+            "windows": self._window_counts(c, now),
+            "session": dict(session),
+            "contacts": tuple(
+                _contact(m, at) for m, at in c.contacts.items() if at >= now - self._horizon
+            ),
+            "pending": tuple(_contact(m, 0.0) for m, until in c.pending.items() if until >= now),
+            "policy": dict(c.policy),
+        }
+        if c.profile is None:
+            return CustomerRecord(
+                customer_id, False, schema.decode_batch(None), {}, dict(c.realtime), **extra
+            )
+        fingerprint = c.profile[keys.FIELD_SCHEMA].decode()
+        if fingerprint != schema.fingerprint:
+            raise ProfileSchemaMismatch(
+                f"profile of {customer_id} was written with schema {fingerprint}, "
+                f"serving schema is {schema.fingerprint}: reload profiles"
+            )
+        attributes = orjson.loads(c.profile.get(keys.FIELD_ATTRIBUTES, b"{}"))
+        vector = schema.decode_batch(c.profile[keys.FIELD_VECTOR])
+        return CustomerRecord(customer_id, True, vector, attributes, dict(c.realtime), **extra)
+
+    @staticmethod
+    def _window_counts(c: _Customer, now: float) -> dict[str, tuple[float, ...]]:
+        out = {}
+        for name, slots in c.windows.items():
+            sums = []
+            for _, seconds, size in keys.SLIDING_WINDOWS:
+                oldest = math.floor(now / seconds) - size
+                sums.append(
+                    sum(n for (s, _), (b, n) in slots.items() if s == seconds and b > oldest)
+                )
+            out[name] = tuple(float(s) for s in sums)
+        return out
+
+    @staticmethod
+    def _bump(c: _Customer, name: str, ts: float) -> None:
+        slots = c.windows.setdefault(name, {})
+        for _, seconds, size in keys.SLIDING_WINDOWS:
+            bucket = math.floor(ts / seconds)
+            slot = (seconds, bucket % size)
+            current, count = slots.get(slot, (-1, 0.0))
+            if current == bucket:
+                slots[slot] = (bucket, count + 1)
+            elif bucket > current:
+                slots[slot] = (bucket, 1.0)
+            # else: older than the slot's bucket, outside every window it feeds
+
+    async def fetch_many(
+        self, customer_ids: Sequence[str], now: float
+    ) -> list[CustomerRecord | ArbiterError]:
+        out: list[CustomerRecord | ArbiterError] = []
+        for customer_id in customer_ids:
+            try:
+                out.append(self._fetch(customer_id, now))
+            except ProfileSchemaMismatch as exc:
+                out.append(exc)
+        return out
+
+    async def record_event(self, event: EventRecord) -> None:
+        c = self._customer(event.customer_id)
+        ts, etype, category = (
+            event.occurred_at,
+            event.event_type,
+            event.attributes.get("category", ""),
+        )
+        rt = c.realtime
+        for name in (f"{keys.LIFETIME_COUNT}{etype}", f"{keys.CHANNEL_COUNT}{event.channel}"):
+            rt[name] = str(int(rt.get(name, "0")) + 1)
+        for stamp in (keys.LAST_SEEN, f"{keys.STAMP}{etype}"):
+            if ts > float(rt.get(stamp, "0")):
+                rt[stamp] = repr(ts)
+        if category:
+            rt[keys.LAST_CATEGORY] = category
+        record = {
+            "channel": event.channel,
+            "event_type": etype,
+            "attributes": dict(event.attributes),
+            "occurred_at": ts,
+        }
+        c.events = [_copy(record), *c.events][: self._schema.recent_events]
+        counters = [f"{keys.EVENT_COUNT}{etype}", f"{keys.CHANNEL_COUNT}{event.channel}"]
+        if category:
+            counters += [keys.category_counter(category), f"{keys.EVENT_COUNT}{etype}:{category}"]
+        for name in counters:
+            self._bump(c, name, ts)
+        if time.monotonic() >= c.session_until:
+            c.session = {}
+        session = c.session
+        for name in [f"{keys.EVENT_COUNT}{etype}"] + (
+            [keys.category_counter(category)] if category else []
+        ):
+            session[name] = str(int(session.get(name, "0")) + 1)
+        session.setdefault(keys.SESSION_STARTED, repr(ts))
+        c.session_until = time.monotonic() + self._session_seconds
+
+    @staticmethod
+    def _count(
+        c: _Customer, now: float, window: int, offer: str | None, channel: str | None
+    ) -> int:
+        """As the RESERVE script counts: contacts of ``offer``, or distinct decisions on
+        ``channel``, within ``window``, plus live reservations."""
+        n, seen = 0, set()
+        made = [(m, at) for m, at in c.contacts.items() if at > now - window]
+        live = [(m, 0.0) for m, until in c.pending.items() if until >= now]
+        for member, _ in made + live:
+            d, o, ch = member.split("|", 2)
+            if (offer is not None and o == offer) or (
+                channel is not None and ch == channel and d not in seen
+            ):
+                n += 1
+                seen.add(d)
+        return n
+
+    async def reserve(self, reservation: Reservation) -> list[str]:
+        return self._reserve(reservation, time.time())
+
+    def _reserve(self, r: Reservation, now: float) -> list[str]:
+        c = self._customer(r.customer_id)
+        c.contacts = {m: at for m, at in c.contacts.items() if at >= now - self._horizon}
+        c.pending = {m: until for m, until in c.pending.items() if until >= now}
+        for window, most in r.channel_caps:
+            if self._count(c, now, window, None, r.channel) >= most:
+                return []
+        reserved = []
+        for offer_id, caps, suppress in r.offers:
+            if any(self._count(c, now, w, offer_id, None) >= most for w, most in caps):
+                continue
+            if c.policy.get(keys.cooldown_field(offer_id), 0.0) > now:
+                continue
+            if suppress and keys.held_field(offer_id) in c.policy:
+                continue
+            member = _member(r.decision_id, offer_id, r.channel)
+            if r.outbound:
+                c.contacts[member] = now
+            else:
+                c.pending[member] = r.pending_until
+            reserved.append(offer_id)
+        return reserved
+
+    async def reserve_many(
+        self, reservations: Sequence[Reservation]
+    ) -> list[list[str] | ArbiterError]:
+        now = time.time()
+        return [self._reserve(r, now) for r in reservations]
+
+    async def history(self, customer_id: str) -> CustomerHistory:
+        c = self._customers.get(customer_id) or _Customer()
+        return CustomerHistory(
+            events=list(c.events), decisions=list(c.decisions), outcomes=list(c.outcomes)
+        )
+
+    # -- DecisionLog --------------------------------------------------------------------
+
+    async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
+        for d in decisions:
+            self._decision_log.append(_copy(d.entry))
+            c = self._customer(d.customer_id)
+            c.decisions = [_copy(d.summary), *c.decisions][:DECISIONS_KEPT]
+
+    async def record_outcome(
+        self, outcome: OutcomeRecord, effects: OutcomeEffects
+    ) -> tuple[bool, str]:
+        c = self._customer(outcome.customer_id)
+        known = c.idempotency.get(outcome.idempotency_key)
+        if known is not None:
+            return False, known
+        summary = {
+            "decision_id": outcome.decision_id,
+            "offer_id": outcome.offer_id,
+            "outcome": outcome.outcome,
+            "value": outcome.value,
+            "occurred_at": outcome.occurred_at,
+        }
+        c.outcomes = [_copy(summary), *c.outcomes][:OUTCOMES_KEPT]
+        name = f"{keys.OUTCOME_COUNT}{outcome.outcome}"
+        c.realtime[name] = str(int(c.realtime.get(name, "0")) + 1)
+        self._bump(c, name, outcome.occurred_at)
+        offer = outcome.offer_id
+        if effects.cooldown_until > c.policy.get(keys.cooldown_field(offer), 0.0):
+            c.policy[keys.cooldown_field(offer)] = effects.cooldown_until
+        if effects.suppress:
+            c.policy.setdefault(keys.held_field(offer), outcome.occurred_at)
+        if effects.impression:
+            prefix = f"{outcome.decision_id}|{offer}|"
+            if not any(m.startswith(prefix) for m in c.contacts):
+                reserved = [m for m in c.pending if m.startswith(prefix)]
+                for m in reserved:
+                    del c.pending[m]
+                c.contacts[reserved[-1] if reserved else prefix] = outcome.occurred_at
+        entry = {
+            **summary,
+            "customer_id": outcome.customer_id,
+            "idempotency_key": outcome.idempotency_key,
+        }
+        self._outcome_log.append(_copy(entry))
+        log_id = f"{len(self._outcome_log)}-0"
+        c.idempotency[outcome.idempotency_key] = log_id
+        return True, log_id
+
+    async def read_decisions(self) -> list[Any]:
+        return list(self._decision_log)
+
+    async def read_outcomes(self) -> list[Any]:
+        return list(self._outcome_log)

@@ -1,0 +1,322 @@
+"""One contract, two stores: the in-memory reference and Redis answer every call alike.
+
+Each test drives a store only through the FeatureStore and DecisionLog protocols (plus
+loading a profile the way each backend loads one), so a third backend gets its test
+suite by adding a parameter. Redis-only matters (TTLs, bounded ring slots, the bytes of
+keys, a Redis that is down) stay in test_redis_store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+import redis
+
+from common.errors import ProfileSchemaMismatch
+from engine.settings import Definitions
+from feature_store import keys
+from feature_store.loader import profile_fields
+from feature_store.memory_store import MemoryStore
+from feature_store.redis_client import connect
+from feature_store.redis_store import RedisFeatureStore
+from feature_store.store import (
+    DecisionLog,
+    EventRecord,
+    FeatureStore,
+    LoggedDecision,
+    OutcomeEffects,
+    OutcomeRecord,
+    Reservation,
+)
+
+
+class Store(FeatureStore, DecisionLog):
+    """What the contract covers."""
+
+
+Work = Callable[[Any], Awaitable[Any]]
+
+
+class Backend:
+    """Runs work against a fresh store of one kind and loads profiles into it."""
+
+    def __init__(
+        self, definitions: Definitions, client: redis.Redis | None = None, url: str = ""
+    ) -> None:
+        self.schema = definitions.schema
+        self._client = client
+        self._url = url
+        self._memory = MemoryStore(self.schema)
+        self._session_seconds = 1800
+
+    def with_session_seconds(self, seconds: int) -> Backend:
+        self._session_seconds = seconds
+        self._memory = MemoryStore(self.schema, session_seconds=seconds)
+        return self
+
+    def put_profile(
+        self, customer_id: str, features: Mapping[str, float], attributes: Mapping[str, str]
+    ) -> None:
+        fields = profile_fields(self.schema, features, attributes, time.time())
+        self.put_fields(customer_id, fields)
+
+    def put_fields(self, customer_id: str, fields: Mapping[bytes, bytes]) -> None:
+        if self._client is None:
+            self._memory.put_profile(customer_id, fields)
+        else:
+            key = keys.customer_key(customer_id, keys.PROFILE)
+            self._client.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
+
+    def run(self, work: Work) -> Any:
+        async def main() -> Any:
+            if self._client is None:
+                return await work(self._memory)
+            client = connect(self._url, timeout_seconds=5)
+            try:
+                store = RedisFeatureStore(
+                    client, self.schema, session_seconds=self._session_seconds
+                )
+                return await work(store)
+            finally:
+                await client.aclose()
+
+        return asyncio.run(main())
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest, definitions: Definitions) -> Iterator[Backend]:
+    if request.param == "memory":
+        yield Backend(definitions)
+    else:
+        client = request.getfixturevalue("redis_client")  # flushed for this test
+        yield Backend(definitions, client, request.getfixturevalue("redis_url"))
+
+
+def test_an_unknown_customer_is_defaults(backend: Backend) -> None:
+    record = backend.run(lambda s: s.fetch("nobody"))
+    assert not record.known
+    assert record.batch.tolist() == pytest.approx([f.default for f in backend.schema.batch])
+    assert record.attributes == {} and record.realtime == {} and record.windows == {}
+    assert record.contacts == () and record.pending == () and record.policy == {}
+
+
+def test_profile_and_events_are_read_back(backend: Backend) -> None:
+    backend.put_profile("c1", {"tenure_months": 12}, {"region": "North"})
+
+    async def work(store: Store) -> Any:
+        await store.record_event(
+            EventRecord("c1", "web", "product_view", {"category": "fibre"}, 1000.0)
+        )
+        await store.record_event(EventRecord("c1", "mobile_app", "product_view", {}, 1010.0))
+        return await store.fetch("c1", 1020.0), await store.history("c1")
+
+    record, history = backend.run(work)
+    assert record.known and record.attributes == {"region": "North"}
+    assert record.batch[[f.name for f in backend.schema.batch].index("tenure_months")] == 12
+    assert record.realtime == {
+        "n:product_view": "2",
+        "c:web": "1",
+        "c:mobile_app": "1",
+        "ts:last_seen": "1010.0",
+        "ts:product_view": "1010.0",
+        "last_category": "fibre",
+    }
+    assert record.windows["e:product_view"] == (2.0, 2.0, 2.0)
+    assert record.windows["k:fibre"] == (1.0, 1.0, 1.0)
+    assert [e["channel"] for e in history.events] == ["mobile_app", "web"]  # newest first
+    assert history.events[1]["attributes"] == {"category": "fibre"}
+
+
+def test_concurrent_events_are_all_counted_and_the_event_list_is_capped(
+    backend: Backend,
+) -> None:
+    async def work(store: Store) -> Any:
+        await asyncio.gather(
+            *(
+                store.record_event(EventRecord("c2", "web", "page_view", {}, 1.0 + i))
+                for i in range(200)
+            )
+        )
+        return await store.fetch("c2"), await store.history("c2")
+
+    record, history = backend.run(work)
+    assert record.realtime["n:page_view"] == "200"
+    assert len(history.events) == backend.schema.recent_events
+
+
+def test_windows_slide_and_an_old_event_never_moves_last_seen_back(backend: Backend) -> None:
+    now = time.time()
+    ages = [10, 100, 2 * 3600, 5 * 3600, 2 * 86400, 9 * 86400]  # seconds before now
+
+    async def work(store: Store) -> Any:
+        for age in ages:
+            await store.record_event(
+                EventRecord("c6", "web", "product_view", {"category": "fibre"}, now - age)
+            )
+        return await store.fetch("c6", now), await store.fetch("c6", now + 3 * 3600)
+
+    record, later = backend.run(work)
+    # 1 h: the two events within the hour; 24 h: four; 7 d: five (9 days is out).
+    for name in ("e:product_view", "k:fibre", "e:product_view:fibre", "c:web"):
+        assert record.windows[name] == (2.0, 4.0, 5.0), name
+    assert record.realtime["ts:last_seen"] == repr(now - 10)
+    assert record.session["e:product_view"] == "6"
+    assert later.windows["e:product_view"] == (0.0, 4.0, 5.0)
+
+
+def test_the_session_ends_after_the_gap(backend: Backend) -> None:
+    async def work(store: Store) -> Any:
+        await store.record_event(EventRecord("c7", "web", "compare", {}, time.time()))
+        during = await store.fetch("c7")
+        await asyncio.sleep(1.2)
+        return during, await store.fetch("c7")
+
+    during, after = backend.with_session_seconds(1).run(work)
+    assert during.session["e:compare"] == "1"
+    assert after.session == {}
+    assert after.windows["e:compare"][1] == 1.0  # the day still counts it
+
+
+def test_a_profile_of_another_schema_is_refused(backend: Backend) -> None:
+    fields = dict(profile_fields(backend.schema, {}, {}, time.time()))
+    fields[keys.FIELD_SCHEMA] = b"oldschema"
+    backend.put_fields("c4", fields)
+    backend.put_profile("c5", {}, {})
+
+    async def work(store: Store) -> Any:
+        many = await store.fetch_many(["c4", "c5"], time.time())
+        with pytest.raises(ProfileSchemaMismatch, match="reload profiles"):
+            await store.fetch("c4")
+        return many
+
+    mismatch, fine = backend.run(work)
+    assert isinstance(mismatch, ProfileSchemaMismatch)
+    assert not isinstance(fine, Exception) and fine.known
+
+
+def test_an_outcome_is_recorded_once_per_key_and_its_effects_apply(backend: Backend) -> None:
+    now = time.time()
+    accept = OutcomeRecord("c3", "d1", "fibre", "accept", 10.0, now, "key-1")
+    decline = OutcomeRecord("c3", "d1", "roaming", "decline", 0.0, now, "key-2")
+    held = OutcomeEffects(suppress=True, impression=True)
+    cool = OutcomeEffects(cooldown_until=now + 100, impression=True)
+
+    async def work(store: Store) -> Any:
+        results = [await store.record_outcome(accept, held) for _ in range(3)]
+        results.append(await store.record_outcome(decline, cool))
+        record = await store.fetch("c3")
+        return results, record, await store.read_outcomes(), await store.history("c3")
+
+    results, record, logged, history = backend.run(work)
+    assert [r[0] for r in results] == [True, False, False, True]
+    assert results[0][1] == results[1][1] == results[2][1] != results[3][1]
+    assert [o["idempotency_key"] for o in logged] == ["key-1", "key-2"]
+    assert logged[0]["customer_id"] == "c3" and logged[0]["value"] == 10.0
+    assert record.realtime["o:accept"] == "1" and record.windows["o:accept"] == (1.0, 1.0, 1.0)
+    assert record.policy == {"held:fibre": pytest.approx(now), "cool:roaming": now + 100}
+    assert sorted((c.decision_id, c.offer_id, c.channel) for c in record.contacts) == [
+        ("d1", "fibre", ""),  # counted once, though reported three times
+        ("d1", "roaming", ""),
+    ]
+    assert [o["outcome"] for o in history.outcomes] == ["decline", "accept"]
+
+
+def _reservation(decision: str, outbound: bool = True) -> Reservation:
+    """The channel allows two sends a day; offer b once an hour; c is held."""
+    return Reservation(
+        "c8",
+        decision,
+        "sms" if outbound else "web",
+        outbound,
+        time.time() + 300,
+        ((86400, 2),) if outbound else (),
+        (("a", (), False), ("b", ((3600, 1),), False), ("c", (), True)),
+    )
+
+
+def test_reservations_hold_every_cap(backend: Backend) -> None:
+    async def work(store: Store) -> Any:
+        await store.record_outcome(
+            OutcomeRecord("c8", "d0", "c", "accept", 0.0, time.time(), "k"),
+            OutcomeEffects(suppress=True),
+        )
+        singles = [await store.reserve(_reservation(f"d{i}")) for i in range(3)]
+        return singles, await store.fetch("c8")
+
+    singles, record = backend.run(work)
+    assert singles == [["a", "b"], ["a"], []]
+    # Sends count at once; the acceptance (no impression) made no contact.
+    assert sorted((c.decision_id, c.offer_id, c.channel) for c in record.contacts) == [
+        ("d0", "a", "sms"),
+        ("d0", "b", "sms"),
+        ("d1", "a", "sms"),
+    ]
+
+
+def test_inbound_reservations_wait_for_their_impression(backend: Backend) -> None:
+    async def work(store: Store) -> Any:
+        first = await store.reserve_many([_reservation("d1", outbound=False)])
+        reserved = await store.fetch("c8")
+        await store.record_outcome(
+            OutcomeRecord("c8", "d1", "b", "impression", 0.0, time.time(), "k1"),
+            OutcomeEffects(impression=True),
+        )
+        again = await store.reserve(_reservation("d2", outbound=False))
+        return first, reserved, again, await store.fetch("c8")
+
+    first, reserved, again, seen = backend.run(work)
+    assert first == [["a", "b", "c"]]
+    assert sorted(c.offer_id for c in reserved.pending) == ["a", "b", "c"]
+    assert reserved.contacts == ()
+    # The impression of b moved it from pending to made; b's hourly cap is now taken by
+    # it, whether pending or made.
+    assert again == ["a", "c"]
+    assert [(c.decision_id, c.offer_id, c.channel) for c in seen.contacts] == [("d1", "b", "web")]
+    assert sorted((c.decision_id, c.offer_id) for c in seen.pending) == [
+        ("d1", "a"),
+        ("d1", "c"),
+        ("d2", "a"),
+        ("d2", "c"),
+    ]
+
+
+def test_decisions_are_logged_in_order_and_kept_per_customer(backend: Backend) -> None:
+    logged = [
+        LoggedDecision(
+            "c9",
+            {"decision_id": f"d{i}", "features": {"x": 1.5}, "candidates": [["a", 0.1, 0.2]]},
+            {"decision_id": f"d{i}", "ts": float(i), "actions": [["a", 1]]},
+        )
+        for i in range(3)
+    ]
+
+    async def work(store: Store) -> Any:
+        await store.append_decisions(logged[:2])
+        await store.append_decisions(logged[2:])
+        return await store.read_decisions(), await store.history("c9")
+
+    entries, history = backend.run(work)
+    assert [e["decision_id"] for e in entries] == ["d0", "d1", "d2"]
+    assert entries[0]["candidates"] == [["a", 0.1, 0.2]]  # JSON, as training reads it
+    assert [d["decision_id"] for d in history.decisions] == ["d2", "d1", "d0"]
+
+
+def test_many_at_once_answer_as_one_at_a_time(backend: Backend) -> None:
+    backend.put_profile("c10", {"tenure_months": 3}, {})
+
+    async def work(store: Store) -> Any:
+        now = time.time()
+        many = await store.fetch_many(["c10", "c11"], now)
+        singles = [await store.fetch("c10", now), await store.fetch("c11", now)]
+        reserved = await store.reserve_many([_reservation("d1"), _reservation("d2")])
+        return many, singles, reserved
+
+    many, singles, reserved = backend.run(work)
+    assert [(r.customer_id, r.known, r.batch.tolist()) for r in many] == [
+        (r.customer_id, r.known, r.batch.tolist()) for r in singles
+    ]
+    assert reserved == [["a", "b", "c"], ["a", "c"]]
