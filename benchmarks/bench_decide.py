@@ -32,12 +32,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from benchmarks.common import benchmark_redis, percentiles, wide_catalog
 from engine.adapters import artifact
-from engine.api.server import build_application
+from engine.api.server import build_application, redis_store_for
 from engine.api.servicer import encode_decision
 from engine.core.decision import DecisionRequest
 from engine.core.timing import StageTimer
 from engine.settings import ServerSettings, load_definitions
-from feature_store import redis_client
 from feature_store.embedded import _free_port
 from feature_store.loader import load_profiles
 from training.settings import TrainerSettings
@@ -78,7 +77,7 @@ def start_server(settings: ServerSettings, port: int) -> subprocess.Popen[bytes]
         "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.clients.cli", "serve"], env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "training.cli", "serve"], env=env, stdout=subprocess.DEVNULL
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     grpc.channel_ready_future(channel).result(timeout=60)
@@ -148,8 +147,7 @@ async def throughput(port: int, seconds: float, concurrency: int, limit: int, ec
 
 
 async def stages(settings: ServerSettings, calls: int, limit: int) -> None:
-    client = redis_client.connect(settings.redis_url or "")
-    application = build_application(settings, client)
+    application = build_application(settings, redis_store_for(settings, settings.redis_url or ""))
     application.writer.start()
     timer = StageTimer()
     total_us: list[float] = []
@@ -165,7 +163,7 @@ async def stages(settings: ServerSettings, calls: int, limit: int) -> None:
         encode_us.append((t3 - t2) * 1e6)
     candidates = len(decision.candidates)
     await application.writer.close()
-    await client.aclose()
+    await application.store.aclose()
     print(f"\nin-process, {candidates} candidates, mean per decision stage:")
     for stage, us in timer.totals.items():
         print(f"  {stage:12s} {us / calls:7.0f} us")

@@ -58,6 +58,12 @@ class NullLog:
     ) -> tuple[bool, str]:
         return False, "not logged"
 
+    async def read_decisions(self) -> list[Any]:
+        return []
+
+    async def read_outcomes(self) -> list[Any]:
+        return []
+
 
 class NoLogWriter(DecisionLogWriter):
     def submit(self, decision: Any, request: Any, now: float) -> None:

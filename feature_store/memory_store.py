@@ -86,6 +86,9 @@ class MemoryStore:
     def _customer(self, customer_id: str) -> _Customer:
         return self._customers.setdefault(customer_id, _Customer())
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     def put_profile(self, customer_id: str, fields: Mapping[bytes, bytes]) -> None:
         """Stores a profile as the loader writes it (``loader.profile_fields``), whole."""
         self._customer(customer_id).profile = dict(fields)

@@ -124,6 +124,9 @@ class RedisFeatureStore:
     def client(self) -> aioredis.Redis:
         return self._redis
 
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
     def _keys(self, customer_id: str, *kinds: str) -> list[str]:
         return [keys.customer_key(customer_id, kind) for kind in kinds]
 

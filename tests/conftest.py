@@ -2,12 +2,15 @@
 
 Redis: ``REDIS_URL`` when set (its database is FLUSHED before each test that uses it),
 else an embedded redis-server 6.2 started once per session on a free loopback port.
+Tests of the service that are not about Redis run the same server on the in-memory store
+(``memory``), which passes the same contract (tests/feature_store/test_store_contract.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +23,8 @@ from engine.adapters import artifact
 from engine.api.server import BackgroundServer
 from engine.settings import Definitions, ServerSettings, load_definitions
 from feature_store.embedded import redis_or_embedded
-from feature_store.loader import load_profiles
+from feature_store.loader import load_profiles, profile_fields
+from feature_store.memory_store import MemoryStore
 from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
 from training.train import train
@@ -108,9 +112,10 @@ def accept(server: ServerThread, decision: decision_pb2.DecideResponse, customer
 def server_factory(model_dir: Path) -> Iterator[Callable[..., ServerThread]]:
     started: list[ServerThread] = []
 
-    def make(redis_url: str, **overrides: Any) -> ServerThread:
+    def make(backend: str | MemoryStore, **overrides: Any) -> ServerThread:
+        """A server on ``backend``: a Redis URL, or an in-memory store."""
         settings = ServerSettings(**{"data_dir": model_dir.parent, "port": 0, **overrides})
-        thread = ServerThread(settings, redis_url)
+        thread = ServerThread(settings, backend)
         started.append(thread)
         return thread
 
@@ -120,7 +125,26 @@ def server_factory(model_dir: Path) -> Iterator[Callable[..., ServerThread]]:
 
 
 @pytest.fixture
+def memory(world: World, definitions: Definitions) -> MemoryStore:
+    """An in-memory store holding the test world's profiles."""
+    store = MemoryStore(definitions.schema)
+    now = time.time()
+    for customer_id, features, attributes in world.profiles():
+        store.put_profile(
+            customer_id, profile_fields(definitions.schema, features, attributes, now)
+        )
+    return store
+
+
+@pytest.fixture
 def server(
     server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
 ) -> ServerThread:
+    """A server on Redis holding the test world."""
     return server_factory(redis_url)
+
+
+@pytest.fixture
+def memory_server(server_factory: Callable[..., ServerThread], memory: MemoryStore) -> ServerThread:
+    """A server on an in-memory store holding the test world."""
+    return server_factory(memory)

@@ -21,12 +21,11 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import Redis
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
-from engine.service.application import Application
+from engine.service.application import Application, Store
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.reloader import Reloader, build_cores
 from engine.settings import ServerSettings, load_definitions
@@ -59,6 +58,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
         await self.application.writer.close(timeout=self.grace)
+        await self.application.store.aclose()
 
 
 async def start_server(
@@ -94,18 +94,10 @@ async def start_server(
     return RunningServer(server, health_servicer, application, bound, grace, reloading)
 
 
-def build_application(settings: ServerSettings, client: Redis) -> Application:
-    """Loads definitions and the model and wires the service to Redis."""
+def build_application(settings: ServerSettings, store: Store) -> Application:
+    """Loads definitions and the model and wires the service to ``store``."""
     definitions = load_definitions(settings)
     champion, challenger = build_cores(definitions, settings)
-    catalog = definitions.catalog
-    store = redis_store.RedisFeatureStore(
-        client,
-        definitions.schema,
-        contact_horizon_seconds=catalog.contact_policy.horizon_seconds(
-            o.policy for o in catalog.offers
-        ),
-    )
     writer = DecisionLogWriter(
         store, definitions.schema, max_queue=settings.log_queue_size, batch=settings.log_batch_size
     )
@@ -121,10 +113,23 @@ def build_application(settings: ServerSettings, client: Redis) -> Application:
     return application
 
 
-async def launch(settings: ServerSettings, redis_url: str) -> tuple[RunningServer, Redis, Reloader]:
-    """Connects to Redis, builds the service and starts it with its reloader."""
-    client = redis_client.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000)
-    application = build_application(settings, client)
+def redis_store_for(settings: ServerSettings, redis_url: str) -> redis_store.RedisFeatureStore:
+    """The Redis store the server runs on: a fail-fast client, contacts kept as long as
+    the catalog's longest cap looks back."""
+    definitions = load_definitions(settings)
+    catalog = definitions.catalog
+    return redis_store.RedisFeatureStore(
+        redis_client.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000),
+        definitions.schema,
+        contact_horizon_seconds=catalog.contact_policy.horizon_seconds(
+            o.policy for o in catalog.offers
+        ),
+    )
+
+
+async def launch(settings: ServerSettings, store: Store) -> tuple[RunningServer, Reloader]:
+    """Builds the service on ``store`` and starts it with its reloader."""
+    application = build_application(settings, store)
     reloader = Reloader(application, settings)
     running = await start_server(
         application,
@@ -134,12 +139,12 @@ async def launch(settings: ServerSettings, redis_url: str) -> tuple[RunningServe
         reloader,
         settings.reload_seconds,
     )
-    return running, client, reloader
+    return running, reloader
 
 
 async def serve(settings: ServerSettings, redis_url: str) -> None:
     """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
-    running, client, reloader = await launch(settings, redis_url)
+    running, reloader = await launch(settings, redis_store_for(settings, redis_url))
     application = running.application
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -156,26 +161,26 @@ async def serve(settings: ServerSettings, redis_url: str) -> None:
     await stop.wait()
     log.info("shutting down")
     await running.stop()
-    await client.aclose()
 
 
 class BackgroundServer:
     """A complete Arbiter gRPC server on 127.0.0.1 (port 0: a free one) in a thread of its
     own with its own event loop, driven from synchronous code: tests and the simulation."""
 
-    def __init__(self, settings: ServerSettings, redis_url: str) -> None:
+    def __init__(self, settings: ServerSettings, backend: str | Store) -> None:
+        """``backend``: a Redis URL, or a store of its own (a MemoryStore in tests)."""
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.redis_url = redis_url
-        self.running: RunningServer = self.run(self._start(settings))
+        self.running: RunningServer = self.run(self._start(settings, backend))
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.running.port}")
         self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
         self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)
 
-    async def _start(self, settings: ServerSettings) -> RunningServer:
+    async def _start(self, settings: ServerSettings, backend: str | Store) -> RunningServer:
         local = settings.model_copy(update={"host": "127.0.0.1", "grace_seconds": 1.0})
-        running, self.client, self.reloader = await launch(local, self.redis_url)
+        store = redis_store_for(local, backend) if isinstance(backend, str) else backend
+        running, self.reloader = await launch(local, store)
         return running
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -186,6 +191,13 @@ class BackgroundServer:
     def application(self) -> Application:
         return self.running.application
 
+    def read_decisions(self) -> list[Any]:
+        """The decision log, oldest first (flush first to see the latest)."""
+        return self.run(self.application.store.read_decisions())
+
+    def read_outcomes(self) -> list[Any]:
+        return self.run(self.application.store.read_outcomes())
+
     def flush_log(self) -> None:
         if not self.run(self.application.writer.flush(5.0)):
             raise TimeoutError("the decision log did not drain")
@@ -193,7 +205,6 @@ class BackgroundServer:
     def stop(self) -> None:
         self.channel.close()
         self.run(self.running.stop())
-        self.run(self.client.aclose())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()

@@ -31,7 +31,11 @@ from feature_store.store import (
 
 
 class Store(FeatureStore, DecisionLog, Protocol):
-    """The online store serves features and keeps the logs."""
+    """The online store serves features and keeps the logs; the service owns it."""
+
+    async def aclose(self) -> None:
+        """Releases connections; the last call."""
+        ...
 
 
 def _unavailable(error: ArbiterError) -> str:

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
 from common.errors import ConfigurationError
 from engine.core.arbitration import Exploration, arbitrate
 from engine.core.catalog import parse_catalog
-from feature_store.log_reader import read_decisions
+from feature_store.memory_store import MemoryStore
 from tests.conftest import ServerThread
 from training.simulation import exploring_catalog
 
@@ -87,10 +86,10 @@ def test_exploration_is_configured_in_the_catalog() -> None:
 
 
 def test_decide_logs_the_probability_of_each_action(
-    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, tmp_path: Path
+    server_factory: Callable[..., ServerThread], memory: MemoryStore, tmp_path: Path
 ) -> None:
     catalog = exploring_catalog(tmp_path / "catalog.toml", "epsilon", epsilon=0.5)
-    server = server_factory(redis_url, catalog_path=catalog)
+    server = server_factory(memory, catalog_path=catalog)
     probabilities = []
     for n in range(1, 41):
         response = server.decisions.Decide(
@@ -101,7 +100,7 @@ def test_decide_logs_the_probability_of_each_action(
         )
         probabilities += [a.probability for a in response.actions]
     server.flush_log()
-    logged = [a["probability"] for d in read_decisions(loaded) for a in d["actions"]]
+    logged = [a["probability"] for d in server.read_decisions() for a in d["actions"]]
     assert sorted(logged) == sorted(probabilities)
     assert all(0 < p < 1 for p in probabilities)  # every choice was a draw
     assert len(set(probabilities)) > 2

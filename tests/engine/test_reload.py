@@ -12,13 +12,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
 from engine.adapters import artifact
 from engine.clients.cli.admin import outcomes_by_model
 from engine.settings import DEFAULTS
-from feature_store.log_reader import read_logs
+from feature_store.memory_store import MemoryStore
 from tests.conftest import ServerThread, accept
 
 
@@ -46,9 +45,9 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
 
 
 def test_a_promoted_model_is_served_without_a_restart_or_a_failed_call(
-    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, data: Path
+    server_factory: Callable[..., ServerThread], memory: MemoryStore, data: Path
 ) -> None:
-    server = server_factory(redis_url, data_dir=data, reload_seconds=0.1)
+    server = server_factory(memory, data_dir=data, reload_seconds=0.1)
     first = artifact.load(data / "models")
     assert decide(server).model_version == first.version
 
@@ -80,9 +79,9 @@ def test_a_promoted_model_is_served_without_a_restart_or_a_failed_call(
 
 
 def test_an_unusable_model_is_refused_and_the_current_one_keeps_serving(
-    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, data: Path
+    server_factory: Callable[..., ServerThread], memory: MemoryStore, data: Path
 ) -> None:
-    server = server_factory(redis_url, data_dir=data)
+    server = server_factory(memory, data_dir=data)
     current = artifact.load(data / "models")
     features = ("shoe_size", *current.features[1:])
     artifact.save(data / "models", dataclasses.replace(current, version="v-bad", features=features))
@@ -92,11 +91,11 @@ def test_an_unusable_model_is_refused_and_the_current_one_keeps_serving(
 
 
 def test_an_edited_catalog_is_picked_up(
-    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, tmp_path: Path
+    server_factory: Callable[..., ServerThread], memory: MemoryStore, tmp_path: Path
 ) -> None:
     catalog = tmp_path / "catalog.toml"
     shutil.copy(DEFAULTS / "catalog.toml", catalog)
-    server = server_factory(redis_url, catalog_path=catalog)
+    server = server_factory(memory, catalog_path=catalog)
     before = decide(server)
     assert before.actions[0].offer_id == "fibre_broadband"
 
@@ -114,14 +113,14 @@ def test_an_edited_catalog_is_picked_up(
 
 
 def test_a_challenger_serves_a_stable_share_of_customers(
-    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, data: Path
+    server_factory: Callable[..., ServerThread], memory: MemoryStore, data: Path
 ) -> None:
     champion = artifact.load(data / "models")
     artifact.save(
         data / "models", dataclasses.replace(champion, version="v-challenger"), promote=False
     )
     artifact.set_challenger(data / "models", "v-challenger", 0.3)
-    server = server_factory(redis_url, data_dir=data)
+    server = server_factory(memory, data_dir=data)
 
     served: dict[str, str] = {}
     for n in range(1, 401):
@@ -140,7 +139,7 @@ def test_a_challenger_serves_a_stable_share_of_customers(
         assert decide_for(server, cid).model_version == served[cid]
 
     server.flush_log()
-    per_model = outcomes_by_model(*read_logs(loaded))
+    per_model = outcomes_by_model(server.read_decisions(), server.read_outcomes())
     assert sum(n for n, _ in per_model.values()) == sum(1 for _ in served) + 30
     assert sum(k for _, k in per_model.values()) == 80  # one accept in five
     assert set(per_model) == {champion.version, "v-challenger"}

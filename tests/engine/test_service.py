@@ -1,20 +1,25 @@
-"""The service end to end: a real gRPC server and stub, a real Redis, a real model."""
+"""The service end to end: a real gRPC server and stub, a real model, on the in-memory
+store (the same contract as Redis; the Redis path is covered by the contact-policy,
+degraded-mode and training tests)."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
-import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from feature_store.log_reader import read_decisions, read_outcomes
 from tests.conftest import ServerThread
 
 WEB = common_pb2.CHANNEL_WEB
 CALL_CENTER = common_pb2.CHANNEL_CALL_CENTER
+
+
+@pytest.fixture
+def server(memory_server: ServerThread) -> ServerThread:
+    return memory_server
 
 
 def decide(
@@ -57,7 +62,7 @@ def test_call_center_and_web_get_channel_appropriate_messages(server: ServerThre
     assert agent.actions[0].message.agent_script != web.actions[0].message.body
 
 
-def test_sms_body_fits_160_characters(server: ServerThread, loaded: redis.Redis) -> None:
+def test_sms_body_fits_160_characters(server: ServerThread) -> None:
     for n in range(1, 60):
         response = decide(server, f"cust-{n:06d}", common_pb2.CHANNEL_SMS, limit=3)
         for action in response.actions:
@@ -188,9 +193,7 @@ def report(
     )
 
 
-def test_report_outcome_is_recorded_once_per_idempotency_key(
-    server: ServerThread, loaded: redis.Redis
-) -> None:
+def test_report_outcome_is_recorded_once_per_idempotency_key(server: ServerThread) -> None:
     decision = decide(server, "cust-000042", limit=1)
     offer = decision.actions[0].offer_id
 
@@ -200,7 +203,7 @@ def test_report_outcome_is_recorded_once_per_idempotency_key(
 
     assert first.recorded and not again.recorded and other.recorded
     assert again.outcome_id == first.outcome_id
-    logged = read_outcomes(loaded)
+    logged = server.read_outcomes()
     assert len(logged) == 2
     assert [e["outcome"] for e in logged] == ["click", "accept"]
     assert logged[0]["value"] == 12.5
@@ -226,16 +229,14 @@ def test_report_outcome_errors(server: ServerThread) -> None:
     assert str(error.value.details()).startswith("decision_id")
 
 
-def test_every_decision_is_logged_with_the_features_as_served(
-    server: ServerThread, loaded: redis.Redis
-) -> None:
+def test_every_decision_is_logged_with_the_features_as_served(server: ServerThread) -> None:
     record(server, "cust-000007", "search", common_pb2.CHANNEL_MOBILE_APP, category="phones")
     response = decide(
         server, "cust-000007", common_pb2.CHANNEL_MOBILE_APP, limit=2, request_id="r-9"
     )
     server.flush_log()
 
-    (entry,) = read_decisions(loaded)
+    (entry,) = server.read_decisions()
     assert entry["decision_id"] == response.decision_id
     assert entry["request_id"] == "r-9"
     assert entry["model_version"] == response.model_version
