@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 
-from engine.settings import DEFAULTS
+from engine.settings import DEFAULTS, CommonSettings
 from feature_store.embedded import redis_or_embedded
 
 
 def benchmark_redis() -> AbstractContextManager[str]:
     """``REDIS_URL`` when set (benchmarks write ``arb:*`` and ``bench:*`` keys there), else
     an embedded redis-server that lives as long as the block."""
-    return redis_or_embedded(os.environ.get("REDIS_URL"))
+    return redis_or_embedded(CommonSettings().redis_url)
 
 
 def percentiles(samples_us: list[float] | np.ndarray) -> str:

@@ -9,7 +9,6 @@ Tests of the service that are not about Redis run the same server on the in-memo
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2
 from engine.adapters import artifact
 from engine.api.server import BackgroundServer
-from engine.settings import Definitions, ServerSettings, load_definitions
+from engine.settings import CommonSettings, Definitions, ServerSettings, load_definitions
 from feature_store.embedded import redis_or_embedded
 from feature_store.loader import load_profiles, profile_fields
 from feature_store.memory_store import MemoryStore
@@ -40,7 +39,7 @@ WORLD_SIZE = 2000
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    with redis_or_embedded(os.environ.get("REDIS_URL")) as url:
+    with redis_or_embedded(CommonSettings().redis_url) as url:
         yield url
 
 

@@ -72,6 +72,21 @@ def doubly_robust(
     return mean_interval(predicted_target + target_p / logged_p * (reward - predicted_logged))
 
 
+def estimates(
+    reward: np.ndarray,
+    logged_p: np.ndarray,
+    target_p: np.ndarray,
+    predicted_logged: np.ndarray,
+    predicted_target: np.ndarray,
+) -> dict[str, Estimate]:
+    """The estimator table: IPS, SNIPS and DR of one target policy, in that order."""
+    return {
+        "ips": ips(reward, logged_p, target_p),
+        "snips": snips(reward, logged_p, target_p),
+        "dr": doubly_robust(reward, logged_p, target_p, predicted_logged, predicted_target),
+    }
+
+
 @dataclass(frozen=True)
 class Context:
     """One logged decision, as served: what OPE needs to replay any policy on it."""
@@ -168,11 +183,7 @@ def evaluate_policies(
         np.array([float(f.mean()) for f in fitted]),
     )
     table = {
-        name: {
-            "ips": ips(reward, logged_p, target),
-            "snips": snips(reward, logged_p, target),
-            "dr": doubly_robust(reward, logged_p, target, predicted_logged, expected),
-        }
+        name: estimates(reward, logged_p, target, predicted_logged, expected)
         for name, (target, expected) in policies.items()
     }
     table["logged"] = {"realised": mean_interval(reward)}

@@ -26,7 +26,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from training.evaluation import Estimate, doubly_robust, ips, mean_interval, snips
+from training.evaluation import Estimate, estimates, mean_interval
 
 WHEEL = "obp-0.4.1-py3-none-any.whl"
 ITEMS = 80
@@ -179,11 +179,7 @@ def evaluate_obd(wheel: Path, *, seed: int = 3) -> ObdReport:
     return ObdReport(
         rows=n,
         clicks=int(reward.sum()),
-        learned={
-            "ips": ips(reward, logged_p, target),
-            "snips": snips(reward, logged_p, target),
-            "dr": doubly_robust(reward, logged_p, target, predicted_logged, predicted_target),
-        },
+        learned=estimates(reward, logged_p, target, predicted_logged, predicted_target),
         random=mean_interval(reward),
         bts=mean_interval(bts.click),
     )

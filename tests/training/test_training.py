@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.settings import Definitions
 from training.metrics import auc, log_loss
@@ -51,3 +54,21 @@ def test_trained_model_learns_the_hidden_response(world: World, definitions: Def
     assert model.metrics["auc"] > 0.65
     assert model.metrics["auc"] <= model.metrics["oracle_auc"] + 0.03
     assert model.metrics["log_loss"] < log_loss(logs.reward, np.full(logs.rows, logs.reward.mean()))
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 6)),  # few distinct scores: many ties
+        min_size=2,
+        max_size=60,
+    )
+)
+def test_auc_counts_every_positive_negative_pair(rows: list[tuple[bool, int]]) -> None:
+    labels = np.array([y for y, _ in rows])
+    scores = np.array([float(s) for _, s in rows])
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        assert np.isnan(auc(labels, scores))
+        return
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    assert auc(labels, scores) == pytest.approx(sum(pairs) / len(pairs))

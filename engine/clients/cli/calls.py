@@ -18,9 +18,10 @@ from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2
 from common.vocabulary import CHANNELS, OUTCOMES, STAGES
 from engine.api import proto
 from engine.clients.cli.command import Command, pairs
-from engine.settings import ClientSettings, DeskSettings
+from engine.settings import DEFAULT_TARGET, ClientSettings, DeskSettings
 
 CHANNEL_CHOICES = [c.replace("_", "-") for c in CHANNELS]
+TARGET_HELP = f"the service, host:port (ARBITER_TARGET, default {DEFAULT_TARGET})"
 TIMEOUT_SECONDS = 5.0
 
 
@@ -33,7 +34,7 @@ class Stubs:
 
 
 def _client_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", help="the service, host:port (ARBITER_TARGET, 127.0.0.1:50051)")
+    p.add_argument("--target", help=TARGET_HELP)
     p.add_argument("--json", action="store_true", help="print the raw response as JSON")
 
 
@@ -184,7 +185,7 @@ def _outcome(stubs: Stubs, args: argparse.Namespace) -> Message | None:
 
 
 def _campaign_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", help="the service, host:port (ARBITER_TARGET, 127.0.0.1:50051)")
+    p.add_argument("--target", help=TARGET_HELP)
     p.add_argument("--customers", type=Path, required=True, help="CSV with a customer_id column")
     p.add_argument("--channel", choices=CHANNEL_CHOICES, default="email")
     p.add_argument("--placement", default="")
@@ -207,7 +208,7 @@ def _campaign(args: argparse.Namespace) -> int:
 
 def _desk_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="HTTP port (default 8080, ARBITER_DESK_PORT)")
-    p.add_argument("--target", help="the gRPC service (ARBITER_DESK_TARGET, 127.0.0.1:50051)")
+    p.add_argument("--target", help=f"the service (ARBITER_DESK_TARGET, default {DEFAULT_TARGET})")
 
 
 def _desk(args: argparse.Namespace) -> int:
