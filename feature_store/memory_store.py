@@ -1,4 +1,5 @@
 """An in-memory FeatureStore and DecisionLog with the same contract as the Redis one.
+(Over 300 lines: one class for the nine calls of both protocols, as redis_store.py.)
 
 The reference implementation: tests of the core and the service run on it without a
 Redis, and a new backend has a readable model of what each call must do.

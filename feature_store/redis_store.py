@@ -1,4 +1,5 @@
 """The Redis (or Valkey, or Redis Cluster) implementation of the online store.
+(Over 300 lines: one class for the nine calls of both protocols, as memory_store.py.)
 
 Uses only Redis 6.2 commands: hashes, sorted sets, lists, streams and Lua scripts (see
 feature_store/scripts.py), each script on one customer's keys. See

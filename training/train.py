@@ -1,7 +1,9 @@
 """Training: logged decisions and outcomes -> a LightGBM model artifact.
 
-The training matrix is built row by row with the serving code (engine.core.model_input), from
-the customer features as they were served, so there is no training/serving skew.
+The training matrix is built row by row with the serving code
+(engine/core/model_input.py) from the inputs as they were served, so there is no
+training/serving skew. The holdout is a random share of simulated logs, or the latest
+decisions of real logs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """gRPC servicers: decode and validate the request, call the service, encode the answer.
 
-The only module besides the server that touches protobuf messages.
+Below this edge nothing sees a protobuf message: the service and the core take and return
+plain dataclasses. (The clients in engine/clients build their own requests.)
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ front that serves it and calls the gRPC service.
     arbiter desk            (http://127.0.0.1:8080, calling the service at 127.0.0.1:50051)
 
 Standard library HTTP (a threaded server: one agent, one request at a time) and the sync
-gRPC stubs; the page is static HTML and JavaScript (engine/desk.html) that calls:
+gRPC stubs; the page is static HTML and JavaScript (engine/clients/desk.html) that calls:
 
     GET  /api/profile?customer_id=C                     GetProfile
     GET  /api/decide?customer_id=C&channel=call_center  Decide (explain, 3 actions)
