@@ -12,6 +12,7 @@ import redis
 
 from engine.core.arbitration import GREEDY, slot_probabilities
 from engine.core.catalog import Catalog
+from engine.core.model_input import ServedInputs
 from engine.core.scoring import Scorer
 from feature_store.log_reader import read_decisions
 from feature_store.schema import FeatureSchema
@@ -23,14 +24,16 @@ from training.world import World, true_propensity
 def expected_values(entry: Mapping[str, Any], world: World, catalog: Catalog) -> dict[str, float]:
     """True expected value of every candidate of a logged decision (hidden model)."""
     index = int(entry["customer_id"].split("-")[1]) - 1
-    named = {k: np.array([v]) for k, v in entry["features"].items()}
+    names = list(entry["features"])
+    served = ServedInputs.from_log(entry, names)
+    assert served is not None  # the names are the entry's own
+    named = {n: np.array([v]) for n, v in zip(names, served.features.tolist(), strict=True)}
     hidden = {
         "interest": world.interest[index : index + 1],
         "price_sensitivity": world.price_sensitivity[index : index + 1],
         "traveller": world.traveller[index : index + 1],
     }
-    served = entry.get("served", {})
-    last, topics = served.get("last_category", ""), served.get("topic_counts", {})
+    last, topics = served.last_category, served.topic_counts
     out = {}
     for offer_id, *_ in entry["candidates"]:
         offer = catalog.by_id[offer_id]
@@ -38,7 +41,7 @@ def expected_values(entry: Mapping[str, Any], world: World, catalog: Catalog) ->
             offer_id,
             offer.value,
             offer.topics,
-            entry["channel"],
+            served.channel,
             named,
             hidden,
             np.array([float(last in offer.topics)]),
