@@ -7,7 +7,7 @@ import struct
 import redis
 
 from engine.settings import Definitions
-from feature_store import keys
+from feature_store import keys, scripts
 from feature_store.loader import load_profiles
 
 
@@ -21,6 +21,30 @@ def test_customer_keys_share_one_hash_tag() -> None:
     assert keys.DECISION_LOG == "arb:log:decisions"
     assert keys.OUTCOME_LOG == "arb:log:outcomes"
     assert keys.LOAD_META == "arb:meta:load"
+    for kind, name in [
+        (keys.WINDOWS, "win"),
+        (keys.SESSION, "session"),
+        (keys.CONTACTS, "contacts"),
+        (keys.PENDING, "pending"),
+        (keys.POLICY, "policy"),
+    ]:
+        assert keys.customer_key("c", kind) == f"arb:{{c}}:{name}"
+
+
+def test_fields_and_counters_inside_the_hashes() -> None:
+    assert keys.cooldown_field("fibre") == "cool:fibre"
+    assert keys.held_field("fibre") == "held:fibre"
+    assert keys.category_counter("fibre") == "k:fibre"
+    assert (keys.LIFETIME_COUNT, keys.EVENT_COUNT, keys.CHANNEL_COUNT) == ("n:", "e:", "c:")
+    assert (keys.OUTCOME_COUNT, keys.LAST_SEEN, keys.LAST_CATEGORY) == (
+        "o:",
+        "ts:last_seen",
+        "last_category",
+    )
+    assert keys.SLIDING_WINDOWS == (("1h", 300, 12), ("24h", 3600, 24), ("7d", 86400, 7))
+    # The Lua scripts spell none of these themselves: their prelude is generated.
+    assert "local COOL = 'cool:'\n" in scripts.RESERVE
+    assert "local RES = {{300, 12}, {3600, 24}, {86400, 7}}\n" in scripts.READ
 
 
 def test_stored_profile_bytes(redis_client: redis.Redis, definitions: Definitions) -> None:
