@@ -22,6 +22,8 @@ from common.errors import ArbiterError, ProfileSchemaMismatch
 from feature_store import keys
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
+    DECISIONS_KEPT,
+    OUTCOMES_KEPT,
     Contact,
     CustomerHistory,
     CustomerRecord,
@@ -31,9 +33,6 @@ from feature_store.store import (
     OutcomeRecord,
     Reservation,
 )
-
-DECISIONS_KEPT = 50
-OUTCOMES_KEPT = 100
 
 
 def _copy(value: Any) -> Any:
@@ -178,13 +177,7 @@ class MemoryStore:
                 rt[stamp] = repr(ts)
         if category:
             rt[keys.LAST_CATEGORY] = category
-        record = {
-            "channel": event.channel,
-            "event_type": etype,
-            "attributes": dict(event.attributes),
-            "occurred_at": ts,
-        }
-        c.events = [_copy(record), *c.events][: self._schema.recent_events]
+        c.events = [_copy(event.as_json()), *c.events][: self._schema.recent_events]
         counters = [f"{keys.EVENT_COUNT}{etype}", f"{keys.CHANNEL_COUNT}{event.channel}"]
         if category:
             counters += [keys.category_counter(category), f"{keys.EVENT_COUNT}{etype}:{category}"]
@@ -271,14 +264,7 @@ class MemoryStore:
         known = c.idempotency.get(outcome.idempotency_key)
         if known is not None:
             return False, known
-        summary = {
-            "decision_id": outcome.decision_id,
-            "offer_id": outcome.offer_id,
-            "outcome": outcome.outcome,
-            "value": outcome.value,
-            "occurred_at": outcome.occurred_at,
-        }
-        c.outcomes = [_copy(summary), *c.outcomes][:OUTCOMES_KEPT]
+        c.outcomes = [_copy(outcome.summary()), *c.outcomes][:OUTCOMES_KEPT]
         name = f"{keys.OUTCOME_COUNT}{outcome.outcome}"
         c.realtime[name] = str(int(c.realtime.get(name, "0")) + 1)
         self._bump(c, name, outcome.occurred_at)
@@ -294,12 +280,7 @@ class MemoryStore:
                 for m in reserved:
                     del c.pending[m]
                 c.contacts[reserved[-1] if reserved else prefix] = outcome.occurred_at
-        entry = {
-            **summary,
-            "customer_id": outcome.customer_id,
-            "idempotency_key": outcome.idempotency_key,
-        }
-        self._outcome_log.append(_copy(entry))
+        self._outcome_log.append(_copy(outcome.log_entry()))
         log_id = f"{len(self._outcome_log)}-0"
         c.idempotency[outcome.idempotency_key] = log_id
         return True, log_id

@@ -20,6 +20,8 @@ from feature_store import keys, scripts
 from feature_store.redis_client import translated
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
+    DECISIONS_KEPT,
+    OUTCOMES_KEPT,
     Contact,
     CustomerHistory,
     CustomerRecord,
@@ -30,8 +32,6 @@ from feature_store.store import (
     Reservation,
 )
 
-DECISIONS_KEPT = 50
-OUTCOMES_KEPT = 100
 HISTORY_TTL_SECONDS = 90 * 86400
 IDEMPOTENCY_TTL_SECONDS = 30 * 86400
 POLICY_TTL_SECONDS = 400 * 86400  # cool-downs and "already holds" outlive a year
@@ -163,12 +163,6 @@ class RedisFeatureStore:
         return out
 
     async def record_event(self, event: EventRecord) -> None:
-        record = {
-            "channel": event.channel,
-            "event_type": event.event_type,
-            "attributes": dict(event.attributes),
-            "occurred_at": event.occurred_at,
-        }
         with translated("feature store write"):
             await self._event(
                 keys=self._keys(
@@ -179,7 +173,7 @@ class RedisFeatureStore:
                     event.event_type,
                     event.channel,
                     event.attributes.get("category", ""),
-                    _json(record),
+                    _json(event.as_json()),
                     self._schema.realtime_ttl_seconds,
                     self._schema.recent_events,
                     self._session_seconds,
@@ -260,19 +254,12 @@ class RedisFeatureStore:
     ) -> tuple[bool, str]:
         cid = outcome.customer_id
         idem = keys.idempotency_key(cid, outcome.idempotency_key)
-        summary = {
-            "decision_id": outcome.decision_id,
-            "offer_id": outcome.offer_id,
-            "outcome": outcome.outcome,
-            "value": outcome.value,
-            "occurred_at": outcome.occurred_at,
-        }
         with translated("outcome log write"):
             state = await self._outcome(
                 keys=[idem, *self._keys(cid, *_OUTCOME_KEYS)],
                 args=[
                     IDEMPOTENCY_TTL_SECONDS,
-                    _json(summary),
+                    _json(outcome.summary()),
                     OUTCOMES_KEPT,
                     HISTORY_TTL_SECONDS,
                     outcome.outcome,
@@ -289,10 +276,9 @@ class RedisFeatureStore:
             )
             if state != b"pending":
                 return False, state.decode()
-            entry = {**summary, "customer_id": cid, "idempotency_key": outcome.idempotency_key}
             log_id = await self._redis.xadd(
                 keys.OUTCOME_LOG,
-                {keys.OUTCOME_FIELD: _json(entry)},
+                {keys.OUTCOME_FIELD: _json(outcome.log_entry())},
                 maxlen=LOG_MAXLEN,
                 approximate=True,
             )

@@ -16,6 +16,10 @@ import numpy as np
 
 from common.errors import ArbiterError
 
+# How much history each customer keeps for the single customer view (newest first).
+DECISIONS_KEPT = 50
+OUTCOMES_KEPT = 100
+
 
 @dataclass(frozen=True, slots=True)
 class Contact:
@@ -53,6 +57,15 @@ class EventRecord:
     attributes: Mapping[str, str]
     occurred_at: float  # unix seconds
 
+    def as_json(self) -> dict[str, Any]:
+        """The event as the customer's recent-events list keeps it."""
+        return {
+            "channel": self.channel,
+            "event_type": self.event_type,
+            "attributes": dict(self.attributes),
+            "occurred_at": self.occurred_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class LoggedDecision:
@@ -72,6 +85,24 @@ class OutcomeRecord:
     value: float
     occurred_at: float  # unix seconds
     idempotency_key: str
+
+    def summary(self) -> dict[str, Any]:
+        """The outcome as the customer's recent-outcomes list keeps it."""
+        return {
+            "decision_id": self.decision_id,
+            "offer_id": self.offer_id,
+            "outcome": self.outcome,
+            "value": self.value,
+            "occurred_at": self.occurred_at,
+        }
+
+    def log_entry(self) -> dict[str, Any]:
+        """The outcome as the outcome log keeps it (what training reads)."""
+        return {
+            **self.summary(),
+            "customer_id": self.customer_id,
+            "idempotency_key": self.idempotency_key,
+        }
 
 
 @dataclass(frozen=True, slots=True)
