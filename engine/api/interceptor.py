@@ -1,5 +1,6 @@
 """Server interceptors: map Arbiter errors to gRPC statuses in one place (unary and
-bidirectional-streaming methods)."""
+bidirectional-streaming methods), and answer undecodable requests with INVALID_ARGUMENT
+(decoding.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import grpc
 from grpc import aio
 
 from common.errors import ArbiterError
+from engine.api.decoding import DecodeFailures, Undecodable, tolerant
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ async def _statuses(context: aio.ServicerContext[Any, Any], method: str) -> Asyn
 
 def _guard(behavior: Behavior, method: str) -> Behavior:
     async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem}")
         async with _statuses(context, method):
             return await behavior(request, context)
 
@@ -61,12 +65,20 @@ def _guard_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
     return guarded
 
 
+def _message_type(deserializer: Any) -> str:
+    """``arbiter.v1.DecideRequest`` for ``DecideRequest.FromString``."""
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "the method's request message"))
+
+
 class ErrorInterceptor(_Interceptor):
     """Turns ``ArbiterError`` into its status code and message; anything else into
-    INTERNAL with the details logged, never leaked. Wrapped handlers are cached."""
+    INTERNAL with the details logged, never leaked; undecodable requests into
+    INVALID_ARGUMENT, counted in ``decode_failures``. Wrapped handlers are cached."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self.decode_failures = DecodeFailures()
 
     async def intercept_service(
         self,
@@ -82,16 +94,22 @@ class ErrorInterceptor(_Interceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        deserializer = tolerant(
+            handler.request_deserializer,
+            _message_type(handler.request_deserializer),
+            method,
+            self.decode_failures,
+        )
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 _guard(cast(Behavior, handler.unary_unary), method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         elif handler.stream_stream is not None:
             wrapped = grpc.stream_stream_rpc_method_handler(
                 _guard_stream(cast(StreamBehavior, handler.stream_stream), method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         else:

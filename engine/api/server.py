@@ -45,6 +45,7 @@ class RunningServer:
     """A started server; ``port`` is the bound port (useful with port 0)."""
 
     server: aio.Server
+    interceptor: ErrorInterceptor
     health: health_aio.HealthServicer
     application: Application
     port: int
@@ -69,7 +70,8 @@ async def start_server(
     reloader: Reloader | None = None,
     reload_seconds: float = 0.0,
 ) -> RunningServer:
-    server = aio.server(interceptors=[ErrorInterceptor()])
+    interceptor = ErrorInterceptor()
+    server = aio.server(interceptors=[interceptor])
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(application), server)
     profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(application), server)
     health_servicer = health_aio.HealthServicer()
@@ -91,7 +93,7 @@ async def start_server(
     reloading = None
     if reloader is not None and reload_seconds > 0:
         reloading = asyncio.get_running_loop().create_task(reloader.run(reload_seconds))
-    return RunningServer(server, health_servicer, application, bound, grace, reloading)
+    return RunningServer(server, interceptor, health_servicer, application, bound, grace, reloading)
 
 
 def build_application(settings: ServerSettings, store: Store) -> Application:

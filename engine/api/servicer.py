@@ -16,6 +16,7 @@ from grpc import aio
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.errors import ArbiterError
 from engine.api import proto, validation
+from engine.api.decoding import Undecodable
 from engine.core.decision import Decision, DecisionRequest
 from engine.service.application import Application
 from engine.service.profile import Profile
@@ -102,9 +103,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         context: Context,
     ) -> AsyncIterator[decision_pb2.DecideBatchResponse]:
         """Decides chunk by chunk (one pipelined read per chunk), answering in order."""
-        chunk: list[decision_pb2.DecideRequest] = []
+        chunk: list[decision_pb2.DecideRequest | Undecodable] = []
         async for item in request_iterator:
-            chunk.append(item.request)
+            chunk.append(item if isinstance(item, Undecodable) else item.request)
             if len(chunk) == BATCH_CHUNK:
                 for response in await self._decide_chunk(chunk):
                     yield response
@@ -113,14 +114,23 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             yield response
 
     async def _decide_chunk(
-        self, chunk: list[decision_pb2.DecideRequest]
+        self, chunk: list[decision_pb2.DecideRequest | Undecodable]
     ) -> list[decision_pb2.DecideBatchResponse]:
-        answers = [
-            decision_pb2.DecideBatchResponse(customer_id=r.customer_id, request_id=r.request_id)
-            for r in chunk
-        ]
+        """Answers in order; an undecodable or invalid request gets its error in place."""
+        answers = []
         valid: list[tuple[int, DecisionRequest]] = []
         for i, request in enumerate(chunk):
+            if isinstance(request, Undecodable):
+                answer = decision_pb2.DecideBatchResponse()
+                answer.error.code = "INVALID_ARGUMENT"
+                answer.error.message = f"request: {request.problem}"
+                answers.append(answer)
+                continue
+            answers.append(
+                decision_pb2.DecideBatchResponse(
+                    customer_id=request.customer_id, request_id=request.request_id
+                )
+            )
             try:
                 valid.append((i, decode_decide(request)))
             except ArbiterError as exc:
