@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -37,6 +38,7 @@ from benchmarks.bench_decide import prepare, request, throughput
 from benchmarks.common import benchmark_redis, percentiles
 from engine.api.server import start_server
 from engine.api.servicer import decode_decide, encode_decision
+from engine.core.decision_id import DecisionIds
 from engine.service.application import Application
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.reloader import build_core, load_scorer
@@ -98,7 +100,8 @@ def decide_aio(port: int, settings: ServerSettings) -> None:
         client = redis_client.connect(settings.redis_url or "")
         store = redis_store.RedisFeatureStore(client, definitions.schema)
         writer = NoLogWriter(NullLog(), definitions.schema)
-        application = Application(core, store, writer)
+        ids = DecisionIds([secrets.token_bytes(32)])
+        application = Application(core, store, writer, ids=ids)
         running = await start_server(application, "127.0.0.1", port)
         await running.server.wait_for_termination()
 

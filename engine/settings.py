@@ -62,6 +62,13 @@ class ServerSettings(CommonSettings):
     log_batch_size: int = 256
     # `arbiter serve --demo`: generate, load and train the demo world when absent.
     demo: bool = False
+    # Secrets that sign decision ids (one per line, the first signs); default
+    # <data_dir>/decision-secrets, created with a random one when absent.
+    decision_secrets_file: Path | None = None
+
+    @property
+    def decision_secrets_path(self) -> Path:
+        return self.decision_secrets_file or self.data_dir / "decision-secrets"
 
 
 class LoaderSettings(CommonSettings):

@@ -8,6 +8,8 @@ docs/redis-keys.md for the layout and feature_store/keys.py for the names.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +36,8 @@ from feature_store.store import (
 
 HISTORY_TTL_SECONDS = 90 * 86400
 IDEMPOTENCY_TTL_SECONDS = 30 * 86400
+# A report holds its idempotency key this long while it appends to the outcome log.
+OUTCOME_LEASE_SECONDS = 10
 POLICY_TTL_SECONDS = 400 * 86400  # cool-downs and "already holds" outlive a year
 
 READ_KEYS = (
@@ -120,6 +124,7 @@ class RedisFeatureStore:
         self._event = client.register_script(scripts.EVENT)
         self._reserve = client.register_script(scripts.RESERVE)
         self._outcome = client.register_script(scripts.OUTCOME)
+        self._finish_outcome = client.register_script(scripts.FINISH_OUTCOME)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -255,7 +260,7 @@ class RedisFeatureStore:
         cid = outcome.customer_id
         idem = keys.idempotency_key(cid, outcome.idempotency_key)
         with translated("outcome log write"):
-            state = await self._outcome(
+            state, value = await self._outcome(
                 keys=[idem, *self._keys(cid, *_OUTCOME_KEYS)],
                 args=[
                     IDEMPOTENCY_TTL_SECONDS,
@@ -272,18 +277,36 @@ class RedisFeatureStore:
                     int(effects.impression),
                     self._horizon,
                     POLICY_TTL_SECONDS,
+                    secrets.token_hex(8),
+                    time.time(),
+                    OUTCOME_LEASE_SECONDS,
                 ],
             )
-            if state != b"pending":
-                return False, state.decode()
+            if state == b"done":
+                return False, value.decode()
+            if state == b"busy":
+                return False, await self._settled_id(idem)
             log_id = await self._redis.xadd(
                 keys.OUTCOME_LOG,
                 {keys.OUTCOME_FIELD: _json(outcome.log_entry())},
                 maxlen=LOG_MAXLEN,
                 approximate=True,
             )
-            await self._redis.set(idem, log_id, xx=True, keepttl=True)
+            await self._finish_outcome(keys=[idem], args=[value, log_id])
         return True, log_id.decode() if isinstance(log_id, bytes) else str(log_id)
+
+    async def _settled_id(self, idem: str, wait: float = 0.5) -> str:
+        """The log id a concurrent first report stores under ``idem``, once it has (""
+        if it takes longer than ``wait``: the duplicate is refused all the same)."""
+        deadline = time.monotonic() + wait
+        while True:
+            current = await self._redis.get(idem)
+            text = current.decode() if isinstance(current, bytes) else current
+            if text is not None and not text.startswith("pending"):
+                return str(text)
+            if time.monotonic() >= deadline:
+                return ""
+            await asyncio.sleep(0.02)
 
     async def read_decisions(self) -> list[Any]:
         return await self._read_stream(keys.DECISION_LOG, keys.DECISION_FIELD)

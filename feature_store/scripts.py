@@ -225,22 +225,34 @@ return reserved
 """
 )
 
-# First report of an idempotency key: mark it pending and apply the outcome to the
-# customer's own structures; the caller then appends to the global outcome log (another
-# slot on a cluster) and stores the log id under the key. A report finding "pending" (an
-# earlier attempt died between the two steps) appends again: the log is at-least-once,
-# exactly-once by key.
+# First report of an idempotency key: take a lease on it ("pending:<token>:<until>") and
+# apply the outcome to the customer's own structures; the caller then appends to the
+# global outcome log (another slot on a cluster) and, if it still holds the lease, stores
+# the log id under the key (FINISH). A report finding a live lease is a duplicate arriving
+# while the first is being written ("busy"); one finding a lapsed lease (an attempt that
+# died between the two steps) takes the lease and appends again, without applying the
+# effects twice. So concurrent duplicates are appended once.
 # KEYS: idem, outcomes, rt, win, contacts, pending, policy
 # ARGV: idem ttl, summary json, outcomes kept, history ttl, outcome, rt ttl, ts,
 #       decision id, offer id, cool-down until (0: none), suppress (1/0),
-#       count as impression (1/0), contacts horizon seconds, policy ttl
+#       count as impression (1/0), contacts horizon seconds, policy ttl,
+#       lease token, now, lease seconds
+# Returns {"done", log id} | {"busy", ""} | {"append", lease}
 OUTCOME = (
     _PRELUDE
     + """
+local lease = 'pending:' .. ARGV[15] .. ':' .. (tonumber(ARGV[16]) + tonumber(ARGV[17]))
 local current = redis.call('GET', KEYS[1])
-if current and current ~= 'pending' then return current end
-if current then return 'pending' end
-redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
+if current then
+  if current ~= 'pending' and string.sub(current, 1, 8) ~= 'pending:' then
+    return {'done', current}
+  end
+  local until_ = tonumber(string.match(current, ':([%d%.]+)$') or '0')
+  if until_ > tonumber(ARGV[16]) then return {'busy', ''} end
+  redis.call('SET', KEYS[1], lease, 'KEEPTTL')
+  return {'append', lease}
+end
+redis.call('SET', KEYS[1], lease, 'EX', ARGV[1])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -273,9 +285,20 @@ if ARGV[12] == '1' then
     redis.call('EXPIRE', KEYS[5], ARGV[13])
   end
 end
-return 'pending'
+return {'append', lease}
 """
 )
+
+# Stores the outcome's log id under its idempotency key, if the caller still holds the
+# lease it took (a caller slower than its lease lost it to a retry).
+# KEYS: idem; ARGV: lease, log id. Returns 1 when stored.
+FINISH_OUTCOME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
 
 # Moves a customer's contacts (sorted set, scored by time) and cool-down ends back by
 # ARGV[1] seconds: the simulation lets a day pass in seconds.

@@ -38,9 +38,16 @@ def rewarder(
     outcomes: Iterable[Mapping[str, Any]], window_seconds: float, positive: frozenset[str]
 ) -> Callable[[Mapping[str, Any], str], bool]:
     """``rewarded(decision, offer_id)``: a positive outcome was reported for that offer of
-    that decision within the attribution window."""
+    that decision within the attribution window. An idempotency key counts once, whatever
+    the log holds (the store appends each key once; this is defence in depth)."""
     reported: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    keys_seen: set[str] = set()
     for o in outcomes:
+        key = o.get("idempotency_key")
+        if key is not None:
+            if key in keys_seen:
+                continue
+            keys_seen.add(key)
         reported.setdefault((o["decision_id"], o["offer_id"]), []).append(
             (o["outcome"], float(o["occurred_at"]))
         )

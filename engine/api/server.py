@@ -23,8 +23,10 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from engine.adapters import secret_file
 from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
+from engine.core.decision_id import DecisionIds
 from engine.service.application import Application, Store
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.reloader import Reloader, build_cores
@@ -107,6 +109,7 @@ def build_application(settings: ServerSettings, store: Store) -> Application:
         champion,
         store,
         writer,
+        ids=DecisionIds(secret_file.load_or_create(settings.decision_secrets_path)),
         feature_timeout=settings.feature_timeout_ms / 1000,
         reserve_timeout=settings.reserve_timeout_ms / 1000,
         breaker_seconds=settings.breaker_seconds,

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
-from common.errors import ArbiterError
+from common.errors import ArbiterError, InvalidArgument
 from engine.api import proto, validation
 from engine.api.decoding import Undecodable
 from engine.core.decision import Decision, DecisionRequest
@@ -25,8 +25,14 @@ from feature_store.store import EventRecord, OutcomeRecord
 Context = aio.ServicerContext[Any, Any]
 
 
-def _seconds(ts: Timestamp, present: bool) -> float | None:
-    return ts.seconds + ts.nanos / 1e9 if present else None
+def _seconds(ts: Timestamp, present: bool, field: str = "occurred_at") -> float | None:
+    """Unix seconds of a set Timestamp (None when unset); nanos out of 0..999,999,999 are
+    refused, as protobuf's own Timestamp rules say."""
+    if not present:
+        return None
+    if not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidArgument(field, f"nanos {ts.nanos} outside 0..999,999,999")
+    return ts.seconds + ts.nanos / 1e9
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -162,7 +168,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
             decision_id=decision_id,
             offer_id=offer_id,
             outcome=outcome,
-            value=validation.finite(request.value, "value"),
+            value=validation.outcome_value(request.value),
             occurred_at=validation.occurred_at(
                 _seconds(request.occurred_at, request.HasField("occurred_at")), now
             ),

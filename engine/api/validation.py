@@ -21,6 +21,7 @@ MAX_VALUE_LENGTH = 256
 MAX_OFFER_IDS = 200
 MAX_ID_LENGTH = 128
 MAX_FUTURE_SECONDS = 300.0  # clock skew tolerated on occurred_at
+MAX_OUTCOME_VALUE = 1e9  # an outcome's value (revenue) beyond this is a mistake
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
@@ -105,6 +106,14 @@ def event_type(value: str) -> str:
 def finite(value: float, field: str) -> float:
     if not math.isfinite(value):
         raise InvalidArgument(field, "must be a finite number")
+    return value
+
+
+def outcome_value(value: float, field: str = "value") -> float:
+    """Revenue and the like: finite, and within +/- ``MAX_OUTCOME_VALUE``."""
+    finite(value, field)
+    if abs(value) > MAX_OUTCOME_VALUE:
+        raise InvalidArgument(field, f"is {value:g}, beyond +/-{MAX_OUTCOME_VALUE:g}")
     return value
 
 

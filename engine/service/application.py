@@ -12,11 +12,19 @@ import asyncio
 import time
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
-from common.errors import ArbiterError, FeatureStoreUnavailable, NotFound, ProfileSchemaMismatch
+from common.errors import (
+    ArbiterError,
+    FeatureStoreUnavailable,
+    InvalidArgument,
+    NotFound,
+    ProfileSchemaMismatch,
+)
 from engine.core import contact_policy
 from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
+from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
 from engine.service.breaker import Breaker
 from engine.service.decision_log import DecisionLogWriter
@@ -28,6 +36,9 @@ from feature_store.store import (
     FeatureStore,
     OutcomeRecord,
 )
+
+# A client's clock may run this far behind the server's: its outcome still counts.
+CLOCK_SKEW_SECONDS = 1.0
 
 
 class Store(FeatureStore, DecisionLog, Protocol):
@@ -55,11 +66,13 @@ class Application:
         store: Store,
         writer: DecisionLogWriter,
         *,
+        ids: DecisionIds,
         feature_timeout: float = 0.03,
         reserve_timeout: float = 0.05,
         breaker_seconds: float = 1.0,
     ) -> None:
         self.core = core
+        self.ids = ids
         # (core, share): a challenger model served to a stable share of the customers
         self.challenger: tuple[DecisionCore, float] | None = None
         self.store = store
@@ -101,7 +114,7 @@ class Application:
         record, degraded = await self._fetch(request.customer_id)
         timer.lap("fetch")
         now = time.time()
-        decision = core.decide(request, record, now, degraded, timer)
+        decision = self._signed(core.decide(request, record, now, degraded, timer), now)
         # Degraded answers reserve too: a slow read must not let caps be exceeded.
         catalog = core.catalog
         reservation = contact_policy.reservation(
@@ -133,9 +146,12 @@ class Application:
         except FeatureStoreUnavailable as exc:
             records = [exc] * len(requests)
         decisions = [
-            self.core_for(request.customer_id).decide(request, record, now)
-            if isinstance(record, CustomerRecord)
-            else core.decide(request, None, now, _unavailable(record))
+            self._signed(
+                self.core_for(request.customer_id).decide(request, record, now)
+                if isinstance(record, CustomerRecord)
+                else core.decide(request, None, now, _unavailable(record)),
+                now,
+            )
             for request, record in zip(requests, records, strict=True)
         ]
         policy, offers = core.catalog.contact_policy, core.catalog.by_id
@@ -166,10 +182,27 @@ class Application:
             self.writer.submit(decision, request, now)
         return decisions
 
+    def _signed(self, decision: Decision, now: float) -> Decision:
+        """The decision under an id that proves its actions (decision_id.py). Signed before
+        the reservation, which records contacts under the id: an action the reservation
+        then drops stays verifiable, but its contact was never made."""
+        offers = [a.offer_id for a in decision.actions]
+        return replace(decision, decision_id=self.ids.new(decision.customer_id, offers, now))
+
     async def report_outcome(self, outcome: OutcomeRecord) -> tuple[bool, str]:
+        """Records an outcome of an action this service made; a forged, tampered or
+        foreign decision id, an offer not in that decision, or an outcome stamped before
+        its decision changes nothing."""
         offer = self.core.catalog.by_id.get(outcome.offer_id)
         if offer is None:
             raise NotFound(f"offer_id: no offer {outcome.offer_id!r} in the catalog")
+        decided_at = self.ids.verify(
+            outcome.decision_id, outcome.customer_id, outcome.offer_id
+        ).decided_at
+        if outcome.occurred_at < decided_at - CLOCK_SKEW_SECONDS:
+            raise InvalidArgument("occurred_at", "is before the decision it reports on")
+        # Within the allowed skew, an outcome counts from its decision (training's window).
+        outcome = replace(outcome, occurred_at=max(outcome.occurred_at, decided_at))
         effects = contact_policy.outcome_effects(offer.policy, outcome.outcome, outcome.occurred_at)
         return await self.store.record_outcome(outcome, effects)
 

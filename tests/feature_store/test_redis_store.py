@@ -81,3 +81,29 @@ def test_unreachable_redis_is_feature_store_unavailable(definitions: Definitions
             assert "failed" in str(exc)
         else:
             raise AssertionError("no error from a Redis that is not there")
+
+
+def test_a_report_that_died_before_the_log_is_appended_by_the_next(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    now = time.time()
+    # One attempt took its lease and died before appending; another's lease is still live.
+    redis_client.set(keys.idempotency_key("c9", "lapsed"), f"pending:dead:{now - 1}")
+    redis_client.set(keys.idempotency_key("c9", "live"), f"pending:other:{now + 60}")
+    redis_client.set(keys.idempotency_key("c9", "old"), "pending")  # before leases
+
+    async def work(store: redis_store.RedisFeatureStore) -> Any:
+        return [
+            await store.record_outcome(
+                OutcomeRecord("c9", "d1", "a", "click", 0.0, now, key), OutcomeEffects()
+            )
+            for key in ("lapsed", "live", "old")
+        ]
+
+    (lapsed, lapsed_id), (live, live_id), (old, _) = run(redis_url, definitions, work)
+    assert lapsed and lapsed_id and old
+    assert not live and live_id == ""  # a duplicate of a report still being written
+    assert redis_client.get(keys.idempotency_key("c9", "lapsed")) == lapsed_id.encode()
+    assert redis_client.xlen(keys.OUTCOME_LOG) == 2
+    # the effects of the dead attempt were its own: not applied a second time
+    assert redis_client.hget(keys.customer_key("c9", keys.REALTIME), "o:click") is None

@@ -320,3 +320,24 @@ def test_many_at_once_answer_as_one_at_a_time(backend: Backend) -> None:
         (r.customer_id, r.known, r.batch.tolist()) for r in singles
     ]
     assert reserved == [["a", "b", "c"], ["a", "c"]]
+
+
+def test_duplicates_arriving_at_the_same_moment_are_recorded_once(backend: Backend) -> None:
+    now = time.time()
+    reports = [
+        OutcomeRecord("c12", f"d{k}", "a", "click", 0.0, now, f"key-{k}")
+        for k in range(40)
+        for _ in range(2)
+    ]
+
+    async def work(store: Store) -> Any:
+        results = await asyncio.gather(
+            *(store.record_outcome(r, OutcomeEffects(impression=True)) for r in reports)
+        )
+        return results, await store.read_outcomes()
+
+    results, logged = backend.run(work)
+    assert sorted(o["idempotency_key"] for o in logged) == sorted(f"key-{k}" for k in range(40))
+    for k in range(40):
+        first, second = results[2 * k], results[2 * k + 1]
+        assert sorted([first[0], second[0]]) == [False, True]  # the other learns it was a copy

@@ -215,3 +215,16 @@ def test_a_policy_whose_value_cannot_be_told_is_not_promoted(
     assert accepted.promoted, accepted.why
     assert accepted.model.version != first.model.version
     assert artifact.current_version(tmp_path / "models") == accepted.model.version
+
+
+def test_an_idempotency_key_counts_once_in_training() -> None:
+    decision = {"decision_id": "d1", "ts": 100.0}
+    first = {"decision_id": "d1", "offer_id": "a", "outcome": "click", "occurred_at": 101.0}
+    outcomes = [
+        {**first, "idempotency_key": "k"},
+        {**first, "outcome": "accept", "idempotency_key": "k"},  # the same report, again
+        {**first, "offer_id": "b", "outcome": "accept", "idempotency_key": "k2"},
+    ]
+    rewarded = rewarder(outcomes, 3600, POSITIVE)
+    assert not rewarded(decision, "a")
+    assert rewarded(decision, "b")
