@@ -101,13 +101,20 @@ def set_current(model_dir: Path, version: str) -> None:
     os.replace(tmp, model_dir / CURRENT)
 
 
-def versions(model_dir: Path) -> list[ModelArtifact]:
-    """Every saved artifact, oldest first."""
+def versions(model_dir: Path, *, skip_unreadable: bool = False) -> list[ModelArtifact]:
+    """Every saved artifact, oldest first (``skip_unreadable``: leave out the ones that
+    cannot be read instead of raising)."""
     if not model_dir.is_dir():
         return []
-    found = [
-        load(model_dir, d.name) for d in model_dir.iterdir() if (d / "artifact.json").is_file()
-    ]
+    found = []
+    for folder in model_dir.iterdir():
+        if not (folder / "artifact.json").is_file():
+            continue
+        try:
+            found.append(load(model_dir, folder.name))
+        except ConfigurationError:
+            if not skip_unreadable:
+                raise
     return sorted(found, key=lambda a: (a.created_at, a.version))
 
 

@@ -101,7 +101,7 @@ async def start_server(
 def build_application(settings: ServerSettings, store: Store) -> Application:
     """Loads definitions and the model and wires the service to ``store``."""
     definitions = load_definitions(settings)
-    champion, challenger = build_cores(definitions, settings)
+    champion, challenger = build_cores(definitions, settings, starting=True)
     writer = DecisionLogWriter(
         store, definitions.schema, max_queue=settings.log_queue_size, batch=settings.log_batch_size
     )

@@ -7,8 +7,11 @@ compiled once into closures; nothing is ever passed to ``eval``. Allowed:
 - names: any feature of the schema, and ``channel``, ``placement``, ``stage`` (strings);
 - ``context.<key>`` and ``attr.<name>``: request context and customer attributes
   (strings; "" when absent);
-- ``and``, ``or``, ``not``; ``+ - * / %`` and unary ``-``; ``== != < <= > >= in not in``,
-  chained comparisons too.
+- ``and``, ``or``, ``not``; ``+ - * / %`` on numbers and unary ``-``;
+  ``== != < <= > >= in not in``, chained comparisons too.
+
+Bounded: at most MAX_LENGTH characters, MAX_DEPTH levels of nesting and MAX_NODES nodes,
+and arithmetic on strings is false rather than a repetition or a format.
 
 A division by zero gives NaN (so comparisons with it are false); comparing a string with
 a number is false for ordering operators. Rules are therefore total: evaluating a compiled
@@ -30,6 +33,8 @@ Env = Mapping[str, Any]
 Compiled = Callable[[Env], Any]
 
 MAX_LENGTH = 2000
+MAX_DEPTH = 32  # nesting: also bounds the compiled closures' recursion
+MAX_NODES = 400
 NAMESPACES = ("context", "attr")
 STRING_NAMES = ("channel", "placement", "stage")
 
@@ -46,12 +51,24 @@ def _mod(a: Any, b: Any) -> Any:
     return a % b if b else math.nan
 
 
+def _numeric(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Arithmetic on numbers only: ``context.page * 1000000`` would build a string of a
+    million copies, and ``"%0999999999d" % 1`` a gigabyte; on strings it is just false."""
+
+    def apply(a: Any, b: Any) -> Any:
+        if not isinstance(a, int | float) or not isinstance(b, int | float):
+            raise TypeError("arithmetic needs numbers")
+        return op(a, b)
+
+    return apply
+
+
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: _div,
-    ast.Mod: _mod,
+    ast.Add: _numeric(operator.add),
+    ast.Sub: _numeric(operator.sub),
+    ast.Mult: _numeric(operator.mul),
+    ast.Div: _numeric(_div),
+    ast.Mod: _numeric(_mod),
 }
 
 
@@ -101,11 +118,25 @@ def compile_expression(source: str, allowed_names: frozenset[str] | None = None)
         raise ExpressionError(f"expression longer than {MAX_LENGTH} characters")
     try:
         tree = ast.parse(source.strip(), mode="eval")
-    except (SyntaxError, ValueError, RecursionError) as exc:
-        raise ExpressionError(f"cannot parse {source!r}: {exc}") from exc
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise ExpressionError(f"cannot parse {source[:80]!r}: {type(exc).__name__}") from exc
+    _check_size(tree, source)
     names: set[str] = set()
     fn = _Compiler(names, allowed_names, source).build(tree.body)
     return Expression(source, frozenset(names), fn)
+
+
+def _check_size(tree: ast.AST, source: str) -> None:
+    """Refuses trees deeper than MAX_DEPTH or larger than MAX_NODES, walking without
+    recursion (a rule of 2,000 nested minus signs must not reach the recursion limit)."""
+    stack, count = [(tree, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH or count > MAX_NODES:
+            what = f"deeper than {MAX_DEPTH}" if depth > MAX_DEPTH else f"over {MAX_NODES} nodes"
+            raise ExpressionError(f"{source[:80]!r}: expression {what}")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 class _Compiler:

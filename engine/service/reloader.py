@@ -44,18 +44,52 @@ class Source:
 
 
 def build_cores(
-    definitions: Definitions, settings: ServerSettings
+    definitions: Definitions, settings: ServerSettings, *, starting: bool = False
 ) -> tuple[DecisionCore, tuple[DecisionCore, float] | None]:
-    """The champion's core, and the challenger's with its share when a challenge is on."""
-    champion = build_core(
-        definitions, load_scorer(settings.model_dir, definitions.schema), settings
-    )
+    """The champion's core, and the challenger's with its share when a challenge is on.
+
+    ``starting``: a promoted model or challenger that cannot be used does not stop the
+    start; the last good version (or value-only) serves instead, with an error logged. A
+    reload raises instead, and the running core keeps serving."""
+    schema = definitions.schema
+    if starting:
+        scorer = start_scorer(settings.model_dir, schema)
+    else:
+        scorer = load_scorer(settings.model_dir, schema)
+    champion = build_core(definitions, scorer, settings)
     challenge = artifact.challenger(settings.model_dir)
     if challenge is None:
         return champion, None
     version, share = challenge
-    scorer = load_scorer(settings.model_dir, definitions.schema, version)
-    return champion, (build_core(definitions, scorer, settings), share)
+    try:
+        challenger = load_scorer(settings.model_dir, schema, version)
+    except ArbiterError as exc:
+        if not starting:
+            raise
+        log.error("NOT serving challenger %s: %s", version, exc)
+        return champion, None
+    return champion, (build_core(definitions, challenger, settings), share)
+
+
+def start_scorer(model_dir: Path, schema: FeatureSchema) -> Scorer:
+    """The promoted model; if it cannot be used, the newest saved version that can, else
+    value-only: a corrupt promotion must not keep the service from starting."""
+    try:
+        return load_scorer(model_dir, schema)
+    except ArbiterError as exc:
+        log.error("the promoted model cannot be served (%s); looking for the last good one", exc)
+    promoted = artifact.current_version(model_dir)
+    for candidate in reversed(artifact.versions(model_dir, skip_unreadable=True)):
+        if candidate.version == promoted:
+            continue
+        try:
+            scorer = load_scorer(model_dir, schema, candidate.version)
+        except ArbiterError:
+            continue
+        log.error("SERVING %s INSTEAD OF THE PROMOTED %s", candidate.version, promoted)
+        return scorer
+    log.error("SERVING VALUE-ONLY: no saved model can be served")
+    return ValueOnlyScorer()
 
 
 def load_scorer(model_dir: Path, schema: FeatureSchema, version: str | None = None) -> Scorer:
@@ -117,6 +151,15 @@ class Reloader:
             if source.lifecycle_sha256 == self._current.lifecycle_sha256
             else load_stage_rules(self._settings.lifecycle_path, names),
         )
+        unchanged = (self._current.model_version, self._current.challenger)
+        if (source.model_version, source.challenger) == unchanged:
+            # Same models: keep the scorers serving now (also a fallback chosen at start).
+            champion = build_core(definitions, core.scorer, self._settings)
+            running = self._application.challenger
+            if running is None:
+                return champion, None
+            challenger = build_core(definitions, running[0].scorer, self._settings)
+            return champion, (challenger, running[1])
         return build_cores(definitions, self._settings)
 
     async def check(self) -> bool:
@@ -126,7 +169,7 @@ class Reloader:
             return False
         try:
             core, challenger = await asyncio.to_thread(self._build, source)
-        except ArbiterError as exc:
+        except Exception as exc:  # refused until a file changes: logged once, not per tick
             log.error(
                 "not reloading, still serving model %s: %s",
                 self._application.core.scorer.version,

@@ -98,3 +98,24 @@ def test_division_by_zero_and_type_mismatch_are_false_not_errors() -> None:
     assert compile_expression("1 < a < 4", NAMES).test(ENV)
     assert not compile_expression("1 < a < 2", NAMES).test(ENV)
     assert compile_expression("-a == b - 1", NAMES).test(ENV)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "-" * 1999 + "1",
+        "not " * 400 + "a",
+        "(a + " * 100 + "a" + ")" * 100,
+        " + ".join(["a"] * 300),
+    ],
+)
+def test_deep_or_huge_rules_are_refused_not_recursed(source: str) -> None:
+    with pytest.raises(ExpressionError, match=r"deeper than|over|cannot parse"):
+        compile_expression(source, NAMES)
+
+
+def test_arithmetic_on_strings_is_false_not_a_repetition() -> None:
+    env = ENV | {"context": {"page": "x" * 256}}
+    for source in ("context.page * 1000000 == ''", "'%0999999999d' % 1 == ''", "channel + 1 > 0"):
+        rule = compile_expression(source, NAMES)
+        assert rule(env) is False

@@ -156,3 +156,34 @@ def decide_for(server: ServerThread, customer_id: str) -> decision_pb2.DecideRes
         decision_pb2.DecideRequest(customer_id=customer_id, channel=common_pb2.CHANNEL_CALL_CENTER),
         timeout=5,
     )
+
+
+def test_a_corrupt_promoted_model_does_not_stop_a_start(
+    server_factory: Callable[..., ServerThread],
+    memory: MemoryStore,
+    data: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good = artifact.load(data / "models")
+    broken = dataclasses.replace(good, version="v-corrupt", model_text="not a model\n")
+    artifact.save(data / "models", broken)  # promoted
+
+    server = server_factory(memory, data_dir=data, reload_seconds=0.1)
+
+    assert decide(server).model_version == good.version  # the last good one serves
+    assert "SERVING " + good.version in caplog.text
+    caplog.clear()
+    time.sleep(0.5)  # several reload ticks: the refused model is not retried, nor logged
+    assert "not reloading" not in caplog.text
+    artifact.set_current(data / "models", good.version)  # an operator rolls back
+    (data / "models" / "v-corrupt" / "model.txt").write_text("still not a model\n")
+    assert decide(server).model_version == good.version
+
+
+def test_with_no_usable_model_at_all_value_only_serves(
+    server_factory: Callable[..., ServerThread], memory: MemoryStore, data: Path
+) -> None:
+    good = artifact.load(data / "models")
+    (data / "models" / good.version / "model.txt").write_text("corrupted on disk\n")
+
+    assert decide(server_factory(memory, data_dir=data)).model_version == "value-only"
