@@ -7,6 +7,8 @@ raw redis exception reaches the core, a gRPC caller or a CLI user.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,16 +19,37 @@ from redis.exceptions import RedisError
 
 from common.errors import FeatureStoreUnavailable
 
+log = logging.getLogger(__name__)
+
+
+LOG_EVERY_SECONDS = 5.0
+_last_logged: dict[str, float] = {}
+
+
+def log_failure(action: str, detail: object) -> None:
+    """The details of a failure (address, Redis's own words) go to the log, at most once
+    per ``LOG_EVERY_SECONDS`` for each action; callers and clients see only the action."""
+    now = time.monotonic()
+    if now - _last_logged.get(action, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+        _last_logged[action] = now
+        log.warning("%s failed: %s", action, detail)
+
+
+def unavailable(action: str, detail: object) -> FeatureStoreUnavailable:
+    log_failure(action, detail)
+    return FeatureStoreUnavailable(f"{action} failed")
+
 
 @contextmanager
 def translated(action: str) -> Iterator[None]:
     """``with translated("feature store read"): await ...``: Redis errors inside become
-    ``FeatureStoreUnavailable("feature store read failed: ...")``. Works around awaits
-    too (a plain context manager: nothing is awaited on exit)."""
+    ``FeatureStoreUnavailable("feature store read failed")``, the details logged (no
+    address or Redis message reaches a caller). Works around awaits too (a plain context
+    manager: nothing is awaited on exit)."""
     try:
         yield
     except RedisError as exc:
-        raise FeatureStoreUnavailable(f"{action} failed: {exc}") from exc
+        raise unavailable(action, exc) from exc
 
 
 def connect(

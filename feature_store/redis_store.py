@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from common.errors import ArbiterError, FeatureStoreUnavailable, ProfileSchemaMismatch
+from common.errors import ArbiterError, ProfileSchemaMismatch
 from feature_store import keys, scripts
-from feature_store.redis_client import translated
+from feature_store.redis_client import translated, unavailable
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
     DECISIONS_KEPT,
@@ -159,7 +159,7 @@ class RedisFeatureStore:
         out: list[CustomerRecord | ArbiterError] = []
         for cid, reply in zip(customer_ids, replies, strict=True):
             if isinstance(reply, Exception):
-                out.append(FeatureStoreUnavailable(f"feature store read failed: {reply}"))
+                out.append(unavailable("feature store read", reply))
                 continue
             try:
                 out.append(decode_fetch(self._schema, cid, reply))
@@ -219,7 +219,7 @@ class RedisFeatureStore:
         with translated("contact reservation"):
             replies = await pipe.execute(raise_on_error=False)
         return [
-            FeatureStoreUnavailable(f"contact reservation failed: {r}")
+            unavailable("contact reservation", r)
             if isinstance(r, Exception)
             else [o.decode() for o in r]
             for r in replies

@@ -35,6 +35,7 @@ from feature_store.store import (
     EventRecord,
     FeatureStore,
     OutcomeRecord,
+    Reservation,
 )
 
 # A client's clock may run this far behind the server's: its outcome still counts.
@@ -100,6 +101,25 @@ class Application:
         self.breaker.succeeded()
         return record, ""
 
+    async def _reserve(self, reservation: Reservation) -> list[str] | str:
+        """The offers reserved, or why not. The breaker covers the reservation as it does
+        the read: while it is open nothing waits on the store, so a degraded answer takes
+        milliseconds, not the read budget plus the reservation's."""
+        refusal = self.breaker.refusal()
+        if refusal:
+            return refusal
+        try:
+            reserved = await asyncio.wait_for(self.store.reserve(reservation), self.reserve_timeout)
+        except TimeoutError:
+            reason = f"slower than {self.reserve_timeout * 1000:g} ms"
+            self.breaker.timed_out(f"feature store unavailable: contact reservation {reason}")
+            return reason
+        except FeatureStoreUnavailable as exc:
+            self.breaker.failed(_unavailable(exc))
+            return str(exc)
+        self.breaker.succeeded()
+        return reserved
+
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id), else the
         champion's."""
@@ -121,15 +141,7 @@ class Application:
             catalog.contact_policy, catalog.by_id, decision, request.channel, now
         )
         if reservation is not None:
-            result: list[str] | str
-            try:
-                result = await asyncio.wait_for(
-                    self.store.reserve(reservation), self.reserve_timeout
-                )
-            except TimeoutError:
-                result = f"slower than {self.reserve_timeout * 1000:g} ms"
-            except FeatureStoreUnavailable as exc:
-                result = str(exc)
+            result = await self._reserve(reservation)
             decision = contact_policy.apply_reservation(decision, reservation, result)
         timer.lap("reserve")
         self.writer.submit(decision, request, now)

@@ -1,7 +1,9 @@
 """The feature-store breaker: after the store failed, decisions answer degraded without
-trying it, for ``seconds``, so later calls do not wait on it again.
+trying it (neither the read nor the contact reservation), for ``seconds``, so later calls
+do not wait on it again.
 
-It opens at the first error, but only after ``TIMEOUTS_TO_OPEN`` timeouts in a row: under
+It opens at the first error, but only after ``TIMEOUTS_TO_OPEN`` calls in a row over their
+budget (reads and reservations alike): under
 a burst of CPU load a single read can miss its budget in our own event loop, and that
 must not degrade every customer for the next second.
 """
