@@ -6,6 +6,7 @@ system install is needed and we exercise the oldest Redis we support), else one 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import shutil
 import signal
@@ -95,7 +96,10 @@ class EmbeddedRedis:
         if self.data_dir is None:
             args += ["--save", ""]
         else:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(f"cannot create {self.data_dir}: {exc.strerror}") from exc
             args += ["--dir", str(self.data_dir.resolve()), "--save", "60", "1"]
             args += ["--logfile", "redis.log"]
         self._process = subprocess.Popen(
@@ -116,13 +120,19 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         client.close()
         if self.data_dir is not None:  # lets `arbiter load` find a running embedded server
-            (self.data_dir / URL_FILE).write_text(self.url + "\n")
+            path = self.data_dir / URL_FILE
+            try:
+                path.write_text(self.url + "\n")
+            except OSError as exc:  # a full disk: stop the server we started, then say so
+                self.stop()
+                raise ConfigurationError(f"cannot write {path}: {exc.strerror}") from exc
         return self
 
     def stop(self) -> None:
         process, self._process = self._process, None
         if self.data_dir is not None:
-            (self.data_dir / URL_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the server goes all the same
+                (self.data_dir / URL_FILE).unlink(missing_ok=True)
         if process is None or process.poll() is not None:
             return
         # SIGTERM is redis-server's graceful shutdown: it saves first when save points are set.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -46,20 +47,59 @@ def profile_fields(
     }
 
 
-def read_profiles(path: Path) -> Iterator[tuple[str, dict[str, float], dict[str, str]]]:
+MAX_ATTRIBUTE_LENGTH = 1000
+
+
+def _profile(
+    row: object, schema: FeatureSchema, where: str
+) -> tuple[str, dict[str, float], dict[str, str]]:
+    """One line's profile, checked: InvalidArgument names the line and the field."""
+    if not isinstance(row, dict):
+        raise InvalidArgument(where, "not a JSON object")
+    cid = row.get("customer_id")
+    if not isinstance(cid, str):
+        raise InvalidArgument(f"{where}: customer_id", "must be a string")
+    problem = keys.customer_id_problem(cid)
+    if problem:
+        raise InvalidArgument(f"{where}: customer_id", problem)
+    features, attributes = row.get("features", {}), row.get("attributes", {})
+    if not isinstance(features, dict):
+        raise InvalidArgument(f"{where}: features", "must be an object of numbers")
+    if not isinstance(attributes, dict):
+        raise InvalidArgument(f"{where}: attributes", "must be an object of strings")
+    batch = {f.name for f in schema.batch}
+    for name, value in features.items():
+        if name not in batch:
+            raise InvalidArgument(f"{where}: features.{name}", "not a batch feature of the schema")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise InvalidArgument(f"{where}: features.{name}", f"must be a number, not {value!r}")
+    for name, text in attributes.items():
+        if not isinstance(text, str):
+            raise InvalidArgument(f"{where}: attributes.{name}", f"must be a string, not {text!r}")
+        if len(text) > MAX_ATTRIBUTE_LENGTH:
+            raise InvalidArgument(
+                f"{where}: attributes.{name}", f"longer than {MAX_ATTRIBUTE_LENGTH} characters"
+            )
+    return cid, features, attributes
+
+
+def read_profiles(
+    path: Path, schema: FeatureSchema
+) -> Iterator[tuple[str, dict[str, float], dict[str, str]]]:
+    """The profiles of a JSON Lines file, each checked against ``schema``."""
     with path.open() as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                cid = row["customer_id"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise InvalidArgument(f"{path}:{number}", f"not a profile line: {exc}") from exc
-            problem = keys.customer_id_problem(cid) if isinstance(cid, str) else "not a string"
-            if problem:
-                raise InvalidArgument(f"{path}:{number}: customer_id", problem)
-            yield cid, row.get("features", {}), row.get("attributes", {})
+            except json.JSONDecodeError as exc:
+                raise InvalidArgument(f"{path}:{number}", f"not JSON: {exc.msg}") from exc
+            yield _profile(row, schema, f"{path}:{number}")
 
 
 def load_profiles(
@@ -101,9 +141,15 @@ def load_file(
     """Loads a JSON Lines profile file and records what was loaded under LOAD_META."""
     started = time.perf_counter()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    total = sum(1 for _ in path.open()) if progress else None
+    # Every line is checked before any is written: a bad line loads nothing.
+    total = sum(1 for _ in read_profiles(path, schema))
     rows = load_profiles(
-        client, schema, read_profiles(path), batch_size=batch_size, progress=progress, total=total
+        client,
+        schema,
+        read_profiles(path, schema),
+        batch_size=batch_size,
+        progress=progress,
+        total=total,
     )
     with translated("profile load"):
         client.hset(

@@ -32,6 +32,7 @@ from feature_store.store import (
     OutcomeEffects,
     OutcomeRecord,
     Reservation,
+    stored_attributes,
 )
 
 
@@ -121,7 +122,7 @@ class MemoryStore:
                 f"profile of {customer_id} was written with schema {fingerprint}, "
                 f"serving schema is {schema.fingerprint}: reload profiles"
             )
-        attributes = orjson.loads(c.profile.get(keys.FIELD_ATTRIBUTES, b"{}"))
+        attributes = stored_attributes(c.profile.get(keys.FIELD_ATTRIBUTES))
         vector = schema.decode_batch(c.profile[keys.FIELD_VECTOR])
         return CustomerRecord(customer_id, True, vector, attributes, dict(c.realtime), **extra)
 

@@ -32,6 +32,7 @@ from feature_store.store import (
     OutcomeEffects,
     OutcomeRecord,
     Reservation,
+    stored_attributes,
 )
 
 HISTORY_TTL_SECONDS = 90 * 86400
@@ -101,7 +102,7 @@ def decode_fetch(schema: FeatureSchema, customer_id: str, reply: list[Any]) -> C
             f"profile of {customer_id} was written with schema {fingerprint.decode()}, "
             f"serving schema is {schema.fingerprint}: reload profiles"
         )
-    attrs = orjson.loads(attributes) if attributes else {}
+    attrs = stored_attributes(attributes)
     return CustomerRecord(customer_id, True, schema.decode_batch(vector), attrs, rt, **extra)
 
 

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from common.errors import ConfigurationError, InvalidArgument
+from common.errors import ConfigurationError, InvalidArgument, ProfileSchemaMismatch
 from feature_store import keys
 from feature_store.store import CustomerRecord
 
@@ -103,12 +103,12 @@ class FeatureSchema:
         """The batch vector of a stored profile, or the defaults when there is none."""
         if blob is None:
             return self._batch_defaults
-        vector = np.frombuffer(blob, dtype=BATCH_DTYPE)
-        if vector.shape[0] != len(self.batch):
-            raise ValueError(
-                f"profile vector has {vector.shape[0]} values, schema {len(self.batch)}"
+        if len(blob) != len(self.batch) * BATCH_DTYPE.itemsize:
+            raise ProfileSchemaMismatch(
+                f"a stored profile vector has {len(blob)} bytes, the schema's"
+                f" {len(self.batch) * BATCH_DTYPE.itemsize}: reload profiles"
             )
-        return vector
+        return np.frombuffer(blob, dtype=BATCH_DTYPE)
 
     def customer_vector(self, record: CustomerRecord, now: float) -> np.ndarray:
         """All features in schema order (float64): batch values, then real-time ones."""

@@ -13,12 +13,28 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from common.errors import ArbiterError
 
 # How much history each customer keeps for the single customer view (newest first).
 DECISIONS_KEPT = 50
 OUTCOMES_KEPT = 100
+
+
+def stored_attributes(blob: bytes | None) -> dict[str, str]:
+    """A profile's attributes from their stored JSON, as strings whatever was stored: a
+    value written by an older loader or by hand must not break the reads (a corrupt blob
+    reads as no attributes)."""
+    if not blob:
+        return {}
+    try:
+        value = orjson.loads(blob)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in value.items()}
 
 
 @dataclass(frozen=True, slots=True)

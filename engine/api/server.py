@@ -23,6 +23,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from common.errors import ConfigurationError
 from engine.adapters import secret_file
 from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
@@ -73,7 +74,8 @@ async def start_server(
     reload_seconds: float = 0.0,
 ) -> RunningServer:
     interceptor = ErrorInterceptor()
-    server = aio.server(interceptors=[interceptor])
+    # No SO_REUSEPORT: a second server on a busy port must fail, not share it by accident.
+    server = aio.server(interceptors=[interceptor], options=[("grpc.so_reuseport", 0)])
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(application), server)
     profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(application), server)
     health_servicer = health_aio.HealthServicer()
@@ -86,7 +88,13 @@ async def start_server(
         ),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: the address is in use or not this machine's"
+            " (another `arbiter serve`?); choose --port or ARBITER_PORT"
+        ) from exc
     await server.start()
     application.writer.start()
     serving = health_pb2.HealthCheckResponse.SERVING
@@ -177,7 +185,12 @@ class BackgroundServer:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.running: RunningServer = self.run(self._start(settings, backend))
+        try:
+            self.running: RunningServer = self.run(self._start(settings, backend))
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+            raise
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.running.port}")
         self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
         self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)

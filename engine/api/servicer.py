@@ -192,7 +192,7 @@ def encode_profile(profile: Profile) -> profile_pb2.GetProfileResponse:
             profile_pb2.Event(
                 channel=proto.channel_or_unspecified(e["channel"]),
                 event_type=e["event_type"],
-                attributes=e["attributes"],
+                attributes={str(k): str(v) for k, v in e.get("attributes", {}).items()},
                 occurred_at=_timestamp(e["occurred_at"]),
             )
         )

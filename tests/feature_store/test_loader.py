@@ -47,6 +47,19 @@ def test_bad_lines_name_the_line(
     path.write_text('{"customer_id": "ok-1"}\nnot json\n')
     with pytest.raises(InvalidArgument, match=r"bad\.jsonl:2"):
         load_file(redis_client, definitions.schema, path)
+    for line, problem in [
+        ('{"customer_id": "c", "attributes": {"first_name": 5}}', r":3: attributes\.first_name"),
+        ('{"customer_id": "c", "features": {"tenure_months": "12"}}', r":3: features\.tenure"),
+        ('{"customer_id": "c", "features": {"tenure_months": true}}', r":3: features\.tenure"),
+        ('{"customer_id": "c", "features": [1, 2]}', r":3: features"),
+        ('{"customer_id": 7}', r":3: customer_id"),
+        ("[1, 2]", r":3"),
+    ]:
+        path.write_text(f'{{"customer_id": "ok-1"}}\n\n{line}\n')
+        with pytest.raises(InvalidArgument, match=problem):
+            load_file(redis_client, definitions.schema, path)
+    # a bad line anywhere loads nothing, not the lines before it
+    assert redis_client.exists("arb:{ok-1}:profile") == 0
 
 
 def test_readers_never_see_a_half_written_profile(

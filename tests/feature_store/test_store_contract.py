@@ -341,3 +341,20 @@ def test_duplicates_arriving_at_the_same_moment_are_recorded_once(backend: Backe
     for k in range(40):
         first, second = results[2 * k], results[2 * k + 1]
         assert sorted([first[0], second[0]]) == [False, True]  # the other learns it was a copy
+
+
+def test_stored_data_of_any_shape_reads_without_error(backend: Backend) -> None:
+    fields = dict(profile_fields(backend.schema, {}, {}, time.time()))
+    backend.put_fields("c13", {**fields, keys.FIELD_ATTRIBUTES: b'{"first_name": 5, "x": "y"}'})
+    backend.put_fields("c14", {**fields, keys.FIELD_ATTRIBUTES: b"not json"})
+    backend.put_fields("c15", {**fields, keys.FIELD_VECTOR: b"\x00\x01\x02"})
+
+    async def work(store: Store) -> Any:
+        odd, corrupt = await store.fetch("c13"), await store.fetch("c14")
+        with pytest.raises(ProfileSchemaMismatch, match="reload profiles"):
+            await store.fetch("c15")
+        return odd, corrupt
+
+    odd, corrupt = backend.run(work)
+    assert odd.attributes == {"first_name": "5", "x": "y"}
+    assert corrupt.known and corrupt.attributes == {}

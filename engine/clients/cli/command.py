@@ -59,3 +59,7 @@ def main(commands: Sequence[Command], argv: list[str] | None = None) -> int:
     except ArbiterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a missing file: what and where, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
