@@ -70,6 +70,17 @@ class ServerSettings(CommonSettings):
     def decision_secrets_path(self) -> Path:
         return self.decision_secrets_file or self.data_dir / "decision-secrets"
 
+    # TLS: with a certificate and key (PEM) the port serves TLS only; with a client CA,
+    # clients must present a certificate it signed (mTLS). Files reload when they change.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # API keys with roles (TOML, engine/api/auth.py); without one, no key is asked for.
+    api_keys_file: Path | None = None
+    reflection: bool = True
+    # Listen on a non-loopback address without TLS and keys: only when this says so.
+    insecure: bool = False
+
 
 class LoaderSettings(CommonSettings):
     """`arbiter load`: profiles per pipelined batch."""
@@ -81,12 +92,19 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 class ClientSettings(BaseSettings):
-    """The command-line clients (`arbiter decide`, `profile`, `event`, `outcome`,
-    `campaign`): the service they call."""
+    """The clients of the gRPC API (CLI calls, campaign, desk, simulation): the service
+    they call, over TLS when a CA is given, with an API key when one is given."""
 
     model_config = SettingsConfigDict(env_prefix="ARBITER_")
 
     target: str = DEFAULT_TARGET
+    # The CA that signed the server's certificate: set, the channel is TLS.
+    tls_ca_file: Path | None = None
+    # For a server that asks for client certificates (mTLS).
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    # Sent as `authorization: Bearer <key>`.
+    api_key: str | None = None
 
 
 class DeskSettings(BaseSettings):
@@ -97,6 +115,8 @@ class DeskSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     target: str = DEFAULT_TARGET
+    # The desk's own key for the service (a key with profile:read and decide roles).
+    api_key: str | None = None
 
 
 @dataclass(frozen=True)

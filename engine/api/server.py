@@ -9,6 +9,7 @@ flushes the decision log.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import threading
@@ -25,13 +26,16 @@ from grpc_reflection.v1alpha import reflection
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.errors import ConfigurationError
 from engine.adapters import secret_file
+from engine.api import tls
+from engine.api.auth import AuthInterceptor, KeyRing
+from engine.api.channel import open_channel
 from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
 from engine.core.decision_id import DecisionIds
 from engine.service.application import Application, Store
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.reloader import Reloader, build_cores
-from engine.settings import ServerSettings, load_definitions
+from engine.settings import ClientSettings, ServerSettings, load_definitions
 from feature_store import redis_client, redis_store
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,51 @@ class RunningServer:
         await self.application.store.aclose()
 
 
+@dataclass(frozen=True)
+class Security:
+    """How the port is guarded: TLS credentials (None: plaintext), API keys (None: no key
+    asked for), and whether reflection is served."""
+
+    credentials: grpc.ServerCredentials | None = None
+    keys: KeyRing | None = None
+    reflection: bool = True
+
+
+def security_from(settings: ServerSettings) -> Security:
+    """The port's guard from the settings; refuses to expose an unguarded port beyond
+    this machine unless ``insecure`` says so."""
+    credentials = None
+    if settings.tls_cert_file or settings.tls_key_file:
+        if not (settings.tls_cert_file and settings.tls_key_file):
+            raise ConfigurationError(
+                "TLS needs both ARBITER_TLS_CERT_FILE and ARBITER_TLS_KEY_FILE"
+            )
+        credentials = tls.server_credentials(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        )
+    elif settings.tls_client_ca_file:
+        raise ConfigurationError("ARBITER_TLS_CLIENT_CA_FILE needs a server certificate too")
+    keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
+    if not _loopback(settings.host) and (credentials is None or keys is None):
+        if not settings.insecure:
+            raise ConfigurationError(
+                f"refusing to listen on {settings.host} without TLS and API keys: set"
+                " ARBITER_TLS_CERT_FILE, ARBITER_TLS_KEY_FILE and ARBITER_API_KEYS_FILE, or"
+                " ARBITER_INSECURE=true to do it anyway"
+            )
+        log.warning("INSECURE: serving %s without TLS and API keys", settings.host)
+    return Security(credentials, keys, settings.reflection)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 async def start_server(
     application: Application,
     host: str,
@@ -72,24 +121,33 @@ async def start_server(
     grace: float = 5.0,
     reloader: Reloader | None = None,
     reload_seconds: float = 0.0,
+    security: Security = Security(),
 ) -> RunningServer:
     interceptor = ErrorInterceptor()
+    interceptors: list[Any] = [interceptor]
+    if security.keys is not None:
+        interceptors.insert(0, AuthInterceptor(security.keys))  # before any work is done
     # No SO_REUSEPORT: a second server on a busy port must fail, not share it by accident.
-    server = aio.server(interceptors=[interceptor], options=[("grpc.so_reuseport", 0)])
+    server = aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(application), server)
     profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(application), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    if security.reflection:
+        reflection.enable_server_reflection(
+            (
+                *SERVICES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+    address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if security.credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, security.credentials)
     except RuntimeError as exc:
         raise ConfigurationError(
             f"cannot listen on {host}:{port}: the address is in use or not this machine's"
@@ -142,6 +200,7 @@ def redis_store_for(settings: ServerSettings, redis_url: str) -> redis_store.Red
 
 async def launch(settings: ServerSettings, store: Store) -> tuple[RunningServer, Reloader]:
     """Builds the service on ``store`` and starts it with its reloader."""
+    security = security_from(settings)  # before anything is built: a refusal leaks nothing
     application = build_application(settings, store)
     reloader = Reloader(application, settings)
     running = await start_server(
@@ -151,6 +210,7 @@ async def launch(settings: ServerSettings, store: Store) -> tuple[RunningServer,
         settings.grace_seconds,
         reloader,
         settings.reload_seconds,
+        security,
     )
     return running, reloader
 
@@ -165,9 +225,11 @@ async def serve(settings: ServerSettings, redis_url: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.check()))
     log.info(
-        "arbiter serving on %s:%d (model %s, catalog %s)",
+        "arbiter serving on %s:%d (%s, %s; model %s, catalog %s)",
         settings.host,
         running.port,
+        "TLS" if settings.tls_cert_file else "plaintext",
+        "API keys" if settings.api_keys_file else "no keys",
         application.core.scorer.version,
         application.core.catalog.version,
     )
@@ -180,8 +242,14 @@ class BackgroundServer:
     """A complete Arbiter gRPC server on 127.0.0.1 (port 0: a free one) in a thread of its
     own with its own event loop, driven from synchronous code: tests and the simulation."""
 
-    def __init__(self, settings: ServerSettings, backend: str | Store) -> None:
-        """``backend``: a Redis URL, or a store of its own (a MemoryStore in tests)."""
+    def __init__(
+        self,
+        settings: ServerSettings,
+        backend: str | Store,
+        client: ClientSettings | None = None,
+    ) -> None:
+        """``backend``: a Redis URL, or a store of its own (a MemoryStore in tests);
+        ``client``: how ``channel`` reaches the server (TLS, key), plaintext by default."""
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -191,7 +259,8 @@ class BackgroundServer:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
             raise
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.running.port}")
+        target = f"127.0.0.1:{self.running.port}"
+        self.channel = open_channel(client or ClientSettings(), target)
         self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
         self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)
 

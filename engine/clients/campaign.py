@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc
 from engine.api import proto
+from engine.api.channel import open_channel
+from engine.settings import ClientSettings
 
 
 def read_customers(path: Path) -> list[str]:
@@ -35,7 +37,7 @@ def read_customers(path: Path) -> list[str]:
 
 
 def run_campaign(
-    target: str,
+    client: ClientSettings,
     customers_file: Path,
     channel: str,
     *,
@@ -61,7 +63,7 @@ def run_campaign(
     started = time.perf_counter()
     sink = out.open("w") if out else None
     try:
-        with grpc.insecure_channel(target) as chan:
+        with open_channel(client) as chan:
             stream = decision_pb2_grpc.DecisionServiceStub(chan).DecideBatch(requests())
             for answer in tqdm(stream, total=len(customers), unit="customers"):
                 if answer.HasField("error"):

@@ -28,7 +28,8 @@ from google.protobuf.message import Message
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.vocabulary import CHANNELS, OUTCOMES
 from engine.api import proto
-from engine.settings import DeskSettings
+from engine.api.channel import open_channel
+from engine.settings import ClientSettings, DeskSettings
 
 PAGE = Path(__file__).parent / "desk.html"
 STATUS = {
@@ -47,8 +48,8 @@ class BadRequest(Exception):
 class Desk:
     """The HTTP front: turns the page's calls into gRPC calls."""
 
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, client: ClientSettings) -> None:
+        self.channel = open_channel(client)
         self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
         self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)
 
@@ -159,8 +160,8 @@ class DeskHandler(BaseHTTPRequestHandler):
 class DeskServer:
     """The desk's HTTP server in a background thread; ``port`` is the bound port."""
 
-    def __init__(self, host: str, port: int, target: str) -> None:
-        self.desk = Desk(target)
+    def __init__(self, host: str, port: int, client: ClientSettings) -> None:
+        self.desk = Desk(client)
         handler = type("BoundDeskHandler", (DeskHandler,), {"desk": self.desk})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.port = int(self.httpd.server_address[1])
@@ -176,8 +177,8 @@ class DeskServer:
         self.desk.close()
 
 
-def serve_desk(settings: DeskSettings) -> None:
-    server = DeskServer(settings.host, settings.port, settings.target)
+def serve_desk(settings: DeskSettings, client: ClientSettings) -> None:
+    server = DeskServer(settings.host, settings.port, client)
     print(f"agent desktop on http://{settings.host}:{server.port} (service {settings.target})")
     try:
         server.httpd.serve_forever()

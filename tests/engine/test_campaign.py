@@ -11,7 +11,7 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
 from engine.clients.campaign import run_campaign
-from engine.settings import Definitions
+from engine.settings import ClientSettings, Definitions
 from feature_store.loader import load_profiles
 from tests.conftest import ServerThread
 from training.world import generate
@@ -53,7 +53,7 @@ def test_a_10k_campaign_respects_the_email_cap_and_reports_throughput(
     customers.write_text(
         "customer_id\n" + "".join(f"cust-{i:06d}\n" for i in range(1, CAMPAIGN_SIZE + 1))
     )
-    target = f"127.0.0.1:{server.running.port}"
+    target = ClientSettings(target=f"127.0.0.1:{server.running.port}")
 
     sent = []
     for run in range(3):
@@ -97,7 +97,8 @@ def test_campaign_command_reports_counts(
     )
     out = tmp_path / "answers.jsonl"
 
-    code = run_campaign(f"127.0.0.1:{server.running.port}", customers, "sms", out=out)
+    client = ClientSettings(target=f"127.0.0.1:{server.running.port}")
+    code = run_campaign(client, customers, "sms", out=out)
 
     assert code == 0
     printed = capsys.readouterr().out

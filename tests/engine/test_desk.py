@@ -17,6 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from arbiter.v1 import common_pb2, profile_pb2
 from engine.clients.desk import DeskServer
+from engine.settings import ClientSettings
 from tests.conftest import ServerThread
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -44,7 +45,8 @@ def server(
 
 @pytest.fixture
 def desk(server: ServerThread) -> Iterator[DeskServer]:
-    running = DeskServer("127.0.0.1", 0, f"127.0.0.1:{server.running.port}").start()
+    client = ClientSettings(target=f"127.0.0.1:{server.running.port}")
+    running = DeskServer("127.0.0.1", 0, client).start()
     yield running
     running.stop()
 

@@ -12,6 +12,7 @@ import redis
 
 from common.errors import ArbiterError
 from engine.adapters import artifact
+from engine.api.auth import ROLES, new_key
 from engine.clients.cli.command import Command
 from engine.settings import CommonSettings, LoaderSettings, load_definitions
 from feature_store.embedded import running_url
@@ -124,6 +125,29 @@ def _list_models(settings: CommonSettings) -> None:
         print(f"(* promoted; c challenger, serving {challenge[1]:.0%} of customers)")
 
 
+def _keys_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["new"])
+    p.add_argument("--id", required=True, help="the key's name in logs, e.g. web-frontend")
+    p.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        choices=ROLES,
+        help="a role of the key (repeat for more)",
+    )
+    p.add_argument("--rate", type=float, help="calls per second allowed (default: no limit)")
+
+
+def _keys(args: argparse.Namespace) -> int:
+    secret, entry = new_key(args.id, args.role)
+    if args.rate:
+        entry += f"rate_per_second = {args.rate:g}\n"
+    print(f"secret (give it to the caller, it is shown once): {secret}\n")
+    print("add to ARBITER_API_KEYS_FILE:\n")
+    print(entry, end="")
+    return 0
+
+
 COMMANDS = [
     Command("load", "bulk-load profiles from a JSON Lines file", _load_arguments, _load),
     Command(
@@ -131,5 +155,8 @@ COMMANDS = [
         "list model versions; promote one (rollback); run a challenger",
         _models_arguments,
         _models,
+    ),
+    Command(
+        "keys", "make an API key: prints its secret and the TOML entry", _keys_arguments, _keys
     ),
 ]

@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.vocabulary import CHANNELS, OUTCOMES, STAGES
 from engine.api import proto
+from engine.api.channel import open_channel
 from engine.clients.cli.command import Command, pairs
 from engine.settings import DEFAULT_TARGET, ClientSettings, DeskSettings
 
@@ -33,8 +34,22 @@ class Stubs:
         self.profiles = profile_pb2_grpc.ProfileServiceStub(channel)
 
 
-def _client_arguments(p: argparse.ArgumentParser) -> None:
+def _connection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help=TARGET_HELP)
+    p.add_argument(
+        "--tls-ca", type=Path, help="the CA of the server's certificate: TLS (ARBITER_TLS_CA_FILE)"
+    )
+
+
+def client_settings(args: argparse.Namespace) -> ClientSettings:
+    """The settings, with ``--target`` and ``--tls-ca`` over the environment's. The API
+    key comes from ARBITER_API_KEY only: a command line is visible to every user."""
+    overrides = {"target": args.target, "tls_ca_file": args.tls_ca}
+    return ClientSettings(**{k: v for k, v in overrides.items() if v})
+
+
+def _client_arguments(p: argparse.ArgumentParser) -> None:
+    _connection_arguments(p)
     p.add_argument("--json", action="store_true", help="print the raw response as JSON")
 
 
@@ -43,8 +58,7 @@ def _calling(call: Callable[[Stubs, argparse.Namespace], Message | None]) -> Cal
     the response as JSON when asked, an RPC error as one line."""
 
     def run(args: argparse.Namespace) -> int:
-        target = args.target or ClientSettings().target
-        with grpc.insecure_channel(target) as channel:
+        with open_channel(client_settings(args)) as channel:
             try:
                 response = call(Stubs(channel), args)
             except grpc.RpcError as exc:
@@ -185,7 +199,7 @@ def _outcome(stubs: Stubs, args: argparse.Namespace) -> Message | None:
 
 
 def _campaign_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", help=TARGET_HELP)
+    _connection_arguments(p)
     p.add_argument("--customers", type=Path, required=True, help="CSV with a customer_id column")
     p.add_argument("--channel", choices=CHANNEL_CHOICES, default="email")
     p.add_argument("--placement", default="")
@@ -197,7 +211,7 @@ def _campaign(args: argparse.Namespace) -> int:
     from engine.clients.campaign import run_campaign  # tqdm and the CSV reader: this only
 
     return run_campaign(
-        args.target or ClientSettings().target,
+        client_settings(args),
         args.customers,
         args.channel,
         placement=args.placement,
@@ -208,6 +222,9 @@ def _campaign(args: argparse.Namespace) -> int:
 
 def _desk_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="HTTP port (default 8080, ARBITER_DESK_PORT)")
+    p.add_argument(
+        "--tls-ca", type=Path, help="the CA of the service's certificate (ARBITER_TLS_CA_FILE)"
+    )
     p.add_argument("--target", help=f"the service (ARBITER_DESK_TARGET, default {DEFAULT_TARGET})")
 
 
@@ -217,7 +234,13 @@ def _desk(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         k: v for k, v in (("port", args.port), ("target", args.target)) if v
     }
-    serve_desk(DeskSettings(**overrides))
+    desk = DeskSettings(**overrides)
+    # The desk calls the service with its own key (ARBITER_DESK_API_KEY), over TLS when a
+    # CA is given.
+    client = ClientSettings(target=desk.target, api_key=desk.api_key)
+    if args.tls_ca:
+        client = client.model_copy(update={"tls_ca_file": args.tls_ca})
+    serve_desk(desk, client)
     return 0
 
 
