@@ -5,6 +5,7 @@
     ├── NotFound                      NOT_FOUND
     ├── FailedPrecondition            FAILED_PRECONDITION
     │   └── ProfileSchemaMismatch     a stored profile written with another feature schema
+    ├── RateLimited                   RESOURCE_EXHAUSTED (slow down)
     ├── Unavailable                   UNAVAILABLE (retry later)
     │   └── FeatureStoreUnavailable   Redis down, slow or failing
     └── ConfigurationError            INTERNAL; raised at start-up, never per request
@@ -46,6 +47,12 @@ class FailedPrecondition(ArbiterError):
 
 class ProfileSchemaMismatch(FailedPrecondition):
     """The stored profile was written with another batch schema: reload profiles."""
+
+
+class RateLimited(ArbiterError):
+    """The caller, or the customer it writes for, is over its rate."""
+
+    status = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(ArbiterError):

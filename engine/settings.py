@@ -47,6 +47,9 @@ class ServerSettings(CommonSettings):
     port: int = 50051
     # Budget for the one feature-store round trip of a Decide; past it, answer degraded.
     feature_timeout_ms: float = 30.0
+    # A customer's events accepted a second (across replicas); past it RecordEvent answers
+    # RESOURCE_EXHAUSTED: one customer's flood must not grow its state or slow others.
+    events_per_customer_per_second: int = 20
     # Budget for recording a decision's contacts under the caps; past it, inbound answers
     # are flagged degraded and outbound ones send nothing.
     reserve_timeout_ms: float = 50.0

@@ -32,6 +32,8 @@ DECISIONS = "decisions"
 OUTCOMES = "outcomes"
 # String per reported outcome key, set once (idempotency of ReportOutcome).
 IDEMPOTENCY = "idem"
+# String "<unix second>:<events in it>": the customer's event rate (RecordEvent).
+EVENT_RATE = "evrate"
 
 # Global streams, not per customer: the training job reads them in time order. Each entry
 # has one field holding JSON.
@@ -58,6 +60,9 @@ STAMP = "ts:"  # rt: ts:last_seen, ts:<event_type>, unix seconds
 LAST_SEEN = f"{STAMP}last_seen"
 LAST_CATEGORY = "last_category"  # rt: the category of the latest event that had one
 SESSION_STARTED = "started"  # session: unix seconds of its first event
+
+# What an event type or category outside the schema's vocabulary is counted as.
+OTHER = "other"
 
 # Contact-policy hash fields.
 COOLDOWN = "cool:"  # cool:<offer_id> = end of the cool-down, unix seconds

@@ -18,11 +18,12 @@ from typing import Any
 
 import orjson
 
-from common.errors import ArbiterError, ProfileSchemaMismatch
+from common.errors import ArbiterError, ProfileSchemaMismatch, RateLimited
 from feature_store import keys
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
     DECISIONS_KEPT,
+    EVENTS_PER_SECOND,
     OUTCOMES_KEPT,
     Contact,
     CustomerHistory,
@@ -56,6 +57,7 @@ class _Customer:
     decisions: list[Any] = field(default_factory=list)
     outcomes: list[Any] = field(default_factory=list)
     idempotency: dict[str, str] = field(default_factory=dict)
+    event_rate: tuple[int, int] = (0, 0)  # (unix second, events in it)
 
 
 def _member(decision_id: str, offer_id: str, channel: str) -> str:
@@ -76,7 +78,9 @@ class MemoryStore:
         *,
         contact_horizon_seconds: int = 30 * 86400,
         session_seconds: int = 1800,
+        events_per_second: int = EVENTS_PER_SECOND,
     ) -> None:
+        self._events_per_second = events_per_second
         self._schema = schema
         self._horizon = contact_horizon_seconds
         self._session_seconds = session_seconds
@@ -165,11 +169,16 @@ class MemoryStore:
 
     async def record_event(self, event: EventRecord) -> None:
         c = self._customer(event.customer_id)
-        ts, etype, category = (
-            event.occurred_at,
-            event.event_type,
-            event.attributes.get("category", ""),
-        )
+        second = int(time.time())
+        used = c.event_rate[1] if c.event_rate[0] == second else 0
+        if used >= self._events_per_second:
+            raise RateLimited(
+                f"customer_id: over {self._events_per_second} events a second; retry later"
+            )
+        c.event_rate = (second, used + 1)
+        ts = event.occurred_at
+        etype = self._schema.counted_event_type(event.event_type)
+        category = self._schema.counted_category(event.attributes.get("category", ""))
         rt = c.realtime
         for name in (f"{keys.LIFETIME_COUNT}{etype}", f"{keys.CHANNEL_COUNT}{event.channel}"):
             rt[name] = str(int(rt.get(name, "0")) + 1)
@@ -181,7 +190,9 @@ class MemoryStore:
         c.events = [_copy(event.as_json()), *c.events][: self._schema.recent_events]
         counters = [f"{keys.EVENT_COUNT}{etype}", f"{keys.CHANNEL_COUNT}{event.channel}"]
         if category:
-            counters += [keys.category_counter(category), f"{keys.EVENT_COUNT}{etype}:{category}"]
+            counters.append(keys.category_counter(category))
+            if self._schema.counts_type_category_pairs:
+                counters.append(f"{keys.EVENT_COUNT}{etype}:{category}")
         for name in counters:
             self._bump(c, name, ts)
         if time.monotonic() >= c.session_until:

@@ -17,12 +17,17 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from common.errors import ArbiterError, ProfileSchemaMismatch
+from common.errors import (
+    ArbiterError,
+    ProfileSchemaMismatch,
+    RateLimited,
+)
 from feature_store import keys, scripts
 from feature_store.redis_client import translated, unavailable
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
     DECISIONS_KEPT,
+    EVENTS_PER_SECOND,
     OUTCOMES_KEPT,
     Contact,
     CustomerHistory,
@@ -116,7 +121,9 @@ class RedisFeatureStore:
         *,
         contact_horizon_seconds: int = 30 * 86400,
         session_seconds: int = 1800,
+        events_per_second: int = EVENTS_PER_SECOND,
     ) -> None:
+        self._events_per_second = events_per_second
         self._redis = client
         self._schema = schema
         self._horizon = contact_horizon_seconds
@@ -169,21 +176,34 @@ class RedisFeatureStore:
         return out
 
     async def record_event(self, event: EventRecord) -> None:
+        schema = self._schema
         with translated("feature store write"):
-            await self._event(
+            applied = await self._event(
                 keys=self._keys(
-                    event.customer_id, keys.REALTIME, keys.EVENTS, keys.WINDOWS, keys.SESSION
+                    event.customer_id,
+                    keys.REALTIME,
+                    keys.EVENTS,
+                    keys.WINDOWS,
+                    keys.SESSION,
+                    keys.EVENT_RATE,
                 ),
                 args=[
                     repr(event.occurred_at),
-                    event.event_type,
+                    schema.counted_event_type(event.event_type),
                     event.channel,
-                    event.attributes.get("category", ""),
+                    schema.counted_category(event.attributes.get("category", "")),
                     _json(event.as_json()),
-                    self._schema.realtime_ttl_seconds,
-                    self._schema.recent_events,
+                    schema.realtime_ttl_seconds,
+                    schema.recent_events,
                     self._session_seconds,
+                    time.time(),
+                    self._events_per_second,
+                    int(schema.counts_type_category_pairs),
                 ],
+            )
+        if not applied:
+            raise RateLimited(
+                f"customer_id: over {self._events_per_second} events a second; retry later"
             )
 
     def _reserve_call(self, reservation: Reservation) -> tuple[list[str], list[Any]]:

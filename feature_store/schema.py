@@ -56,6 +56,11 @@ class FeatureSchema:
     attributes: tuple[str, ...] = ()
     realtime_ttl_seconds: int = 30 * 86400
     recent_events: int = 50  # events kept per customer for the single customer view
+    # The event types and categories counted by name; anything else counts as "other", so
+    # no caller can grow a customer's real-time state with new names. None: any name
+    # (unbounded; only for a schema that trusts every caller).
+    event_types: frozenset[str] | None = None
+    categories: frozenset[str] | None = None
     batch: tuple[Feature, ...] = field(init=False)
     realtime: tuple[Feature, ...] = field(init=False)
     names: tuple[str, ...] = field(init=False)
@@ -82,6 +87,26 @@ class FeatureSchema:
         set_(self, "fingerprint", digest.hexdigest()[:12])
         set_(self, "_batch_defaults", np.array([f.default for f in batch], dtype=BATCH_DTYPE))
         set_(self, "_batch_index", {f.name: i for i, f in enumerate(batch)})
+
+    @property
+    def counts_type_category_pairs(self) -> bool:
+        """Whether a feature reads an ``e:<event_type>:<category>`` window: only then are
+        the pairs counted (they multiply a customer's window fields)."""
+        prefix = keys.EVENT_COUNT
+        return any(
+            f.field.startswith(prefix) and ":" in f.field[len(prefix) :] for f in self.realtime
+        )
+
+    def counted_event_type(self, event_type: str) -> str:
+        """The name ``event_type`` is counted under: itself, or "other"."""
+        known = self.event_types is None or event_type in self.event_types
+        return event_type if known else keys.OTHER
+
+    def counted_category(self, category: str) -> str:
+        """The name ``category`` is counted under: itself, "other", or "" for none."""
+        if not category or self.categories is None or category in self.categories:
+            return category
+        return keys.OTHER
 
     def encode_batch(self, values: Mapping[str, float]) -> bytes:
         """Packs batch feature values (missing ones take their default) as float32 LE.
@@ -174,4 +199,16 @@ def load_schema(path: Path) -> FeatureSchema:
         attributes=tuple(doc.get("attributes", ())),
         realtime_ttl_seconds=int(doc.get("realtime_ttl_days", 30)) * 86400,
         recent_events=int(doc.get("recent_events", 50)),
+        event_types=_vocabulary(doc, "event_types"),
+        categories=_vocabulary(doc, "categories"),
     )
+
+
+def _vocabulary(doc: Mapping[str, object], name: str) -> frozenset[str] | None:
+    vocabulary = doc.get("vocabulary", {})
+    if not isinstance(vocabulary, dict) or name not in vocabulary:
+        return None
+    values = vocabulary[name]
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise ConfigurationError(f"vocabulary.{name}: a list of names")
+    return frozenset(values)

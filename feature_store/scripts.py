@@ -71,12 +71,25 @@ end
 """
 )
 
-# KEYS: rt, events, win, session
-# ARGV: ts, event_type, channel, category ('' if none), record json, rt ttl,
-#       events kept, session ttl
+# KEYS: rt, events, win, session, event rate
+# ARGV: ts, event type (as counted), channel, category (as counted, '' if none), record
+#       json, rt ttl, events kept, session ttl, now (unix s), events allowed a second,
+#       count event type x category pairs (1/0: only when a feature reads one)
+# Returns 1, or 0 when the customer is over its event rate (nothing is changed).
 EVENT = (
     _PRELUDE
     + """
+local second = math.floor(tonumber(ARGV[9]))
+local rate = redis.call('GET', KEYS[5])
+local used = 0
+if rate then
+  local sep = string.find(rate, ':', 1, true)
+  if tonumber(string.sub(rate, 1, sep - 1)) == second then
+    used = tonumber(string.sub(rate, sep + 1))
+  end
+end
+if used >= tonumber(ARGV[10]) then return 0 end
+redis.call('SET', KEYS[5], second .. ':' .. (used + 1), 'EX', 2)
 local ts, etype, channel, category = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 redis.call('HINCRBY', KEYS[1], N .. etype, 1)
 redis.call('HINCRBY', KEYS[1], C .. channel, 1)
@@ -93,7 +106,7 @@ bump(KEYS[3], E .. etype, ts, 1)
 bump(KEYS[3], C .. channel, ts, 1)
 if category ~= '' then
   bump(KEYS[3], K .. category, ts, 1)
-  bump(KEYS[3], E .. etype .. ':' .. category, ts, 1)
+  if ARGV[11] == '1' then bump(KEYS[3], E .. etype .. ':' .. category, ts, 1) end
 end
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 -- A session is the run of events without a gap longer than the session ttl.

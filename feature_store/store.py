@@ -20,6 +20,8 @@ from common.errors import ArbiterError
 # How much history each customer keeps for the single customer view (newest first).
 DECISIONS_KEPT = 50
 OUTCOMES_KEPT = 100
+MAX_EVENT_ATTRIBUTE_BYTES = 1024  # of one kept event's attributes
+EVENTS_PER_SECOND = 20  # a customer's events a second; past it RecordEvent is refused
 
 
 def stored_attributes(blob: bytes | None) -> dict[str, str]:
@@ -74,13 +76,24 @@ class EventRecord:
     occurred_at: float  # unix seconds
 
     def as_json(self) -> dict[str, Any]:
-        """The event as the customer's recent-events list keeps it."""
-        return {
+        """The event as the customer's recent-events list keeps it: attributes up to
+        ``MAX_EVENT_ATTRIBUTE_BYTES`` (then ``truncated``), so the list stays bounded."""
+        kept: dict[str, str] = {}
+        size = 0
+        for name, value in self.attributes.items():
+            size += len(name) + len(value)
+            if size > MAX_EVENT_ATTRIBUTE_BYTES:
+                break
+            kept[name] = value
+        record: dict[str, Any] = {
             "channel": self.channel,
             "event_type": self.event_type,
-            "attributes": dict(self.attributes),
+            "attributes": kept,
             "occurred_at": self.occurred_at,
         }
+        if len(kept) < len(self.attributes):
+            record["truncated"] = True
+        return record
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,6 +195,7 @@ def redis_store_for(settings: ServerSettings, redis_url: str) -> redis_store.Red
         contact_horizon_seconds=catalog.contact_policy.horizon_seconds(
             o.policy for o in catalog.offers
         ),
+        events_per_second=settings.events_per_customer_per_second,
     )
 
 

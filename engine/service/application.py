@@ -90,7 +90,7 @@ class Application:
             record = await asyncio.wait_for(self.store.fetch(customer_id), self.feature_timeout)
         except TimeoutError:
             reason = f"feature store unavailable: slower than {self.feature_timeout * 1000:g} ms"
-            self.breaker.timed_out(reason)
+            self.breaker.timed_out(reason, customer_id)
             return None, reason
         except ProfileSchemaMismatch as exc:
             return None, _unavailable(exc)  # this profile only: the store itself is fine
@@ -112,7 +112,10 @@ class Application:
             reserved = await asyncio.wait_for(self.store.reserve(reservation), self.reserve_timeout)
         except TimeoutError:
             reason = f"slower than {self.reserve_timeout * 1000:g} ms"
-            self.breaker.timed_out(f"feature store unavailable: contact reservation {reason}")
+            self.breaker.timed_out(
+                f"feature store unavailable: contact reservation {reason}",
+                reservation.customer_id,
+            )
             return reason
         except FeatureStoreUnavailable as exc:
             self.breaker.failed(_unavailable(exc))

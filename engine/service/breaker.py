@@ -3,7 +3,8 @@ trying it (neither the read nor the contact reservation), for ``seconds``, so la
 do not wait on it again.
 
 It opens at the first error, but only after ``TIMEOUTS_TO_OPEN`` calls in a row over their
-budget (reads and reservations alike): under
+budget (reads and reservations alike), for at least two customers: a slow key (one
+customer's state read slowly) is not a slow store, and must not degrade everyone. And under
 a burst of CPU load a single read can miss its budget in our own event loop, and that
 must not degrade every customer for the next second.
 """
@@ -22,6 +23,7 @@ class Breaker:
         self._open_until = 0.0
         self._reason = ""
         self._timeouts = 0  # calls in a row that missed their budget
+        self._slow_customers: set[str] = set()  # whose calls they were
 
     def refusal(self) -> str:
         """Why the store must not be tried now, or "" when it may."""
@@ -29,14 +31,17 @@ class Breaker:
 
     def succeeded(self) -> None:
         self._timeouts = 0
+        self._slow_customers.clear()
 
-    def timed_out(self, reason: str) -> None:
+    def timed_out(self, reason: str, customer_id: str) -> None:
         self._timeouts += 1
-        if self._timeouts >= TIMEOUTS_TO_OPEN:
+        self._slow_customers.add(customer_id)
+        if self._timeouts >= TIMEOUTS_TO_OPEN and len(self._slow_customers) > 1:
             self.failed(reason)
 
     def failed(self, reason: str) -> None:
         self._timeouts = 0
+        self._slow_customers.clear()
         self.opened += 1
         self._open_until = time.monotonic() + self.seconds
         self._reason = reason
