@@ -120,6 +120,11 @@ class DeskSettings(BaseSettings):
     target: str = DEFAULT_TARGET
     # The desk's own key for the service (a key with profile:read and decide roles).
     api_key: str | None = None
+    # Agents and the sha256 of their secrets (TOML [[agent]] id, sha256); without one the
+    # desk prints a one-time sign-in URL at start.
+    agents_file: Path | None = None
+    # Host names the desk answers to (a browser sends them; others are refused).
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
 
 
 @dataclass(frozen=True)

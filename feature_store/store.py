@@ -114,16 +114,20 @@ class OutcomeRecord:
     value: float
     occurred_at: float  # unix seconds
     idempotency_key: str
+    reported_by: str = ""  # e.g. the desk's signed-in agent
 
     def summary(self) -> dict[str, Any]:
         """The outcome as the customer's recent-outcomes list keeps it."""
-        return {
+        summary: dict[str, Any] = {
             "decision_id": self.decision_id,
             "offer_id": self.offer_id,
             "outcome": self.outcome,
             "value": self.value,
             "occurred_at": self.occurred_at,
         }
+        if self.reported_by:
+            summary["reported_by"] = self.reported_by
+        return summary
 
     def log_entry(self) -> dict[str, Any]:
         """The outcome as the outcome log keeps it (what training reads)."""

@@ -173,6 +173,7 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
                 _seconds(request.occurred_at, request.HasField("occurred_at")), now
             ),
             idempotency_key=key or f"{decision_id}:{offer_id}:{outcome}",
+            reported_by=validation.short_text(request.reported_by, "reported_by"),
         )
         recorded, outcome_id = await self.application.report_outcome(record)
         return decision_pb2.ReportOutcomeResponse(recorded=recorded, outcome_id=outcome_id)

@@ -1,11 +1,22 @@
-"""The agent desktop: a reference web page for call-center agents, and the small HTTP
-front that serves it and calls the gRPC service.
+"""The agent desktop: a reference web page for call-center agents, and the HTTP front
+that serves it and calls the gRPC service (Starlette on uvicorn).
 
     arbiter desk            (http://127.0.0.1:8080, calling the service at 127.0.0.1:50051)
 
-Standard library HTTP (a threaded server: one agent, one request at a time) and the sync
-gRPC stubs; the page is static HTML and JavaScript (engine/clients/desk.html) that calls:
+Not an open door:
+- agents sign in: with no agents file, the desk prints a one-time sign-in URL with a token
+  at start (as Jupyter does); with ``ARBITER_DESK_AGENTS_FILE`` (TOML ``[[agent]]`` with
+  ``id`` and the ``sha256`` of its secret), a sign-in form. A session cookie (HttpOnly,
+  SameSite=Strict) follows; outcomes record the agent (``reported_by``);
+- a POST needs the session's CSRF token in ``X-CSRF-Token`` and, when the browser says
+  where it comes from, this origin;
+- only the configured host names are served (DNS rebinding);
+- every response carries a CSP, X-Frame-Options: DENY and nosniff;
+- the desk calls the service with its own key, over TLS when configured.
 
+The page (static/index.html, desk.js, desk.css) writes every value with ``textContent``:
+
+    GET  /api/session                                   who is signed in, the CSRF token
     GET  /api/profile?customer_id=C                     GetProfile
     GET  /api/decide?customer_id=C&channel=call_center  Decide (explain, 3 actions)
     POST /api/outcome  {decision_id, customer_id, offer_id, outcome}   ReportOutcome
@@ -13,31 +24,58 @@ gRPC stubs; the page is static HTML and JavaScript (engine/clients/desk.html) th
 
 from __future__ import annotations
 
-import json
+import asyncio
+import hashlib
+import hmac
+import secrets
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+import tomllib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlsplit
 
 import grpc
+import uvicorn
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from common.errors import ConfigurationError
 from common.vocabulary import CHANNELS, OUTCOMES
 from engine.api import proto
 from engine.api.channel import open_channel
 from engine.settings import ClientSettings, DeskSettings
 
-PAGE = Path(__file__).parent / "desk.html"
+STATIC = Path(__file__).parent / "static"
 STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: HTTPStatus.BAD_REQUEST,
-    grpc.StatusCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
-    grpc.StatusCode.FAILED_PRECONDITION: HTTPStatus.CONFLICT,
-    grpc.StatusCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED: HTTPStatus.GATEWAY_TIMEOUT,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+        " img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
 }
 
 
@@ -45,20 +83,34 @@ class BadRequest(Exception):
     pass
 
 
+def load_agents(path: Path) -> dict[str, bytes]:
+    """Agent id -> sha256 of its secret, from a TOML file of ``[[agent]]`` entries."""
+    try:
+        doc = tomllib.loads(path.read_text())
+        agents = {str(a["id"]): bytes.fromhex(a["sha256"]) for a in doc.get("agent", [])}
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"agents file {path}: [[agent]] entries with id and sha256"
+        ) from exc
+    if not agents or any(len(d) != 32 for d in agents.values()):
+        raise ConfigurationError(f"agents file {path}: sha256 is 64 hex digits")
+    return agents
+
+
 class Desk:
-    """The HTTP front: turns the page's calls into gRPC calls."""
+    """The gRPC side: turns the page's calls into calls to the service."""
 
     def __init__(self, client: ClientSettings) -> None:
         self.channel = open_channel(client)
         self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
         self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)
 
-    def profile(self, query: dict[str, str]) -> Message:
+    def profile(self, query: dict[str, str], agent: str) -> Message:
         return self.profiles.GetProfile(
             profile_pb2.GetProfileRequest(customer_id=query.get("customer_id", "")), timeout=5
         )
 
-    def decide(self, query: dict[str, str]) -> Message:
+    def decide(self, query: dict[str, str], agent: str) -> Message:
         channel = query.get("channel", "call_center")
         if channel not in CHANNELS:
             raise BadRequest(f"channel: one of {list(CHANNELS)}")
@@ -74,7 +126,7 @@ class Desk:
             timeout=5,
         )
 
-    def outcome(self, body: dict[str, Any]) -> Message:
+    def outcome(self, body: dict[str, Any], agent: str) -> Message:
         outcome = str(body.get("outcome", ""))
         if outcome not in OUTCOMES:
             raise BadRequest(f"outcome: one of {list(OUTCOMES)}")
@@ -84,6 +136,7 @@ class Desk:
                 customer_id=str(body.get("customer_id", "")),
                 offer_id=str(body.get("offer_id", "")),
                 outcome=proto.outcome(outcome),
+                reported_by=agent,
             ),
             timeout=5,
         )
@@ -92,98 +145,192 @@ class Desk:
         self.channel.close()
 
 
-class DeskHandler(BaseHTTPRequestHandler):
-    """Routes the page and its API calls; ``desk`` is set on a subclass per server."""
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
 
-    desk: Desk
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+def _signed_in(request: Request) -> str | None:
+    agent = request.session.get("agent")
+    return agent if isinstance(agent, str) else None
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
 
-    def _json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json")
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the request comes from another site."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is None:
+        return True  # no browser said where it came from: the CSRF token decides
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
-    def _call(self, fn: Any, arg: Any) -> None:
+
+def _sign_in(request: Request, agent: str) -> RedirectResponse:
+    request.session.clear()
+    request.session.update({"agent": agent, "csrf": secrets.token_urlsafe(24)})
+    return RedirectResponse("/", status_code=303)
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers.update(HEADERS)
+        return response
+
+
+class DeskApp:
+    """The routes. Exactly one of ``token`` (sign in with the printed URL) and ``agents``
+    (sign in with a secret) is set."""
+
+    def __init__(self, desk: Desk, token: str | None, agents: dict[str, bytes] | None) -> None:
+        self.desk = desk
+        self.token = token
+        self.agents = agents
+
+    async def index(self, request: Request) -> Response:
+        offered = request.query_params.get("token")
+        if self.token is not None and offered is not None:
+            if hmac.compare_digest(offered.encode(), self.token.encode()):
+                return _sign_in(request, "agent")
+            return _error(401, "UNAUTHENTICATED", "that sign-in link is not valid")
+        if _signed_in(request) is None:
+            if self.agents is not None:
+                return RedirectResponse("/login", status_code=303)
+            return _error(401, "UNAUTHENTICATED", "open the sign-in URL `arbiter desk` printed")
+        return FileResponse(STATIC / "index.html")
+
+    async def login(self, request: Request) -> Response:
+        if self.agents is None:
+            return _error(404, "NOT_FOUND", "sign in with the URL `arbiter desk` printed")
+        if request.method == "GET":
+            return FileResponse(STATIC / "login.html")
+        if not _same_origin(request):
+            return _error(403, "PERMISSION_DENIED", "cross-site sign-in refused")
+        form = await request.form()
+        agent, secret = str(form.get("agent", "")), str(form.get("secret", ""))
+        digest = hashlib.sha256(secret.encode()).digest()
+        if not hmac.compare_digest(digest, self.agents.get(agent, b"\0" * 32)):
+            await asyncio.sleep(0.2)  # a guess costs time
+            return _error(401, "UNAUTHENTICATED", "unknown agent or wrong secret")
+        return _sign_in(request, agent)
+
+    async def session(self, request: Request) -> Response:
+        agent = _signed_in(request)
+        if agent is None:
+            return _error(401, "UNAUTHENTICATED", "not signed in")
+        return JSONResponse({"agent": agent, "csrf": request.session["csrf"]})
+
+    def api(
+        self, call: Callable[[Any, str], Message], *, post: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint that calls the service as the signed-in agent; a POST also needs
+        the session's CSRF token and this origin."""
+
+        async def endpoint(request: Request) -> Response:
+            agent = _signed_in(request)
+            if agent is None:
+                return _error(401, "UNAUTHENTICATED", "not signed in")
+            argument: Any = dict(request.query_params)
+            if post:
+                expected = str(request.session.get("csrf", ""))
+                offered = request.headers.get("x-csrf-token", "")
+                if not _same_origin(request) or not hmac.compare_digest(offered, expected):
+                    return _error(403, "PERMISSION_DENIED", "missing or wrong CSRF token")
+                try:
+                    argument = await request.json()
+                except ValueError:
+                    return _error(400, "INVALID_ARGUMENT", "the body must be JSON")
+            return await self._call(call, argument if isinstance(argument, dict) else {}, agent)
+
+        return endpoint
+
+    async def _call(
+        self, call: Callable[[Any, str], Message], argument: Any, agent: str
+    ) -> Response:
         try:
-            reply = fn(arg)
+            reply = await run_in_threadpool(call, argument, agent)
         except BadRequest as exc:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": "INVALID_ARGUMENT", "message": str(exc)})
-            return
+            return _error(400, "INVALID_ARGUMENT", str(exc))
         except grpc.RpcError as exc:
-            status = STATUS.get(exc.code(), HTTPStatus.BAD_GATEWAY)
-            self._json(status, {"error": exc.code().name, "message": exc.details()})
-            return
-        self._json(
-            HTTPStatus.OK,
+            return _error(STATUS.get(exc.code(), 502), exc.code().name, exc.details() or "")
+        return JSONResponse(
             json_format.MessageToDict(
-                reply,
-                preserving_proto_field_name=True,
-                always_print_fields_with_no_presence=True,
-            ),
+                reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
         )
 
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        if url.path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
-        elif url.path == "/api/profile":
-            self._call(self.desk.profile, query)
-        elif url.path == "/api/decide":
-            self._call(self.desk.decide, query)
-        else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": "NOT_FOUND", "message": url.path})
 
-    def do_POST(self) -> None:
-        if urlparse(self.path).path != "/api/outcome":
-            self._json(HTTPStatus.NOT_FOUND, {"error": "NOT_FOUND", "message": self.path})
-            return
-        length = min(int(self.headers.get("Content-Length", "0") or 0), 65536)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except json.JSONDecodeError:
-            self._json(
-                HTTPStatus.BAD_REQUEST, {"error": "INVALID_ARGUMENT", "message": "JSON body"}
-            )
-            return
-        self._call(self.desk.outcome, body if isinstance(body, dict) else {})
+def create_app(
+    desk: Desk, settings: DeskSettings, *, token: str | None, agents: dict[str, bytes] | None
+) -> Starlette:
+    routes = DeskApp(desk, token, agents)
+    return Starlette(
+        routes=[
+            Route("/", routes.index),
+            Route("/login", routes.login, methods=["GET", "POST"]),
+            Route("/api/session", routes.session),
+            Route("/api/profile", routes.api(desk.profile)),
+            Route("/api/decide", routes.api(desk.decide)),
+            Route("/api/outcome", routes.api(desk.outcome, post=True), methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts)),
+            Middleware(
+                SessionMiddleware,
+                secret_key=secrets.token_urlsafe(32),  # sessions end with the process
+                session_cookie="arbiter_desk",
+                same_site="strict",
+                https_only=False,
+                max_age=12 * 3600,
+            ),
+        ],
+    )
 
 
 class DeskServer:
-    """The desk's HTTP server in a background thread; ``port`` is the bound port."""
+    """The desk on uvicorn in a background thread; ``port`` is the bound port."""
 
-    def __init__(self, host: str, port: int, client: ClientSettings) -> None:
+    def __init__(self, settings: DeskSettings, client: ClientSettings) -> None:
         self.desk = Desk(client)
-        handler = type("BoundDeskHandler", (DeskHandler,), {"desk": self.desk})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.agents = load_agents(settings.agents_file) if settings.agents_file else None
+        self.token = None if self.agents else secrets.token_urlsafe(24)
+        app = create_app(self.desk, settings, token=self.token, agents=self.agents)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self.host = settings.host
+        self.port = 0
 
     def start(self) -> DeskServer:
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigurationError(f"the desk could not listen on {self.host}")
+            time.sleep(0.02)
+        self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
         return self
 
+    @property
+    def sign_in_url(self) -> str:
+        if self.token is None:
+            return f"http://{self.host}:{self.port}/login"
+        return f"http://{self.host}:{self.port}/?token={self.token}"
+
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
         self.desk.close()
 
 
 def serve_desk(settings: DeskSettings, client: ClientSettings) -> None:
-    server = DeskServer(settings.host, settings.port, client)
-    print(f"agent desktop on http://{settings.host}:{server.port} (service {settings.target})")
+    server = DeskServer(settings, client).start()
+    print(f"agent desktop, service {client.target}; sign in at:\n    {server.sign_in_url}")
     try:
-        server.httpd.serve_forever()
+        while server._thread.is_alive():
+            server._thread.join(timeout=0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        server.httpd.server_close()
-        server.desk.close()
+        server.stop()

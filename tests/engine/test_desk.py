@@ -4,12 +4,16 @@ test-artifacts/agent-desktop.png."""
 
 from __future__ import annotations
 
+import hashlib
+import http.cookiejar
 import json
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,7 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from arbiter.v1 import common_pb2, profile_pb2
 from engine.clients.desk import DeskServer
-from engine.settings import ClientSettings
+from engine.settings import ClientSettings, DeskSettings
 from tests.conftest import ServerThread
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -46,9 +50,42 @@ def server(
 @pytest.fixture
 def desk(server: ServerThread) -> Iterator[DeskServer]:
     client = ClientSettings(target=f"127.0.0.1:{server.running.port}")
-    running = DeskServer("127.0.0.1", 0, client).start()
+    running = DeskServer(DeskSettings(port=0), client).start()
     yield running
     running.stop()
+
+
+class Browser:
+    """A plain HTTP client with a cookie jar: what a script on another page, or an agent's
+    browser without JavaScript, can send."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+
+    def send(
+        self, path: str, body: object = None, **headers: str
+    ) -> tuple[int, dict[str, str], Any]:
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
+        request = urllib.request.Request(self.base + path, data=data, headers=headers)
+        try:
+            with self.opener.open(request, timeout=5) as response:
+                raw = response.read()
+                status, got = response.status, {k.lower(): v for k, v in response.headers.items()}
+        except urllib.error.HTTPError as error:
+            raw, status = error.read(), error.code
+            got = {k.lower(): v for k, v in error.headers.items()}
+            error.close()
+        try:
+            return status, got, json.loads(raw)
+        except ValueError:
+            return status, got, raw.decode(errors="replace")
 
 
 def chromium() -> str:
@@ -73,7 +110,7 @@ def test_agent_sees_the_customer_and_records_an_answer(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(f"http://127.0.0.1:{desk.port}/")
+        page.goto(desk.sign_in_url)  # the one-time link the desk printed
         page.fill("#customer", "cust-000042")
         page.click("button[type=submit]")
 
@@ -96,21 +133,75 @@ def test_agent_sees_the_customer_and_records_an_answer(
         browser.close()
 
 
-def test_the_http_front_passes_errors_through(desk: DeskServer) -> None:
+def test_the_desk_is_not_an_open_door(desk: DeskServer, server: ServerThread) -> None:
     base = f"http://127.0.0.1:{desk.port}"
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(f"{base}/api/decide?customer_id=bad%20id", timeout=5)
-    assert error.value.code == 400
-    assert json.loads(error.value.read())["message"].startswith("customer_id")
-    error.value.close()
-    request = urllib.request.Request(
-        f"{base}/api/outcome",
-        data=json.dumps(
-            {"decision_id": "d", "customer_id": "c1", "offer_id": "ghost", "outcome": "accept"}
-        ).encode(),
-        headers={"Content-Type": "application/json"},
+    stranger = Browser(base)
+    for path in ("/", "/api/profile?customer_id=cust-000042", "/api/session"):
+        status, headers, _ = stranger.send(path)
+        assert status == 401, path
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert stranger.send("/?token=guessed")[0] == 401
+    # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own Host
+    assert stranger.send("/", Host="evil.example")[0] == 400
+
+    agent = Browser(base)
+    status, _, _ = agent.send(desk.sign_in_url.removeprefix(base))
+    assert status == 200  # redirected to the page, signed in
+    status, _, session = agent.send("/api/session")
+    assert status == 200 and session["agent"] == "agent"
+    status, _, body = agent.send("/api/decide?customer_id=bad%20id")
+    assert status == 400 and body["message"].startswith("customer_id")
+
+    decision = agent.send("/api/decide?customer_id=cust-000042")[2]
+    outcome = {
+        "decision_id": decision["decision_id"],
+        "customer_id": "cust-000042",
+        "offer_id": decision["actions"][0]["offer_id"],
+        "outcome": "decline",
+    }
+    # a cross-site form post (text/plain, another Origin), even with the agent's cookie
+    status, _, _ = agent.send(
+        "/api/outcome",
+        json.dumps(outcome).encode(),
+        **{"Content-Type": "text/plain", "Origin": "http://evil.example"},
     )
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(request, timeout=5)
-    assert error.value.code == 404
-    error.value.close()
+    assert status == 403
+    assert agent.send("/api/outcome", outcome)[0] == 403  # no CSRF token
+    wrong = {"X-CSRF-Token": session["csrf"], "Origin": "http://evil.example"}
+    assert agent.send("/api/outcome", outcome, **wrong)[0] == 403
+    assert server.read_outcomes() == []
+
+    ok = {"X-CSRF-Token": session["csrf"], "Content-Type": "application/json"}
+    status, _, body = agent.send("/api/outcome", outcome, **ok)
+    assert status == 200 and body["recorded"]
+    (logged,) = server.read_outcomes()
+    assert logged["reported_by"] == "agent"  # outcomes record the agent
+    status, _, body = agent.send("/api/outcome", {**outcome, "offer_id": "ghost"}, **ok)
+    assert status == 404  # the service's answer passes through
+
+
+def test_with_an_agents_file_agents_sign_in_with_their_secret(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    secret = "correct horse battery staple"
+    agents = tmp_path / "agents.toml"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    agents.write_text(f'[[agent]]\nid = "maria"\nsha256 = "{digest}"\n')
+    client = ClientSettings(target=f"127.0.0.1:{server.running.port}")
+    desk = DeskServer(DeskSettings(port=0, agents_file=agents), client).start()
+    try:
+        base = f"http://127.0.0.1:{desk.port}"
+        browser = Browser(base)
+        status, _, page = browser.send("/")
+        assert status == 200 and "Sign in" in page  # sent to the sign-in form
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        wrong = urllib.parse.urlencode({"agent": "maria", "secret": "guess"}).encode()
+        assert browser.send("/login", wrong, **form)[0] == 401
+        right = urllib.parse.urlencode({"agent": "maria", "secret": secret}).encode()
+        assert browser.send("/login", right, **form, Origin="http://evil.example")[0] == 403
+        assert browser.send("/login", right, **form)[0] == 200
+        assert browser.send("/api/session")[2]["agent"] == "maria"
+    finally:
+        desk.stop()

@@ -1,56 +1,3 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Arbiter · agent desktop</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-  :root { --ink: #1d2430; --muted: #5b6575; --line: #d9dee7; --accent: #1f6feb; --ok: #1a7f37; --no: #b42318; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink); background: #f5f7fa; }
-  header { display: flex; gap: 12px; align-items: center; padding: 12px 20px; background: #fff; border-bottom: 1px solid var(--line); }
-  header h1 { font-size: 16px; margin: 0 16px 0 0; }
-  input, select, button { font: inherit; padding: 6px 10px; border: 1px solid var(--line); border-radius: 6px; background: #fff; }
-  button { cursor: pointer; }
-  button.primary { background: var(--accent); color: #fff; border-color: var(--accent); }
-  button.accept { background: var(--ok); color: #fff; border-color: var(--ok); }
-  button.decline { color: var(--no); border-color: var(--no); }
-  main { display: grid; grid-template-columns: 340px 1fr; gap: 16px; padding: 16px 20px; }
-  section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; margin-bottom: 16px; }
-  h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); margin: 0 0 8px; }
-  .stage { display: inline-block; padding: 2px 8px; border-radius: 10px; background: #e8f0fe; color: var(--accent); font-weight: 600; }
-  dl { display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; margin: 8px 0 0; }
-  dt { color: var(--muted); } dd { margin: 0; }
-  ul { margin: 0; padding-left: 18px; } li { margin: 2px 0; }
-  .action { border: 1px solid var(--line); border-radius: 8px; padding: 12px; margin-bottom: 12px; }
-  .action h3 { margin: 0 0 4px; font-size: 15px; }
-  .script { background: #fffbea; border-left: 3px solid #e6b800; padding: 8px 10px; margin: 8px 0; }
-  .meta { color: var(--muted); font-size: 12px; }
-  .buttons { display: flex; gap: 8px; margin-top: 8px; }
-  #status { color: var(--muted); } #status.error { color: var(--no); }
-  .empty { color: var(--muted); font-style: italic; }
-</style>
-</head>
-<body>
-<header>
-  <h1>Arbiter · agent desktop</h1>
-  <form id="lookup">
-    <input id="customer" name="customer" placeholder="customer id, e.g. cust-000042" size="28" autocomplete="off">
-    <button class="primary" type="submit">Look up</button>
-  </form>
-  <span id="status"></span>
-</header>
-<main>
-  <div>
-    <section id="profile"><h2>Customer</h2><p class="empty">Look up a customer.</p></section>
-    <section id="activity"><h2>Recent activity (all channels)</h2><p class="empty">—</p></section>
-    <section id="offers"><h2>Offers made</h2><p class="empty">—</p></section>
-  </div>
-  <div>
-    <section id="actions"><h2>Next best actions</h2><p class="empty">—</p></section>
-  </div>
-</main>
-<script>
 "use strict";
 // Every value from the service is set with textContent: nothing is parsed as HTML.
 const $ = (id) => document.getElementById(id);
@@ -65,7 +12,12 @@ function pretty(enumName, prefix) { return (enumName || "").replace(prefix, "").
 function when(ts) { return ts ? new Date(ts).toLocaleString() : ""; }
 function status(text, error) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
 
+// POSTs carry the session's CSRF token (from /api/session); the server also checks that
+// they come from this origin.
+let csrf = "";
 async function api(path, options) {
+  options = options || {};
+  if (options.method === "POST") options.headers = { ...(options.headers || {}), "X-CSRF-Token": csrf };
   const response = await fetch(path, options);
   const body = await response.json();
   if (!response.ok) throw new Error(`${body.error}: ${body.message}`);
@@ -167,8 +119,9 @@ $("lookup").addEventListener("submit", (event) => {
   const id = $("customer").value.trim();
   if (id) { history.replaceState(null, "", `?customer=${encodeURIComponent(id)}`); load(id); }
 });
-const initial = new URLSearchParams(location.search).get("customer");
-if (initial) { $("customer").value = initial; load(initial); }
-</script>
-</body>
-</html>
+api("/api/session").then((s) => {
+  csrf = s.csrf;
+  $("agent").textContent = `signed in as ${s.agent}`;
+  const initial = new URLSearchParams(location.search).get("customer");
+  if (initial) { $("customer").value = initial; load(initial); }
+}).catch((err) => status(err.message, true));
