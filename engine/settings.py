@@ -63,6 +63,10 @@ class ServerSettings(CommonSettings):
     reload_seconds: float = 2.0
     log_queue_size: int = 10_000
     log_batch_size: int = 256
+    # Retention of the decision and outcome logs: at most this many entries each
+    # (approximately), none older than this many days.
+    log_max_entries: int = 1_000_000
+    log_retention_days: float = 30.0
     # `arbiter serve --demo`: generate, load and train the demo world when absent.
     demo: bool = False
     # Secrets that sign decision ids (one per line, the first signs); default

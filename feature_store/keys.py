@@ -38,7 +38,8 @@ EVENT_RATE = "evrate"
 # Global streams, not per customer: the training job reads them in time order. Each entry
 # has one field holding JSON.
 DECISION_LOG = f"{PREFIX}:log:decisions"
-DECISION_FIELD = b"d"
+DECISION_FIELD = b"d"  # plain JSON (entries written before compression)
+DECISION_FIELD_COMPRESSED = b"z"  # zlib-compressed JSON (feature_store/log_codec.py)
 OUTCOME_LOG = f"{PREFIX}:log:outcomes"
 OUTCOME_FIELD = b"o"
 # Hash describing what bulk loads wrote (data set fingerprint, row count, time).

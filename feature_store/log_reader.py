@@ -3,18 +3,22 @@ what training, evaluation and `arbiter models` read. Synchronous: batch jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import orjson
 import redis
 
-from feature_store import keys
+from feature_store import keys, log_codec
 from feature_store.redis_client import translated
 
 
-def read_stream(client: redis.Redis, key: str, field: bytes, page: int = 5000) -> Iterator[Any]:
-    """Every entry's JSON payload, oldest first, read in pages."""
+def read_stream(
+    client: redis.Redis,
+    key: str,
+    decode: Callable[[Mapping[bytes, bytes]], Any],
+    page: int = 5000,
+) -> Iterator[Any]:
+    """Every entry, decoded, oldest first, read in pages."""
     start = "-"
     while True:
         with translated(f"reading {key}"):
@@ -22,7 +26,7 @@ def read_stream(client: redis.Redis, key: str, field: bytes, page: int = 5000) -
                 key, min=start, max="+", count=page
             )
         for _, fields in entries:
-            yield orjson.loads(fields[field])
+            yield decode(fields)
         if len(entries) < page:
             return
         start = f"({entries[-1][0].decode()}"
@@ -30,12 +34,12 @@ def read_stream(client: redis.Redis, key: str, field: bytes, page: int = 5000) -
 
 def read_decisions(client: redis.Redis) -> list[Any]:
     """Every logged decision, oldest first (see docs/redis-keys.md for the entry)."""
-    return list(read_stream(client, keys.DECISION_LOG, keys.DECISION_FIELD))
+    return list(read_stream(client, keys.DECISION_LOG, log_codec.decode_decision))
 
 
 def read_outcomes(client: redis.Redis) -> list[Any]:
     """Every logged outcome, oldest first."""
-    return list(read_stream(client, keys.OUTCOME_LOG, keys.OUTCOME_FIELD))
+    return list(read_stream(client, keys.OUTCOME_LOG, log_codec.decode_outcome))
 
 
 def read_logs(client: redis.Redis) -> tuple[list[Any], list[Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ from common.errors import (
     ProfileSchemaMismatch,
     RateLimited,
 )
-from feature_store import keys, scripts
+from feature_store import keys, log_codec, scripts
 from feature_store.redis_client import translated, unavailable
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
@@ -63,7 +63,9 @@ _OUTCOME_KEYS = (
     keys.PENDING,
     keys.POLICY,
 )
-LOG_MAXLEN = 1_000_000  # approximate cap of each global stream
+# Retention of the global streams: at most this many entries (approximately) and this old.
+LOG_MAX_ENTRIES = 1_000_000
+LOG_RETENTION_SECONDS = 30 * 86400
 
 
 def _json(value: Any) -> bytes:
@@ -122,8 +124,12 @@ class RedisFeatureStore:
         contact_horizon_seconds: int = 30 * 86400,
         session_seconds: int = 1800,
         events_per_second: int = EVENTS_PER_SECOND,
+        log_max_entries: int = LOG_MAX_ENTRIES,
+        log_retention_seconds: float = LOG_RETENTION_SECONDS,
     ) -> None:
         self._events_per_second = events_per_second
+        self._log_max_entries = log_max_entries
+        self._log_retention_seconds = log_retention_seconds
         self._redis = client
         self._schema = schema
         self._horizon = contact_horizon_seconds
@@ -265,13 +271,18 @@ class RedisFeatureStore:
             key = keys.customer_key(d.customer_id, keys.DECISIONS)
             pipe.xadd(
                 keys.DECISION_LOG,
-                {keys.DECISION_FIELD: _json(d.entry)},
-                maxlen=LOG_MAXLEN,
+                log_codec.encode_decision(d.entry),  # type: ignore[arg-type]
+                maxlen=self._log_max_entries,
                 approximate=True,
             )
             pipe.lpush(key, _json(d.summary))
             pipe.ltrim(key, 0, DECISIONS_KEPT - 1)
             pipe.expire(key, HISTORY_TTL_SECONDS)
+        # Retention by age too: entries older than log_retention_seconds leave both logs
+        # (stream ids are milliseconds; one XTRIM a batch).
+        oldest = f"{int((time.time() - self._log_retention_seconds) * 1000)}-0"
+        pipe.xtrim(keys.DECISION_LOG, minid=oldest, approximate=False)
+        pipe.xtrim(keys.OUTCOME_LOG, minid=oldest, approximate=False)
         with translated("decision log write"):
             await pipe.execute()
 
@@ -310,7 +321,7 @@ class RedisFeatureStore:
             log_id = await self._redis.xadd(
                 keys.OUTCOME_LOG,
                 {keys.OUTCOME_FIELD: _json(outcome.log_entry())},
-                maxlen=LOG_MAXLEN,
+                maxlen=self._log_max_entries,
                 approximate=True,
             )
             await self._finish_outcome(keys=[idem], args=[value, log_id])
@@ -330,19 +341,21 @@ class RedisFeatureStore:
             await asyncio.sleep(0.02)
 
     async def read_decisions(self) -> list[Any]:
-        return await self._read_stream(keys.DECISION_LOG, keys.DECISION_FIELD)
+        return await self._read_stream(keys.DECISION_LOG, log_codec.decode_decision)
 
     async def read_outcomes(self) -> list[Any]:
-        return await self._read_stream(keys.OUTCOME_LOG, keys.OUTCOME_FIELD)
+        return await self._read_stream(keys.OUTCOME_LOG, log_codec.decode_outcome)
 
-    async def _read_stream(self, key: str, field: bytes, page: int = 5000) -> list[Any]:
+    async def _read_stream(
+        self, key: str, decode: Callable[[Mapping[bytes, bytes]], Any], page: int = 5000
+    ) -> list[Any]:
         out, start = [], "-"
         while True:
             with translated(f"reading {key}"):
                 entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(  # type: ignore[assignment]
                     key, min=start, max="+", count=page
                 )
-            out += [orjson.loads(fields[field]) for _, fields in entries]
+            out += [decode(fields) for _, fields in entries]
             if len(entries) < page:
                 return out
             start = f"({entries[-1][0].decode()}"

@@ -196,6 +196,8 @@ def redis_store_for(settings: ServerSettings, redis_url: str) -> redis_store.Red
             o.policy for o in catalog.offers
         ),
         events_per_second=settings.events_per_customer_per_second,
+        log_max_entries=settings.log_max_entries,
+        log_retention_seconds=settings.log_retention_days * 86400,
     )
 
 

@@ -9,6 +9,7 @@ inputs (``to_log``) and training and off-policy evaluation read them back
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,11 @@ def model_feature_names(schema: FeatureSchema) -> tuple[str, ...]:
     return schema.names + OFFER_FEATURES
 
 
+def feature_names_id(names: Sequence[str]) -> str:
+    """A short fingerprint of the customer features' names and order."""
+    return hashlib.sha256("\x1f".join(names).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True, slots=True)
 class ServedInputs:
     """One decision's model inputs besides the offers, as served: the one shape serving,
@@ -72,11 +78,14 @@ class ServedInputs:
         return cls(features, channel, stage, record.realtime.get(keys.LAST_CATEGORY, ""), counts)
 
     def to_log(self, names: Sequence[str]) -> dict[str, Any]:
-        """The fields of a decision-log entry that hold these inputs (JSON-able)."""
+        """The fields of a decision-log entry that hold these inputs (JSON-able). Compact:
+        the features as a list in ``names`` order, with a fingerprint of the names
+        (``feature_names_id``) instead of the names themselves."""
         return {
             "channel": self.channel,
             "stage": self.stage,
-            "features": dict(zip(names, self.features.tolist(), strict=True)),
+            "feature_names": feature_names_id(names),
+            "features": self.features.tolist(),
             "served": {
                 "last_category": self.last_category,
                 "topic_counts": dict(self.topic_counts),
@@ -86,10 +95,17 @@ class ServedInputs:
     @classmethod
     def from_log(cls, entry: Mapping[str, Any], names: Sequence[str]) -> ServedInputs | None:
         """The inputs a logged decision was served with; None when it was logged with other
-        features than ``names`` (another schema)."""
-        try:
-            features = np.array([float(entry["features"][n]) for n in names])
-        except KeyError:
+        features than ``names`` (another schema). Reads entries written before the list
+        form too (a dict of features by name)."""
+        logged = entry["features"]
+        if isinstance(logged, Mapping):
+            try:
+                features = np.array([float(logged[n]) for n in names])
+            except KeyError:
+                return None
+        elif entry.get("feature_names") == feature_names_id(names) and len(logged) == len(names):
+            features = np.array(logged, dtype=np.float64)
+        else:
             return None
         served = entry.get("served", {})
         return cls(

@@ -241,10 +241,12 @@ def test_every_decision_is_logged_with_the_features_as_served(server: ServerThre
     assert entry["request_id"] == "r-9"
     assert entry["model_version"] == response.model_version
     assert [a["offer_id"] for a in entry["actions"]] == [a.offer_id for a in response.actions]
-    assert entry["features"]["searches"] == 1
-    assert entry["features"]["app_events"] == 1
+    names = server.application.core.schema.names
+    features = dict(zip(names, entry["features"], strict=True))
+    assert features["searches"] == 1
+    assert features["app_events"] == 1
     profile = server.profiles.GetProfile(profile_pb2.GetProfileRequest(customer_id="cust-000007"))
-    for name, value in entry["features"].items():
+    for name, value in features.items():
         if not name.startswith("seconds_since"):
             assert value == pytest.approx(profile.features[name]), name
     assert entry["stage"] and entry["stage_reason"]

@@ -10,11 +10,13 @@ from typing import Any
 
 import redis
 
+from arbiter.v1 import common_pb2, decision_pb2
 from common.errors import FeatureStoreUnavailable
 from engine.settings import Definitions
 from feature_store import keys, redis_store
 from feature_store.redis_client import connect
-from feature_store.store import EventRecord, OutcomeEffects, OutcomeRecord
+from feature_store.store import EventRecord, LoggedDecision, OutcomeEffects, OutcomeRecord
+from tests.conftest import ServerThread
 
 
 def run(
@@ -117,3 +119,42 @@ def test_a_report_that_died_before_the_log_is_appended_by_the_next(
     assert redis_client.xlen(keys.OUTCOME_LOG) == 2
     # the effects of the dead attempt were its own: not applied a second time
     assert redis_client.hget(keys.customer_key("c9", keys.REALTIME), "o:click") is None
+
+
+def test_the_logs_keep_their_retention(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    def logged(n: int) -> LoggedDecision:
+        return LoggedDecision("c1", {"decision_id": f"d{n}"}, {"decision_id": f"d{n}"})
+
+    async def work(store: redis_store.RedisFeatureStore) -> Any:
+        await store.append_decisions([logged(1), logged(2)])
+        await asyncio.sleep(1.1)
+        await store.append_decisions([logged(3)])
+        return await store.read_decisions()
+
+    async def main() -> Any:
+        client = connect(redis_url)
+        try:
+            store = redis_store.RedisFeatureStore(
+                client, definitions.schema, log_retention_seconds=1.0
+            )
+            return await work(store)
+        finally:
+            await client.aclose()
+
+    assert [e["decision_id"] for e in asyncio.run(main())] == ["d3"]
+
+
+def test_a_logged_decision_takes_about_a_kilobyte(
+    server: ServerThread, loaded: redis.Redis
+) -> None:
+    for n in range(300):
+        request = decision_pb2.DecideRequest(
+            customer_id=f"cust-{1 + n:06d}", channel=common_pb2.CHANNEL_WEB, limit=3
+        )
+        server.decisions.Decide(request, timeout=5)
+    server.flush_log()
+    per_decision = (loaded.memory_usage(keys.DECISION_LOG) or 0) / 300
+    assert 100 < per_decision <= 1024, per_decision
+    assert len(server.read_decisions()) == 300  # and it reads back whole

@@ -4,7 +4,7 @@ estimate)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,12 +21,13 @@ from training.job import holdout_decisions
 from training.world import World, true_propensity
 
 
-def expected_values(entry: Mapping[str, Any], world: World, catalog: Catalog) -> dict[str, float]:
+def expected_values(
+    entry: Mapping[str, Any], world: World, catalog: Catalog, names: Sequence[str]
+) -> dict[str, float]:
     """True expected value of every candidate of a logged decision (hidden model)."""
     index = int(entry["customer_id"].split("-")[1]) - 1
-    names = list(entry["features"])
     served = ServedInputs.from_log(entry, names)
-    assert served is not None  # the names are the entry's own
+    assert served is not None, "a decision logged with another feature schema"
     named = {n: np.array([v]) for n, v in zip(names, served.features.tolist(), strict=True)}
     hidden = {
         "interest": world.interest[index : index + 1],
@@ -71,7 +72,7 @@ def true_acceptance(
         if not contexts:
             continue
         context = contexts[0]
-        truth = expected_values(entry, world, catalog)
+        truth = expected_values(entry, world, catalog, schema.names)
         offers = [catalog.by_id[o] for o in context.candidates]
         priority = model_propensities(context, scorer, catalog) * np.array(
             [o.value * o.lever for o in offers]

@@ -123,12 +123,16 @@ class Simulation:
         for entry in entries:
             if not entry["actions"]:
                 continue
-            truth = expected_values(entry, self.world, self.catalog)
+            truth = expected_values(entry, self.world, self.catalog, self.schema.names)
             value = {o: self.catalog.by_id[o].value for o in truth}
             action = entry["actions"][0]["offer_id"]
             policy.append(truth[action] * value[action])
             chance.append(truth[action])
-            best_priority = max(entry["candidates"], key=lambda c: c[2])[0]
+            # the model's own greedy choice: the highest propensity x value x lever
+            best_priority = max(
+                entry["candidates"],
+                key=lambda c: c[1] * value[c[0]] * self.catalog.by_id[c[0]].lever,
+            )[0]
             greedy.append(truth[best_priority] * value[best_priority])
             oracle.append(max(truth[o] * value[o] for o in truth))
             random.append(float(np.mean([truth[o] * value[o] for o in truth])))
