@@ -9,7 +9,7 @@ DASK_VENV := .venv-dask
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install browser run test lint bench protos generate clean
+.PHONY: install browser run test lint bench chaos protos generate clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed $(GENERATED)
@@ -64,6 +64,12 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks.bench_decide
+
+# Faults and hostile callers, full size (a few minutes); `make test` runs them small.
+# CHAOS_ARGS="--fuzz 100000 --soak-seconds 600" for a longer soak.
+CHAOS_ARGS ?=
+chaos: install
+	$(BIN)/python -m benchmarks.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DASK_VENV) arbiter var build *.egg-info

@@ -253,6 +253,7 @@ class BackgroundServer:
     ) -> None:
         """``backend``: a Redis URL, or a store of its own (a MemoryStore in tests);
         ``client``: how ``channel`` reaches the server (TLS, key), plaintext by default."""
+        self.settings = settings
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -293,6 +294,9 @@ class BackgroundServer:
             raise TimeoutError("the decision log did not drain")
 
     def stop(self) -> None:
+        """Graceful shutdown; a second call does nothing."""
+        if self.loop.is_closed():
+            return
         self.channel.close()
         self.run(self.running.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)

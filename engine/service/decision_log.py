@@ -89,6 +89,7 @@ class DecisionLogWriter:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
+        self._hurry = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="decision-log")
@@ -118,8 +119,11 @@ class DecisionLogWriter:
                     break
                 except FeatureStoreUnavailable as exc:
                     log.warning("decision log write failed, retrying in %.2fs: %s", backoff, exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    try:  # a flush (shutdown) cuts the wait short: try again at once
+                        await asyncio.wait_for(self._hurry.wait(), backoff)
+                    except TimeoutError:
+                        pass
+                    backoff = 0.05 if self._hurry.is_set() else min(backoff * 2, 2.0)
                 except Exception:  # a bug, not an outage: drop the batch, keep the writer
                     log.exception("decision log: dropping %d decisions", len(items))
                     self.dropped += len(items)
@@ -128,12 +132,16 @@ class DecisionLogWriter:
                 self._queue.task_done()
 
     async def flush(self, timeout: float = 5.0) -> bool:
-        """Waits until everything submitted is written; False on timeout."""
+        """Waits until everything submitted is written; False on timeout. A writer waiting
+        out a backoff tries again at once."""
+        self._hurry.set()
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
             return True
         except TimeoutError:
             return False
+        finally:
+            self._hurry.clear()
 
     async def close(self, timeout: float = 5.0) -> None:
         if not await self.flush(timeout):

@@ -1,0 +1,499 @@
+"""`make chaos`: the service under the faults and callers production brings, each scenario
+on a real server and a real Redis of its own, with the figures printed.
+
+    python -m benchmarks.chaos [--fuzz 100000] [--soak-seconds 120] [--window 10]
+
+- redis: Redis paused for 1 s, then killed and restarted, under a steady Decide load;
+- restart: a graceful restart with outcomes in flight (lost = acknowledged, not logged);
+- duplicates: each outcome sent twice at the same moment (duplicated = logged twice);
+- fuzz: requests from hypothesis over the protos, and raw bytes (never UNKNOWN/INTERNAL);
+- hot: one customer flooded with new event types; the others' p99 with and without;
+- soak: a mixed load for a while; RSS and p99 per window.
+
+tests/test_chaos.py runs every scenario small inside `make test`, asserting what each one
+guarantees; docs/reliability.md gives the figures of a full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import redis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from common.errors import ConfigurationError
+from engine.api.server import BackgroundServer
+from engine.settings import ServerSettings, load_definitions
+from feature_store.embedded import EmbeddedRedis
+from feature_store.loader import load_profiles
+from feature_store.log_reader import read_outcomes
+from training.world import generate
+
+CUSTOMERS = 2000
+WEB = common_pb2.CHANNEL_WEB
+
+
+@dataclass
+class Tally:
+    """Calls by status, degraded answers and latencies (microseconds)."""
+
+    codes: Counter[str] = field(default_factory=Counter)
+    degraded: int = 0
+    latencies: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, code: str, seconds: float, degraded: bool = False) -> None:
+        with self.lock:
+            self.codes[code] += 1
+            self.degraded += degraded
+            self.latencies.append(seconds * 1e6)
+
+    @property
+    def calls(self) -> int:
+        return sum(self.codes.values())
+
+    @property
+    def failed(self) -> int:
+        return self.calls - self.codes["OK"]
+
+    def p99(self) -> float:
+        return float(np.percentile(self.latencies, 99)) if self.latencies else 0.0
+
+    def __str__(self) -> str:
+        codes = ", ".join(f"{k} {v}" for k, v in sorted(self.codes.items()))
+        return f"{self.calls} calls ({codes}), {self.degraded} degraded, p99 {self.p99():.0f} us"
+
+
+def rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextmanager
+def world(data_dir: Path, **overrides: object) -> Iterator[tuple[BackgroundServer, EmbeddedRedis]]:
+    """A Redis of its own holding the test world, and a server on it (value-only model)."""
+    server_redis = EmbeddedRedis().start()
+    settings = ServerSettings(data_dir=data_dir, port=0, **overrides)  # type: ignore[arg-type]
+    client = redis.Redis.from_url(server_redis.url)
+    load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
+    client.close()
+    server = BackgroundServer(settings, server_redis.url)
+    try:
+        yield server, server_redis
+    finally:
+        server.stop()
+        server_redis.stop()
+
+
+def decide(server: BackgroundServer, n: int, tally: Tally, customer: str = "") -> None:
+    request = decision_pb2.DecideRequest(
+        customer_id=customer or f"cust-{1 + n % CUSTOMERS:06d}", channel=WEB
+    )
+    started = time.perf_counter()
+    try:
+        reply = server.decisions.Decide(request, timeout=2)
+        tally.add("OK", time.perf_counter() - started, reply.degraded)
+    except grpc.RpcError as exc:
+        tally.add(exc.code().name, time.perf_counter() - started)
+
+
+def load(call: Callable[[int], None], seconds: float, threads: int = 4) -> None:
+    """``call(n)`` from ``threads`` threads until ``seconds`` pass (bounded)."""
+    stop = time.monotonic() + seconds
+
+    def loop(offset: int) -> None:
+        n = offset
+        while time.monotonic() < stop:
+            call(n)
+            n += threads
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+@dataclass
+class RedisFaults:
+    tally: Tally
+    recovered_after: float  # seconds from the restart to the first full answer
+
+
+def redis_faults(data_dir: Path, seconds: float = 6.0) -> RedisFaults:
+    """Paused at 0.5 s for 1 s, killed at 2 s, back at 2.5 s; the load runs ``seconds``
+    (at least 4)."""
+    seconds = max(seconds, 4.0)
+    with world(data_dir, breaker_seconds=0.3) as (server, own):
+        tally = Tally()
+        first_full: list[float] = []
+        restarted = [0.0]
+
+        def call(n: int) -> None:
+            before = tally.calls - tally.degraded
+            decide(server, n, tally)
+            if restarted[0] and not first_full and tally.calls - tally.degraded > before:
+                first_full.append(time.monotonic() - restarted[0])
+
+        def faults() -> None:
+            client = redis.Redis.from_url(own.url)
+            time.sleep(0.5)
+            client.client_pause(1000)  # 0.5 s to 1.5 s: paused
+            client.close()
+            time.sleep(1.5)
+            own.stop()  # 2 s: killed, back half a second later
+            time.sleep(0.5)
+            for _ in range(50):  # the port can stay busy for a moment after a kill
+                try:
+                    own.start()
+                    break
+                except ConfigurationError:
+                    time.sleep(0.1)
+            restarted[0] = time.monotonic()
+
+        chaos = threading.Thread(target=faults)
+        chaos.start()
+        load(call, seconds)
+        chaos.join()
+        return RedisFaults(tally, first_full[0] if first_full else float("inf"))
+
+
+@dataclass
+class Restart:
+    acknowledged: int
+    lost: int
+    duplicated: int
+    refused_during_restart: int
+
+
+def restart(data_dir: Path, outcomes: int = 300) -> Restart:
+    """Outcomes sent from 4 threads while the server restarts gracefully halfway."""
+    with world(data_dir) as (first, own):
+        decisions = [
+            first.decisions.Decide(
+                decision_pb2.DecideRequest(customer_id=f"cust-{1 + n:06d}", channel=WEB),
+                timeout=5,
+            )
+            for n in range(outcomes)
+        ]
+        servers = [first]
+        acknowledged: set[str] = set()
+        refused = Counter[str]()
+        lock = threading.Lock()
+
+        def report(n: int) -> None:
+            d = decisions[n]
+            request = decision_pb2.ReportOutcomeRequest(
+                decision_id=d.decision_id,
+                customer_id=d.customer_id,
+                offer_id=d.actions[0].offer_id,
+                outcome=common_pb2.OUTCOME_IMPRESSION,
+            )
+            while True:  # a client retries what was not acknowledged
+                try:
+                    servers[-1].decisions.ReportOutcome(request, timeout=2)
+                    with lock:
+                        acknowledged.add(d.decision_id)
+                    return
+                except grpc.RpcError as exc:
+                    with lock:
+                        refused[exc.code().name] += 1
+                    time.sleep(0.02)
+                except ValueError:  # the old server's channel closed under us: go again
+                    time.sleep(0.02)
+
+        def restarter() -> None:
+            time.sleep(0.3)
+            old = servers[-1]
+            old.stop()  # health NOT_SERVING, in-flight calls finish, the log is flushed
+            servers.append(BackgroundServer(first.settings, own.url))
+
+        chaos = threading.Thread(target=restarter)
+        chaos.start()
+        queue = iter(range(outcomes))
+
+        def drain() -> None:
+            for n in queue:  # the iterator is shared: each outcome is sent by one thread
+                report(n)
+
+        threads = [threading.Thread(target=drain) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        chaos.join()
+        logged = read_outcomes(redis.Redis.from_url(own.url))
+        keys = Counter(o["decision_id"] for o in logged)
+        servers[-1].stop()
+        servers.remove(servers[-1])
+        return Restart(
+            acknowledged=len(acknowledged),
+            lost=len(acknowledged - set(keys)),
+            duplicated=sum(n - 1 for n in keys.values()),
+            refused_during_restart=sum(refused.values()),
+        )
+
+
+def send_at_once(
+    server: BackgroundServer,
+    request: decision_pb2.ReportOutcomeRequest,
+    barrier: threading.Barrier,
+    answers: list[bool],
+) -> None:
+    barrier.wait()
+    answers.append(server.decisions.ReportOutcome(request, timeout=5).recorded)
+
+
+@dataclass
+class Duplicates:
+    keys: int
+    recorded_twice: int  # both calls answered recorded=true
+    logged_twice: int
+
+
+def duplicates(data_dir: Path, keys: int = 100) -> Duplicates:
+    with world(data_dir) as (server, own):
+        both = 0
+        for n in range(keys):
+            d = server.decisions.Decide(
+                decision_pb2.DecideRequest(customer_id=f"cust-{1 + n:06d}", channel=WEB),
+                timeout=5,
+            )
+            request = decision_pb2.ReportOutcomeRequest(
+                decision_id=d.decision_id,
+                customer_id=d.customer_id,
+                offer_id=d.actions[0].offer_id,
+                outcome=common_pb2.OUTCOME_CLICK,
+            )
+            answers: list[bool] = []
+            barrier = threading.Barrier(2)
+            pair = [
+                threading.Thread(target=send_at_once, args=(server, request, barrier, answers))
+                for _ in range(2)
+            ]
+            for t in pair:
+                t.start()
+            for t in pair:
+                t.join()
+            both += all(answers)
+        logged = Counter(o["idempotency_key"] for o in read_outcomes(redis.Redis.from_url(own.url)))
+        return Duplicates(keys, both, sum(n - 1 for n in logged.values()))
+
+
+text = st.text(max_size=80)
+DECIDE = st.builds(
+    decision_pb2.DecideRequest,
+    customer_id=text,
+    channel=st.integers(0, 7),
+    placement=text,
+    context=st.dictionaries(text, text, max_size=5),
+    limit=st.integers(-(2**31), 2**31 - 1),
+    offer_ids=st.lists(text, max_size=5),
+    explain=st.booleans(),
+)
+OUTCOME = st.builds(
+    decision_pb2.ReportOutcomeRequest,
+    decision_id=text,
+    customer_id=text,
+    offer_id=st.sampled_from(["fibre_broadband", "ghost", ""]) | text,
+    outcome=st.integers(0, 8),
+    value=st.floats(allow_nan=True, allow_infinity=True),
+    idempotency_key=text,
+)
+EVENT = st.builds(
+    profile_pb2.RecordEventRequest,
+    customer_id=text,
+    channel=st.integers(0, 7),
+    event_type=text,
+    attributes=st.dictionaries(text, text, max_size=5),
+)
+PROFILE = st.builds(profile_pb2.GetProfileRequest, customer_id=text)
+METHODS = {
+    "Decide": "/arbiter.v1.DecisionService/Decide",
+    "ReportOutcome": "/arbiter.v1.DecisionService/ReportOutcome",
+    "RecordEvent": "/arbiter.v1.ProfileService/RecordEvent",
+    "GetProfile": "/arbiter.v1.ProfileService/GetProfile",
+}
+CASES = st.one_of(
+    st.tuples(st.just("Decide"), DECIDE.map(lambda m: m.SerializeToString())),
+    st.tuples(st.just("ReportOutcome"), OUTCOME.map(lambda m: m.SerializeToString())),
+    st.tuples(st.just("RecordEvent"), EVENT.map(lambda m: m.SerializeToString())),
+    st.tuples(st.just("GetProfile"), PROFILE.map(lambda m: m.SerializeToString())),
+    st.tuples(st.sampled_from(list(METHODS)), st.binary(max_size=300)),
+)
+
+
+@dataclass
+class Fuzz:
+    tally: Tally
+    rss_before_mb: float
+    rss_after_mb: float
+    still_serving: bool
+
+
+def fuzz(data_dir: Path, examples: int = 1000) -> Fuzz:
+    with world(data_dir) as (server, _):
+        calls = {
+            name: server.channel.unary_unary(path, None, None) for name, path in METHODS.items()
+        }
+        tally = Tally()
+        before = rss_mb()
+
+        @settings(
+            max_examples=examples,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(CASES)
+        def send(case: tuple[str, bytes]) -> None:
+            started = time.perf_counter()
+            try:
+                calls[case[0]](case[1], timeout=5)
+                tally.add("OK", time.perf_counter() - started)
+            except grpc.RpcError as exc:
+                tally.add(exc.code().name, time.perf_counter() - started)
+
+        send()
+        after = rss_mb()
+        probe = Tally()
+        decide(server, 42, probe)
+        return Fuzz(tally, before, after, probe.codes["OK"] == 1 and not probe.degraded)
+
+
+@dataclass
+class Hot:
+    quiet: Tally  # others, before
+    flood: Tally  # the flood of made-up events for one customer
+    after: Tally  # others, after the flood, with the hot customer deciding too
+    hot_fields: int  # the hot customer's real-time and window fields after the flood
+
+
+def paced(call: Callable[[int], None], per_second: float, seconds: float) -> None:
+    """``call(n)`` at a steady rate from one thread (what a site's traffic looks like)."""
+    started = time.monotonic()
+    n = 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        call(n)
+        n += 1
+        time.sleep(max(0.0, n / per_second - elapsed))
+
+
+def hot(data_dir: Path, seconds: float = 5.0, events: int = 5000) -> Hot:
+    """As the issue found it: 5,000 events with new types and categories for one customer,
+    then others at 100 decisions a second while the hot customer is decided for too."""
+    with world(data_dir) as (server, own):
+        quiet, flood, after = Tally(), Tally(), Tally()
+        paced(lambda n: decide(server, n, quiet), 100, seconds)
+        for n in range(events):
+            request = profile_pb2.RecordEventRequest(
+                customer_id="cust-000007",
+                channel=WEB,
+                event_type=f"made_up_{n}",
+                attributes={"category": f"category-{n}"},
+            )
+            started = time.perf_counter()
+            try:
+                server.profiles.RecordEvent(request, timeout=5)
+                flood.add("OK", time.perf_counter() - started)
+            except grpc.RpcError as exc:
+                flood.add(exc.code().name, time.perf_counter() - started)
+
+        def mixed(n: int) -> None:
+            decide(server, n, after)
+            if n % 10 == 0:
+                decide(server, n, Tally(), customer="cust-000007")
+
+        paced(mixed, 100, seconds)
+        client = redis.Redis.from_url(own.url)
+        fields = sum(client.hlen(f"arb:{{cust-000007}}:{k}") for k in ("rt", "win", "session"))
+        client.close()
+        return Hot(quiet, flood, after, fields)
+
+
+@dataclass
+class SoakWindow:
+    seconds: float
+    tally: Tally
+    rss_mb: float
+
+
+def soak(data_dir: Path, seconds: float = 20.0, window: float = 5.0) -> list[SoakWindow]:
+    with world(data_dir) as (server, _):
+        windows = []
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            tally = Tally()
+
+            def mixed(n: int, tally: Tally = tally) -> None:
+                decide(server, n, tally)
+                if n % 5 == 0:
+                    request = profile_pb2.RecordEventRequest(
+                        customer_id=f"cust-{1 + n % CUSTOMERS:06d}",
+                        channel=WEB,
+                        event_type="page_view",
+                    )
+                    server.profiles.RecordEvent(request, timeout=5)
+
+            load(mixed, window)
+            windows.append(SoakWindow(time.monotonic() - started, tally, rss_mb()))
+        return windows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fuzz", type=int, default=100_000)
+    parser.add_argument("--soak-seconds", type=float, default=120.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--data", type=Path, default=Path("var/chaos"))
+    args = parser.parse_args()
+    print(
+        f"RSS at start {rss_mb():.0f} MB (max so far {resource.getrusage(0).ru_maxrss / 1024:.0f})"
+    )
+
+    faults = redis_faults(args.data / "redis")
+    print(f"\nredis paused 1 s, then killed and restarted: {faults.tally}")
+    print(f"  full answers again {faults.recovered_after:.2f} s after the restart")
+    r = restart(args.data / "restart")
+    print(
+        f"\ngraceful restart with outcomes in flight: {r.acknowledged} acknowledged,"
+        f" {r.lost} lost, {r.duplicated} logged twice, {r.refused_during_restart} refused"
+        " during the restart (retried)"
+    )
+    d = duplicates(args.data / "duplicates")
+    print(
+        f"\nthe same outcome twice at once: {d.keys} keys, {d.recorded_twice} recorded twice,"
+        f" {d.logged_twice} logged twice"
+    )
+    f = fuzz(args.data / "fuzz", args.fuzz)
+    print(f"\nfuzz: {f.tally}")
+    print(
+        f"  RSS {f.rss_before_mb:.0f} -> {f.rss_after_mb:.0f} MB; still serving: {f.still_serving}"
+    )
+    h = hot(args.data / "hot")
+    print(f"\nhot customer: others at 100/s before the flood: {h.quiet}")
+    print(f"  the flood, 5,000 made-up event types for one customer: {h.flood}")
+    print(f"  the hot customer's real-time fields after it: {h.hot_fields}")
+    print(f"  others at 100/s after it, the hot customer deciding too: {h.after}")
+    print(f"  others' p99 after / before: x{h.after.p99() / max(h.quiet.p99(), 1):.2f}")
+    print(f"\nsoak, {args.soak_seconds:g} s in windows of {args.window:g} s:")
+    for w in soak(args.data / "soak", args.soak_seconds, args.window):
+        print(f"  {w.seconds:6.1f} s  RSS {w.rss_mb:5.0f} MB  {w.tally}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""`make chaos`, small: every scenario of benchmarks/chaos.py runs here on a real server
+and a Redis of its own, asserting what it guarantees (the full run's figures are in
+docs/reliability.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import chaos
+
+ACCEPTED = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"}
+
+
+def test_redis_paused_then_killed_under_load_fails_no_call(tmp_path: Path) -> None:
+    faults = chaos.redis_faults(tmp_path, seconds=4.0)
+    assert faults.tally.calls > 100 and faults.tally.failed == 0
+    assert 0 < faults.tally.degraded < faults.tally.calls
+    assert faults.recovered_after < 2.0
+
+
+def test_a_graceful_restart_loses_and_doubles_no_outcome(tmp_path: Path) -> None:
+    restart = chaos.restart(tmp_path, outcomes=100)
+    assert restart.acknowledged == 100
+    assert restart.lost == 0 and restart.duplicated == 0
+
+
+def test_concurrent_duplicates_are_recorded_once(tmp_path: Path) -> None:
+    duplicates = chaos.duplicates(tmp_path, keys=30)
+    assert duplicates.recorded_twice == 0 and duplicates.logged_twice == 0
+
+
+def test_fuzzed_requests_get_statuses_a_client_can_act_on(tmp_path: Path) -> None:
+    fuzz = chaos.fuzz(tmp_path, examples=400)
+    assert set(fuzz.tally.codes) <= ACCEPTED, fuzz.tally.codes
+    assert fuzz.still_serving
+    assert fuzz.rss_after_mb - fuzz.rss_before_mb < 50
+
+
+def test_a_hot_customer_does_not_hurt_the_others(tmp_path: Path) -> None:
+    hot = chaos.hot(tmp_path, seconds=2.0, events=1000)
+    assert hot.after.failed == 0 and hot.after.degraded == 0
+    assert hot.hot_fields < 200
+    assert hot.flood.codes["RESOURCE_EXHAUSTED"] > 0
+
+
+def test_a_short_soak_keeps_serving_with_flat_memory(tmp_path: Path) -> None:
+    windows = chaos.soak(tmp_path, seconds=4.0, window=2.0)
+    assert len(windows) == 2
+    assert all(w.tally.failed == 0 and w.tally.degraded == 0 for w in windows)
+    assert windows[-1].rss_mb - windows[0].rss_mb < 50
