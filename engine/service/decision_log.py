@@ -9,6 +9,7 @@ decisions are dropped and counted in ``dropped`` (the caller never waits for the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -119,10 +120,9 @@ class DecisionLogWriter:
                     break
                 except FeatureStoreUnavailable as exc:
                     log.warning("decision log write failed, retrying in %.2fs: %s", backoff, exc)
-                    try:  # a flush (shutdown) cuts the wait short: try again at once
+                    # a flush (shutdown) cuts the wait short: try again at once
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._hurry.wait(), backoff)
-                    except TimeoutError:
-                        pass
                     backoff = 0.05 if self._hurry.is_set() else min(backoff * 2, 2.0)
                 except Exception:  # a bug, not an outage: drop the batch, keep the writer
                     log.exception("decision log: dropping %d decisions", len(items))
