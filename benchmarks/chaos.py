@@ -164,10 +164,12 @@ def redis_faults(data_dir: Path, seconds: float = 6.0) -> RedisFaults:
                     time.sleep(0.1)
             restarted[0] = time.monotonic()
 
-        chaos = threading.Thread(target=faults)
-        chaos.start()
-        load(call, seconds)
-        chaos.join()
+        # The faults come from this thread: a redis-server dies with the thread that
+        # started it (PR_SET_PDEATHSIG), so the restart must not happen in a short one.
+        traffic = threading.Thread(target=load, args=(call, seconds))
+        traffic.start()
+        faults()
+        traffic.join()
         return RedisFaults(tally, first_full[0] if first_full else float("inf"))
 
 

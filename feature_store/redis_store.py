@@ -126,7 +126,12 @@ class RedisFeatureStore:
         events_per_second: int = EVENTS_PER_SECOND,
         log_max_entries: int = LOG_MAX_ENTRIES,
         log_retention_seconds: float = LOG_RETENTION_SECONDS,
+        log_client: aioredis.Redis | None = None,
     ) -> None:
+        # The background log writer's own client: it may wait longer than a request may
+        # (a backlog after an outage comes in full batches), and it must not take the
+        # request path's connections. Default: the same client.
+        self._log_redis = log_client or client
         self._events_per_second = events_per_second
         self._log_max_entries = log_max_entries
         self._log_retention_seconds = log_retention_seconds
@@ -146,6 +151,8 @@ class RedisFeatureStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+        if self._log_redis is not self._redis:
+            await self._log_redis.aclose()
 
     def _keys(self, customer_id: str, *kinds: str) -> list[str]:
         return [keys.customer_key(customer_id, kind) for kind in kinds]
@@ -266,7 +273,7 @@ class RedisFeatureStore:
         )
 
     async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._log_redis.pipeline(transaction=False)
         for d in decisions:
             key = keys.customer_key(d.customer_id, keys.DECISIONS)
             pipe.xadd(

@@ -198,6 +198,7 @@ def redis_store_for(settings: ServerSettings, redis_url: str) -> redis_store.Red
         events_per_second=settings.events_per_customer_per_second,
         log_max_entries=settings.log_max_entries,
         log_retention_seconds=settings.log_retention_days * 86400,
+        log_client=redis_client.connect(redis_url, timeout_seconds=5.0, max_connections=4),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from feature_store.schema import FeatureSchema
 from feature_store.store import DecisionLog, LoggedDecision
 
 log = logging.getLogger(__name__)
+WARN_EVERY_SECONDS = 5.0  # an outage is one warning line per interval, not one per retry
 
 
 def log_entry(
@@ -107,6 +109,7 @@ class DecisionLogWriter:
 
     async def _run(self) -> None:
         backoff = 0.05
+        failures, warned = 0, -WARN_EVERY_SECONDS
         while True:
             items = [await self._queue.get()]
             while len(items) < self._batch and not self._queue.empty():
@@ -119,7 +122,16 @@ class DecisionLogWriter:
                     backoff = 0.05
                     break
                 except FeatureStoreUnavailable as exc:
-                    log.warning("decision log write failed, retrying in %.2fs: %s", backoff, exc)
+                    failures += 1
+                    if time.monotonic() - warned >= WARN_EVERY_SECONDS:
+                        warned = time.monotonic()
+                        log.warning(
+                            "decision log: %d writes failed (%s); %d decisions waiting",
+                            failures,
+                            exc,
+                            self.pending + len(items),
+                        )
+                        failures = 0
                     # a flush (shutdown) cuts the wait short: try again at once
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._hurry.wait(), backoff)
