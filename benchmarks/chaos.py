@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -37,7 +39,7 @@ from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from common.errors import ConfigurationError
 from engine.api.server import BackgroundServer
 from engine.settings import ServerSettings, load_definitions
-from feature_store.embedded import EmbeddedRedis
+from feature_store.embedded import EmbeddedRedis, _free_port
 from feature_store.loader import load_profiles
 from feature_store.log_reader import read_outcomes
 from training.world import generate
@@ -96,6 +98,38 @@ def world(data_dir: Path, **overrides: object) -> Iterator[tuple[BackgroundServe
     finally:
         server.stop()
         server_redis.stop()
+
+
+def rss_of(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextmanager
+def served_world(data_dir: Path) -> Iterator[tuple[grpc.Channel, int]]:
+    """The test world served by `arbiter serve` in a process of its own, so that its
+    memory is measured apart from the callers': a channel to it and its pid."""
+    port = _free_port()
+    with world(data_dir) as (_, own):
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("ARBITER_", "REDIS"))},
+            "REDIS_URL": own.url,
+            "ARBITER_DATA_DIR": str(data_dir),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "training.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            yield channel, process.pid
+        finally:
+            channel.close()
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def decide(server: BackgroundServer, n: int, tally: Tally, customer: str = "") -> None:
@@ -204,6 +238,7 @@ def restart(data_dir: Path, outcomes: int = 300) -> Restart:
                 offer_id=d.actions[0].offer_id,
                 outcome=common_pb2.OUTCOME_IMPRESSION,
             )
+            time.sleep(0.002)  # a steady stream, so the restart falls in the middle of it
             while True:  # a client retries what was not acknowledged
                 try:
                     servers[-1].decisions.ReportOutcome(request, timeout=2)
@@ -218,7 +253,7 @@ def restart(data_dir: Path, outcomes: int = 300) -> Restart:
                     time.sleep(0.02)
 
         def restarter() -> None:
-            time.sleep(0.3)
+            time.sleep(0.15)
             old = servers[-1]
             old.stop()  # health NOT_SERVING, in-flight calls finish, the log is flushed
             servers.append(BackgroundServer(first.settings, own.url))
@@ -347,12 +382,14 @@ class Fuzz:
 
 
 def fuzz(data_dir: Path, examples: int = 1000) -> Fuzz:
-    with world(data_dir) as (server, _):
-        calls = {
-            name: server.channel.unary_unary(path, None, None) for name, path in METHODS.items()
-        }
+    """Fuzzed calls to `arbiter serve` in its own process; its RSS before and after."""
+    with served_world(data_dir) as (channel, pid):
+        calls = {n: channel.unary_unary(path, None, None) for n, path in METHODS.items()}
         tally = Tally()
-        before = rss_mb()
+        for n in range(200):  # warm the server up before the first measure
+            warm = decision_pb2.DecideRequest(customer_id=f"cust-{1 + n:06d}", channel=WEB)
+            calls["Decide"](warm.SerializeToString(), timeout=5)
+        before = rss_of(pid)
 
         @settings(
             max_examples=examples,
@@ -371,10 +408,12 @@ def fuzz(data_dir: Path, examples: int = 1000) -> Fuzz:
                 tally.add(exc.code().name, time.perf_counter() - started)
 
         send()
-        after = rss_mb()
-        probe = Tally()
-        decide(server, 42, probe)
-        return Fuzz(tally, before, after, probe.codes["OK"] == 1 and not probe.degraded)
+        after = rss_of(pid)
+        probe = decision_pb2.DecideRequest(customer_id="cust-001999", channel=WEB)
+        reply = decision_pb2.DecideResponse.FromString(
+            calls["Decide"](probe.SerializeToString(), timeout=5)
+        )
+        return Fuzz(tally, before, after, bool(reply.actions) and not reply.degraded)
 
 
 @dataclass
