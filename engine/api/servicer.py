@@ -89,7 +89,7 @@ def encode_decision(decision: Decision, explain: bool = False) -> decision_pb2.D
                     decision_pb2.Reason(
                         code=r.code, feature=r.feature, contribution=r.contribution, text=r.text
                     )
-                    for r in (a.reasons if explain else ())
+                    for r in a.reasons  # always: stage, rules, caps, priority terms
                 ],
             )
         )

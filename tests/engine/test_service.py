@@ -251,8 +251,10 @@ def test_every_decision_is_logged_with_the_features_as_served(server: ServerThre
             assert value == pytest.approx(profile.features[name]), name
     assert entry["stage"] and entry["stage_reason"]
     for action, logged in zip(response.actions, entry["actions"], strict=True):
-        assert not action.reasons  # not asked to explain...
-        codes = {code for code, *_ in logged["reasons"]}  # ...but the log keeps why
+        answered = {r.code for r in action.reasons}  # reasons on every answer...
+        assert {"LIFECYCLE_STAGE", "RULE_ELIGIBILITY", "ARBITRATION"} <= answered
+        assert "FEATURE_CONTRIBUTION" not in answered  # ...contributions only on request
+        codes = {code for code, *_ in logged["reasons"]}  # and the log keeps why
         assert {"LIFECYCLE_STAGE", "RULE_ELIGIBILITY", "CONTACT_POLICY", "ARBITRATION"} <= codes
         assert "FEATURE_CONTRIBUTION" not in codes  # TreeSHAP only when explain is asked
     scored = {c[0]: c[1] for c in entry["candidates"]}
