@@ -26,6 +26,10 @@ CONTACTS = "contacts"
 PENDING = "pending"
 # Hash of contact-policy state: cool:<offer_id> = until (unix s), held:<offer_id> = since.
 POLICY = "policy"
+# Hash of consent given or withdrawn through RecordEvent: <channel> = "<1|0>|<unix s>|<via>".
+CONSENT = "consent"
+CONSENT_EVENTS = ("opt_in", "opt_out")  # their attribute "channel" names what they cover
+CONSENT_CHANNELS = ("email", "sms")  # "all" means both
 # Capped lists of JSON records, newest first.
 EVENTS = "events"
 DECISIONS = "decisions"

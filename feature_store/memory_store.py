@@ -25,6 +25,7 @@ from feature_store.store import (
     DECISIONS_KEPT,
     EVENTS_PER_SECOND,
     OUTCOMES_KEPT,
+    Consent,
     Contact,
     CustomerHistory,
     CustomerRecord,
@@ -33,6 +34,7 @@ from feature_store.store import (
     OutcomeEffects,
     OutcomeRecord,
     Reservation,
+    consent_changes,
     stored_attributes,
 )
 
@@ -58,6 +60,7 @@ class _Customer:
     outcomes: list[Any] = field(default_factory=list)
     idempotency: dict[str, str] = field(default_factory=dict)
     event_rate: tuple[int, int] = (0, 0)  # (unix second, events in it)
+    consent: dict[str, Consent] = field(default_factory=dict)
 
 
 def _member(decision_id: str, offer_id: str, channel: str) -> str:
@@ -115,6 +118,8 @@ class MemoryStore:
             ),
             "pending": tuple(_contact(m, 0.0) for m, until in c.pending.items() if until >= now),
             "policy": dict(c.policy),
+            "consent": dict(c.consent),
+            "loaded_at": float(c.profile.get(keys.FIELD_UPDATED, b"0")) if c.profile else 0.0,
         }
         if c.profile is None:
             return CustomerRecord(
@@ -204,6 +209,14 @@ class MemoryStore:
             session[name] = str(int(session.get(name, "0")) + 1)
         session.setdefault(keys.SESSION_STARTED, repr(ts))
         c.session_until = time.monotonic() + self._session_seconds
+        self._consent(c, event)
+
+    @staticmethod
+    def _consent(c: _Customer, event: EventRecord) -> None:
+        """A newer consent event replaces an older one for its channel, not the reverse."""
+        for channel, consent in consent_changes(event).items():
+            if channel not in c.consent or consent.at >= c.consent[channel].at:
+                c.consent[channel] = consent
 
     @staticmethod
     def _count(

@@ -29,6 +29,7 @@ from feature_store.store import (
     DECISIONS_KEPT,
     EVENTS_PER_SECOND,
     OUTCOMES_KEPT,
+    Consent,
     Contact,
     CustomerHistory,
     CustomerRecord,
@@ -37,6 +38,7 @@ from feature_store.store import (
     OutcomeEffects,
     OutcomeRecord,
     Reservation,
+    consent_changes,
     stored_attributes,
 )
 
@@ -54,6 +56,7 @@ READ_KEYS = (
     keys.CONTACTS,
     keys.PENDING,
     keys.POLICY,
+    keys.CONSENT,
 )
 _OUTCOME_KEYS = (
     keys.OUTCOMES,
@@ -89,7 +92,8 @@ def _contacts(flat: list[bytes], with_scores: bool) -> tuple[Contact, ...]:
 
 def decode_fetch(schema: FeatureSchema, customer_id: str, reply: list[Any]) -> CustomerRecord:
     """The record from the reply of the READ script."""
-    (vector, fingerprint, attributes), realtime, windows, session, contacts, pending, policy = reply
+    profile, realtime, windows, session, contacts, pending, policy, consent = reply
+    vector, fingerprint, attributes, loaded = profile
     rt = _pairs(realtime)
     counts = {
         windows[i].decode(): tuple(float(c) for c in windows[i + 1 : i + 4])
@@ -101,6 +105,10 @@ def decode_fetch(schema: FeatureSchema, customer_id: str, reply: list[Any]) -> C
         "contacts": _contacts(contacts, True),
         "pending": _contacts(pending, False),
         "policy": {k: float(v) for k, v in _pairs(policy).items()},
+        "consent": {
+            channel: c for channel, text in _pairs(consent).items() if (c := Consent.decode(text))
+        },
+        "loaded_at": float(loaded) if loaded else 0.0,
     }
     if vector is None:
         return CustomerRecord(customer_id, False, schema.decode_batch(None), {}, rt, **extra)
@@ -199,6 +207,7 @@ class RedisFeatureStore:
                     keys.WINDOWS,
                     keys.SESSION,
                     keys.EVENT_RATE,
+                    keys.CONSENT,
                 ),
                 args=[
                     repr(event.occurred_at),
@@ -212,6 +221,12 @@ class RedisFeatureStore:
                     time.time(),
                     self._events_per_second,
                     int(schema.counts_type_category_pairs),
+                    POLICY_TTL_SECONDS,
+                    *(
+                        part
+                        for channel, consent in consent_changes(event).items()
+                        for part in (channel, consent.encode())
+                    ),
                 ],
             )
         if not applied:

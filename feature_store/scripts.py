@@ -71,10 +71,11 @@ end
 """
 )
 
-# KEYS: rt, events, win, session, event rate
+# KEYS: rt, events, win, session, event rate, consent
 # ARGV: ts, event type (as counted), channel, category (as counted, '' if none), record
 #       json, rt ttl, events kept, session ttl, now (unix s), events allowed a second,
-#       count event type x category pairs (1/0: only when a feature reads one)
+#       count event type x category pairs (1/0: only when a feature reads one), consent
+#       ttl, then pairs of consent channel and "<1|0>|<ts>|<via>" (opt_in / opt_out)
 # Returns 1, or 0 when the customer is over its event rate (nothing is changed).
 EVENT = (
     _PRELUDE
@@ -114,11 +115,18 @@ redis.call('HINCRBY', KEYS[4], E .. etype, 1)
 if category ~= '' then redis.call('HINCRBY', KEYS[4], K .. category, 1) end
 redis.call('HSETNX', KEYS[4], STARTED, ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[8])
+-- Consent: a newer event replaces an older one for the channel, never the reverse.
+for i = 13, #ARGV, 2 do
+  local current = redis.call('HGET', KEYS[6], ARGV[i])
+  local at = current and tonumber(string.match(current, '^[01]|([^|]+)|')) or -1
+  if ts >= at then redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1]) end
+end
+if #ARGV >= 13 then redis.call('EXPIRE', KEYS[6], ARGV[12]) end
 return 1
 """
 )
 
-# KEYS: profile, rt, win, session, contacts, pending, policy
+# KEYS: profile, rt, win, session, contacts, pending, policy, consent
 # ARGV: now, contacts horizon (unix seconds; older contacts are not needed)
 # Returns {profile fields v s a, rt hash, window counts, session hash, contacts, pending,
 # policy hash}; window counts are flat: name, count 1h, count 24h, count 7d, ...
@@ -153,13 +161,14 @@ for _, name in ipairs(order) do
   table.insert(windows, tostring(s[3]))
 end
 return {
-  redis.call('HMGET', KEYS[1], 'v', 's', 'a'),
+  redis.call('HMGET', KEYS[1], 'v', 's', 'a', 'u'),
   redis.call('HGETALL', KEYS[2]),
   windows,
   redis.call('HGETALL', KEYS[4]),
   redis.call('ZRANGEBYSCORE', KEYS[5], ARGV[2], '+inf', 'WITHSCORES'),
   redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[1], '+inf'),
   redis.call('HGETALL', KEYS[7]),
+  redis.call('HGETALL', KEYS[8]),
 }
 """
 )

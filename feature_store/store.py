@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from common.errors import ArbiterError
+from feature_store import keys
 
 # How much history each customer keeps for the single customer view (newest first).
 DECISIONS_KEPT = 50
@@ -37,6 +38,41 @@ def stored_attributes(blob: bytes | None) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in value.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """The latest consent event for a channel: given or withdrawn, when, through which
+    channel."""
+
+    given: bool
+    at: float  # unix seconds
+    via: str
+
+    def encode(self) -> str:
+        return f"{int(self.given)}|{self.at!r}|{self.via}"
+
+    @classmethod
+    def decode(cls, text: str) -> Consent | None:
+        try:
+            given, at, via = text.split("|", 2)
+            return cls(given == "1", float(at), via)
+        except ValueError:
+            return None
+
+
+def consent_changes(event: EventRecord) -> dict[str, Consent]:
+    """What an ``opt_in`` / ``opt_out`` event sets (channel -> consent); {} for others."""
+    if event.event_type not in keys.CONSENT_EVENTS:
+        return {}
+    target = event.attributes.get("channel", "")
+    channels = keys.CONSENT_CHANNELS if target == "all" else (target,)
+    given = event.event_type == "opt_in"
+    return {
+        c: Consent(given, event.occurred_at, event.channel)
+        for c in channels
+        if c in keys.CONSENT_CHANNELS
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +101,8 @@ class CustomerRecord:
     contacts: tuple[Contact, ...] = ()  # made, within the contact-policy horizon
     pending: tuple[Contact, ...] = ()  # reserved inbound impressions not yet reported
     policy: Mapping[str, float] = field(default_factory=dict)  # cool:<offer>, held:<offer>
+    consent: Mapping[str, Consent] = field(default_factory=dict)  # channel -> latest event
+    loaded_at: float = 0.0  # unix seconds of the profile's batch load (0: none)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,12 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
         await self.application.writer.close(timeout=self.grace)
-        await self.application.store.aclose()
+        # Bounded: a store that hangs (a dead Redis, a socket connected to itself) must
+        # not keep the process from stopping.
+        try:
+            await asyncio.wait_for(self.application.store.aclose(), self.grace)
+        except TimeoutError:
+            log.error("the store did not close within %.1f s", self.grace)
 
 
 @dataclass(frozen=True)

@@ -235,5 +235,6 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
                 _seconds(request.occurred_at, request.HasField("occurred_at")), now
             ),
         )
+        validation.consent_event(event.event_type, event.attributes)
         await self.application.record_event(event)
         return profile_pb2.RecordEventResponse()

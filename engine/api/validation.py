@@ -126,3 +126,15 @@ def occurred_at(seconds: float | None, now: float, field: str = "occurred_at") -
     if seconds <= 0:
         raise InvalidArgument(field, "must be after 1970")
     return seconds
+
+
+CONSENT_EVENTS = ("opt_in", "opt_out")
+CONSENT_TARGETS = ("email", "sms", "all")
+
+
+def consent_event(event_type: str, attributes: Mapping[str, str]) -> None:
+    """An ``opt_in`` / ``opt_out`` event must say which channel it covers."""
+    if event_type in CONSENT_EVENTS and attributes.get("channel") not in CONSENT_TARGETS:
+        raise InvalidArgument(
+            "attributes[channel]", f"{event_type} needs one of {list(CONSENT_TARGETS)}"
+        )

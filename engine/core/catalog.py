@@ -66,6 +66,8 @@ class Catalog:
     template_defaults: Mapping[str, str] = field(default_factory=dict)
     # Per channel: a rule every decision on that channel must pass (e.g. opt-ins).
     channel_audience: Mapping[str, Expression] = field(default_factory=dict)
+    # Channels that need consent -> the opt-in feature that holds it (engine/core/consent.py).
+    consent_features: Mapping[str, str] = field(default_factory=dict)
     contact_policy: ContactPolicy = field(default_factory=ContactPolicy)
     exploration: Exploration = field(default_factory=Exploration)
     by_id: Mapping[str, Offer] = field(init=False)
@@ -204,6 +206,16 @@ def _offer(raw: Mapping[str, Any], feature_names: frozenset[str], policy: OfferP
         raise ConfigurationError(f"{where}: {exc!r}") from exc
 
 
+def _consent(raw: Mapping[str, Any], feature_names: frozenset[str]) -> dict[str, str]:
+    out = {}
+    for channel, feature in raw.items():
+        _names([channel], CHANNELS, "consent")
+        if str(feature) not in feature_names:
+            raise ConfigurationError(f"consent.{channel}: no feature {feature!r} in the schema")
+        out[str(channel)] = str(feature)
+    return out
+
+
 def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
     try:
         doc = tomllib.loads(text)
@@ -225,6 +237,7 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
             for c, rule in doc.get("channel_audience", {}).items()
             if _names([c], CHANNELS, "catalog.channel_audience")
         },
+        consent_features=_consent(doc.get("consent", {}), feature_names),
         contact_policy=contact_policy,
         exploration=_exploration(doc.get("exploration", {})),
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core import arbitration, contact_policy, eligibility, rendering
+from engine.core import arbitration, consent, contact_policy, eligibility, rendering
 from engine.core.catalog import Catalog, Offer
 from engine.core.explanation import Explainer, Reason
 from engine.core.lifecycle import StageRules
@@ -145,7 +145,7 @@ class DecisionCore:
         fallback = record is None
         if record is None:
             record = CustomerRecord(request.customer_id, False, schema.decode_batch(None), {}, {})
-        features = schema.customer_vector(record, now)
+        features = self.customer_features(record, now)
         env = rule_env(schema.names, features, record.attributes, request)
         timer.lap("features")
 
@@ -211,6 +211,11 @@ class DecisionCore:
             excluded=excluded,
         )
 
+    def customer_features(self, record: CustomerRecord, now: float) -> np.ndarray:
+        """The customer's features in schema order, with consent as its latest word."""
+        features = self.schema.customer_vector(record, now)
+        return consent.apply(features, self.schema.names, record, self.catalog.consent_features)
+
     def _candidates(
         self,
         request: DecisionRequest,
@@ -226,6 +231,10 @@ class DecisionCore:
             if request.offer_ids:
                 offers = [o for o in offers if o.offer_id in request.offer_ids]
             return offers, {}
+        consent_features = self.catalog.consent_features
+        blocked = consent.block(request.channel, env, record, consent_features)
+        if blocked:
+            return [], {"*": blocked}
         offers = eligibility.eligible_offers(self.catalog, situation, env, request.offer_ids)
         return contact_policy.allowed(
             self.catalog.contact_policy, request.channel, offers, record, situation.now

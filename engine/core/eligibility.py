@@ -54,8 +54,12 @@ def eligible_offers(
 
 def fallback_offers(catalog: Catalog, situation: Situation) -> list[Offer]:
     """Offers allowed when nothing is known about the customer: channel, placement, dates.
-    None on a channel with an audience rule (opt-ins cannot be checked)."""
-    if situation.channel in catalog.channel_audience:
+    None on a channel with an audience rule or that needs consent (neither can be checked
+    without the customer's state)."""
+    if (
+        situation.channel in catalog.channel_audience
+        or situation.channel in catalog.consent_features
+    ):
         return []
     return [
         o

@@ -230,7 +230,7 @@ class Application:
             self.store.fetch(customer_id), self.store.history(customer_id)
         )
         schema = core.schema
-        features = schema.customer_vector(record, time.time())
+        features = core.customer_features(record, time.time())
         env = rule_env(schema.names, features, record.attributes, DecisionRequest(customer_id, ""))
         stage, reason = core.stage_rules.derive(env)
         return Profile(

@@ -160,4 +160,5 @@ class DecisionLogWriter:
             log.error("decision log: %d decisions not written at shutdown", self.pending)
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):  # a write stuck in a dead socket
+                await asyncio.wait_for(asyncio.gather(self._task, return_exceptions=True), timeout)
