@@ -46,7 +46,7 @@ from engine.settings import ServerSettings, load_definitions
 from feature_store import keys, redis_client, redis_store, scripts
 from feature_store.embedded import _free_port
 from feature_store.redis_store import READ_KEYS
-from feature_store.store import LoggedDecision, OutcomeEffects, OutcomeRecord
+from feature_store.store import Forgotten, LoggedDecision, OutcomeEffects, OutcomeRecord
 
 
 class NullLog:
@@ -65,6 +65,9 @@ class NullLog:
 
     async def read_outcomes(self) -> list[Any]:
         return []
+
+    async def forget(self, customer_id: str) -> Forgotten:
+        return Forgotten()
 
 
 class NoLogWriter(DecisionLogWriter):

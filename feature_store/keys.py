@@ -80,6 +80,24 @@ SLIDING_WINDOWS = (("1h", 300, 12), ("24h", 3600, 24), ("7d", 86400, 7))
 WINDOW_SCOPES = tuple(name for name, _, _ in SLIDING_WINDOWS)
 
 
+# Every kind of per-customer state, as ForgetCustomer removes it (the idempotency keys,
+# one per reported outcome, are found by pattern).
+FORGETTABLE = (
+    PROFILE,
+    REALTIME,
+    WINDOWS,
+    SESSION,
+    CONTACTS,
+    PENDING,
+    POLICY,
+    CONSENT,
+    EVENTS,
+    DECISIONS,
+    OUTCOMES,
+    EVENT_RATE,
+)
+
+
 def customer_key(customer_id: str, kind: str) -> str:
     """``arb:{<customer_id>}:<kind>``, the key of one of a customer's structures."""
     return f"{PREFIX}:{{{customer_id}}}:{kind}"
@@ -87,6 +105,11 @@ def customer_key(customer_id: str, kind: str) -> str:
 
 def idempotency_key(customer_id: str, key: str) -> str:
     return f"{PREFIX}:{{{customer_id}}}:{IDEMPOTENCY}:{key}"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis SCAN pattern."""
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
 def cooldown_field(offer_id: str) -> str:

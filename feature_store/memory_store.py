@@ -30,6 +30,7 @@ from feature_store.store import (
     CustomerHistory,
     CustomerRecord,
     EventRecord,
+    Forgotten,
     LoggedDecision,
     OutcomeEffects,
     OutcomeRecord,
@@ -309,6 +310,36 @@ class MemoryStore:
         log_id = f"{len(self._outcome_log)}-0"
         c.idempotency[outcome.idempotency_key] = log_id
         return True, log_id
+
+    async def forget(self, customer_id: str) -> Forgotten:
+        c = self._customers.pop(customer_id, None)
+        removed: list[str] = []
+        if c is not None:
+            present = {
+                keys.PROFILE: c.profile is not None,
+                keys.REALTIME: bool(c.realtime),
+                keys.WINDOWS: bool(c.windows),
+                keys.SESSION: bool(c.session),
+                keys.CONTACTS: bool(c.contacts),
+                keys.PENDING: bool(c.pending),
+                keys.POLICY: bool(c.policy),
+                keys.CONSENT: bool(c.consent),
+                keys.EVENTS: bool(c.events),
+                keys.DECISIONS: bool(c.decisions),
+                keys.OUTCOMES: bool(c.outcomes),
+                keys.EVENT_RATE: c.event_rate != (0, 0),
+            }
+            removed = [kind for kind in keys.FORGETTABLE if present[kind]]
+        decisions = [d for d in self._decision_log if d.get("customer_id") != customer_id]
+        outcomes = [o for o in self._outcome_log if o.get("customer_id") != customer_id]
+        forgotten = Forgotten(
+            removed=tuple(removed),
+            idempotency_keys=len(c.idempotency) if c else 0,
+            decision_log_entries=len(self._decision_log) - len(decisions),
+            outcome_log_entries=len(self._outcome_log) - len(outcomes),
+        )
+        self._decision_log, self._outcome_log = decisions, outcomes
+        return forgotten
 
     async def read_decisions(self) -> list[Any]:
         return list(self._decision_log)

@@ -34,6 +34,7 @@ from feature_store.store import (
     CustomerHistory,
     CustomerRecord,
     EventRecord,
+    Forgotten,
     LoggedDecision,
     OutcomeEffects,
     OutcomeRecord,
@@ -361,6 +362,48 @@ class RedisFeatureStore:
             if time.monotonic() >= deadline:
                 return ""
             await asyncio.sleep(0.02)
+
+    async def forget(self, customer_id: str) -> Forgotten:
+        """Deletes the customer's keys (one slot: one node), its idempotency keys (found by
+        SCAN) and its entries in both logs (a scan of each stream: an administrative call,
+        not a hot path)."""
+        names = [keys.customer_key(customer_id, kind) for kind in keys.FORGETTABLE]
+        pattern = keys.idempotency_key(keys.glob_escape(customer_id), "*")
+        with translated("forget"):
+            pipe = self._redis.pipeline(transaction=False)
+            for name in names:
+                pipe.exists(name)
+            present = await pipe.execute()
+            idem = [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
+            if any(present) or idem:
+                await self._redis.delete(*names, *idem)
+            decisions = await self._forget_in_stream(
+                keys.DECISION_LOG, log_codec.decode_decision, customer_id
+            )
+            outcomes = await self._forget_in_stream(
+                keys.OUTCOME_LOG, log_codec.decode_outcome, customer_id
+            )
+        return Forgotten(
+            removed=tuple(kind for kind, n in zip(keys.FORGETTABLE, present, strict=True) if n),
+            idempotency_keys=len(idem),
+            decision_log_entries=decisions,
+            outcome_log_entries=outcomes,
+        )
+
+    async def _forget_in_stream(
+        self, key: str, decode: Callable[[Mapping[bytes, bytes]], Any], customer_id: str
+    ) -> int:
+        removed, start = 0, "-"
+        while True:
+            page: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(  # type: ignore[assignment]
+                key, min=start, max="+", count=5000
+            )
+            ids = [i for i, fields in page if decode(fields).get("customer_id") == customer_id]
+            if ids:
+                removed += await self._redis.xdel(key, *ids)
+            if len(page) < 5000:
+                return removed
+            start = f"({page[-1][0].decode()}"
 
     async def read_decisions(self) -> list[Any]:
         return await self._read_stream(keys.DECISION_LOG, log_codec.decode_decision)

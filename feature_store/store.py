@@ -211,6 +211,16 @@ class Reservation:
     offers: tuple[tuple[str, tuple[tuple[int, int], ...], bool], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What forgetting a customer removed."""
+
+    removed: tuple[str, ...] = ()  # kinds of per-customer state, in keys.FORGETTABLE order
+    idempotency_keys: int = 0
+    decision_log_entries: int = 0
+    outcome_log_entries: int = 0
+
+
 class FeatureStore(Protocol):
     async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
         """Profile, attributes and real-time state of one customer, in one round trip;
@@ -254,6 +264,10 @@ class DecisionLog(Protocol):
 
     async def read_decisions(self) -> list[Any]:
         """Every logged decision entry, oldest first."""
+        ...
+
+    async def forget(self, customer_id: str) -> Forgotten:
+        """Removes the customer's state and log entries; idempotent."""
         ...
 
     async def read_outcomes(self) -> list[Any]:

@@ -238,3 +238,14 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         validation.consent_event(event.event_type, event.attributes)
         await self.application.record_event(event)
         return profile_pb2.RecordEventResponse()
+
+    async def ForgetCustomer(
+        self, request: profile_pb2.ForgetCustomerRequest, context: Context
+    ) -> profile_pb2.ForgetCustomerResponse:
+        forgotten = await self.application.forget(validation.customer_id(request.customer_id))
+        return profile_pb2.ForgetCustomerResponse(
+            removed=forgotten.removed,
+            idempotency_keys=forgotten.idempotency_keys,
+            decision_log_entries=forgotten.decision_log_entries,
+            outcome_log_entries=forgotten.outcome_log_entries,
+        )

@@ -34,6 +34,7 @@ from feature_store.store import (
     DecisionLog,
     EventRecord,
     FeatureStore,
+    Forgotten,
     OutcomeRecord,
     Reservation,
 )
@@ -220,6 +221,12 @@ class Application:
         outcome = replace(outcome, occurred_at=max(outcome.occurred_at, decided_at))
         effects = contact_policy.outcome_effects(offer.policy, outcome.outcome, outcome.occurred_at)
         return await self.store.record_outcome(outcome, effects)
+
+    async def forget(self, customer_id: str) -> Forgotten:
+        """Removes what is kept about the customer. Decisions still queued for the log are
+        written first, so that none of theirs survives the forgetting."""
+        await self.writer.flush()
+        return await self.store.forget(customer_id)
 
     async def record_event(self, event: EventRecord) -> None:
         await self.store.record_event(event)

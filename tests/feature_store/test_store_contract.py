@@ -27,6 +27,7 @@ from feature_store.store import (
     DecisionLog,
     EventRecord,
     FeatureStore,
+    Forgotten,
     LoggedDecision,
     OutcomeEffects,
     OutcomeRecord,
@@ -405,3 +406,46 @@ def test_names_outside_the_vocabulary_count_as_other(backend: Backend) -> None:
     assert not [name for name in record.realtime if "made_up" in name or "nonsense" in name]
     assert not [name for name in record.windows if "made_up" in name or "nonsense" in name]
     assert history.events[0]["event_type"] == "made_up_11"  # the view keeps what was sent
+
+
+def test_forgetting_removes_the_customer_and_its_log_entries(backend: Backend) -> None:
+    backend.put_profile("c19", {"tenure_months": 3}, {"first_name": "Ann"})
+    backend.put_profile("c20", {}, {})
+    now = time.time()
+
+    async def work(store: Store) -> Any:
+        for cid in ("c19", "c20"):
+            await store.record_event(EventRecord(cid, "web", "opt_out", {"channel": "sms"}, now))
+            await store.record_outcome(
+                OutcomeRecord(cid, "d", "a", "accept", 0.0, now, f"k-{cid}"),
+                OutcomeEffects(suppress=True, impression=True),
+            )
+            await store.append_decisions(
+                [LoggedDecision(cid, {"decision_id": f"d-{cid}", "customer_id": cid}, {})]
+            )
+        first = await store.forget("c19")
+        again = await store.forget("c19")
+        return (
+            first,
+            again,
+            await store.fetch("c19"),
+            await store.history("c19"),
+            (
+                await store.read_decisions(),
+                await store.read_outcomes(),
+                await store.fetch("c20"),
+            ),
+        )
+
+    first, again, record, history, (decisions, outcomes, other) = backend.run(work)
+    assert {"profile", "rt", "policy", "consent", "events", "decisions", "outcomes"} <= set(
+        first.removed
+    )
+    assert first.idempotency_keys == 1
+    assert (first.decision_log_entries, first.outcome_log_entries) == (1, 1)
+    assert again == Forgotten()  # idempotent: nothing left to remove
+    assert not record.known and record.realtime == {} and record.policy == {}
+    assert record.consent == {} and history.events == [] and history.outcomes == []
+    assert [d["customer_id"] for d in decisions] == ["c20"]
+    assert [o["customer_id"] for o in outcomes] == ["c20"]
+    assert other.known and other.consent  # the other customer is untouched
