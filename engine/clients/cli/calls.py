@@ -166,6 +166,20 @@ def _event(stubs: Stubs, args: argparse.Namespace) -> Message | None:
     return None
 
 
+def _forget(stubs: Stubs, args: argparse.Namespace) -> Message | None:
+    request = profile_pb2.ForgetCustomerRequest(customer_id=args.customer_id)
+    response = stubs.profiles.ForgetCustomer(request, timeout=60)
+    if args.json:
+        return response
+    kinds = ", ".join(response.removed) or "nothing (already forgotten, or never known)"
+    print(
+        f"forgot {args.customer_id}: {kinds}; {response.idempotency_keys} outcome keys,"
+        f" {response.decision_log_entries} decision and {response.outcome_log_entries}"
+        " outcome log entries"
+    )
+    return None
+
+
 def _outcome_arguments(p: argparse.ArgumentParser) -> None:
     _client_arguments(p)
     p.add_argument("decision_id")
@@ -250,6 +264,12 @@ COMMANDS = [
     ),
     Command("profile", "show the single customer view", _profile_arguments, _calling(_profile)),
     Command("event", "record a customer event", _event_arguments, _calling(_event)),
+    Command(
+        "forget",
+        "remove everything kept about a customer (admin)",
+        _profile_arguments,
+        _calling(_forget),
+    ),
     Command(
         "outcome",
         "report what the customer did with an action",
