@@ -80,6 +80,7 @@ def encode_decision(decision: Decision, explain: bool = False) -> decision_pb2.D
                     url=m.url,
                     agent_script=m.agent_script,
                     treatment_id=m.treatment_id,
+                    sms_encoding=m.sms_encoding,
                 ),
                 propensity=a.propensity,
                 value=a.value,

@@ -15,7 +15,8 @@ from string import Template
 
 import numpy as np
 
-from engine.core.catalog import SMS_MAX, Offer
+from engine.core import sms
+from engine.core.catalog import Offer
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class RenderedMessage:
     url: str = ""
     agent_script: str = ""
     treatment_id: str = ""
+    sms_encoding: str = ""  # SMS only: "GSM-7" (160 a segment) or "UCS-2" (70)
 
 
 def format_value(value: float) -> str:
@@ -49,21 +51,34 @@ def _fill(text: str, variables: Mapping[str, str]) -> str:
     return Template(text).safe_substitute(variables) if "$" in text else text
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+# The message fields each channel shows (the rest are never read for it).
+CHANNEL_FIELDS = {
+    "web": frozenset({"headline", "body", "call_to_action", "url"}),
+    "mobile_app": frozenset({"headline", "body", "call_to_action", "url", "app_url"}),
+    "email": frozenset(
+        {"email_subject", "email_body", "headline", "body", "call_to_action", "url"}
+    ),
+    "sms": frozenset({"sms", "headline", "url"}),
+    "call_center": frozenset({"headline", "body", "agent_script"}),
+}
+
+
+def variant(offer: Offer, channel: str, stage: str) -> str:
+    """The stage whose copy this channel shows, or "default": a stage override that only
+    touches other channels' fields leaves this channel on the default text."""
+    override = offer.stage_messages.get(stage, {})
+    return stage if CHANNEL_FIELDS[channel] & set(override) else "default"
 
 
 def render(offer: Offer, channel: str, stage: str, variables: Mapping[str, str]) -> RenderedMessage:
     fields = offer.message_for(stage)
     f = {k: _fill(v, variables) for k, v in fields.items()}
-    treatment = (
-        f"{offer.offer_id}/{channel}/{stage if stage in offer.stage_messages else 'default'}"
-    )
+    treatment = f"{offer.offer_id}/{channel}/{variant(offer, channel, stage)}"
     headline, body = f.get("headline", ""), f.get("body", "")
     cta, url = f.get("call_to_action", ""), f.get("url", "")
     if channel == "sms":
-        text = f.get("sms") or " ".join(p for p in (headline, url) if p)
-        return RenderedMessage(body=_shorten(text, SMS_MAX), url=url, treatment_id=treatment)
+        text, encoding = sms.fit(f.get("sms") or " ".join(p for p in (headline, url) if p))
+        return RenderedMessage(body=text, url=url, treatment_id=treatment, sms_encoding=encoding)
     if channel == "email":
         return RenderedMessage(
             headline=f.get("email_subject") or headline,

@@ -169,8 +169,11 @@ def test_rendering_per_channel_is_safe_and_fits_sms() -> None:
         ("tenure_months",), np.array([30.0]), {"first_name": "Ana" * 60}, {}
     )
     sms = render(summer, "sms", "consideration", variables)
-    assert len(sms.body) == 160 and sms.body.endswith("…")
-    assert sms.body.startswith("Hi AnaAna")
+    assert len(sms.body) <= 160 and sms.body.endswith("...")  # never "…": not GSM-7
+    assert sms.body.startswith("Hi AnaAna") and sms.sms_encoding == "GSM-7"
+    accented = template_variables((), np.array([]), {"first_name": "Zoë" + "ş" * 80}, {})
+    ucs2 = render(summer, "sms", "consideration", accented)
+    assert ucs2.sms_encoding == "UCS-2" and len(ucs2.body) <= 70
     assert (
         "${__class__}"
         in render(summer, "sms", "consideration", {"first_name": "A", "tenure_months": "3"}).body
