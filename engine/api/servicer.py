@@ -7,7 +7,7 @@ plain dataclasses. (The clients in engine/clients build their own requests.)
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,6 +17,7 @@ from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2
 from common.errors import ArbiterError, InvalidArgument
 from engine.api import proto, validation
 from engine.api.decoding import Undecodable
+from engine.core.contact_policy import CapUse
 from engine.core.decision import Decision, DecisionRequest
 from engine.service.application import Application
 from engine.service.profile import Profile
@@ -180,7 +181,15 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         return decision_pb2.ReportOutcomeResponse(recorded=recorded, outcome_id=outcome_id)
 
 
-def encode_profile(profile: Profile) -> profile_pb2.GetProfileResponse:
+def _cap(use: CapUse) -> profile_pb2.CapUse:
+    return profile_pb2.CapUse(channel=use.channel, used=use.used, max=use.max, window=use.window)
+
+
+def encode_profile(
+    profile: Profile, names: Mapping[str, str] | None = None
+) -> profile_pb2.GetProfileResponse:
+    """``names``: offer id -> name, for the agent's eyes."""
+    names = names or {}
     response = profile_pb2.GetProfileResponse(
         customer_id=profile.customer_id,
         lifecycle_stage=proto.stage(profile.stage),
@@ -208,7 +217,32 @@ def encode_profile(profile: Profile) -> profile_pb2.GetProfileResponse:
                 rank=d.rank,
                 decided_at=_timestamp(d.decided_at),
                 outcomes=[proto.outcome(o) for o in d.outcomes],
+                offer_name=names.get(d.offer_id, d.offer_id),
             )
+        )
+    for s in profile.contact_state:
+        state = response.contact_state.add(
+            offer_id=s.offer_id,
+            offer_name=names.get(s.offer_id, s.offer_id),
+            caps=[_cap(c) for c in s.caps],
+        )
+        if s.cooldown_until:
+            state.cooldown_until.CopyFrom(_timestamp(s.cooldown_until))
+            state.cooldown_days_left = round((s.cooldown_until - time.time()) / 86400, 1)
+        if s.suppressed_since:
+            state.suppressed_since.CopyFrom(_timestamp(s.suppressed_since))
+    response.channel_caps.extend(_cap(c) for c in profile.channel_caps)
+    for c in profile.consent:
+        view = response.consent.add(channel=c.channel, given=c.given, source=c.source)
+        if c.at:
+            view.at.CopyFrom(_timestamp(c.at))
+            view.via = proto.channel_or_unspecified(c.via)
+    for step in profile.stage_transitions:
+        response.stage_transitions.add(
+            from_stage=proto.stage(step.from_stage),
+            to_stage=proto.stage(step.to_stage),
+            at=_timestamp(step.at),
+            reason=step.reason,
         )
     return response
 
@@ -221,7 +255,8 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         self, request: profile_pb2.GetProfileRequest, context: Context
     ) -> profile_pb2.GetProfileResponse:
         profile = await self.application.profile(validation.customer_id(request.customer_id))
-        return encode_profile(profile)
+        names = {o.offer_id: o.name for o in self.application.core.catalog.offers}
+        return encode_profile(profile, names)
 
     async def RecordEvent(
         self, request: profile_pb2.RecordEventRequest, context: Context

@@ -223,3 +223,61 @@ def outcome_effects(policy: OfferPolicy, outcome: str, occurred_at: float) -> Ou
         suppress=outcome in SUPPRESS_OUTCOMES and policy.suppress_after_accept,
         impression=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CapUse:
+    channel: str  # "" for an offer's own cap
+    used: int
+    max: int
+    window: str  # "3 per 7 days"
+
+
+@dataclass(frozen=True, slots=True)
+class OfferState:
+    """What the policy holds about one offer for one customer (the agent's view)."""
+
+    offer_id: str
+    cooldown_until: float  # unix seconds; 0: none
+    suppressed_since: float  # unix seconds; 0: not suppressed
+    caps: tuple[CapUse, ...]
+
+
+def offer_states(
+    offers: Mapping[str, OfferPolicy], record: CustomerRecord, now: float
+) -> tuple[OfferState, ...]:
+    """Every offer with a live cool-down, a suppression, or a cap in use, in ``offers``
+    order."""
+    contacted = contacted_offers(record)
+    states = []
+    for offer_id, policy in offers.items():
+        until = record.policy.get(keys.cooldown_field(offer_id), 0.0)
+        held = record.policy.get(keys.held_field(offer_id), 0.0)
+        caps = tuple(
+            CapUse(
+                "",
+                _count(record.contacts, record.pending, now - c.window_seconds, offer_id=offer_id),
+                c.max,
+                c.describe(),
+            )
+            for c in policy.caps
+            if offer_id in contacted
+        )
+        if until > now or held or any(c.used for c in caps):
+            states.append(OfferState(offer_id, until if until > now else 0.0, held, caps))
+    return tuple(states)
+
+
+def channel_uses(policy: ContactPolicy, record: CustomerRecord, now: float) -> tuple[CapUse, ...]:
+    """The channel caps in use."""
+    uses = (
+        CapUse(
+            channel,
+            _count(record.contacts, record.pending, now - c.window_seconds, channel=channel),
+            c.max,
+            c.describe(),
+        )
+        for channel, caps in policy.channel_caps.items()
+        for c in caps
+    )
+    return tuple(u for u in uses if u.used)

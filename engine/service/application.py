@@ -28,7 +28,7 @@ from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
 from engine.service.breaker import Breaker
 from engine.service.decision_log import DecisionLogWriter
-from engine.service.profile import Profile, offer_history
+from engine.service.profile import Profile, consent_views, offer_history, stage_transitions
 from feature_store.store import (
     CustomerRecord,
     DecisionLog,
@@ -236,10 +236,11 @@ class Application:
         record, history = await asyncio.gather(
             self.store.fetch(customer_id), self.store.history(customer_id)
         )
-        schema = core.schema
-        features = core.customer_features(record, time.time())
+        schema, catalog, now = core.schema, core.catalog, time.time()
+        features = core.customer_features(record, now)
         env = rule_env(schema.names, features, record.attributes, DecisionRequest(customer_id, ""))
         stage, reason = core.stage_rules.derive(env)
+        policies = {o.offer_id: o.policy for o in catalog.offers}
         return Profile(
             customer_id=customer_id,
             known=record.known,
@@ -252,4 +253,8 @@ class Application:
             attributes=record.attributes,
             events=history.events,
             decisions=offer_history(history),
+            contact_state=contact_policy.offer_states(policies, record, now),
+            channel_caps=contact_policy.channel_uses(catalog.contact_policy, record, now),
+            consent=consent_views(record, env, catalog.consent_features),
+            stage_transitions=stage_transitions(history),
         )

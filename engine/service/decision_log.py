@@ -72,6 +72,8 @@ def log_entry(
     summary = {
         "decision_id": decision.decision_id,
         "ts": now,
+        "stage": decision.stage,
+        "stage_reason": decision.stage_reason,
         "channel": request.channel,
         "placement": request.placement,
         "actions": [[a.offer_id, a.rank] for a in decision.actions],

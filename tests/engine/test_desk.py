@@ -128,7 +128,9 @@ def test_agent_sees_the_customer_and_records_an_answer(
 
         expect(page.locator("#status")).to_contain_text(f"recorded: {offer} accept")
         expect(page.locator(f'.action[data-offer="{offer}"]')).to_have_count(0, timeout=10_000)
-        expect(page.locator("#offers-made")).to_contain_text(f"{offer} on call center: accept")
+        expect(page.locator("#offers-made")).to_contain_text("on call center: accept")
+        expect(page.locator("#policy-state")).to_contain_text("email: opted in (profile)")
+        expect(page.locator("#policy-state")).to_contain_text("not offered again")
         page.screenshot(path=str(ARTIFACTS / "agent-desktop.png"), full_page=True)
         browser.close()
 

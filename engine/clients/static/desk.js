@@ -59,9 +59,41 @@ function showProfile(p) {
   list.id = "offers-made";
   for (const d of made.slice(0, 10)) {
     const outcomes = (d.outcomes || []).map((o) => pretty(o, "OUTCOME_")).join(", ") || "no response yet";
-    list.append(el("li", `${d.offer_id} on ${pretty(d.channel, "CHANNEL_")}: ${outcomes}`));
+    list.append(el("li", `${d.offer_name || d.offer_id} on ${pretty(d.channel, "CHANNEL_")}: ${outcomes}`));
   }
   off.append(list);
+  showPolicy(p);
+}
+
+// What the contact policy holds, consent and its provenance, and the stage history.
+function showPolicy(p) {
+  const s = reset("policy", "Contact policy and consent");
+  const items = el("ul");
+  items.id = "policy-state";
+  for (const c of p.consent || []) {
+    const how = c.source === "event" ? `${pretty(c.via, "CHANNEL_")}, ${when(c.at)}` : "profile";
+    items.append(el("li", `${c.channel}: ${c.given ? "opted in" : "opted out"} (${how})`));
+  }
+  for (const o of p.contact_state || []) {
+    const parts = [];
+    if (o.cooldown_until) parts.push(`cooling down, ${o.cooldown_days_left} days left`);
+    if (o.suppressed_since) parts.push(`accepted ${when(o.suppressed_since)}: not offered again`);
+    for (const c of o.caps || []) parts.push(`${c.used} of ${c.window}`);
+    items.append(el("li", `${o.offer_name}: ${parts.join("; ")}`));
+  }
+  for (const c of p.channel_caps || []) items.append(el("li", `${c.channel}: ${c.used} of ${c.window}`));
+  if (!items.children.length) items.append(el("li", "Nothing held.", "empty"));
+  s.append(items);
+  const steps = p.stage_transitions || [];
+  if (steps.length) {
+    s.append(el("h2", "Stage history"));
+    const ul = el("ul");
+    ul.id = "stage-history";
+    for (const t of steps) {
+      ul.append(el("li", `${pretty(t.from_stage, "LIFECYCLE_STAGE_")} → ${pretty(t.to_stage, "LIFECYCLE_STAGE_")} · ${when(t.at)} (${t.reason})`));
+    }
+    s.append(ul);
+  }
 }
 
 function showActions(customerId, r) {
