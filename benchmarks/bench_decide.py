@@ -147,7 +147,9 @@ async def throughput(port: int, seconds: float, concurrency: int, limit: int, ec
 
 
 async def stages(settings: ServerSettings, calls: int, limit: int) -> None:
-    application = build_application(settings, redis_store_for(settings, settings.redis_url or ""))
+    definitions = load_definitions(settings)
+    store = redis_store_for(settings, settings.redis_url or "", definitions)
+    application = build_application(settings, store, definitions)
     application.writer.start()
     timer = StageTimer()
     total_us: list[float] = []

@@ -35,7 +35,7 @@ from engine.core.decision_id import DecisionIds
 from engine.service.application import Application, Store
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.reloader import Reloader, build_cores
-from engine.settings import ClientSettings, ServerSettings, load_definitions
+from engine.settings import ClientSettings, Definitions, ServerSettings, load_definitions
 from feature_store import redis_client, redis_store
 
 log = logging.getLogger(__name__)
@@ -169,9 +169,10 @@ async def start_server(
     return RunningServer(server, interceptor, health_servicer, application, bound, grace, reloading)
 
 
-def build_application(settings: ServerSettings, store: Store) -> Application:
-    """Loads definitions and the model and wires the service to ``store``."""
-    definitions = load_definitions(settings)
+def build_application(
+    settings: ServerSettings, store: Store, definitions: Definitions
+) -> Application:
+    """Loads the model and wires the service to ``store``."""
     champion, challenger = build_cores(definitions, settings, starting=True)
     writer = DecisionLogWriter(
         store, definitions.schema, max_queue=settings.log_queue_size, batch=settings.log_batch_size
@@ -189,10 +190,11 @@ def build_application(settings: ServerSettings, store: Store) -> Application:
     return application
 
 
-def redis_store_for(settings: ServerSettings, redis_url: str) -> redis_store.RedisFeatureStore:
+def redis_store_for(
+    settings: ServerSettings, redis_url: str, definitions: Definitions
+) -> redis_store.RedisFeatureStore:
     """The Redis store the server runs on: a fail-fast client, contacts kept as long as
     the catalog's longest cap looks back."""
-    definitions = load_definitions(settings)
     catalog = definitions.catalog
     return redis_store.RedisFeatureStore(
         redis_client.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000),
@@ -207,10 +209,12 @@ def redis_store_for(settings: ServerSettings, redis_url: str) -> redis_store.Red
     )
 
 
-async def launch(settings: ServerSettings, store: Store) -> tuple[RunningServer, Reloader]:
+async def launch(
+    settings: ServerSettings, store: Store, definitions: Definitions
+) -> tuple[RunningServer, Reloader]:
     """Builds the service on ``store`` and starts it with its reloader."""
     security = security_from(settings)  # before anything is built: a refusal leaks nothing
-    application = build_application(settings, store)
+    application = build_application(settings, store, definitions)
     reloader = Reloader(application, settings)
     running = await start_server(
         application,
@@ -226,7 +230,9 @@ async def launch(settings: ServerSettings, store: Store) -> tuple[RunningServer,
 
 async def serve(settings: ServerSettings, redis_url: str) -> None:
     """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
-    running, reloader = await launch(settings, redis_store_for(settings, redis_url))
+    definitions = load_definitions(settings)  # parsed once: the store and the cores share it
+    store = redis_store_for(settings, redis_url, definitions)
+    running, reloader = await launch(settings, store, definitions)
     application = running.application
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -276,8 +282,12 @@ class BackgroundServer:
 
     async def _start(self, settings: ServerSettings, backend: str | Store) -> RunningServer:
         local = settings.model_copy(update={"host": "127.0.0.1", "grace_seconds": 1.0})
-        store = redis_store_for(local, backend) if isinstance(backend, str) else backend
-        running, self.reloader = await launch(local, store)
+        definitions = load_definitions(local)
+        if isinstance(backend, str):
+            store: Store = redis_store_for(local, backend, definitions)
+        else:
+            store = backend
+        running, self.reloader = await launch(local, store, definitions)
         return running
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
