@@ -10,6 +10,8 @@ from __future__ import annotations
 CHANNELS = ("web", "mobile_app", "call_center", "email", "sms")
 STAGES = ("consideration", "evaluation", "purchase", "post_purchase", "at_risk")
 OUTCOMES = ("impression", "click", "accept", "decline", "convert", "dismiss")
+# The customer took the offer: a reward for training, a suppression for the contact policy.
+POSITIVE_OUTCOMES = frozenset({"accept", "convert"})
 
 CHANNEL_CODE = {name: i + 1 for i, name in enumerate(CHANNELS)}
 STAGE_CODE = {name: i + 1 for i, name in enumerate(STAGES)}

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from common.errors import ConfigurationError
+from common.vocabulary import POSITIVE_OUTCOMES
 from engine.adapters import artifact
 from engine.adapters.artifact import ModelArtifact
 from engine.adapters.lightgbm_scorer import LightGBMScorer
@@ -25,7 +26,7 @@ from engine.core.scoring import Scorer
 from engine.settings import Definitions, load_definitions
 from feature_store.log_reader import read_logs
 from training.evaluation import Estimate, contexts_from_logs, evaluate_policies
-from training.logs import POSITIVE, JoinReport, join_logs, rewarder
+from training.logs import JoinReport, join_logs, rewarder
 from training.rows import TrainingRows
 from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
@@ -91,7 +92,10 @@ def train_from_logs(
     # of the holdout (the latest ones), which the new model did not learn from.
     holdout = holdout_decisions(decisions, now - window, settings.holdout)
     contexts = contexts_from_logs(
-        holdout, rewarder(outcomes, window, POSITIVE), definitions.schema, definitions.catalog
+        holdout,
+        rewarder(outcomes, window, POSITIVE_OUTCOMES),
+        definitions.schema,
+        definitions.catalog,
     )
     catalog = definitions.catalog
 

@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import redis
 
+from common.vocabulary import POSITIVE_OUTCOMES
 from engine.core.model_input import ServedInputs
 from feature_store.log_reader import read_logs
 from feature_store.schema import FeatureSchema
 from training.rows import TrainingRows
-
-POSITIVE = frozenset({"accept", "convert"})
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def join_logs(
     *,
     window_seconds: float,
     until: float,
-    positive: frozenset[str] = POSITIVE,
+    positive: frozenset[str] = POSITIVE_OUTCOMES,
 ) -> tuple[TrainingRows, JoinReport]:
     """Rows of the decisions made before ``until - window_seconds``, in log order."""
     rewarded = rewarder(outcomes, window_seconds, positive)
@@ -108,7 +107,7 @@ def rows_from_redis(
     *,
     window_seconds: float,
     until: float,
-    positive: frozenset[str] = POSITIVE,
+    positive: frozenset[str] = POSITIVE_OUTCOMES,
 ) -> tuple[TrainingRows, JoinReport]:
     decisions, outcomes = read_logs(client)
     return join_logs(

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from common.errors import InvalidArgument
 from common.vocabulary import CHANNELS, OUTCOMES, STAGES
+from feature_store import keys
 from feature_store.keys import customer_id_problem
 
 MAX_LIMIT = 50
@@ -128,13 +129,12 @@ def occurred_at(seconds: float | None, now: float, field: str = "occurred_at") -
     return seconds
 
 
-CONSENT_EVENTS = ("opt_in", "opt_out")
-CONSENT_TARGETS = ("email", "sms", "all")
+CONSENT_TARGETS = (*keys.CONSENT_CHANNELS, "all")
 
 
 def consent_event(event_type: str, attributes: Mapping[str, str]) -> None:
     """An ``opt_in`` / ``opt_out`` event must say which channel it covers."""
-    if event_type in CONSENT_EVENTS and attributes.get("channel") not in CONSENT_TARGETS:
+    if event_type in keys.CONSENT_EVENTS and attributes.get("channel") not in CONSENT_TARGETS:
         raise InvalidArgument(
             "attributes[channel]", f"{event_type} needs one of {list(CONSENT_TARGETS)}"
         )

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from common.vocabulary import POSITIVE_OUTCOMES
 from feature_store import keys
 from feature_store.store import Contact, CustomerRecord, OutcomeEffects, Reservation
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # decision.py imports this module
 
 DAY = 86400
 COOLDOWN_OUTCOMES = frozenset({"decline", "dismiss"})
-SUPPRESS_OUTCOMES = frozenset({"accept", "convert"})
+SUPPRESS_OUTCOMES = POSITIVE_OUTCOMES
 
 
 @dataclass(frozen=True, slots=True)

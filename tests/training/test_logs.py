@@ -12,6 +12,7 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from common.errors import ConfigurationError
+from common.vocabulary import POSITIVE_OUTCOMES
 from engine.adapters import artifact
 from engine.core.model_input import build_matrix
 from engine.settings import Definitions
@@ -19,7 +20,7 @@ from feature_store.log_reader import read_decisions, read_logs
 from tests.conftest import ServerThread, accept
 from training.evaluation import contexts_from_logs, evaluate_policies
 from training.job import train_from_logs
-from training.logs import POSITIVE, rewarder, rows_from_redis
+from training.logs import rewarder, rows_from_redis
 from training.settings import TrainerSettings
 from training.simulation import exploring_catalog
 
@@ -153,7 +154,7 @@ def test_the_serving_policy_replayed_on_its_own_logs_gets_weight_one(
     decisions, outcomes = read_logs(loaded)
     core = server.application.core
     contexts = contexts_from_logs(
-        decisions, rewarder(outcomes, 3600, POSITIVE), definitions.schema, core.catalog
+        decisions, rewarder(outcomes, 3600, POSITIVE_OUTCOMES), definitions.schema, core.catalog
     )
     assert len(contexts) > 40
     assert any(c.probability < 1 for c in contexts)  # the web decisions were draws
@@ -225,6 +226,6 @@ def test_an_idempotency_key_counts_once_in_training() -> None:
         {**first, "outcome": "accept", "idempotency_key": "k"},  # the same report, again
         {**first, "offer_id": "b", "outcome": "accept", "idempotency_key": "k2"},
     ]
-    rewarded = rewarder(outcomes, 3600, POSITIVE)
+    rewarded = rewarder(outcomes, 3600, POSITIVE_OUTCOMES)
     assert not rewarded(decision, "a")
     assert rewarded(decision, "b")

@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from common.errors import ArbiterError
+from common.vocabulary import POSITIVE_OUTCOMES
 from engine.adapters import artifact
 from engine.api.auth import ROLES, new_key
 from engine.clients.cli.command import Command
@@ -18,8 +19,6 @@ from engine.settings import CommonSettings, LoaderSettings, load_definitions
 from feature_store.embedded import running_url
 from feature_store.loader import load_file
 from feature_store.log_reader import read_logs
-
-POSITIVE = frozenset({"accept", "convert"})
 
 
 def redis_url(settings: CommonSettings) -> str:
@@ -48,7 +47,7 @@ def _load(args: argparse.Namespace) -> int:
 def outcomes_by_model(
     decisions: Iterable[Mapping[str, Any]],
     outcomes: Iterable[Mapping[str, Any]],
-    positive: frozenset[str] = POSITIVE,
+    positive: frozenset[str] = POSITIVE_OUTCOMES,
 ) -> dict[str, tuple[int, int]]:
     """Per model version: (actions taken, actions with a positive outcome), whenever it
     was reported: the champion / challenger comparison."""
