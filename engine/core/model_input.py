@@ -9,6 +9,7 @@ inputs (``to_log``) and training and off-policy evaluation read them back
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -50,8 +51,10 @@ def model_feature_names(schema: FeatureSchema) -> tuple[str, ...]:
     return schema.names + OFFER_FEATURES
 
 
-def feature_names_id(names: Sequence[str]) -> str:
-    """A short fingerprint of the customer features' names and order."""
+@functools.lru_cache(maxsize=8)
+def feature_names_id(names: tuple[str, ...]) -> str:
+    """A short fingerprint of the customer features' names and order (once per schema:
+    the log writer and the training reader ask for it per entry)."""
     return hashlib.sha256("\x1f".join(names).encode()).hexdigest()[:12]
 
 
@@ -84,7 +87,7 @@ class ServedInputs:
         return {
             "channel": self.channel,
             "stage": self.stage,
-            "feature_names": feature_names_id(names),
+            "feature_names": feature_names_id(tuple(names)),
             "features": self.features.tolist(),
             "served": {
                 "last_category": self.last_category,
@@ -103,7 +106,7 @@ class ServedInputs:
                 features = np.array([float(logged[n]) for n in names])
             except KeyError:
                 return None
-        elif entry.get("feature_names") == feature_names_id(names) and len(logged) == len(names):
+        elif entry.get("feature_names") == feature_names_id(tuple(names)):  # same names, order
             features = np.array(logged, dtype=np.float64)
         else:
             return None
