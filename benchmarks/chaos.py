@@ -17,6 +17,7 @@ guarantees; docs/reliability.md gives the figures of a full run.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import subprocess
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -62,6 +64,17 @@ class Tally:
             self.codes[code] += 1
             self.degraded += degraded
             self.latencies.append(seconds * 1e6)
+
+    def call(self, rpc: Callable[[], Any]) -> Any:
+        """Runs ``rpc``, counting its status, latency and (for a Decide) degradation."""
+        started = time.perf_counter()
+        try:
+            reply = rpc()
+        except grpc.RpcError as exc:
+            self.add(exc.code().name, time.perf_counter() - started)
+            return None
+        self.add("OK", time.perf_counter() - started, bool(getattr(reply, "degraded", False)))
+        return reply
 
     @property
     def calls(self) -> int:
@@ -136,12 +149,7 @@ def decide(server: BackgroundServer, n: int, tally: Tally, customer: str = "") -
     request = decision_pb2.DecideRequest(
         customer_id=customer or f"cust-{1 + n % CUSTOMERS:06d}", channel=WEB
     )
-    started = time.perf_counter()
-    try:
-        reply = server.decisions.Decide(request, timeout=2)
-        tally.add("OK", time.perf_counter() - started, reply.degraded)
-    except grpc.RpcError as exc:
-        tally.add(exc.code().name, time.perf_counter() - started)
+    tally.call(lambda: server.decisions.Decide(request, timeout=2))
 
 
 def load(call: Callable[[int], None], seconds: float, threads: int = 4) -> None:
@@ -400,12 +408,7 @@ def fuzz(data_dir: Path, examples: int = 1000) -> Fuzz:
         )
         @given(CASES)
         def send(case: tuple[str, bytes]) -> None:
-            started = time.perf_counter()
-            try:
-                calls[case[0]](case[1], timeout=5)
-                tally.add("OK", time.perf_counter() - started)
-            except grpc.RpcError as exc:
-                tally.add(exc.code().name, time.perf_counter() - started)
+            tally.call(lambda: calls[case[0]](case[1], timeout=5))
 
         send()
         after = rss_of(pid)
@@ -447,12 +450,7 @@ def hot(data_dir: Path, seconds: float = 5.0, events: int = 5000) -> Hot:
                 event_type=f"made_up_{n}",
                 attributes={"category": f"category-{n}"},
             )
-            started = time.perf_counter()
-            try:
-                server.profiles.RecordEvent(request, timeout=5)
-                flood.add("OK", time.perf_counter() - started)
-            except grpc.RpcError as exc:
-                flood.add(exc.code().name, time.perf_counter() - started)
+            flood.call(functools.partial(server.profiles.RecordEvent, request, timeout=5))
 
         def mixed(n: int) -> None:
             decide(server, n, after)
