@@ -154,7 +154,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
         self, request: decision_pb2.DecideRequest, context: Context
     ) -> decision_pb2.DecideResponse:
         decoded = decode_decide(request)
-        decision = await self.application.decide(decoded)
+        remaining = context.time_remaining()  # the caller's deadline, if it set one
+        deadline = None if remaining is None else time.monotonic() + remaining
+        decision = await self.application.decide(decoded, deadline=deadline)
         return encode_decision(decision, decoded.explain)
 
     async def ReportOutcome(

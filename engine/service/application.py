@@ -39,6 +39,27 @@ from feature_store.store import (
     Reservation,
 )
 
+# Time kept back from a caller's deadline: to decide and answer after the read (a
+# decision takes 1-3 ms here), and to answer after the reservation.
+ANSWER_MARGIN = 0.005
+RESERVE_MARGIN = 0.002
+# A store call cut shorter than this by a caller's deadline says nothing about the store:
+# its timeout does not count towards the breaker.
+FAIR_BUDGET = 0.005
+NO_TIME = "feature store skipped: the caller's deadline leaves no time for it"
+
+
+def _budget(configured: float, deadline: float | None, margin: float) -> float:
+    """The configured timeout, shortened to end ``margin`` before the caller's deadline."""
+    if deadline is None:
+        return configured
+    return min(configured, deadline - time.monotonic() - margin)
+
+
+def _ms(seconds: float) -> str:
+    return f"{round(seconds * 1000, 1):g}"
+
+
 # A client's clock may run this far behind the server's: its outcome still counts.
 CLOCK_SKEW_SECONDS = 1.0
 
@@ -83,15 +104,21 @@ class Application:
         self.reserve_timeout = reserve_timeout
         self.breaker = Breaker(breaker_seconds)
 
-    async def _fetch(self, customer_id: str) -> tuple[CustomerRecord | None, str]:
+    async def _fetch(
+        self, customer_id: str, deadline: float | None
+    ) -> tuple[CustomerRecord | None, str]:
         refusal = self.breaker.refusal()
         if refusal:
             return None, refusal
+        budget = _budget(self.feature_timeout, deadline, ANSWER_MARGIN)
+        if budget <= 0:
+            return None, NO_TIME
         try:
-            record = await asyncio.wait_for(self.store.fetch(customer_id), self.feature_timeout)
+            record = await asyncio.wait_for(self.store.fetch(customer_id), budget)
         except TimeoutError:
-            reason = f"feature store unavailable: slower than {self.feature_timeout * 1000:g} ms"
-            self.breaker.timed_out(reason, customer_id)
+            reason = f"feature store unavailable: slower than {_ms(budget)} ms"
+            if budget >= FAIR_BUDGET:  # a store that misses a fair budget is slow
+                self.breaker.timed_out(reason, customer_id)
             return None, reason
         except ProfileSchemaMismatch as exc:
             return None, _unavailable(exc)  # this profile only: the store itself is fine
@@ -102,21 +129,25 @@ class Application:
         self.breaker.succeeded()
         return record, ""
 
-    async def _reserve(self, reservation: Reservation) -> list[str] | str:
+    async def _reserve(self, reservation: Reservation, deadline: float | None) -> list[str] | str:
         """The offers reserved, or why not. The breaker covers the reservation as it does
         the read: while it is open nothing waits on the store, so a degraded answer takes
         milliseconds, not the read budget plus the reservation's."""
         refusal = self.breaker.refusal()
         if refusal:
             return refusal
+        budget = _budget(self.reserve_timeout, deadline, RESERVE_MARGIN)
+        if budget <= 0:
+            return NO_TIME
         try:
-            reserved = await asyncio.wait_for(self.store.reserve(reservation), self.reserve_timeout)
+            reserved = await asyncio.wait_for(self.store.reserve(reservation), budget)
         except TimeoutError:
-            reason = f"slower than {self.reserve_timeout * 1000:g} ms"
-            self.breaker.timed_out(
-                f"feature store unavailable: contact reservation {reason}",
-                reservation.customer_id,
-            )
+            reason = f"slower than {_ms(budget)} ms"
+            if budget >= FAIR_BUDGET:
+                self.breaker.timed_out(
+                    f"feature store unavailable: contact reservation {reason}",
+                    reservation.customer_id,
+                )
             return reason
         except FeatureStoreUnavailable as exc:
             self.breaker.failed(_unavailable(exc))
@@ -132,10 +163,18 @@ class Application:
             return challenger[0]
         return self.core
 
-    async def decide(self, request: DecisionRequest, timer: StageTimer = NO_TIMER) -> Decision:
+    async def decide(
+        self,
+        request: DecisionRequest,
+        timer: StageTimer = NO_TIMER,
+        deadline: float | None = None,
+    ) -> Decision:
+        """One decision. ``deadline`` (``time.monotonic()`` seconds) is when the caller
+        stops waiting: the store calls are cut short to leave time to answer, so a caller
+        with a tight deadline gets a degraded answer rather than none."""
         core = self.core_for(request.customer_id)  # one consistent core for the whole call
         timer.start()
-        record, degraded = await self._fetch(request.customer_id)
+        record, degraded = await self._fetch(request.customer_id, deadline)
         timer.lap("fetch")
         now = time.time()
         decision = self._signed(core.decide(request, record, now, degraded, timer), now)
@@ -145,7 +184,7 @@ class Application:
             catalog.contact_policy, catalog.by_id, decision, request.channel, now
         )
         if reservation is not None:
-            result = await self._reserve(reservation)
+            result = await self._reserve(reservation, deadline)
             decision = contact_policy.apply_reservation(decision, reservation, result)
         timer.lap("reserve")
         self.writer.submit(decision, request, now)

@@ -145,3 +145,32 @@ def test_decisions_made_while_redis_is_down_are_logged_when_it_returns(
         client.close()
     finally:
         back.stop()
+
+
+def test_a_caller_s_tight_deadline_gets_a_degraded_answer_not_a_timeout(
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
+) -> None:
+    server = server_factory(redis_url, breaker_seconds=0.5)
+    assert not decide(server)[0].degraded
+    codes: list[str] = []
+    degraded = 0
+    pause = threading.Thread(target=lambda: loaded.client_pause(1500))
+    pause.start()
+    pause.join()
+    try:
+        for n in range(30):  # callers that wait 15 ms, as a web page does
+            request = decision_pb2.DecideRequest(
+                customer_id=f"cust-{n + 1:06d}", channel=common_pb2.CHANNEL_WEB
+            )
+            try:
+                degraded += server.decisions.Decide(request, timeout=0.015).degraded
+                codes.append("OK")
+            except grpc.RpcError as exc:
+                codes.append(exc.code().name)
+    finally:
+        loaded.client_unpause()
+    # Every caller answered within its deadline (a rare miss on a loaded machine aside),
+    # from defaults, and the store's stall opened the breaker.
+    assert codes.count("OK") >= 27, codes
+    assert degraded == codes.count("OK")
+    assert server.application.breaker.opened >= 1
