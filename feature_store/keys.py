@@ -21,9 +21,16 @@ WINDOWS = "win"
 # Hash of the current session's counters; expires after the session gap.
 SESSION = "session"
 # Sorted sets of contacts "<decision_id>|<offer_id>|<channel>": made (score: when) and
-# reserved at decision time, awaiting their impression (score: when the reservation lapses).
+# reserved at decision time, awaiting their impression (score: when the reservation
+# lapses). At most one pending member per offer: a later decision showing the offer again
+# reuses it (a refreshed page takes no new place under the caps).
 CONTACTS = "contacts"
 PENDING = "pending"
+# Hash "<decision_id>|<offer_id>" = the decision id of the pending contact that decision
+# showed again, so its impression is counted as that one contact. Reset past RESHOWN_KEPT
+# fields (a late report of an older showing then counts as a contact of its own).
+RESHOWN = "reshown"
+RESHOWN_KEPT = 512
 # Hash of contact-policy state: cool:<offer_id> = until (unix s), held:<offer_id> = since.
 POLICY = "policy"
 # Hash of consent given or withdrawn through RecordEvent: <channel> = "<1|0>|<unix s>|<via>".
@@ -89,6 +96,7 @@ FORGETTABLE = (
     SESSION,
     CONTACTS,
     PENDING,
+    RESHOWN,
     POLICY,
     CONSENT,
     EVENTS,

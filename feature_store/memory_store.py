@@ -55,6 +55,7 @@ class _Customer:
     session_until: float = 0.0  # monotonic
     contacts: dict[str, float] = field(default_factory=dict)  # member -> when
     pending: dict[str, float] = field(default_factory=dict)  # member -> lapses at
+    reshown: dict[str, str] = field(default_factory=dict)  # "<decision>|<offer>" -> holder
     policy: dict[str, float] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)  # newest first
     decisions: list[Any] = field(default_factory=list)
@@ -117,7 +118,7 @@ class MemoryStore:
             "contacts": tuple(
                 _contact(m, at) for m, at in c.contacts.items() if at >= now - self._horizon
             ),
-            "pending": tuple(_contact(m, 0.0) for m, until in c.pending.items() if until >= now),
+            "pending": tuple(_contact(m, until) for m, until in c.pending.items() if until >= now),
             "policy": dict(c.policy),
             "consent": dict(c.consent),
             "loaded_at": float(c.profile.get(keys.FIELD_UPDATED, b"0")) if c.profile else 0.0,
@@ -244,22 +245,36 @@ class MemoryStore:
         c = self._customer(r.customer_id)
         c.contacts = {m: at for m, at in c.contacts.items() if at >= now - self._horizon}
         c.pending = {m: until for m, until in c.pending.items() if until >= now}
-        for window, most in r.channel_caps:
-            if self._count(c, now, window, None, r.channel) >= most:
-                return []
+        shown = {m.split("|", 2)[1]: m for m in c.pending}
+        channel_full = any(
+            self._count(c, now, window, None, r.channel) >= most for window, most in r.channel_caps
+        )
         reserved = []
         for offer_id, caps, suppress in r.offers:
-            if any(self._count(c, now, w, offer_id, None) >= most for w, most in caps):
-                continue
             if c.policy.get(keys.cooldown_field(offer_id), 0.0) > now:
                 continue
             if suppress and keys.held_field(offer_id) in c.policy:
+                continue
+            again = None if r.outbound else shown.get(offer_id)
+            if again is not None:
+                c.pending[again] = max(c.pending[again], r.pending_until)
+                holder = again.split("|", 1)[0]
+                if holder != r.decision_id:
+                    if len(c.reshown) >= keys.RESHOWN_KEPT:
+                        c.reshown.clear()
+                    c.reshown[f"{r.decision_id}|{offer_id}"] = holder
+                reserved.append(offer_id)
+                continue
+            if channel_full:
+                continue
+            if any(self._count(c, now, w, offer_id, None) >= most for w, most in caps):
                 continue
             member = _member(r.decision_id, offer_id, r.channel)
             if r.outbound:
                 c.contacts[member] = now
             else:
                 c.pending[member] = r.pending_until
+                shown[offer_id] = member
             reserved.append(offer_id)
         return reserved
 
@@ -300,7 +315,8 @@ class MemoryStore:
         if effects.suppress:
             c.policy.setdefault(keys.held_field(offer), outcome.occurred_at)
         if effects.impression:
-            prefix = f"{outcome.decision_id}|{offer}|"
+            holder = c.reshown.get(f"{outcome.decision_id}|{offer}", outcome.decision_id)
+            prefix = f"{holder}|{offer}|"
             if not any(m.startswith(prefix) for m in c.contacts):
                 reserved = [m for m in c.pending if m.startswith(prefix)]
                 for m in reserved:
@@ -322,6 +338,7 @@ class MemoryStore:
                 keys.SESSION: bool(c.session),
                 keys.CONTACTS: bool(c.contacts),
                 keys.PENDING: bool(c.pending),
+                keys.RESHOWN: bool(c.reshown),
                 keys.POLICY: bool(c.policy),
                 keys.CONSENT: bool(c.consent),
                 keys.EVENTS: bool(c.events),

@@ -66,6 +66,7 @@ _OUTCOME_KEYS = (
     keys.CONTACTS,
     keys.PENDING,
     keys.POLICY,
+    keys.RESHOWN,
 )
 # Retention of the global streams: at most this many entries (approximately) and this old.
 LOG_MAX_ENTRIES = 1_000_000
@@ -81,13 +82,12 @@ def _pairs(flat: list[bytes]) -> dict[str, str]:
     return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
-def _contacts(flat: list[bytes], with_scores: bool) -> tuple[Contact, ...]:
-    step = 2 if with_scores else 1
+def _contacts(flat: list[bytes]) -> tuple[Contact, ...]:
+    """Sorted-set members with their scores, as contacts."""
     out = []
-    for i in range(0, len(flat), step):
+    for i in range(0, len(flat), 2):
         decision_id, offer_id, channel = flat[i].decode().split("|", 2)
-        at = float(flat[i + 1]) if with_scores else 0.0
-        out.append(Contact(decision_id, offer_id, channel, at))
+        out.append(Contact(decision_id, offer_id, channel, float(flat[i + 1])))
     return tuple(out)
 
 
@@ -103,8 +103,8 @@ def decode_fetch(schema: FeatureSchema, customer_id: str, reply: list[Any]) -> C
     extra: dict[str, Any] = {
         "windows": counts,
         "session": _pairs(session),
-        "contacts": _contacts(contacts, True),
-        "pending": _contacts(pending, False),
+        "contacts": _contacts(contacts),
+        "pending": _contacts(pending),
         "policy": {k: float(v) for k, v in _pairs(policy).items()},
         "consent": {
             channel: c for channel, text in _pairs(consent).items() if (c := Consent.decode(text))
@@ -250,7 +250,10 @@ class RedisFeatureStore:
         ]
         for offer_id, offer_caps, suppress in reservation.offers:
             args += [offer_id, caps(offer_caps), int(suppress)]
-        return self._keys(reservation.customer_id, keys.CONTACTS, keys.PENDING, keys.POLICY), args
+        script_keys = self._keys(
+            reservation.customer_id, keys.CONTACTS, keys.PENDING, keys.POLICY, keys.RESHOWN
+        )
+        return script_keys, args
 
     async def reserve(self, reservation: Reservation) -> list[str]:
         script_keys, args = self._reserve_call(reservation)

@@ -10,7 +10,9 @@ atomically on a single node of a cluster too. Shared pieces:
   holds more than 43 fields per counter name, and windows slide at bucket granularity.
 - a contact is a member ``<decision_id>|<offer_id>|<channel>`` of the ``contacts`` sorted
   set (score: when) or, for an inbound impression reserved at decision time and not yet
-  reported, of ``pending`` (score: when the reservation lapses).
+  reported, of ``pending`` (score: when the reservation lapses). ``pending`` holds at most
+  one member per offer: a decision showing a pending offer again extends that member and
+  notes itself in ``reshown``, and its impression converts that same member, once.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ _NAMES = {
     "COOL": keys.COOLDOWN,
     "HELD": keys.HELD,
 }
+_NUMBERS = {"RESHOWN_KEPT": keys.RESHOWN_KEPT}
 _RES = ", ".join(f"{{{seconds}, {slots}}}" for _, seconds, slots in keys.SLIDING_WINDOWS)
 
 _PRELUDE = (
     "".join(f"local {name} = {_lua_string(value)}\n" for name, value in _NAMES.items())
+    + "".join(f"local {name} = {value}\n" for name, value in _NUMBERS.items())
     + f"local RES = {{{_RES}}}\n"
     + """
 
@@ -128,8 +132,9 @@ return 1
 
 # KEYS: profile, rt, win, session, contacts, pending, policy, consent
 # ARGV: now, contacts horizon (unix seconds; older contacts are not needed)
-# Returns {profile fields v s a, rt hash, window counts, session hash, contacts, pending,
-# policy hash}; window counts are flat: name, count 1h, count 24h, count 7d, ...
+# Returns {profile fields v s a u, rt hash, window counts, session hash, contacts and
+# pending (with scores), policy hash, consent hash}; window counts are flat: name,
+# count 1h, count 24h, count 7d, ...
 READ = (
     _PRELUDE
     + """
@@ -166,7 +171,7 @@ return {
   windows,
   redis.call('HGETALL', KEYS[4]),
   redis.call('ZRANGEBYSCORE', KEYS[5], ARGV[2], '+inf', 'WITHSCORES'),
-  redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[1], '+inf'),
+  redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[1], '+inf', 'WITHSCORES'),
   redis.call('HGETALL', KEYS[7]),
   redis.call('HGETALL', KEYS[8]),
 }
@@ -175,8 +180,10 @@ return {
 
 # Reserves contacts for a decision's actions, re-checking every cap, cool-down and
 # suppression atomically, so two replicas deciding at once cannot both exceed a cap, and
-# an offer declined meanwhile is not made.
-# KEYS: contacts, pending, policy
+# an offer declined meanwhile is not made. An inbound offer already pending (shown by an
+# earlier decision, impression not reported) takes no new place: its member is extended
+# and the decision noted in ``reshown``; caps apply to new places only.
+# KEYS: contacts, pending, policy, reshown
 # ARGV: now, decision id, channel, outbound (1/0), pending expiry, horizon seconds,
 #       channel caps ("window:max,..." or ''), then triples of offer id, offer caps,
 #       suppressed once accepted (1/0)
@@ -195,6 +202,11 @@ local function caps(spec)
 end
 local contacts = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[6]), '+inf', 'WITHSCORES')
 local pending = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
+local shown = {}  -- offer -> its pending member
+for _, m in ipairs(pending) do
+  local _, o, _ = split(m)
+  shown[o] = m
+end
 local function count(offer, ch, window)
   -- offer: contacts of that offer; ch: distinct decisions on that channel
   local n, seen = 0, {}
@@ -214,29 +226,43 @@ local function count(offer, ch, window)
   end
   return n
 end
+local channel_full = false
 for _, cap in ipairs(caps(ARGV[7])) do
-  if count(nil, channel, cap[1]) >= cap[2] then return {} end
+  if count(nil, channel, cap[1]) >= cap[2] then channel_full = true end
 end
 local reserved = {}
 for i = 8, #ARGV, 3 do
-  local offer, ok = ARGV[i], true
-  for _, cap in ipairs(caps(ARGV[i + 1])) do
-    if count(offer, nil, cap[1]) >= cap[2] then ok = false end
-  end
-  if tonumber(redis.call('HGET', KEYS[3], COOL .. offer) or '0') > now then ok = false end
+  local offer = ARGV[i]
+  local ok = tonumber(redis.call('HGET', KEYS[3], COOL .. offer) or '0') <= now
   if ARGV[i + 2] == '1' and redis.call('HEXISTS', KEYS[3], HELD .. offer) == 1 then
     ok = false
   end
-  if ok then
-    local member = decision .. '|' .. offer .. '|' .. channel
-    if outbound then
-      redis.call('ZADD', KEYS[1], now, member)
-      table.insert(contacts, member); table.insert(contacts, tostring(now))
-    else
-      redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), member)
-      table.insert(pending, member)
+  local again = ok and not outbound and shown[offer]
+  if again then
+    redis.call('ZADD', KEYS[2], 'GT', tonumber(ARGV[5]), again)
+    local holder = split(again)
+    if holder ~= decision then
+      if redis.call('HLEN', KEYS[4]) >= RESHOWN_KEPT then redis.call('DEL', KEYS[4]) end
+      redis.call('HSET', KEYS[4], decision .. '|' .. offer, holder)
+      redis.call('EXPIRE', KEYS[4], ARGV[6])
     end
     table.insert(reserved, offer)
+  elseif ok and not channel_full then
+    for _, cap in ipairs(caps(ARGV[i + 1])) do
+      if count(offer, nil, cap[1]) >= cap[2] then ok = false end
+    end
+    if ok then
+      local member = decision .. '|' .. offer .. '|' .. channel
+      if outbound then
+        redis.call('ZADD', KEYS[1], now, member)
+        table.insert(contacts, member); table.insert(contacts, tostring(now))
+      else
+        redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), member)
+        table.insert(pending, member)
+        shown[offer] = member
+      end
+      table.insert(reserved, offer)
+    end
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[6]))
@@ -254,7 +280,9 @@ return reserved
 # while the first is being written ("busy"); one finding a lapsed lease (an attempt that
 # died between the two steps) takes the lease and appends again, without applying the
 # effects twice. So concurrent duplicates are appended once.
-# KEYS: idem, outcomes, rt, win, contacts, pending, policy
+# An impression (any response counts as one) is counted once per showing: a decision that
+# showed a pending offer again (``reshown``) counts as that pending contact.
+# KEYS: idem, outcomes, rt, win, contacts, pending, policy, reshown
 # ARGV: idem ttl, summary json, outcomes kept, history ttl, outcome, rt ttl, ts,
 #       decision id, offer id, cool-down until (0: none), suppress (1/0),
 #       count as impression (1/0), contacts horizon seconds, policy ttl,
@@ -290,7 +318,8 @@ end
 if ARGV[11] == '1' then redis.call('HSETNX', KEYS[7], HELD .. offer, ARGV[7]) end
 redis.call('EXPIRE', KEYS[7], ARGV[14])
 if ARGV[12] == '1' then
-  local prefix = decision .. '|' .. offer .. '|'
+  local shown = redis.call('HGET', KEYS[8], decision .. '|' .. offer)
+  local prefix = (shown or decision) .. '|' .. offer .. '|'
   local counted = false
   for _, m in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
     if string.sub(m, 1, #prefix) == prefix then counted = true end

@@ -12,13 +12,17 @@ draw each slot at random among the candidates left:
   (each candidate left then has epsilon / n);
 - ``softmax``: probability proportional to exp(priority / (temperature x best priority)).
 
+Offers ``first`` (still showing from an earlier decision, contact_policy.showing) take the
+first slots, best first, with probability 1: the policy shows them again whatever it
+would draw. The policy fills the slots left.
+
 Each action carries the probability the policy had of choosing it for its slot, given the
 slots before it: what off-policy evaluation needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -87,37 +91,37 @@ def arbitrate(
     one_per_category: bool = True,
     exploration: Exploration = GREEDY,
     rng: np.random.Generator | None = None,
+    first: Collection[int] = (),
 ) -> list[Ranked]:
-    """Up to ``limit`` candidates, best first (greedy) or drawn by the exploring policy."""
-    if exploration.policy == "greedy" or rng is None:
-        return _greedy(priority, categories, limit, one_per_category)
-    left = np.arange(priority.shape[0])
+    """Up to ``limit`` candidates: those in ``first`` (indices), then the rest, best first
+    (greedy) or drawn by the exploring policy."""
     chosen: list[Ranked] = []
+    taken: set[str] = set()
+
+    def free(index: int) -> bool:
+        return not (one_per_category and categories[index] in taken)
+
+    def take(index: int, probability: float) -> None:
+        chosen.append(Ranked(index, len(chosen) + 1, float(priority[index]), probability))
+        taken.add(categories[index])
+
+    order = np.argsort(-priority, kind="stable").tolist()
+    pinned = set(first)
+    for i in order:
+        if i in pinned and len(chosen) < limit and free(i):
+            take(i, 1.0)
+    if exploration.policy == "greedy" or rng is None:
+        for i in order:
+            if len(chosen) == limit:
+                break
+            if i not in pinned and free(i):
+                take(i, 1.0)
+        return chosen
+    left = np.array([i for i in range(priority.shape[0]) if i not in pinned and free(i)], int)
     while left.size and len(chosen) < limit:
         p = slot_probabilities(priority[left], exploration)
         pick = int(rng.choice(left.size, p=p))
         index = int(left[pick])
-        chosen.append(Ranked(index, len(chosen) + 1, float(priority[index]), float(p[pick])))
-        keep = np.ones(left.size, dtype=bool)
-        keep[pick] = False
-        if one_per_category:
-            keep &= np.array([categories[i] != categories[index] for i in left.tolist()])
-        left = left[keep]
-    return chosen
-
-
-def _greedy(
-    priority: np.ndarray, categories: Sequence[str], limit: int, one_per_category: bool
-) -> list[Ranked]:
-    order = np.argsort(-priority, kind="stable")
-    chosen: list[Ranked] = []
-    seen: set[str] = set()
-    for i in order.tolist():
-        if one_per_category:
-            if categories[i] in seen:
-                continue
-            seen.add(categories[i])
-        chosen.append(Ranked(i, len(chosen) + 1, float(priority[i]), 1.0))
-        if len(chosen) == limit:
-            break
+        take(index, float(p[pick]))
+        left = np.array([i for i in left.tolist() if i != index and free(i)], int)
     return chosen

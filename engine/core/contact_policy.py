@@ -12,7 +12,10 @@ Declared in the catalog (``[contact_policy]`` and per offer ``[offer.policy]``):
   again.
 
 Inbound contacts count when their impression is reported (``ReportOutcome``); the
-decision reserves them meanwhile, so caps hold between decision and impression.
+decision reserves them meanwhile (pending), so caps hold between decision and impression.
+A pending offer belongs to the customer, not to the decision: a later inbound decision,
+on any channel, shows it again first (``showing``) and takes no new place for it, so a
+refreshed page keeps its offers and other channels are not starved by unreported ones.
 Outbound decisions (email, SMS) are sends and count at once. ``allowed`` filters
 candidates from the state read with the profile; ``reservation`` describes the contacts a
 decision makes, which the store re-checks and records atomically (in Redis:
@@ -95,6 +98,15 @@ def contacted_offers(record: CustomerRecord) -> frozenset[str]:
     return frozenset(c.offer_id for c in (*record.contacts, *record.pending))
 
 
+def showing(policy: ContactPolicy, channel: str, record: CustomerRecord) -> dict[str, float]:
+    """Offers pending from an earlier decision that a decision on ``channel`` shows again
+    without taking a new place (inbound channels only: a send is a contact of its own),
+    offer id -> when the hold lapses."""
+    if channel in policy.outbound:
+        return {}
+    return {c.offer_id: c.at for c in record.pending}
+
+
 def channel_block(policy: ContactPolicy, channel: str, record: CustomerRecord, now: float) -> str:
     """Why nothing may be offered on ``channel`` now, or "" when something may."""
     for cap in policy.channel_caps.get(channel, ()):
@@ -110,9 +122,11 @@ def offer_block(
     record: CustomerRecord,
     now: float,
     contacted: frozenset[str] | None = None,
+    again: bool = False,
 ) -> str:
     """Why ``offer_id`` may not be offered now, or "" when it may. ``contacted`` (from
-    ``contacted_offers``) lets a caller checking many offers skip the uncontacted ones."""
+    ``contacted_offers``) lets a caller checking many offers skip the uncontacted ones;
+    ``again``: the offer is pending (``showing``), so it already has its place."""
     if policy.suppress_after_accept and keys.held_field(offer_id) in record.policy:
         return "already accepted"
     until = record.policy.get(keys.cooldown_field(offer_id), 0.0)
@@ -122,7 +136,7 @@ def offer_block(
         return ""
     for cap in policy.caps:
         used = _count(record.contacts, record.pending, now - cap.window_seconds, offer_id=offer_id)
-        if used >= cap.max:
+        if used - again >= cap.max:
             return f"cap reached: {used} of {cap.describe()}"
     return ""
 
@@ -144,14 +158,18 @@ def allowed(
     now: float,
 ) -> tuple[list[Offer], dict[str, str]]:
     """The offers the policy lets through, and why the others were kept out (offer id,
-    or "*" for the whole channel, -> reason)."""
+    or "*" for the whole channel, -> reason). A channel at its cap still shows again the
+    offers it is ``showing``."""
+    held = showing(policy, channel, record)
     blocked = channel_block(policy, channel, record, now)
-    if blocked:
+    if blocked and not any(o.offer_id in held for o in offers):
         return [], {"*": blocked}
     kept, excluded = [], {}
     contacted = contacted_offers(record)
     for offer in offers:
-        why = offer_block(offer.offer_id, offer.policy, record, now, contacted)
+        again = offer.offer_id in held
+        why = blocked if blocked and not again else ""
+        why = why or offer_block(offer.offer_id, offer.policy, record, now, contacted, again)
         if why:
             excluded[offer.offer_id] = why
         else:

@@ -172,6 +172,8 @@ class DecisionCore:
         exploration = self.catalog.exploration
         if not exploration.applies(request.channel, request.placement):
             exploration = arbitration.GREEDY
+        # Offers still showing from an earlier decision come first: a refresh keeps them.
+        held = contact_policy.showing(self.catalog.contact_policy, request.channel, record)
         ranked = arbitration.arbitrate(
             priority,
             [o.category for o in offers],
@@ -179,6 +181,7 @@ class DecisionCore:
             one_per_category=self.one_per_category,
             exploration=exploration,
             rng=self._rng,
+            first=[i for i, o in enumerate(offers) if o.offer_id in held] if held else (),
         )
         timer.lap("arbitration")
 

@@ -8,6 +8,7 @@ contributions of its model row, each turned into the feature's declared sentence
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from string import Template
 
@@ -71,6 +72,16 @@ class Explainer:
         usage = contact_policy.offer_usage(offer.offer_id, offer.policy, record, situation.now)
         if usage:
             reasons.append(Reason("CONTACT_POLICY", f"within its cap: {usage} used before now"))
+        held = contact_policy.showing(self.catalog.contact_policy, situation.channel, record)
+        if offer.offer_id in held:
+            until = time.strftime("%H:%M:%S UTC", time.gmtime(held[offer.offer_id]))
+            reasons.append(
+                Reason(
+                    "CONTACT_POLICY",
+                    "shown again: an earlier decision's impression is not reported yet;"
+                    f" its place is held until {until}, no new one taken",
+                )
+            )
         if contributions is not None:
             top = np.argsort(-contributions, kind="stable")[:TOP_CONTRIBUTIONS]
             for i in top.tolist():

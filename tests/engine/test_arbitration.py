@@ -70,6 +70,25 @@ def test_greedy_is_deterministic_with_probability_one() -> None:
     assert [r.probability for r in ranked] == [1.0, 1.0, 1.0]
 
 
+def test_offers_still_showing_come_first_with_probability_one() -> None:
+    # 2 and 0 are on screen: they keep the first slots (best first), whatever the policy.
+    ranked = arbitrate(PRIORITY, CATEGORIES, 3, first={2, 0})
+    assert [(r.index, r.probability) for r in ranked] == [(0, 1.0), (2, 1.0), (1, 1.0)]
+    explored = arbitrate(
+        PRIORITY,
+        ["a", "b", "a", "d"],
+        3,
+        exploration=Exploration("epsilon", epsilon=0.5),
+        rng=np.random.default_rng(1),
+        first=[2],
+    )
+    assert explored[0].index == 2 and explored[0].probability == 1.0
+    # The held offer took category a: offer 0 is never drawn for the slots left.
+    assert {r.index for r in explored[1:]} == {1, 3}
+    assert all(r.probability < 1.0 for r in explored[1:2])
+    assert arbitrate(PRIORITY, CATEGORIES, 1, first=[2, 0])[0].index == 0
+
+
 def test_exploration_is_configured_in_the_catalog() -> None:
     catalog = parse_catalog(
         '[exploration]\npolicy = "epsilon"\nepsilon = 0.05\noff_placements = ["agent_sidebar"]\n'

@@ -86,6 +86,33 @@ def test_email_is_a_send_and_counts_at_decision_time(server: ServerThread) -> No
     ]
 
 
+def _on_screen(answer: decision_pb2.DecideResponse) -> list[tuple[str, str, str]]:
+    return [(a.offer_id, a.message.treatment_id, a.message.headline) for a in answer.actions]
+
+
+def test_a_refreshing_page_keeps_its_offers_and_starves_no_channel(
+    server: ServerThread, loaded: redis.Redis
+) -> None:
+    pages = [decide(server, WEB, placement="home_hero") for _ in range(20)]  # no reports
+    first = _on_screen(pages[0])
+    assert len(first) == 3
+    assert [_on_screen(p) for p in pages] == [first] * 20
+    assert loaded.zcard(f"arb:{{{CUSTOMER}}}:pending") == 3  # one place per offer, not 60
+    reasons = [r.text for r in pages[-1].actions[0].reasons]
+    assert any(r.startswith("shown again: an earlier decision's impression") for r in reasons)
+
+    # The call center right after is not starved; the offers on screen come first.
+    call = decide(server, CALL)
+    assert len(call.actions) == 3
+    assert call.actions[0].offer_id in {offer for offer, _, _ in first}
+    # An outcome changes what is shown: a decline ends that offer's showing everywhere.
+    report(server, pages[-1], common_pb2.OUTCOME_DECLINE)  # the first action declined
+    after = decide(server, WEB, placement="home_hero")
+    assert len(after.actions) == 3
+    assert first[0][0] not in {a.offer_id for a in after.actions}
+    assert {a.offer_id for a in after.actions[:2]} == {offer for offer, _, _ in first[1:]}
+
+
 def test_caps_hold_under_concurrent_decisions_on_two_replicas(
     server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
 ) -> None:
@@ -93,23 +120,38 @@ def test_caps_hold_under_concurrent_decisions_on_two_replicas(
     # degraded answer whose reservation times out is flagged, see test_degraded).
     budgets = {"feature_timeout_ms": 2000, "reserve_timeout_ms": 2000}
     replicas = [server_factory(redis_url, **budgets), server_factory(redis_url, **budgets)]
-    delivered: list[str] = []
-    lock = threading.Lock()
-    start = threading.Barrier(24)
 
-    def call(i: int) -> None:
-        start.wait()
-        response = decide(replicas[i % 2], (WEB, APP, CALL)[i % 3], "fibre_broadband")
-        with lock:
-            delivered.extend(a.offer_id for a in response.actions)
+    def at_once(
+        channels: tuple[common_pb2.Channel.ValueType, ...], offer: str | None
+    ) -> list[decision_pb2.DecideResponse]:
+        start = threading.Barrier(24)
+        answers: list[decision_pb2.DecideResponse] = []
+        lock = threading.Lock()
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        def call(i: int) -> None:
+            start.wait()
+            response = decide(replicas[i % 2], channels[i % len(channels)], offer)
+            with lock:
+                answers.append(response)
 
-    assert delivered == ["fibre_broadband"] * 3  # at most 3 a week, and all 3 used
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return answers
+
+    # 24 inbound decisions at once: one showing of the offer, one place under its cap.
+    shown = at_once((WEB, APP, CALL), "fibre_broadband")
+    assert [a.offer_id for s in shown for a in s.actions] == ["fibre_broadband"] * 24
+    assert loaded.zcard(f"arb:{{{CUSTOMER}}}:pending") == 1
+    for answer in shown:  # every one reported: still one contact
+        report(replicas[0], answer, common_pb2.OUTCOME_IMPRESSION)
+    assert loaded.zcard(f"arb:{{{CUSTOMER}}}:contacts") == 1
+    assert loaded.zcard(f"arb:{{{CUSTOMER}}}:pending") == 0
+    # 24 sends at once: exactly the 2 a week the email cap allows.
+    sent = at_once((EMAIL,), None)
+    assert sum(1 for s in sent if s.actions) == 2
 
 
 def test_read_your_writes_across_replicas_and_channels(
@@ -135,8 +177,8 @@ def test_read_your_writes_across_replicas_and_channels(
 @pytest.fixture
 def quick_catalog(tmp_path: Path) -> Path:
     text = (DEFAULTS / "catalog.toml").read_text()
-    text = text.replace("pending_impression_minutes = 5", "pending_impression_minutes = 0.02")
-    assert "pending_impression_minutes = 0.02" in text
+    text = text.replace("pending_impression_minutes = 5", "pending_impression_minutes = 0.05")
+    assert "pending_impression_minutes = 0.05" in text
     path = tmp_path / "catalog.toml"
     path.write_text(text)
     return path
@@ -150,19 +192,27 @@ def test_unreported_impressions_lapse_and_reported_ones_count(
 ) -> None:
     server = server_factory(redis_url, catalog_path=quick_catalog)
     first = decide(server, WEB, "fibre_broadband")
-    report(server, first, common_pb2.OUTCOME_IMPRESSION)
-    assert decide(server, WEB, "fibre_broadband").actions  # reserved, never reported
-    assert decide(server, WEB, "fibre_broadband").actions
+    report(server, first, common_pb2.OUTCOME_IMPRESSION)  # 1 of 3 made
+    second = decide(server, WEB, "fibre_broadband")  # a new showing: 2 of 3 taken
+    third = decide(server, WEB, "fibre_broadband")  # a refresh: the same showing
+    assert second.actions and third.actions
+    report(server, third, common_pb2.OUTCOME_IMPRESSION)
+    report(server, second, common_pb2.OUTCOME_IMPRESSION)  # the same showing, counted once
+    fourth = decide(server, WEB, "fibre_broadband")  # 3 of 3 taken, never reported
+    assert fourth.actions
+    assert decide(server, WEB, "fibre_broadband").actions  # a refresh of the fourth
+
+    time.sleep(3.5)  # the fourth's place lapses; the reported ones stay
+    fifth = decide(server, WEB, "fibre_broadband")
+    assert fifth.actions
+    report(server, fifth, common_pb2.OUTCOME_IMPRESSION)
     capped = decide(server, WEB, "fibre_broadband")
     assert not capped.actions
     assert capped.excluded[0].reason == "cap reached: 3 of 3 per 7 days"
-
-    time.sleep(1.5)  # the two unreported reservations lapse; the reported one stays
-    assert decide(server, WEB, "fibre_broadband").actions
-    assert decide(server, WEB, "fibre_broadband").actions
-    assert not decide(server, WEB, "fibre_broadband").actions
-    contacts = loaded.zrange("arb:{cust-000042}:contacts", 0, -1)
-    assert contacts == [f"{first.decision_id}|fibre_broadband|web".encode()]
+    contacts = loaded.zrange(f"arb:{{{CUSTOMER}}}:contacts", 0, -1)
+    assert sorted(contacts) == sorted(
+        f"{d.decision_id}|fibre_broadband|web".encode() for d in (first, second, fifth)
+    )
 
 
 def test_policy_errors_do_not_leak(server: ServerThread) -> None:

@@ -26,6 +26,7 @@ def test_customer_keys_share_one_hash_tag() -> None:
         (keys.SESSION, "session"),
         (keys.CONTACTS, "contacts"),
         (keys.PENDING, "pending"),
+        (keys.RESHOWN, "reshown"),
         (keys.POLICY, "policy"),
     ]:
         assert keys.customer_key("c", kind) == f"arb:{{c}}:{name}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -273,27 +274,38 @@ def test_inbound_reservations_wait_for_their_impression(backend: Backend) -> Non
     async def work(store: Store) -> Any:
         first = await store.reserve_many([_reservation("d1", outbound=False)])
         reserved = await store.fetch("c8")
-        await store.record_outcome(
-            OutcomeRecord("c8", "d1", "b", "impression", 0.0, time.time(), "k1"),
-            OutcomeEffects(impression=True),
-        )
-        again = await store.reserve(_reservation("d2", outbound=False))
-        return first, reserved, again, await store.fetch("c8")
+        # A refresh: the same offers shown again take no new place and extend the hold.
+        later = replace(_reservation("d2", outbound=False), pending_until=time.time() + 600)
+        again = await store.reserve(later)
+        refreshed = await store.fetch("c8")
+        for decision, key in (("d2", "k1"), ("d1", "k2")):  # both showings of b reported
+            await store.record_outcome(
+                OutcomeRecord("c8", decision, "b", "impression", 0.0, time.time(), key),
+                OutcomeEffects(impression=True),
+            )
+        third = await store.reserve(_reservation("d3", outbound=False))
+        return first, reserved, again, refreshed, third, await store.fetch("c8")
 
-    first, reserved, again, seen = backend.run(work)
+    first, reserved, again, refreshed, third, seen = backend.run(work)
     assert first == [["a", "b", "c"]]
-    assert sorted(c.offer_id for c in reserved.pending) == ["a", "b", "c"]
-    assert reserved.contacts == ()
-    # The impression of b moved it from pending to made; b's hourly cap is now taken by
-    # it, whether pending or made.
-    assert again == ["a", "c"]
-    assert [(c.decision_id, c.offer_id, c.channel) for c in seen.contacts] == [("d1", "b", "web")]
-    assert sorted((c.decision_id, c.offer_id) for c in seen.pending) == [
+    assert sorted((c.decision_id, c.offer_id) for c in reserved.pending) == [
         ("d1", "a"),
+        ("d1", "b"),
         ("d1", "c"),
-        ("d2", "a"),
-        ("d2", "c"),
     ]
+    assert reserved.contacts == ()
+    assert again == ["a", "b", "c"]
+    assert sorted((c.decision_id, c.offer_id) for c in refreshed.pending) == [
+        ("d1", "a"),
+        ("d1", "b"),
+        ("d1", "c"),
+    ]
+    assert all(c.at > time.time() + 500 for c in refreshed.pending)  # lapses later now
+    # One showing, one contact, whichever of its decisions reported it (and both did).
+    assert [(c.decision_id, c.offer_id, c.channel) for c in seen.contacts] == [("d1", "b", "web")]
+    # b's hourly cap is now taken by that contact; a and c are still shown, still held once.
+    assert third == ["a", "c"]
+    assert sorted((c.decision_id, c.offer_id) for c in seen.pending) == [("d1", "a"), ("d1", "c")]
 
 
 def test_decisions_are_logged_in_order_and_kept_per_customer(backend: Backend) -> None:
