@@ -222,17 +222,17 @@ class MemoryStore:
 
     @staticmethod
     def _count(
-        c: _Customer, now: float, window: int, offer: str | None, channel: str | None
+        c: _Customer, now: float, window: int, offer: str | None, channels: set[str] | None
     ) -> int:
         """As the RESERVE script counts: contacts of ``offer``, or distinct decisions on
-        ``channel``, within ``window``, plus live reservations."""
+        ``channels``, within ``window``, plus live reservations."""
         n, seen = 0, set()
         made = [(m, at) for m, at in c.contacts.items() if at > now - window]
         live = [(m, 0.0) for m, until in c.pending.items() if until >= now]
         for member, _ in made + live:
             d, o, ch = member.split("|", 2)
             if (offer is not None and o == offer) or (
-                channel is not None and ch == channel and d not in seen
+                channels is not None and ch in channels and d not in seen
             ):
                 n += 1
                 seen.add(d)
@@ -247,7 +247,11 @@ class MemoryStore:
         c.pending = {m: until for m, until in c.pending.items() if until >= now}
         shown = {m.split("|", 2)[1]: m for m in c.pending}
         channel_full = any(
-            self._count(c, now, window, None, r.channel) >= most for window, most in r.channel_caps
+            self._count(c, now, window, None, {r.channel}) >= most
+            for window, most in r.channel_caps
+        ) or any(
+            self._count(c, now, window, None, set(r.budget_channels)) >= most
+            for window, most in r.budget
         )
         reserved = []
         for offer_id, caps, suppress in r.offers:

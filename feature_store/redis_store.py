@@ -247,6 +247,8 @@ class RedisFeatureStore:
             reservation.pending_until,
             self._horizon,
             caps(reservation.channel_caps),
+            caps(reservation.budget),
+            ",".join(reservation.budget_channels),
         ]
         for offer_id, offer_caps, suppress in reservation.offers:
             args += [offer_id, caps(offer_caps), int(suppress)]

@@ -185,8 +185,9 @@ return {
 # and the decision noted in ``reshown``; caps apply to new places only.
 # KEYS: contacts, pending, policy, reshown
 # ARGV: now, decision id, channel, outbound (1/0), pending expiry, horizon seconds,
-#       channel caps ("window:max,..." or ''), then triples of offer id, offer caps,
-#       suppressed once accepted (1/0)
+#       channel caps ("window:max,..." or ''), marketing budget caps (same), the budget's
+#       channels ("email,sms" or ''), then triples of offer id, offer caps, suppressed
+#       once accepted (1/0)
 # Returns the offer ids reserved, in the order given.
 RESERVE = (
     _PRELUDE
@@ -207,20 +208,20 @@ for _, m in ipairs(pending) do
   local _, o, _ = split(m)
   shown[o] = m
 end
-local function count(offer, ch, window)
-  -- offer: contacts of that offer; ch: distinct decisions on that channel
+local function count(offer, chs, window)
+  -- offer: contacts of that offer; chs (a set): distinct decisions on those channels
   local n, seen = 0, {}
   for i = 1, #contacts, 2 do
     if tonumber(contacts[i + 1]) > now - window then
       local d, o, c = split(contacts[i])
-      if (offer and o == offer) or (ch and c == ch and not seen[d]) then
+      if (offer and o == offer) or (chs and chs[c] and not seen[d]) then
         n = n + 1; seen[d] = true
       end
     end
   end
   for _, m in ipairs(pending) do
     local d, o, c = split(m)
-    if (offer and o == offer) or (ch and c == ch and not seen[d]) then
+    if (offer and o == offer) or (chs and chs[c] and not seen[d]) then
       n = n + 1; seen[d] = true
     end
   end
@@ -228,10 +229,15 @@ local function count(offer, ch, window)
 end
 local channel_full = false
 for _, cap in ipairs(caps(ARGV[7])) do
-  if count(nil, channel, cap[1]) >= cap[2] then channel_full = true end
+  if count(nil, {[channel] = true}, cap[1]) >= cap[2] then channel_full = true end
+end
+local budget = {}
+for c in string.gmatch(ARGV[9], '[^,]+') do budget[c] = true end
+for _, cap in ipairs(caps(ARGV[8])) do
+  if count(nil, budget, cap[1]) >= cap[2] then channel_full = true end
 end
 local reserved = {}
-for i = 8, #ARGV, 3 do
+for i = 10, #ARGV, 3 do
   local offer = ARGV[i]
   local ok = tonumber(redis.call('HGET', KEYS[3], COOL .. offer) or '0') <= now
   if ARGV[i + 2] == '1' and redis.call('HEXISTS', KEYS[3], HELD .. offer) == 1 then

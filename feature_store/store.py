@@ -200,7 +200,8 @@ class Reservation:
 
     Caps are (window seconds, max) pairs; each offer is (offer id, caps, suppressed once
     accepted). Outbound contacts count at once; inbound ones are held as pending until
-    ``pending_until`` unless their impression is reported."""
+    ``pending_until`` unless their impression is reported. ``budget`` caps count the
+    decisions on any of ``budget_channels`` (the decision's channel among them)."""
 
     customer_id: str
     decision_id: str
@@ -209,6 +210,8 @@ class Reservation:
     pending_until: float
     channel_caps: tuple[tuple[int, int], ...]
     offers: tuple[tuple[str, tuple[tuple[int, int], ...], bool], ...]
+    budget: tuple[tuple[int, int], ...] = ()
+    budget_channels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

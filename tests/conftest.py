@@ -20,7 +20,13 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2
 from engine.adapters import artifact
 from engine.api.server import BackgroundServer
-from engine.settings import CommonSettings, Definitions, ServerSettings, load_definitions
+from engine.settings import (
+    DEFAULTS,
+    CommonSettings,
+    Definitions,
+    ServerSettings,
+    load_definitions,
+)
 from feature_store.embedded import redis_or_embedded
 from feature_store.loader import load_profiles, profile_fields
 from feature_store.memory_store import MemoryStore
@@ -107,13 +113,37 @@ def accept(server: ServerThread, decision: decision_pb2.DecideResponse, customer
     report(server, decision, customer_id, common_pb2.OUTCOME_ACCEPT)
 
 
+def zone_at(local_hour: int, now: float | None = None) -> str:
+    """A fixed-offset time zone (``Etc/GMT-5`` is UTC+5) where it is now ``local_hour``
+    o'clock, give or take the minutes."""
+    offset = (local_hour - time.gmtime(now).tm_hour + 11) % 24 - 11  # -11 .. +12
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
+@pytest.fixture(scope="session")
+def daytime_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo catalog with its customers' default time zone where it is midday now, so
+    that sends are not in quiet hours whenever the suite runs (tests about quiet hours
+    choose their zones)."""
+    text = (DEFAULTS / "catalog.toml").read_text()
+    daytime = text.replace(
+        'default_timezone = "Europe/London"', f'default_timezone = "{zone_at(12)}"'
+    )
+    assert daytime != text
+    path = tmp_path_factory.mktemp("catalog") / "catalog.toml"
+    path.write_text(daytime)
+    return path
+
+
 @pytest.fixture
-def server_factory(model_dir: Path) -> Iterator[Callable[..., ServerThread]]:
+def server_factory(model_dir: Path, daytime_catalog: Path) -> Iterator[Callable[..., ServerThread]]:
     started: list[ServerThread] = []
 
     def make(backend: str | MemoryStore, **overrides: Any) -> ServerThread:
-        """A server on ``backend``: a Redis URL, or an in-memory store."""
-        settings = ServerSettings(**{"data_dir": model_dir.parent, "port": 0, **overrides})
+        """A server on ``backend``: a Redis URL, or an in-memory store; the demo catalog
+        in daytime unless ``catalog_path`` says otherwise."""
+        defaults = {"data_dir": model_dir.parent, "port": 0, "catalog_path": daytime_catalog}
+        settings = ServerSettings(**{**defaults, **overrides})
         thread = ServerThread(settings, backend)
         started.append(thread)
         return thread

@@ -184,7 +184,9 @@ class DecisionServicer(decision_pb2_grpc.DecisionServiceServicer):
 
 
 def _cap(use: CapUse) -> profile_pb2.CapUse:
-    return profile_pb2.CapUse(channel=use.channel, used=use.used, max=use.max, window=use.window)
+    return profile_pb2.CapUse(
+        channel=use.channel, used=use.used, max=use.max, window=use.window, budget=use.budget
+    )
 
 
 def encode_profile(

@@ -17,7 +17,16 @@ from typing import Any
 from common.errors import ConfigurationError
 from common.vocabulary import CHANNELS, STAGES
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE, Exploration
-from engine.core.contact_policy import DAY, Cap, ContactPolicy, OfferPolicy
+from engine.core.contact_policy import (
+    DAY,
+    Budget,
+    Cap,
+    ContactPolicy,
+    OfferPolicy,
+    QuietHours,
+    known_zone,
+    parse_clock,
+)
 from engine.core.expression import Expression, compile_expression
 
 # Message fields an offer (or a stage override of it) may set.
@@ -139,6 +148,41 @@ def _offer_policy(raw: Mapping[str, Any], base: OfferPolicy, where: str) -> Offe
     )
 
 
+def _budget(raw: Mapping[str, Any], outbound: frozenset[str], where: str) -> Budget:
+    """``{days|hours = N, max = M, channels = [...]}`` (channels: the outbound ones)."""
+    if not raw:
+        return Budget()
+    unknown = set(raw) - {"days", "hours", "max", "channels"}
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+    caps = _caps([{k: v for k, v in raw.items() if k != "channels"}], where)
+    return Budget(caps, _names(raw.get("channels", sorted(outbound)), CHANNELS, where))
+
+
+def _quiet_hours(raw: Mapping[str, Any], outbound: frozenset[str], where: str) -> QuietHours:
+    """``{start = "21:00", end = "08:00", channels = [...], timezone_attribute = "timezone",
+    default_timezone = "Europe/London"}`` (channels: the outbound ones)."""
+    if not raw:
+        return QuietHours()
+    allowed = {"start", "end", "channels", "timezone_attribute", "default_timezone"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+    start, end = (parse_clock(str(raw.get(k, ""))) for k in ("start", "end"))
+    if start is None or end is None:
+        raise ConfigurationError(f'{where}: start and end are times of day, "HH:MM"')
+    zone = str(raw.get("default_timezone", "UTC"))
+    if not known_zone(zone):
+        raise ConfigurationError(f"{where}.default_timezone: unknown time zone {zone!r}")
+    return QuietHours(
+        start,
+        end,
+        _names(raw.get("channels", sorted(outbound)), CHANNELS, where),
+        str(raw.get("timezone_attribute", "timezone")),
+        zone,
+    )
+
+
 def _contact_policy(raw: Mapping[str, Any]) -> tuple[ContactPolicy, OfferPolicy]:
     where = "contact_policy"
     channel_caps = {
@@ -146,10 +190,13 @@ def _contact_policy(raw: Mapping[str, Any]) -> tuple[ContactPolicy, OfferPolicy]
         for c, caps in raw.get("channel_caps", {}).items()
         if _names([c], CHANNELS, f"{where}.channel_caps")
     }
+    outbound = _names(raw.get("outbound_channels", ("email", "sms")), CHANNELS, where)
     policy = ContactPolicy(
         channel_caps=channel_caps,
-        outbound=_names(raw.get("outbound_channels", ("email", "sms")), CHANNELS, where),
+        outbound=outbound,
         pending_seconds=float(raw.get("pending_impression_minutes", 5)) * 60,
+        budget=_budget(raw.get("budget", {}), outbound, f"{where}.budget"),
+        quiet_hours=_quiet_hours(raw.get("quiet_hours", {}), outbound, f"{where}.quiet_hours"),
     )
     defaults = _offer_policy(
         raw.get("offer_defaults", {}), OfferPolicy(), f"{where}.offer_defaults"

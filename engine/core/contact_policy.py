@@ -6,6 +6,10 @@ Declared in the catalog (``[contact_policy]`` and per offer ``[offer.policy]``):
 
 - caps per offer over rolling windows ("at most 3 impressions in 7 days"), counted across
   channels, and per channel ("at most 1 SMS a day"), counted in decisions;
+- a marketing budget per customer across channels ("at most 4 contacts a week, email and
+  SMS together"), counted in decisions like a channel cap over all its channels;
+- quiet hours for outbound channels in the customer's time zone (an attribute, the
+  catalog's default otherwise): no send between, say, 21:00 and 08:00 there;
 - a cool-down after DECLINE or DISMISS: the offer is not made again, on any channel,
   until it ends;
 - suppression after ACCEPT or CONVERT: the customer now holds it, so it is not offered
@@ -26,9 +30,12 @@ reported outcome changes. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from common.vocabulary import POSITIVE_OUTCOMES
 from feature_store import keys
@@ -65,16 +72,89 @@ class OfferPolicy:
     suppress_after_accept: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Marketing contacts a customer gets on ``channels`` together, counted in decisions
+    that contacted them (one email with three offers is one contact)."""
+
+    caps: tuple[Cap, ...] = ()
+    channels: frozenset[str] = frozenset()
+
+    def describe(self, used: int, cap: Cap) -> str:
+        channels = ", ".join(sorted(self.channels))
+        return f"marketing budget reached: {used} of {cap.describe()} ({channels})"
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """No contact on ``channels`` from ``start`` to ``end`` (minutes after midnight; the
+    span may cross midnight) in the customer's time zone: the attribute
+    ``timezone_attribute`` when it names a known zone, else ``default_timezone``."""
+
+    start: int = 0
+    end: int = 0
+    channels: frozenset[str] = frozenset()
+    timezone_attribute: str = "timezone"
+    default_timezone: str = "UTC"
+
+    def block(self, channel: str, attributes: Mapping[str, str], now: float) -> str:
+        if channel not in self.channels or self.start == self.end:
+            return ""
+        zone = _zone(attributes.get(self.timezone_attribute, "")) or _zone(self.default_timezone)
+        local = datetime.fromtimestamp(now, zone)
+        minute = local.hour * 60 + local.minute
+        if self.start < self.end:
+            quiet = self.start <= minute < self.end
+        else:
+            quiet = minute >= self.start or minute < self.end
+        if not quiet:
+            return ""
+        return (
+            f"quiet hours: no {channel} from {_clock(self.start)} to {_clock(self.end)}"
+            f" in {zone}; it is {local:%H:%M} there"
+        )
+
+
+def _clock(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+@lru_cache(maxsize=1024)  # attributes come from data: bounded
+def _zone(name: str) -> ZoneInfo | None:
+    """The time zone ``name``, or None when it is empty or unknown."""
+    try:
+        return ZoneInfo(name) if name else None
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+
+
+def parse_clock(text: str) -> int | None:
+    """``"21:30"`` -> minutes after midnight; None when ``text`` is not HH:MM."""
+    hours, sep, minutes = text.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        return None
+    if int(hours) > 23 or int(minutes) > 59:
+        return None
+    return int(hours) * 60 + int(minutes)
+
+
+def known_zone(name: str) -> bool:
+    return _zone(name) is not None
+
+
 @dataclass(frozen=True)
 class ContactPolicy:
     channel_caps: Mapping[str, tuple[Cap, ...]] = field(default_factory=dict)
     outbound: frozenset[str] = frozenset({"email", "sms"})
     pending_seconds: float = 300.0  # how long an inbound decision holds its impression
+    budget: Budget = Budget()
+    quiet_hours: QuietHours = QuietHours()
 
     def horizon_seconds(self, offer_policies: Iterable[OfferPolicy]) -> int:
         """The longest window any cap looks back over (at least a day)."""
         windows = [c.window_seconds for caps in self.channel_caps.values() for c in caps]
         windows += [c.window_seconds for p in offer_policies for c in p.caps]
+        windows += [c.window_seconds for c in self.budget.caps]
         return max([DAY, *windows])
 
 
@@ -83,13 +163,15 @@ def _count(
     pending: Iterable[Contact],
     since: float,
     offer_id: str | None = None,
-    channel: str | None = None,
+    channels: Container[str] = (),
 ) -> int:
+    """Contacts of ``offer_id``, or else distinct decisions on any of ``channels``, made
+    since ``since`` or pending."""
     if offer_id is not None:
         made = sum(1 for c in contacts if c.offer_id == offer_id and c.at > since)
         return made + sum(1 for c in pending if c.offer_id == offer_id)
-    decisions = {c.decision_id for c in contacts if c.channel == channel and c.at > since}
-    decisions |= {c.decision_id for c in pending if c.channel == channel}
+    decisions = {c.decision_id for c in contacts if c.channel in channels and c.at > since}
+    decisions |= {c.decision_id for c in pending if c.channel in channels}
     return len(decisions)
 
 
@@ -108,11 +190,23 @@ def showing(policy: ContactPolicy, channel: str, record: CustomerRecord) -> dict
 
 
 def channel_block(policy: ContactPolicy, channel: str, record: CustomerRecord, now: float) -> str:
-    """Why nothing may be offered on ``channel`` now, or "" when something may."""
+    """Why nothing may be offered on ``channel`` now, or "" when something may: quiet
+    hours, the channel's caps, the marketing budget."""
+    quiet = policy.quiet_hours.block(channel, record.attributes, now)
+    if quiet:
+        return quiet
     for cap in policy.channel_caps.get(channel, ()):
-        used = _count(record.contacts, record.pending, now - cap.window_seconds, channel=channel)
+        since = now - cap.window_seconds
+        used = _count(record.contacts, record.pending, since, channels=(channel,))
         if used >= cap.max:
             return f"{channel} cap reached: {used} of {cap.describe()}"
+    budget = policy.budget
+    if channel in budget.channels:
+        for cap in budget.caps:
+            since = now - cap.window_seconds
+            used = _count(record.contacts, record.pending, since, channels=budget.channels)
+            if used >= cap.max:
+                return budget.describe(used, cap)
     return ""
 
 
@@ -184,8 +278,11 @@ def reservation(
     if not decision.actions:
         return None
     channel_caps = tuple((c.window_seconds, c.max) for c in policy.channel_caps.get(channel, ()))
+    budgeted = channel in policy.budget.channels
+    budget = tuple((c.window_seconds, c.max) for c in policy.budget.caps) if budgeted else ()
     offer_policies = [offers[a.offer_id].policy for a in decision.actions]
-    if not channel_caps and not any(p.caps or p.suppress_after_accept for p in offer_policies):
+    capped = channel_caps or budget
+    if not capped and not any(p.caps or p.suppress_after_accept for p in offer_policies):
         return None
     return Reservation(
         decision.customer_id,
@@ -198,6 +295,8 @@ def reservation(
             (a.offer_id, tuple((c.window_seconds, c.max) for c in p.caps), p.suppress_after_accept)
             for a, p in zip(decision.actions, offer_policies, strict=True)
         ),
+        budget,
+        tuple(sorted(policy.budget.channels)) if budget else (),
     )
 
 
@@ -246,10 +345,11 @@ def outcome_effects(policy: OfferPolicy, outcome: str, occurred_at: float) -> Ou
 
 @dataclass(frozen=True, slots=True)
 class CapUse:
-    channel: str  # "" for an offer's own cap
+    channel: str  # "" for an offer's own cap; "email, sms" for the marketing budget
     used: int
     max: int
     window: str  # "3 per 7 days"
+    budget: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,15 +388,27 @@ def offer_states(
 
 
 def channel_uses(policy: ContactPolicy, record: CustomerRecord, now: float) -> tuple[CapUse, ...]:
-    """The channel caps in use."""
-    uses = (
+    """The channel caps and the marketing budget in use."""
+    contacts, pending = record.contacts, record.pending
+    uses = [
         CapUse(
             channel,
-            _count(record.contacts, record.pending, now - c.window_seconds, channel=channel),
+            _count(contacts, pending, now - c.window_seconds, channels=(channel,)),
             c.max,
             c.describe(),
         )
         for channel, caps in policy.channel_caps.items()
         for c in caps
-    )
+    ]
+    budget = policy.budget
+    uses += [
+        CapUse(
+            ", ".join(sorted(budget.channels)),
+            _count(contacts, pending, now - c.window_seconds, channels=budget.channels),
+            c.max,
+            c.describe(),
+            budget=True,
+        )
+        for c in budget.caps
+    ]
     return tuple(u for u in uses if u.used)

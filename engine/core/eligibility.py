@@ -54,11 +54,12 @@ def eligible_offers(
 
 def fallback_offers(catalog: Catalog, situation: Situation) -> list[Offer]:
     """Offers allowed when nothing is known about the customer: channel, placement, dates.
-    None on a channel with an audience rule or that needs consent (neither can be checked
-    without the customer's state)."""
+    None on a channel with an audience rule, that needs consent or has quiet hours (none
+    can be checked without the customer's state and time zone)."""
     if (
         situation.channel in catalog.channel_audience
         or situation.channel in catalog.consent_features
+        or situation.channel in catalog.contact_policy.quiet_hours.channels
     ):
         return []
     return [

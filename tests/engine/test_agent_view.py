@@ -52,7 +52,10 @@ def test_the_profile_shows_policy_consent_and_stage_history(server: ServerThread
     assert fibre.offer_name == "Fibre broadband 900"
     assert 29 < fibre.cooldown_days_left <= 30 and fibre.cooldown_until.seconds > 0
     assert [(c.used, c.max) for c in fibre.caps] == [(2, 3)]  # the text and the impression
-    assert [(c.channel, c.used, c.max) for c in profile.channel_caps] == [("sms", 1, 1)]
+    assert [(c.channel, c.used, c.max, c.budget) for c in profile.channel_caps] == [
+        ("sms", 1, 1, False),
+        ("email, sms", 1, 4, True),  # the marketing budget: the text counts against it
+    ]
     consent = {c.channel: c for c in profile.consent}
     assert not consent["email"].given and consent["email"].source == "event"
     assert consent["email"].via == common_pb2.CHANNEL_MOBILE_APP

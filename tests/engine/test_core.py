@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from common.errors import ConfigurationError
 from engine.core.arbitration import arbitrate, priorities
 from engine.core.catalog import parse_catalog
+from engine.core.contact_policy import QuietHours, parse_clock
 from engine.core.decision import DecisionCore, DecisionRequest, rule_env
 from engine.core.eligibility import Situation, eligible_offers, fallback_offers
 from engine.core.lifecycle import parse_stage_rules
@@ -100,6 +102,9 @@ def test_channel_audience_blocks_the_channel_and_its_fallbacks() -> None:
     assert ids(fallback_offers(catalog, Situation("web", "", "evaluation", NOW))) == ["loyal"]
 
 
+OFFER = '[[offer]]\nid = "x"\ncategory = "a"\nvalue = 1\n'
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -116,6 +121,17 @@ def test_channel_audience_blocks_the_channel_and_its_fallbacks() -> None:
             '[[offer]]\nid = "x"\ncategory = "a"\nvalue = 1\n' * 2,
             "duplicate",
         ),
+        (
+            '[contact_policy.quiet_hours]\nstart = "9pm"\nend = "08:00"\n' + OFFER,
+            "contact_policy.quiet_hours: start and end",
+        ),
+        (
+            '[contact_policy.quiet_hours]\nstart = "21:00"\nend = "08:00"\n'
+            'default_timezone = "Europe/Atlantis"\n' + OFFER,
+            "default_timezone: unknown time zone 'Europe/Atlantis'",
+        ),
+        ('[contact_policy.budget]\ndays = 7\nmax = 4\nchannels = ["fax"]\n' + OFFER, "fax"),
+        ("[contact_policy.budget]\ndays = 7\n" + OFFER, "contact_policy.budget"),
     ],
 )
 def test_bad_catalogs_fail_at_load_with_a_clear_message(text: str, problem: str) -> None:
@@ -201,3 +217,31 @@ def test_core_decides_with_the_value_only_baseline(definitions: Definitions) -> 
     assert len(decision.candidates) >= len(decision.actions)
     env = rule_env(schema.names, decision.served.features, {}, DecisionRequest("c1", "web"))
     assert env["tenure_months"] == 40
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "clock", "quiet"),
+    [
+        ("21:00", "08:00", "20:59", False),
+        ("21:00", "08:00", "21:00", True),
+        ("21:00", "08:00", "03:30", True),
+        ("21:00", "08:00", "07:59", True),
+        ("21:00", "08:00", "08:00", False),
+        ("12:00", "14:00", "13:15", True),
+        ("12:00", "14:00", "14:00", False),
+    ],
+)
+def test_quiet_hours_in_the_customers_zone(start: str, end: str, clock: str, quiet: bool) -> None:
+    hours = QuietHours(
+        parse_clock(start) or 0, parse_clock(end) or 0, frozenset({"sms"}), "tz", "UTC"
+    )
+    # 2026-01-15 at ``clock`` in Tokyo (UTC+9, no daylight saving)
+    local = datetime.strptime(f"2026-01-15 {clock}", "%Y-%m-%d %H:%M")
+    now = local.replace(tzinfo=ZoneInfo("Asia/Tokyo")).timestamp()
+    why = hours.block("sms", {"tz": "Asia/Tokyo"}, now)
+    assert bool(why) == quiet
+    if quiet:
+        assert (
+            why == f"quiet hours: no sms from {start} to {end} in Asia/Tokyo; it is {clock} there"
+        )
+    assert hours.block("web", {"tz": "Asia/Tokyo"}, now) == ""

@@ -19,7 +19,7 @@ import pytest
 import redis
 from playwright.sync_api import expect, sync_playwright
 
-from arbiter.v1 import common_pb2, profile_pb2
+from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine.clients.desk import DeskServer
 from engine.settings import ClientSettings, DeskSettings
 from tests.conftest import ServerThread
@@ -106,6 +106,18 @@ def test_agent_sees_the_customer_and_records_an_answer(
         ),
         timeout=5,
     )
+    # This week's text counts against the marketing budget the desk shows.
+    server.profiles.RecordEvent(
+        profile_pb2.RecordEventRequest(
+            customer_id="cust-000042",
+            channel=common_pb2.CHANNEL_WEB,
+            event_type="opt_in",
+            attributes={"channel": "sms"},
+        ),
+        timeout=5,
+    )
+    text = decision_pb2.DecideRequest(customer_id="cust-000042", channel=common_pb2.CHANNEL_SMS)
+    assert server.decisions.Decide(text, timeout=5).actions
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
@@ -131,6 +143,9 @@ def test_agent_sees_the_customer_and_records_an_answer(
         expect(page.locator("#offers-made")).to_contain_text("on call center: accept")
         expect(page.locator("#policy-state")).to_contain_text("email: opted in (profile)")
         expect(page.locator("#policy-state")).to_contain_text("not offered again")
+        expect(page.locator("#policy-state")).to_contain_text(
+            "marketing budget (email, sms): 1 of 4 per 7 days"
+        )
         page.screenshot(path=str(ARTIFACTS / "agent-desktop.png"), full_page=True)
         browser.close()
 

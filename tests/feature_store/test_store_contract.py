@@ -270,6 +270,29 @@ def test_reservations_hold_every_cap(backend: Backend) -> None:
     ]
 
 
+def test_the_budget_counts_decisions_across_its_channels(backend: Backend) -> None:
+    def send(decision: str, channel: str) -> Reservation:
+        return Reservation(
+            "c12",
+            decision,
+            channel,
+            True,
+            time.time() + 300,
+            (),
+            (("a", (), False), ("b", (), False)),
+            ((86400, 2),),
+            ("email", "sms"),
+        )
+
+    async def work(store: Store) -> Any:
+        sends = [await store.reserve(send("d1", "email")), await store.reserve(send("d2", "sms"))]
+        return sends, await store.reserve_many([send("d3", "email"), send("d4", "sms")])
+
+    sends, refused = backend.run(work)
+    assert sends == [["a", "b"], ["a", "b"]]  # two decisions, four contacts: 2 of 2 used
+    assert refused == [[], []]
+
+
 def test_inbound_reservations_wait_for_their_impression(backend: Backend) -> None:
     async def work(store: Store) -> Any:
         first = await store.reserve_many([_reservation("d1", outbound=False)])

@@ -48,8 +48,10 @@ def exploring_catalog(
     source: Path = DEFAULTS / "catalog.toml",
 ) -> Path:
     """Writes the catalog ``source`` to ``path``, exploring by ``policy`` (epsilon or
-    softmax) everywhere its ``[exploration]`` table does not switch it off."""
+    softmax) everywhere its ``[exploration]`` table does not switch it off. Quiet hours,
+    a wall-clock rule, are dropped: simulated days pass in seconds."""
     doc = tomllib.loads(source.read_text())
+    doc.get("contact_policy", {}).pop("quiet_hours", None)
     doc["exploration"] = {
         **doc.get("exploration", {}),
         "policy": policy,

@@ -81,7 +81,10 @@ function showPolicy(p) {
     for (const c of o.caps || []) parts.push(`${c.used} of ${c.window}`);
     items.append(el("li", `${o.offer_name}: ${parts.join("; ")}`));
   }
-  for (const c of p.channel_caps || []) items.append(el("li", `${c.channel}: ${c.used} of ${c.window}`));
+  for (const c of p.channel_caps || []) {
+    const what = c.budget ? `marketing budget (${c.channel})` : c.channel;
+    items.append(el("li", `${what}: ${c.used} of ${c.window}`));
+  }
   if (!items.children.length) items.append(el("li", "Nothing held.", "empty"));
   s.append(items);
   const steps = p.stage_transitions || [];
