@@ -20,19 +20,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import grpc
+import lightgbm as lgb
+import lleaves
 import numpy as np
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from benchmarks.common import benchmark_redis, percentiles, wide_catalog
-from engine.adapters import artifact
+from engine.adapters import artifact, compiled
+from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api.server import build_application, redis_store_for
 from engine.api.servicer import encode_decision
 from engine.core.decision import DecisionRequest
@@ -62,9 +66,45 @@ def prepare(
         world, definitions.schema, definitions.catalog, definitions.stage_rules, rows=30_000
     )
     model = train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=trees))
-    artifact.save(settings.model_dir, model)
-    print(f"catalog {offers} offers, model {trees} trees, {CUSTOMERS} customers loaded")
+    folder = artifact.save(settings.model_dir, model)
+    done = compiled.compile_artifact(replace(model, folder=folder))  # as training does
+    print(
+        f"catalog {offers} offers, model {trees} trees (compiled in {done.seconds:.0f} s),"
+        f" {CUSTOMERS} customers loaded"
+    )
     return settings
+
+
+def scoring(settings: ServerSettings, calls: int) -> None:
+    """The scorer as served against LightGBM and lleaves called directly, on the same
+    request-shaped matrices (one decision's candidates), interleaved."""
+    model = artifact.load(settings.model_dir)
+    served = LightGBMScorer(model)
+    booster = lgb.Booster(model_str=model.model_text)
+    raw = lleaves.Model(model_file=str(model.folder / "model.txt"))  # type: ignore[operator]
+    raw.compile(cache=str(model.folder / compiled.OBJECT))  # type: ignore[operator]
+    rows = np.asarray(model.check_rows)
+    matrices = [rows[np.arange(i, i + 100) % len(rows)] for i in range(0, 200, 7)]
+    runs: dict[str, Callable[[np.ndarray], object]] = {
+        "served": served.predict,
+        "lightgbm": lambda m: booster.predict(m, num_threads=1),
+        "lleaves": lambda m: raw.predict(m, n_jobs=1),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(calls):
+        for name, run in runs.items():
+            m = matrices[i % len(matrices)]
+            t = time.perf_counter()
+            run(m)
+            times[name].append((time.perf_counter() - t) * 1e6)
+    p50 = {name: float(np.median(t)) for name, t in times.items()}
+    print(f"\nscoring 100 candidates ({served.engine}), p50:")
+    for name in runs:
+        print(f"  {name:9s} {p50[name]:7.1f} us")
+    print(
+        f"  served / lleaves x{p50['served'] / p50['lleaves']:.2f} (target <= 1.3),"
+        f" LightGBM / served x{p50['lightgbm'] / p50['served']:.1f}"
+    )
 
 
 def start_server(settings: ServerSettings, port: int) -> subprocess.Popen[bytes]:
@@ -220,6 +260,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         asyncio.run(stages(settings, args.calls, args.limit))
+        scoring(settings, args.calls)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
-from engine.adapters import artifact
+from engine.adapters import artifact, compiled
 from engine.api.server import BackgroundServer
 from engine.settings import (
     DEFAULTS,
@@ -76,7 +77,9 @@ def model_dir(
     )
     model = train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=40))
     folder = tmp_path_factory.mktemp("data") / "models"
-    artifact.save(folder, model)
+    saved = artifact.save(folder, model)
+    # The servers of the tests score with compiled trees, as production does.
+    compiled.compile_artifact(replace(model, folder=saved))
     return folder
 
 

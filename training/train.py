@@ -22,6 +22,9 @@ from training.metrics import auc, log_loss
 from training.rows import TrainingRows
 from training.settings import TrainerSettings
 
+# Held-out rows kept with the artifact: a compiled form of its trees must agree on them.
+CHECK_ROWS = 256
+
 
 def holdout_mask(rows: int, settings: TrainerSettings, *, by_time: bool) -> np.ndarray:
     """The evaluation rows: the same for every model trained or evaluated with the same
@@ -129,6 +132,7 @@ def train(
             "holdout": "latest" if by_time else "random",
             "engine": settings.training_engine,
         },
+        check_rows=np.ascontiguousarray(matrix[test][:CHECK_ROWS], dtype=np.float64),
     )
 
 

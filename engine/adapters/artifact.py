@@ -9,6 +9,9 @@ Layout under the model directory::
     <model_dir>/<version>/artifact.json features (exact order), categorical columns,
                                         vocabularies, metrics, schema fingerprint,
                                         creation time, training data description
+    <model_dir>/<version>/check_rows.npy held-out model rows: a compiled form of the
+                                        trees must agree with LightGBM on them
+    <model_dir>/<version>/model.o       optional: the trees compiled (compiled.py)
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.errors import ArtifactMismatch, ConfigurationError
 from engine.core.model_input import Vocabulary
 
 CURRENT = "CURRENT"
 CHALLENGER = "CHALLENGER"
+CHECK_ROWS = "check_rows.npy"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class ModelArtifact:
     created_at: str  # ISO 8601, UTC
     metrics: Mapping[str, float] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
+    # Held-out model rows (float64), and where the artifact was loaded from.
+    check_rows: np.ndarray | None = field(default=None, compare=False, repr=False)
+    folder: Path | None = field(default=None, compare=False)
 
     def check_features(self, expected: tuple[str, ...]) -> None:
         """Raises ArtifactMismatch unless the model reads exactly ``expected``, in order."""
@@ -87,6 +96,8 @@ def save(model_dir: Path, artifact: ModelArtifact, *, promote: bool = True) -> P
         "training": dict(artifact.training),
     }
     (staging / "artifact.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if artifact.check_rows is not None:
+        np.save(staging / CHECK_ROWS, np.asarray(artifact.check_rows, dtype=np.float64))
     staging.rename(target)
     if promote:
         set_current(model_dir, artifact.version)
@@ -170,6 +181,12 @@ def load(model_dir: Path, version: str | None = None) -> ModelArtifact:
             created_at=meta["created_at"],
             metrics=meta.get("metrics", {}),
             training=meta.get("training", {}),
+            check_rows=(
+                np.load(folder / CHECK_ROWS, allow_pickle=False)
+                if (folder / CHECK_ROWS).is_file()
+                else None
+            ),
+            folder=folder,
         )
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"cannot load model {version} from {folder}: {exc!r}") from exc

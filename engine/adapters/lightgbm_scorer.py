@@ -1,19 +1,28 @@
 """The LightGBM scorer: runs a trained artifact, single-threaded (threads add no
-throughput under load and fight the server for cores). The only serving module that
-imports lightgbm; the core sees it through ``engine.core.scoring.Scorer``."""
+throughput under load and fight the server for cores), on its compiled trees when they
+may serve. With compiled.py, the only serving modules that import lightgbm; the core
+sees them through ``engine.core.scoring.Scorer``."""
 
 from __future__ import annotations
+
+import logging
 
 import lightgbm as lgb
 import numpy as np
 
 from common.errors import ConfigurationError
+from engine.adapters import compiled
 from engine.adapters.artifact import ModelArtifact
 from engine.core.model_input import Vocabulary
 
+log = logging.getLogger(__name__)
+
 
 class LightGBMScorer:
-    def __init__(self, artifact: ModelArtifact) -> None:
+    """Scores with the artifact's compiled trees when they may serve (compiled.py), else
+    with ``Booster.predict``; contributions always come from the booster."""
+
+    def __init__(self, artifact: ModelArtifact, *, use_compiled: bool = True) -> None:
         try:
             self._booster = lgb.Booster(model_str=artifact.model_text)
         except lgb.basic.LightGBMError as exc:
@@ -21,8 +30,15 @@ class LightGBMScorer:
         self.version = artifact.version
         self.vocabulary: Vocabulary | None = artifact.vocabulary
         self.artifact = artifact
+        self._compiled, self.engine = (
+            compiled.load(artifact, self._booster) if use_compiled else (None, "LightGBM")
+        )
+        if self._compiled is None and use_compiled:
+            log.info("model %s scores with LightGBM: %s", artifact.version, self.engine)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
+        if self._compiled is not None:
+            return self._compiled(matrix)
         return np.asarray(self._booster.predict(matrix, num_threads=1), dtype=np.float64)
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray | None:

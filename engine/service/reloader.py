@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import ArbiterError
-from engine.adapters import artifact
+from engine.adapters import artifact, compiled
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.core.catalog import load_catalog
 from engine.core.decision import DecisionCore
@@ -41,6 +41,7 @@ class Source:
     catalog_sha256: str
     lifecycle_sha256: str
     challenger: tuple[str, float] | None = None
+    compiled: str = ""  # the promoted model's compiled.json: `arbiter compile` reloads
 
 
 def build_cores(
@@ -130,11 +131,14 @@ class Reloader:
             except OSError:
                 return ""
 
+        model_dir = self._settings.model_dir
+        version = artifact.current_version(model_dir)
         return Source(
-            artifact.current_version(self._settings.model_dir),
+            version,
             digest(self._settings.catalog_path),
             digest(self._settings.lifecycle_path),
-            artifact.challenger(self._settings.model_dir),
+            artifact.challenger(model_dir),
+            digest(model_dir / version / compiled.META) if version else "",
         )
 
     def _build(self, source: Source) -> tuple[DecisionCore, tuple[DecisionCore, float] | None]:
@@ -151,8 +155,9 @@ class Reloader:
             if source.lifecycle_sha256 == self._current.lifecycle_sha256
             else load_stage_rules(self._settings.lifecycle_path, names),
         )
-        unchanged = (self._current.model_version, self._current.challenger)
-        if (source.model_version, source.challenger) == unchanged:
+        current = self._current
+        unchanged = (current.model_version, current.challenger, current.compiled)
+        if (source.model_version, source.challenger, source.compiled) == unchanged:
             # Same models: keep the scorers serving now (also a fallback chosen at start).
             champion = build_core(definitions, core.scorer, self._settings)
             running = self._application.challenger
