@@ -134,7 +134,10 @@ def load(artifact: ModelArtifact, booster: lgb.Booster) -> tuple[Predict | None,
     rows = artifact.check_rows
     if rows is None or not len(rows):
         return None, "no check rows to verify the compiled form against"
-    diff = _agreement(predict, booster, rows)
+    try:
+        diff = _agreement(predict, booster, rows)
+    except Exception as exc:  # e.g. rows of another shape: LightGBM serves
+        return None, f"compiled form could not be checked: {exc!r}"
     if not diff <= TOLERANCE:
         return None, f"compiled form disagrees with LightGBM by {diff:.3g}"
     return predict, f"compiled trees (agree to {diff:.1g} on {len(rows)} check rows)"
