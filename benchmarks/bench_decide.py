@@ -116,6 +116,9 @@ def start_server(settings: ServerSettings, port: int) -> subprocess.Popen[bytes]
         "ARBITER_PORT": str(port),
         "ARBITER_LOG_QUEUE_SIZE": "100000",
         "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
+        # One process: the latency and stage figures are one server's (bench_load.py
+        # compares 1 and 2 workers).
+        "ARBITER_WORKERS": "1",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "training.cli", "serve"], env=env, stdout=subprocess.DEVNULL

@@ -130,7 +130,8 @@ def served_world(data_dir: Path) -> Iterator[tuple[grpc.Channel, int]]:
             "ARBITER_DATA_DIR": str(data_dir),
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "training.cli", "serve", "--port", str(port)],
+            # One worker: the pid measured is the process that serves.
+            [sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--workers", "1"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -69,6 +69,8 @@ class ServerSettings(CommonSettings):
     log_retention_days: float = 30.0
     # `arbiter serve --demo`: generate, load and train the demo world when absent.
     demo: bool = False
+    # `arbiter serve`: server processes sharing the port (0: one per core).
+    workers: int = 0
     # Secrets that sign decision ids (one per line, the first signs); default
     # <data_dir>/decision-secrets, created with a random one when absent.
     decision_secrets_file: Path | None = None

@@ -29,6 +29,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from common.errors import ConfigurationError
 from engine.adapters.artifact import ModelArtifact
 
 OBJECT = "model.o"
@@ -69,7 +70,7 @@ def _model(folder: Path) -> Any:
 
 def _agreement(predict: Predict, booster: lgb.Booster, rows: np.ndarray) -> float:
     expected = np.asarray(booster.predict(rows, num_threads=1), dtype=np.float64)
-    return float(np.max(np.abs(predict(rows) - expected))) if len(rows) else 0.0
+    return float(np.max(np.abs(predict(rows) - expected)))
 
 
 def compile_artifact(artifact: ModelArtifact) -> Compiled:
@@ -77,7 +78,13 @@ def compile_artifact(artifact: ModelArtifact) -> Compiled:
     sees the previous state or the finished pair of files), after checking agreement."""
     folder = artifact.folder
     if folder is None:
-        raise ValueError(f"model {artifact.version} was not loaded from a folder")
+        raise ConfigurationError(f"model {artifact.version} was not loaded from a folder")
+    rows = artifact.check_rows
+    if rows is None or not len(rows):
+        raise ConfigurationError(
+            f"model {artifact.version} has no check rows to verify a compiled form against"
+            " (trained before compiled trees): retrain it with `arbiter train`"
+        )
     started = time.perf_counter()
     staging = folder / f".{OBJECT}.{os.getpid()}.tmp"
     staging.unlink(missing_ok=True)
@@ -85,7 +92,6 @@ def compile_artifact(artifact: ModelArtifact) -> Compiled:
     # One row at a time is not our shape: blocks of 34 trees suit request-sized matrices.
     model.compile(cache=str(staging))
     booster = lgb.Booster(model_str=artifact.model_text)
-    rows = artifact.check_rows if artifact.check_rows is not None else np.empty((0, 0))
     diff = _agreement(lambda m: model.predict(m, n_jobs=1), booster, rows)
     seconds = time.perf_counter() - started
     meta = {

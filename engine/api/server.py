@@ -127,13 +127,16 @@ async def start_server(
     reloader: Reloader | None = None,
     reload_seconds: float = 0.0,
     security: Security = Security(),
+    reuse_port: bool = False,
 ) -> RunningServer:
     interceptor = ErrorInterceptor()
     interceptors: list[Any] = [interceptor]
     if security.keys is not None:
         interceptors.insert(0, AuthInterceptor(security.keys))  # before any work is done
-    # No SO_REUSEPORT: a second server on a busy port must fail, not share it by accident.
-    server = aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+    # SO_REUSEPORT only for the workers of one `serve --workers` (workers.py checked the
+    # port was free): otherwise a second server on a busy port must fail, not share it.
+    options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
+    server = aio.server(interceptors=interceptors, options=options)
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(application), server)
     profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(application), server)
     health_servicer = health_aio.HealthServicer()
@@ -210,7 +213,7 @@ def redis_store_for(
 
 
 async def launch(
-    settings: ServerSettings, store: Store, definitions: Definitions
+    settings: ServerSettings, store: Store, definitions: Definitions, *, reuse_port: bool = False
 ) -> tuple[RunningServer, Reloader]:
     """Builds the service on ``store`` and starts it with its reloader."""
     security = security_from(settings)  # before anything is built: a refusal leaks nothing
@@ -224,15 +227,17 @@ async def launch(
         reloader,
         settings.reload_seconds,
         security,
+        reuse_port,
     )
     return running, reloader
 
 
-async def serve(settings: ServerSettings, redis_url: str) -> None:
-    """Serves until SIGINT or SIGTERM, then shuts down gracefully."""
+async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = False) -> None:
+    """Serves until SIGINT or SIGTERM, then shuts down gracefully; ``reuse_port``: as one
+    of the workers sharing the port (workers.py)."""
     definitions = load_definitions(settings)  # parsed once: the store and the cores share it
     store = redis_store_for(settings, redis_url, definitions)
-    running, reloader = await launch(settings, store, definitions)
+    running, reloader = await launch(settings, store, definitions, reuse_port=reuse_port)
     application = running.application
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,5 +1,6 @@
 """`arbiter serve`: Redis (``REDIS_URL``, or an embedded redis-server of our own), then the
-gRPC server until SIGINT or SIGTERM. With ``--demo``, a preparation step (the demo world
+gRPC server (one process per core by default, engine/api/workers.py) until SIGINT or
+SIGTERM. With ``--demo``, a preparation step (the demo world
 and a first model, from training/cli.py) runs before serving."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from engine.clients.cli.command import Command
 from engine.settings import ServerSettings
 from feature_store.embedded import EmbeddedRedis
 
-TRY = """serving on {host}:{port}. Try, in another terminal:
+TRY = """serving on {host}:{port} ({count} worker processes). Try, in another terminal:
   .venv/bin/arbiter decide cust-000042 --channel web
   .venv/bin/arbiter decide cust-000042 --channel call-center
   .venv/bin/arbiter event cust-000042 --type page_view --attr category=fibre
@@ -25,18 +26,29 @@ Ctrl-C stops."""
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="generate, load and train the demo world")
     p.add_argument("--port", type=int, help="gRPC port (default 50051, ARBITER_PORT)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port (ARBITER_WORKERS; default one per core)",
+    )
 
 
 def command(prepare: Callable[[str], None] | None) -> Command:
     """The serve command; ``prepare(redis_url)`` is the `--demo` bootstrap."""
 
     def run(args: argparse.Namespace) -> int:
+        from engine.api import workers
         from engine.api.server import serve  # grpc and the whole service: serve only
 
         overrides: dict[str, Any] = {"demo": True} if args.demo else {}
         if args.port is not None:
             overrides["port"] = args.port
+        if args.workers is not None:
+            overrides["workers"] = args.workers
         settings = ServerSettings(**overrides)
+        count = settings.workers or workers.default_workers()
+        if count > 1:
+            workers.check_port_free(settings.host, settings.port)  # before any preparation
         if settings.demo and prepare is None:
             raise ConfigurationError("--demo needs the training package's `arbiter` command")
         embedded = None
@@ -48,7 +60,9 @@ def command(prepare: Callable[[str], None] | None) -> Command:
         try:
             if settings.demo and prepare is not None:
                 prepare(redis_url)
-            print(TRY.format(host=settings.host, port=settings.port), flush=True)
+            print(TRY.format(host=settings.host, port=settings.port, count=count), flush=True)
+            if count > 1:
+                return workers.run(settings, redis_url, count)
             asyncio.run(serve(settings, redis_url))
         finally:
             if embedded is not None:
