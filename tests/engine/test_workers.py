@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import redis
@@ -34,7 +35,7 @@ def _decide(port: int, customer: str) -> decision_pb2.DecideResponse:
         return stub.Decide(request, timeout=10)
 
 
-def _wait_for(log: Path, pattern: re.Pattern[str], count: int, seconds: float = 60) -> list[str]:
+def _wait_for(log: Path, pattern: re.Pattern[str], count: int, seconds: float = 60) -> list[Any]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = pattern.findall(log.read_text())

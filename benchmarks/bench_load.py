@@ -1,0 +1,181 @@
+"""Closed-loop load against `arbiter serve`, Decide against the same server's Health/Check,
+with 1 and then 2 worker processes.
+
+The shape of the issue's measurement: the demo catalog, limit 3, every call a different
+demo customer, client processes outside the server each keeping a few connections busy
+(one call in flight per connection), phases of a few seconds alternating Health/Check and
+Decide. Printed per phase: p50/p90/p99 and calls/s; then the ratios the targets are
+stated in (Decide p99 / Check p99, Decide calls/s / Check calls/s) and 2 workers vs 1.
+
+    .venv/bin/python -m benchmarks.bench_load [--seconds 5] [--clients 2] [--connections 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import grpc
+import numpy as np
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
+from benchmarks.common import benchmark_redis
+from engine.adapters import artifact, compiled
+from engine.settings import ServerSettings, load_definitions
+from feature_store.embedded import _free_port
+from feature_store.loader import load_profiles
+from training.settings import TrainerSettings
+from training.synthetic_logs import simulate_logs
+from training.train import train
+from training.world import generate
+
+CUSTOMERS = 50_000
+
+
+def prepare(workdir: Path, redis_url: str) -> ServerSettings:
+    """The demo world in Redis and a compiled demo model (150 trees), as `make run`."""
+    settings = ServerSettings(data_dir=workdir, redis_url=redis_url)
+    definitions = load_definitions(settings)
+    world = generate(CUSTOMERS, seed=7)
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    load_profiles(client, definitions.schema, world.profiles())
+    client.close()
+    logs = simulate_logs(
+        world, definitions.schema, definitions.catalog, definitions.stage_rules, rows=50_000
+    )
+    model = train(logs, definitions.schema, definitions.catalog, TrainerSettings())
+    folder = artifact.save(settings.model_dir, model)
+    compiled.compile_artifact(replace(model, folder=folder))
+    return settings
+
+
+def start(settings: ServerSettings, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+        "REDIS_URL": settings.redis_url or "",
+        "ARBITER_DATA_DIR": str(settings.data_dir),
+        "ARBITER_LOG_QUEUE_SIZE": "100000",
+    }
+    command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL
+    )
+    for _ in range(workers * 4):  # new connections until every worker answers
+        with grpc.insecure_channel(
+            f"127.0.0.1:{port}", [("grpc.use_local_subchannel_pool", 1)]
+        ) as c:
+            grpc.channel_ready_future(c).result(timeout=120)
+    time.sleep(1.0)
+    return process
+
+
+async def _loop(port: int, method: str, seconds: float, offset: int) -> list[float]:
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
+        check = health_pb2_grpc.HealthStub(channel).Check
+        ping = health_pb2.HealthCheckRequest()
+        latencies: list[float] = []
+        n = offset
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            n += 1
+            started = time.perf_counter()
+            if method == "decide":
+                request = decision_pb2.DecideRequest(
+                    customer_id=f"cust-{1 + n % CUSTOMERS:06d}",
+                    channel=common_pb2.CHANNEL_WEB,
+                    placement="home_hero",
+                    limit=3,
+                )
+                await decide(request, timeout=5)
+            else:
+                await check(ping, timeout=5)
+            latencies.append(time.perf_counter() - started)
+        return latencies
+
+
+def _client(port: int, method: str, seconds: float, connections: int, index: int) -> list[float]:
+    async def run() -> list[float]:
+        offsets = [(index * connections + c) * 997_331 for c in range(connections)]
+        parts = await asyncio.gather(*(_loop(port, method, seconds, o) for o in offsets))
+        return [x for part in parts for x in part]
+
+    return asyncio.run(run())
+
+
+def phase(
+    port: int, method: str, seconds: float, clients: int, connections: int
+) -> dict[str, float]:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(clients) as pool:
+        results = pool.starmap(
+            _client, [(port, method, seconds, connections, i) for i in range(clients)]
+        )
+    latencies = np.array([x for r in results for x in r]) * 1e6
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
+    return {"p50": p50, "p90": p90, "p99": p99, "rate": latencies.size / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=4, help="per client process")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
+        settings = prepare(Path(tmp), redis_url)
+        print(
+            f"demo catalog, {CUSTOMERS} customers, compiled 150-tree model; {args.clients}"
+            f" client processes x {args.connections} connections, closed loop, {args.seconds:g} s"
+            " phases"
+        )
+        rates: dict[int, float] = {}
+        for workers in args.workers:
+            port = _free_port()
+            server = start(settings, port, workers)
+            try:
+                seen: dict[str, list[dict[str, float]]] = {"check": [], "decide": []}
+                for method in ("check", "decide", "check", "decide"):
+                    seen[method].append(
+                        phase(port, method, args.seconds, args.clients, args.connections)
+                    )
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+            print(f"\n{workers} worker{'s' if workers > 1 else ''}:")
+            best = {m: min(runs, key=lambda r: r["p99"]) for m, runs in seen.items()}
+            for method, runs in seen.items():
+                for r in runs:
+                    print(
+                        f"  {method:7s} p50 {r['p50']:6.0f} us  p90 {r['p90']:6.0f} us"
+                        f"  p99 {r['p99']:6.0f} us  {r['rate']:6.0f} calls/s"
+                    )
+            check_rate = np.mean([r["rate"] for r in seen["check"]])
+            decide_rate = float(np.mean([r["rate"] for r in seen["decide"]]))
+            rates[workers] = decide_rate
+            ratio = best["decide"]["p99"] / best["check"]["p99"]
+            print(
+                f"  Decide p99 / Check p99: x{ratio:.2f} (target <= 1.5);"
+                f" Decide / Check calls/s: {decide_rate / check_rate:.2f} (target >= 0.60)"
+            )
+        if 1 in rates and 2 in rates:
+            print(f"\nDecide calls/s, 2 workers / 1: x{rates[2] / rates[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
