@@ -71,6 +71,9 @@ class ServerSettings(CommonSettings):
     demo: bool = False
     # `arbiter serve`: server processes sharing the port (0: one per core).
     workers: int = 0
+    # Calls a server process works on at once; past it RESOURCE_EXHAUSTED at once (0: no
+    # bound). ~64 is ~0.1 s of work for one process: later answers would miss deadlines.
+    max_in_flight: int = 64
     # Secrets that sign decision ids (one per line, the first signs); default
     # <data_dir>/decision-secrets, created with a random one when absent.
     decision_secrets_file: Path | None = None

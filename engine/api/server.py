@@ -128,6 +128,7 @@ async def start_server(
     reload_seconds: float = 0.0,
     security: Security = Security(),
     reuse_port: bool = False,
+    max_in_flight: int | None = None,
 ) -> RunningServer:
     interceptor = ErrorInterceptor()
     interceptors: list[Any] = [interceptor]
@@ -136,7 +137,11 @@ async def start_server(
     # SO_REUSEPORT only for the workers of one `serve --workers` (workers.py checked the
     # port was free): otherwise a second server on a busy port must fail, not share it.
     options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
-    server = aio.server(interceptors=interceptors, options=options)
+    # Past max_in_flight calls, gRPC answers RESOURCE_EXHAUSTED at once: a caller retries
+    # elsewhere or later instead of joining a queue in which every call turns late.
+    server = aio.server(
+        interceptors=interceptors, options=options, maximum_concurrent_rpcs=max_in_flight
+    )
     decision_pb2_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(application), server)
     profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(application), server)
     health_servicer = health_aio.HealthServicer()
@@ -228,6 +233,7 @@ async def launch(
         settings.reload_seconds,
         security,
         reuse_port,
+        settings.max_in_flight or None,
     )
     return running, reloader
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -138,9 +138,15 @@ class DecisionCore:
         now: float,
         degraded_reason: str = "",
         timer: StageTimer = NO_TIMER,
+        *,
+        value_only: str = "",
+        explain_skipped: str = "",
     ) -> Decision:
         """Decides for ``record``; ``record=None`` means the feature store was unavailable
-        (``degraded_reason`` says why): defaults and fallback offers answer instead."""
+        (``degraded_reason`` says why): defaults and fallback offers answer instead.
+        ``value_only``: rank by value without the model, and why (a caller's deadline);
+        ``explain_skipped``: why an asked-for explanation's feature contributions are left
+        out (each action says so instead)."""
         schema = self.schema
         fallback = record is None
         if record is None:
@@ -157,7 +163,9 @@ class DecisionCore:
 
         served = ServedInputs.from_record(record, features, request.channel, stage)
         matrix = build_matrix(served, offers, self._vocabulary)
-        scorer: Scorer = self.scorer
+        scorer: Scorer = self._baseline if value_only else self.scorer
+        if value_only:
+            degraded_reason = degraded_reason or value_only
         try:
             propensity = scorer.predict(matrix) if offers else np.empty(0)
         except Exception as exc:
@@ -185,6 +193,8 @@ class DecisionCore:
         )
         timer.lap("arbitration")
 
+        if explain_skipped and request.explain:
+            request = replace(request, explain=False)
         actions = self._actions(
             request,
             record,
@@ -197,6 +207,9 @@ class DecisionCore:
             propensity,
             scorer,
         )
+        if explain_skipped:
+            note = Reason("EXPLANATION", f"feature contributions skipped: {explain_skipped}")
+            actions = tuple(replace(a, reasons=(*a.reasons, note)) for a in actions)
         timer.lap("rendering")
         return Decision(
             decision_id=uuid.uuid4().hex,

@@ -9,9 +9,10 @@ breaker (breaker.py) keeps later calls from waiting on it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -47,6 +48,21 @@ RESERVE_MARGIN = 0.002
 # its timeout does not count towards the breaker.
 FAIR_BUDGET = 0.005
 NO_TIME = "feature store skipped: the caller's deadline leaves no time for it"
+# Shares of what is left of a caller's deadline after the read: the model needs this
+# much (else ranking by value answers in time), feature contributions this much.
+MODEL_MIN_SECONDS = 0.003
+EXPLAIN_MIN_SECONDS = 0.010
+SHORT_FOR_MODEL = "ranked by value only: the caller's deadline leaves no time for the model"
+TOO_SLOW = "ranked by value only: the model was too slow for the caller's deadline"
+# A decision core slower than this on average (a big model or catalog) runs off the
+# event loop, so that calls past their own scoring are not held up behind it.
+SLOW_CORE_SECONDS = 0.002
+
+
+def _timed(run: Callable[[], Decision]) -> tuple[Decision, float]:
+    started = time.perf_counter()
+    decision = run()
+    return decision, time.perf_counter() - started
 
 
 def _budget(configured: float, deadline: float | None, margin: float) -> float:
@@ -103,6 +119,7 @@ class Application:
         self.feature_timeout = feature_timeout
         self.reserve_timeout = reserve_timeout
         self.breaker = Breaker(breaker_seconds)
+        self.core_seconds = 0.0  # moving average of a decision core's time
 
     async def _fetch(
         self, customer_id: str, deadline: float | None
@@ -180,7 +197,8 @@ class Application:
         record, degraded = await self._fetch(request.customer_id, deadline)
         timer.lap("fetch")
         now = time.time()
-        decision = self._signed(core.decide(request, record, now, degraded, timer), now)
+        decision = await self._decide(core, request, record, now, degraded, timer, deadline)
+        decision = self._signed(decision, now)
         # Degraded answers reserve too: a slow read must not let caps be exceeded.
         catalog = core.catalog
         reservation = contact_policy.reservation(
@@ -192,6 +210,54 @@ class Application:
         timer.lap("reserve")
         self.writer.submit(decision, request, now)
         return decision
+
+    async def _decide(
+        self,
+        core: DecisionCore,
+        request: DecisionRequest,
+        record: CustomerRecord | None,
+        now: float,
+        degraded: str,
+        timer: StageTimer,
+        deadline: float | None,
+    ) -> Decision:
+        """The core's decision within what is left of the caller's deadline: by value only
+        when too little is left for the model, without feature contributions when too
+        little is left for them, and off the event loop when the core is slow, falling
+        back to value only if it does not finish in time."""
+        left = None if deadline is None else deadline - time.monotonic()
+        value_only = SHORT_FOR_MODEL if left is not None and left < MODEL_MIN_SECONDS else ""
+        skipped = ""
+        if request.explain and left is not None and left < EXPLAIN_MIN_SECONDS:
+            skipped = f"{max(left, 0) * 1000:.0f} ms left of the caller's deadline"
+        run = functools.partial(
+            core.decide,
+            request,
+            record,
+            now,
+            degraded,
+            value_only=value_only,
+            explain_skipped=skipped,
+        )
+        if value_only or self.core_seconds < SLOW_CORE_SECONDS:
+            started = time.perf_counter()
+            decision = run(timer=timer)
+            if not value_only:
+                self._observe(time.perf_counter() - started)
+            return decision
+        budget = None if deadline is None else deadline - time.monotonic() - ANSWER_MARGIN
+        try:
+            async with asyncio.timeout(budget):
+                decision, seconds = await asyncio.to_thread(_timed, run)
+        except TimeoutError:
+            return core.decide(
+                request, record, now, degraded, value_only=TOO_SLOW, explain_skipped=skipped
+            )
+        self._observe(seconds)
+        return decision
+
+    def _observe(self, seconds: float) -> None:
+        self.core_seconds = 0.8 * self.core_seconds + 0.2 * seconds
 
     async def decide_many(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
         """Decisions for many customers (a campaign chunk): one pipelined read and one
