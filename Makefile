@@ -9,7 +9,7 @@ DASK_VENV := .venv-dask
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install browser run test lint bench chaos protos generate clean
+.PHONY: install browser run test lint bench load chaos protos generate clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed $(GENERATED)
@@ -65,6 +65,27 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks.bench_decide
 
+# Load with locust (benchmarks/locustfile.py) against a running service (`make run` in
+# another terminal, or LOAD_TARGET=host:port), headless for LOAD_SECONDS; writes locust's
+# CSV files and HTML report into var/load/ (failed calls are in the report; the target
+# succeeds). Locust lives in its own environment: gevent stays out of the service's.
+LOAD_VENV := .venv-load
+LOAD_TARGET ?= 127.0.0.1:50051
+LOAD_USERS ?= 40
+LOAD_SECONDS ?= 30
+load: $(LOAD_VENV)/.installed $(GENERATED)
+	mkdir -p var/load
+	PYTHONPATH=. $(LOAD_VENV)/bin/locust -f benchmarks/locustfile.py --headless \
+		--host $(LOAD_TARGET) -u $(LOAD_USERS) -r $(LOAD_USERS) -t $(LOAD_SECONDS)s \
+		--csv var/load/arbiter --html var/load/report.html --only-summary \
+		--exit-code-on-error 0
+
+$(LOAD_VENV)/.installed:
+	test -x $(LOAD_VENV)/bin/python || $(PYTHON) -m venv $(LOAD_VENV)
+	$(LOAD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOAD_VENV)/bin/python -m pip install --quiet "locust>=2.30" "grpcio>=1.85,<1.86" "protobuf>=6.31"
+	touch $@
+
 # Faults and hostile callers, full size (a few minutes); `make test` runs them small.
 # CHAOS_ARGS="--fuzz 100000 --soak-seconds 600" for a longer soak.
 CHAOS_ARGS ?=
@@ -72,4 +93,4 @@ chaos: install
 	$(BIN)/python -m benchmarks.chaos $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DASK_VENV) arbiter var build *.egg-info
+	rm -rf $(VENV) $(DASK_VENV) $(LOAD_VENV) arbiter var build *.egg-info

@@ -9,6 +9,7 @@ flushes the decision log.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import signal
@@ -244,6 +245,11 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
     definitions = load_definitions(settings)  # parsed once: the store and the cores share it
     store = redis_store_for(settings, redis_url, definitions)
     running, reloader = await launch(settings, store, definitions, reuse_port=reuse_port)
+    # What start-up built (schema, catalog, model, grpc) lives as long as the process:
+    # out of the collector's sight, full collections no longer walk it (measured: 20-40 ms
+    # pauses of the event loop without this).
+    gc.collect()
+    gc.freeze()
     application = running.application
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
