@@ -62,8 +62,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The latency budget's targets, each printed beside its measure (about 8 minutes: the
+# scaling table compiles a 1000-tree model).
 bench: install
 	$(BIN)/python -m benchmarks.bench_decide
+	$(BIN)/python -m benchmarks.bench_load
+	$(BIN)/python -m benchmarks.bench_scaling
 
 # Load with locust (benchmarks/locustfile.py) against a running service (`make run` in
 # another terminal, or LOAD_TARGET=host:port), headless for LOAD_SECONDS; writes locust's
