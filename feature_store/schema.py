@@ -64,9 +64,14 @@ class FeatureSchema:
     batch: tuple[Feature, ...] = field(init=False)
     realtime: tuple[Feature, ...] = field(init=False)
     names: tuple[str, ...] = field(init=False)
+    batch_names: frozenset[str] = field(init=False)
     fingerprint: str = field(init=False)
     _batch_defaults: np.ndarray = field(init=False, repr=False)
     _batch_index: dict[str, int] = field(init=False, repr=False)
+    # feature names in a row's order -> their positions (encode_batch), a few orders
+    _positions: dict[tuple[str, ...], np.ndarray] = field(
+        init=False, repr=False, default_factory=dict, compare=False
+    )
 
     def __post_init__(self) -> None:
         names = tuple(f.name for f in self.features)
@@ -83,6 +88,7 @@ class FeatureSchema:
         set_(self, "batch", batch)
         set_(self, "realtime", realtime)
         set_(self, "names", tuple(f.name for f in batch + realtime))
+        set_(self, "batch_names", frozenset(f.name for f in batch))
         digest = hashlib.sha256(";".join(f"{f.name}:{f.kind}" for f in batch).encode())
         set_(self, "fingerprint", digest.hexdigest()[:12])
         set_(self, "_batch_defaults", np.array([f.default for f in batch], dtype=BATCH_DTYPE))
@@ -114,6 +120,20 @@ class FeatureSchema:
         Raises InvalidArgument naming an unknown or non-numeric feature.
         """
         vector = self._batch_defaults.copy()
+        names = tuple(values)
+        where = self._positions.get(names)
+        if where is None and set(names) <= self._batch_index.keys() and len(self._positions) < 64:
+            # Rows of a load usually name the same features in the same order: their
+            # positions are looked up once, then each row is one assignment in C.
+            where = self._positions[names] = np.array(
+                [self._batch_index[n] for n in names], dtype=np.intp
+            )
+        if where is not None:
+            try:
+                vector[where] = np.fromiter(values.values(), np.float32, len(names))
+                return vector.tobytes()
+            except (TypeError, ValueError):
+                pass  # name the culprit below
         for name, value in values.items():
             index = self._batch_index.get(name)
             if index is None:
