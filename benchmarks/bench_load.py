@@ -30,7 +30,13 @@ import numpy as np
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
+from arbiter.v1 import (
+    common_pb2,
+    decision_pb2,
+    decision_pb2_grpc,
+    profile_pb2,
+    profile_pb2_grpc,
+)
 from benchmarks.bench_scaling import measure
 from benchmarks.common import benchmark_redis
 from engine.adapters import artifact, compiled
@@ -88,6 +94,7 @@ async def _loop(port: int, method: str, seconds: float, offset: int) -> list[flo
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
         check = health_pb2_grpc.HealthStub(channel).Check
+        event = profile_pb2_grpc.ProfileServiceStub(channel).RecordEvent
         ping = health_pb2.HealthCheckRequest()
         latencies: list[float] = []
         n = offset
@@ -103,6 +110,16 @@ async def _loop(port: int, method: str, seconds: float, offset: int) -> list[flo
                     limit=3,
                 )
                 await decide(request, timeout=5)
+            elif method == "event":
+                await event(
+                    profile_pb2.RecordEventRequest(
+                        customer_id=f"cust-{1 + n % CUSTOMERS:06d}",
+                        channel=common_pb2.CHANNEL_WEB,
+                        event_type="product_view",
+                        attributes={"category": "fibre"},
+                    ),
+                    timeout=5,
+                )
             else:
                 await check(ping, timeout=5)
             latencies.append(time.perf_counter() - started)
@@ -116,6 +133,30 @@ def _client(port: int, method: str, seconds: float, connections: int, index: int
         return [x for part in parts for x in part]
 
     return asyncio.run(run())
+
+
+def read_your_writes(port: int) -> int:
+    """Events that the next GetProfile, on another connection, already shows."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    seen = 0
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as a,
+        grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as b,
+    ):
+        write = profile_pb2_grpc.ProfileServiceStub(a).RecordEvent
+        read = profile_pb2_grpc.ProfileServiceStub(b).GetProfile
+        for n in range(50):
+            customer = f"cust-{40_000 + n:06d}"
+            kind = f"ryw_{n}"
+            write(
+                profile_pb2.RecordEventRequest(
+                    customer_id=customer, channel=common_pb2.CHANNEL_WEB, event_type=kind
+                ),
+                timeout=5,
+            )
+            profile = read(profile_pb2.GetProfileRequest(customer_id=customer), timeout=5)
+            seen += any(e.event_type == kind for e in profile.recent_events)
+    return seen
 
 
 def phase(
@@ -150,11 +191,12 @@ def main() -> None:
             port = _free_port()
             server = start(settings, port, workers)
             try:
-                seen: dict[str, list[dict[str, float]]] = {"check": [], "decide": []}
-                for method in ("check", "decide", "check", "decide"):
+                seen: dict[str, list[dict[str, float]]] = {"check": [], "decide": [], "event": []}
+                for method in ("check", "decide", "event", "check", "decide", "event"):
                     seen[method].append(
                         phase(port, method, args.seconds, args.clients, args.connections)
                     )
+                seen_own = read_your_writes(port)
             finally:
                 server.terminate()
                 server.wait(timeout=60)
@@ -166,6 +208,9 @@ def main() -> None:
                         f"  {method:7s} p50 {r['p50']:6.0f} us  p90 {r['p90']:6.0f} us"
                         f"  p99 {r['p99']:6.0f} us  {r['rate']:6.0f} calls/s"
                     )
+            event_rate = float(np.mean([r["rate"] for r in seen["event"]]))
+            print(f"  RecordEvent {event_rate:.0f} events/s (target >= 2000)")
+            print(f"  read-your-writes: {seen_own} of 50 events seen by the next GetProfile")
             check_rate = np.mean([r["rate"] for r in seen["check"]])
             decide_rate = float(np.mean([r["rate"] for r in seen["decide"]]))
             rates[workers] = decide_rate
