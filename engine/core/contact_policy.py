@@ -190,11 +190,8 @@ def showing(policy: ContactPolicy, channel: str, record: CustomerRecord) -> dict
 
 
 def channel_block(policy: ContactPolicy, channel: str, record: CustomerRecord, now: float) -> str:
-    """Why nothing may be offered on ``channel`` now, or "" when something may: quiet
-    hours, the channel's caps, the marketing budget."""
-    quiet = policy.quiet_hours.block(channel, record.attributes, now)
-    if quiet:
-        return quiet
+    """Why no new contact may be made on ``channel`` now, or "" when one may: the
+    channel's caps, the marketing budget (quiet hours: ``QuietHours.block``)."""
     for cap in policy.channel_caps.get(channel, ()):
         since = now - cap.window_seconds
         used = _count(record.contacts, record.pending, since, channels=(channel,))
@@ -253,7 +250,10 @@ def allowed(
 ) -> tuple[list[Offer], dict[str, str]]:
     """The offers the policy lets through, and why the others were kept out (offer id,
     or "*" for the whole channel, -> reason). A channel at its cap still shows again the
-    offers it is ``showing``."""
+    offers it is ``showing``; in quiet hours it shows nothing."""
+    quiet = policy.quiet_hours.block(channel, record.attributes, now)
+    if quiet:  # nothing at all, not even an offer still showing
+        return [], {"*": quiet}
     held = showing(policy, channel, record)
     blocked = channel_block(policy, channel, record, now)
     if blocked and not any(o.offer_id in held for o in offers):
