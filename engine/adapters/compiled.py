@@ -104,7 +104,9 @@ def compile_artifact(artifact: ModelArtifact) -> Compiled:
     }
     if not diff <= TOLERANCE:
         staging.unlink(missing_ok=True)
-        raise ValueError(f"compiled model {artifact.version} disagrees with LightGBM by {diff:.3g}")
+        raise ConfigurationError(
+            f"compiled model {artifact.version} disagrees with LightGBM by {diff:.3g}"
+        )
     os.replace(staging, folder / OBJECT)
     tmp = folder / f".{META}.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
