@@ -80,12 +80,18 @@ async def measure(settings: ServerSettings, calls: int) -> np.ndarray:
     application = build_application(settings, store, definitions)
     application.writer.start()
     took = []
+    degraded: dict[str, int] = {}
     for i in range(calls + 50):
         request = DecisionRequest(f"cust-{1 + (i * 37) % CUSTOMERS:06d}", "web", limit=3)
         started = time.perf_counter()
-        await application.decide(request)
+        decision = await application.decide(request)
         if i >= 50:  # warm-up left out
             took.append(time.perf_counter() - started)
+            if decision.degraded:
+                reason = decision.degraded_reason[:60]
+                degraded[reason] = degraded.get(reason, 0) + 1
+    if degraded:
+        print(f"  degraded answers: {degraded}", flush=True)
     await application.writer.close()
     await application.store.aclose()
     return np.array(took) * 1000
