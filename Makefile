@@ -9,7 +9,7 @@ DASK_VENV := .venv-dask
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install browser run test lint bench load chaos protos generate clean
+.PHONY: install browser run test lint bench bench-feast load chaos protos generate clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed $(GENERATED)
@@ -90,6 +90,20 @@ $(LOAD_VENV)/.installed:
 	$(LOAD_VENV)/bin/python -m pip install --quiet "locust>=2.30" "grpcio>=1.85,<1.86" "protobuf>=6.31"
 	touch $@
 
+# Arbiter's whole Decide against Feast's gRPC feature server fetching the same features,
+# one run (benchmarks/bench_feast.py). Feast lives in its own environment, never in the
+# service's.
+FEAST_VENV := .venv-feast
+bench-feast: install $(FEAST_VENV)/.installed
+	$(BIN)/python -m benchmarks.bench_feast
+
+$(FEAST_VENV)/.installed:
+	test -x $(FEAST_VENV)/bin/python || $(PYTHON) -m venv $(FEAST_VENV)
+	$(FEAST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FEAST_VENV)/bin/python -m pip install --quiet "feast[redis]==0.67.*" "grpcio>=1.85,<1.86" \
+		"grpcio-health-checking>=1.85,<1.86"
+	touch $@
+
 # Faults and hostile callers, full size (a few minutes); `make test` runs them small.
 # CHAOS_ARGS="--fuzz 100000 --soak-seconds 600" for a longer soak.
 CHAOS_ARGS ?=
@@ -97,4 +111,4 @@ chaos: install
 	$(BIN)/python -m benchmarks.chaos $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DASK_VENV) $(LOAD_VENV) arbiter var build *.egg-info
+	rm -rf $(VENV) $(DASK_VENV) $(LOAD_VENV) $(FEAST_VENV) arbiter var build *.egg-info
