@@ -1,0 +1,99 @@
+"""The hot path's Redis read through redis-py's asyncio client (what serves) against its
+sync client on a thread pool (`asyncio.to_thread`), from one event loop, alone and with
+16 reads in flight: latency per read and reads a second, interleaved rounds, one run.
+
+    .venv/bin/python -m benchmarks.bench_redis_client
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import redis
+import redis.asyncio as aioredis
+
+from benchmarks.common import benchmark_redis
+from engine.settings import ServerSettings, load_definitions
+from feature_store import keys, scripts
+from feature_store.loader import load_profiles
+from feature_store.redis_client import connect
+from feature_store.redis_store import READ_KEYS
+from training.world import generate
+
+CUSTOMERS = 5000
+
+
+def _args(i: int) -> tuple[list[str], list[float]]:
+    now = time.time()
+    cid = f"cust-{1 + i % CUSTOMERS:06d}"
+    return [keys.customer_key(cid, k) for k in READ_KEYS], [now, now - 30 * 86400]
+
+
+async def _run(
+    read: Callable[[int], Awaitable[object]], calls: int, inflight: int
+) -> tuple[float, float]:
+    """p50 latency (us) and reads a second with ``inflight`` reads at a time."""
+    took: list[float] = []
+    counter = iter(range(calls))
+
+    async def worker() -> None:
+        for i in counter:
+            started = time.perf_counter()
+            await read(i)
+            took.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    return float(np.median(took) * 1e6), calls / (time.perf_counter() - started)
+
+
+async def main_async(url: str) -> None:
+    aclient: aioredis.Redis = connect(url)
+    ascript = aclient.register_script(scripts.READ)
+    sclient = redis.Redis.from_url(url, socket_timeout=0.25)
+    sscript = sclient.register_script(scripts.READ)
+    pool = ThreadPoolExecutor(max_workers=16)
+    loop = asyncio.get_running_loop()
+
+    async def via_asyncio(i: int) -> object:
+        k, a = _args(i)
+        return await ascript(keys=k, args=a)
+
+    async def via_threads(i: int) -> object:
+        k, a = _args(i)
+        return await loop.run_in_executor(pool, lambda: sscript(keys=k, args=a))
+
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for _ in range(3):
+        for inflight in (1, 16):
+            for name, read in (
+                ("asyncio client", via_asyncio),
+                ("sync client, threads", via_threads),
+            ):
+                results.setdefault((name, inflight), []).append(await _run(read, 3000, inflight))
+    print("READ script, medians of 3 interleaved rounds:")
+    for (name, inflight), runs in results.items():
+        p50 = np.median([r[0] for r in runs])
+        rate = np.median([r[1] for r in runs])
+        print(f"  {name:22s} {inflight:2d} in flight: p50 {p50:6.0f} us, {rate:7.0f} reads/s")
+    await aclient.aclose()
+    sclient.close()
+    pool.shutdown()
+
+
+def main() -> None:
+    with benchmark_redis() as url:
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        schema = load_definitions(ServerSettings()).schema
+        load_profiles(client, schema, generate(CUSTOMERS, seed=7).profiles())
+        client.close()
+        asyncio.run(main_async(url))
+
+
+if __name__ == "__main__":
+    main()
