@@ -247,14 +247,14 @@ def allowed(
     offers: Sequence[Offer],
     record: CustomerRecord,
     now: float,
+    held: Mapping[str, float],
 ) -> tuple[list[Offer], dict[str, str]]:
     """The offers the policy lets through, and why the others were kept out (offer id,
     or "*" for the whole channel, -> reason). A channel at its cap still shows again the
-    offers it is ``showing``; in quiet hours it shows nothing."""
+    offers ``held`` (``showing``); in quiet hours it shows nothing."""
     quiet = policy.quiet_hours.block(channel, record.attributes, now)
     if quiet:  # nothing at all, not even an offer still showing
         return [], {"*": quiet}
-    held = showing(policy, channel, record)
     blocked = channel_block(policy, channel, record, now)
     if blocked and not any(o.offer_id in held for o in offers):
         return [], {"*": blocked}

@@ -158,7 +158,10 @@ class DecisionCore:
         stage, stage_reason = self.stage_rules.derive(env, dict(request.context))
         env["stage"] = stage
         situation = eligibility.Situation(request.channel, request.placement, stage, now)
-        offers, excluded = self._candidates(request, record, situation, env, fallback)
+        # Offers still showing from an earlier decision (once per decision: the policy,
+        # arbitration and the reasons all need them).
+        held = contact_policy.showing(self.catalog.contact_policy, request.channel, record)
+        offers, excluded = self._candidates(request, record, situation, env, fallback, held)
         timer.lap("eligibility")
 
         served = ServedInputs.from_record(record, features, request.channel, stage)
@@ -181,7 +184,6 @@ class DecisionCore:
         if not exploration.applies(request.channel, request.placement):
             exploration = arbitration.GREEDY
         # Offers still showing from an earlier decision come first: a refresh keeps them.
-        held = contact_policy.showing(self.catalog.contact_policy, request.channel, record)
         ranked = arbitration.arbitrate(
             priority,
             [o.category for o in offers],
@@ -206,6 +208,7 @@ class DecisionCore:
             matrix,
             propensity,
             scorer,
+            held,
         )
         if explain_skipped:
             note = Reason("EXPLANATION", f"feature contributions skipped: {explain_skipped}")
@@ -239,6 +242,7 @@ class DecisionCore:
         situation: eligibility.Situation,
         env: dict[str, Any],
         fallback: bool,
+        held: Mapping[str, float],
     ) -> tuple[list[Offer], dict[str, str]]:
         """Eligible offers that the contact policy allows, and why others were excluded
         by the policy (offer id, or "*" for the whole channel, -> reason)."""
@@ -253,7 +257,7 @@ class DecisionCore:
             return [], {"*": blocked}
         offers = eligibility.eligible_offers(self.catalog, situation, env, request.offer_ids)
         return contact_policy.allowed(
-            self.catalog.contact_policy, request.channel, offers, record, situation.now
+            self.catalog.contact_policy, request.channel, offers, record, situation.now, held
         )
 
     def _actions(
@@ -268,6 +272,7 @@ class DecisionCore:
         matrix: np.ndarray,
         propensity: np.ndarray,
         scorer: Scorer,
+        held: Mapping[str, float],
     ) -> tuple[Action, ...]:
         """The ranked offers, rendered for the channel and stage, with their reasons. The
         rule, cap and priority reasons are cheap and kept for every decision (the log has
@@ -296,6 +301,7 @@ class DecisionCore:
                 None if contributions is None else contributions[position],
                 f"priority {r.priority:.4g} = propensity {p:.4f}"
                 f" x value {offer.value:g} x lever {offer.lever:g}",
+                held.get(offer.offer_id, 0.0),
             )
             actions.append(
                 Action(

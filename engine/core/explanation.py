@@ -62,8 +62,11 @@ class Explainer:
         row: np.ndarray,
         contributions: np.ndarray | None,
         priority: str,
+        held_until: float = 0.0,
     ) -> tuple[Reason, ...]:
-        """Stage, rules, caps, feature contributions (when given), then ``priority``."""
+        """Stage, rules, caps, feature contributions (when given), then ``priority``;
+        ``held_until``: when the offer's place, held since an earlier decision showed it,
+        lapses (0: not showing)."""
         reasons = [Reason("LIFECYCLE_STAGE", f"stage {situation.stage}: {stage_reason}")]
         reasons += [
             Reason("RULE_ELIGIBILITY", text)
@@ -72,9 +75,8 @@ class Explainer:
         usage = contact_policy.offer_usage(offer.offer_id, offer.policy, record, situation.now)
         if usage:
             reasons.append(Reason("CONTACT_POLICY", f"within its cap: {usage} used before now"))
-        held = contact_policy.showing(self.catalog.contact_policy, situation.channel, record)
-        if offer.offer_id in held:
-            until = time.strftime("%H:%M:%S UTC", time.gmtime(held[offer.offer_id]))
+        if held_until:
+            until = time.strftime("%H:%M:%S UTC", time.gmtime(held_until))
             reasons.append(
                 Reason(
                     "CONTACT_POLICY",
