@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,6 +116,17 @@ def accept(server: ServerThread, decision: decision_pb2.DecideResponse, customer
     report(server, decision, customer_id, common_pb2.OUTCOME_ACCEPT)
 
 
+def catalog_variant(path: Path, replacements: Mapping[str, str]) -> Path:
+    """The demo catalog with each ``old`` text (which must be there) replaced by ``new``,
+    written to ``path``."""
+    text = (DEFAULTS / "catalog.toml").read_text()
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
 def zone_at(local_hour: int, now: float | None = None) -> str:
     """A fixed-offset time zone (``Etc/GMT-5`` is UTC+5) where it is now ``local_hour``
     o'clock, give or take the minutes."""
@@ -128,14 +139,10 @@ def daytime_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo catalog with its customers' default time zone where it is midday now, so
     that sends are not in quiet hours whenever the suite runs (tests about quiet hours
     choose their zones)."""
-    text = (DEFAULTS / "catalog.toml").read_text()
-    daytime = text.replace(
-        'default_timezone = "Europe/London"', f'default_timezone = "{zone_at(12)}"'
+    return catalog_variant(
+        tmp_path_factory.mktemp("catalog") / "catalog.toml",
+        {'default_timezone = "Europe/London"': f'default_timezone = "{zone_at(12)}"'},
     )
-    assert daytime != text
-    path = tmp_path_factory.mktemp("catalog") / "catalog.toml"
-    path.write_text(daytime)
-    return path
 
 
 @pytest.fixture

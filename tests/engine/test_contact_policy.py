@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from engine.settings import DEFAULTS
 from tests import conftest
 from tests.conftest import ServerThread
 
@@ -176,12 +175,10 @@ def test_read_your_writes_across_replicas_and_channels(
 
 @pytest.fixture
 def quick_catalog(tmp_path: Path) -> Path:
-    text = (DEFAULTS / "catalog.toml").read_text()
-    text = text.replace("pending_impression_minutes = 5", "pending_impression_minutes = 0.05")
-    assert "pending_impression_minutes = 0.05" in text
-    path = tmp_path / "catalog.toml"
-    path.write_text(text)
-    return path
+    return conftest.catalog_variant(
+        tmp_path / "catalog.toml",
+        {"pending_impression_minutes = 5": "pending_impression_minutes = 0.05"},
+    )
 
 
 def test_unreported_impressions_lapse_and_reported_ones_count(

@@ -12,23 +12,13 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from engine.settings import DEFAULTS, Definitions
+from engine.settings import Definitions
 from feature_store.loader import load_profiles
-from tests.conftest import ServerThread, zone_at
+from tests.conftest import ServerThread, catalog_variant, zone_at
 from training.world import World
 
 EMAIL, SMS, WEB = common_pb2.CHANNEL_EMAIL, common_pb2.CHANNEL_SMS, common_pb2.CHANNEL_WEB
 CUSTOMER = "cust-000042"
-
-
-def _catalog(tmp_path: Path, replacements: dict[str, str]) -> Path:
-    text = (DEFAULTS / "catalog.toml").read_text()
-    for old, new in replacements.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "catalog.toml"
-    path.write_text(text)
-    return path
 
 
 def _decide(
@@ -55,8 +45,8 @@ def _opt_in(server: ServerThread, customer: str = CUSTOMER) -> None:
 @pytest.fixture
 def budget_of_two(tmp_path: Path) -> Path:
     """Email 2 a week and SMS 1 a day would allow 3 sends; the budget allows 2, daytime."""
-    return _catalog(
-        tmp_path,
+    return catalog_variant(
+        tmp_path / "catalog.toml",
         {
             "days = 7\nmax = 4\n": "days = 7\nmax = 2\n",
             'default_timezone = "Europe/London"': f'default_timezone = "{zone_at(12)}"',
@@ -130,8 +120,9 @@ def test_quiet_hours_follow_the_customers_time_zone(
     definitions: Definitions,
 ) -> None:
     night = zone_at(23)
-    catalog = _catalog(
-        tmp_path, {'default_timezone = "Europe/London"': f'default_timezone = "{night}"'}
+    catalog = catalog_variant(
+        tmp_path / "catalog.toml",
+        {'default_timezone = "Europe/London"': f'default_timezone = "{night}"'},
     )
     server = server_factory(redis_url, catalog_path=catalog)
     # Three customers like cust-000042: on the default zone, in a zone where it is midday,
