@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,7 +32,7 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
-from benchmarks.common import benchmark_redis, percentiles, wide_catalog
+from benchmarks.common import benchmark_redis, percentiles, start_server, wide_catalog
 from engine.adapters import artifact, compiled
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api.server import build_application, redis_store_for
@@ -105,28 +103,6 @@ def scoring(settings: ServerSettings, calls: int) -> None:
         f"  served / lleaves x{p50['served'] / p50['lleaves']:.2f} (target <= 1.3),"
         f" LightGBM / served x{p50['lightgbm'] / p50['served']:.1f}"
     )
-
-
-def start_server(settings: ServerSettings, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url or "",
-        "ARBITER_DATA_DIR": str(settings.data_dir),
-        "ARBITER_CATALOG_PATH": str(settings.catalog_path),
-        "ARBITER_PORT": str(port),
-        "ARBITER_LOG_QUEUE_SIZE": "100000",
-        "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
-        # One process: the latency and stage figures are one server's (bench_load.py
-        # compares 1 and 2 workers).
-        "ARBITER_WORKERS": "1",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "serve"], env=env, stdout=subprocess.DEVNULL
-    )
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    grpc.channel_ready_future(channel).result(timeout=60)
-    channel.close()
-    return process
 
 
 def request(i: int, limit: int) -> decision_pb2.DecideRequest:

@@ -18,8 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_load import phase, prepare, start
-from benchmarks.common import benchmark_redis
+from benchmarks.bench_load import phase, prepare
+from benchmarks.common import benchmark_redis, start_server
 from engine.settings import load_definitions
 from feature_store.embedded import EmbeddedRedis, _free_port
 from training.world import generate
@@ -63,7 +63,7 @@ def main() -> None:
             )
         for workers in (1, 2):
             port = _free_port()
-            server = start(settings, port, workers)
+            server = start_server(settings, port, workers)
             try:
                 phase(port, "decide", 1.0, 2, 4)  # warm-up
                 results[f"Arbiter Decide, whole decision, {workers} worker(s)"] = phase(

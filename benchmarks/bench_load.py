@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -38,7 +36,7 @@ from arbiter.v1 import (
     profile_pb2_grpc,
 )
 from benchmarks.bench_scaling import measure
-from benchmarks.common import benchmark_redis
+from benchmarks.common import benchmark_redis, start_server
 from engine.adapters import artifact, compiled
 from engine.settings import ServerSettings, load_definitions
 from feature_store.embedded import _free_port
@@ -70,26 +68,6 @@ def prepare(workdir: Path, redis_url: str) -> ServerSettings:
     folder = artifact.save(settings.model_dir, model)
     compiled.compile_artifact(replace(model, folder=folder))
     return settings
-
-
-def start(settings: ServerSettings, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
-        "REDIS_URL": settings.redis_url or "",
-        "ARBITER_DATA_DIR": str(settings.data_dir),
-        "ARBITER_LOG_QUEUE_SIZE": "100000",
-    }
-    command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL
-    )
-    for _ in range(workers * 4):  # new connections until every worker answers
-        with grpc.insecure_channel(
-            f"127.0.0.1:{port}", [("grpc.use_local_subchannel_pool", 1)]
-        ) as c:
-            grpc.channel_ready_future(c).result(timeout=120)
-    time.sleep(1.0)
-    return process
 
 
 async def _loop(port: int, method: str, seconds: float, offset: int) -> list[float]:
@@ -192,7 +170,7 @@ def main() -> None:
         rates: dict[int, float] = {}
         for workers in args.workers:
             port = _free_port()
-            server = start(settings, port, workers)
+            server = start_server(settings, port, workers)
             try:
                 seen: dict[str, list[dict[str, float]]] = {"check": [], "decide": [], "event": []}
                 for method in ("check", "decide", "event", "check", "decide", "event"):

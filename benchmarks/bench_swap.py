@@ -34,8 +34,8 @@ import grpc
 import numpy as np
 
 from arbiter.v1 import decision_pb2_grpc
-from benchmarks.bench_decide import CUSTOMERS, prepare, request, start_server
-from benchmarks.common import benchmark_redis, percentiles
+from benchmarks.bench_decide import CUSTOMERS, prepare, request
+from benchmarks.common import benchmark_redis, percentiles, start_server
 from engine.adapters import artifact
 from engine.settings import ServerSettings, load_definitions
 from feature_store.embedded import _free_port

@@ -1,14 +1,20 @@
-"""Helpers shared by the benchmarks: percentiles and a catalog of N offers."""
+"""Helpers shared by the benchmarks: the Redis to use, `arbiter serve` in a process of its
+own, percentiles and a catalog of N offers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import tomllib
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import grpc
 import numpy as np
 
-from engine.settings import DEFAULTS, CommonSettings
+from engine.settings import DEFAULTS, CommonSettings, ServerSettings
 from feature_store.embedded import redis_or_embedded
 
 
@@ -16,6 +22,31 @@ def benchmark_redis() -> AbstractContextManager[str]:
     """``REDIS_URL`` when set (benchmarks write ``arb:*`` and ``bench:*`` keys there), else
     an embedded redis-server that lives as long as the block."""
     return redis_or_embedded(CommonSettings().redis_url)
+
+
+def start_server(settings: ServerSettings, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    """`arbiter serve` with ``settings``' Redis, data, catalog and reload period on
+    ``port``, in a process of its own (``workers`` > 1: a supervisor and its workers),
+    once every worker answers. One worker by default: a latency figure is one server's."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+        "REDIS_URL": settings.redis_url or "",
+        "ARBITER_DATA_DIR": str(settings.data_dir),
+        "ARBITER_CATALOG_PATH": str(settings.catalog_path),
+        "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
+        "ARBITER_LOG_QUEUE_SIZE": "100000",
+    }
+    command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL
+    )
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    for _ in range(workers * 4):  # new connections until every worker answers
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options) as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+    if workers > 1:
+        time.sleep(1.0)  # the kernel spreads connections only over listening workers
+    return process
 
 
 def percentiles(samples_us: list[float] | np.ndarray) -> str:
