@@ -21,18 +21,16 @@ from tests.conftest import ServerThread
 SLOW = "cust-000007"
 
 
-class SlowFor:
-    """The served model, taking ``seconds`` on every matrix of customer SLOW's decisions
-    (its rows are recognised by the shared customer features: the test world is small)."""
+class Hooked:
+    """The served model, running ``before(matrix)`` first: a capture, a delay (sleeping
+    releases the GIL, as lleaves and LightGBM do)."""
 
-    def __init__(self, scorer: Scorer, seconds: float) -> None:
-        self._scorer, self._seconds = scorer, seconds
+    def __init__(self, scorer: Scorer, before: Callable[[np.ndarray], object]) -> None:
+        self._scorer, self._before = scorer, before
         self.version, self.vocabulary = scorer.version, scorer.vocabulary
-        self.slow_rows: np.ndarray | None = None
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        if self.slow_rows is not None and np.array_equal(matrix[:1], self.slow_rows[:1]):
-            time.sleep(self._seconds)  # releases the GIL, as lleaves and LightGBM do
+        self._before(matrix)
         return self._scorer.predict(matrix)
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray | None:
@@ -52,25 +50,19 @@ def test_a_slow_model_answers_by_value_in_time_and_holds_up_no_one(
     memory_server: ServerThread,
 ) -> None:
     core = memory_server.application.core
-    slow = SlowFor(core.scorer, 0.5)
-    # The slow customer's matrix, as the core builds it.
-    captured: list[np.ndarray] = []
     real = core.scorer
-
-    class Capture:
-        version, vocabulary = real.version, real.vocabulary
-
-        def predict(self, matrix: np.ndarray) -> np.ndarray:
-            captured.append(matrix.copy())
-            return real.predict(matrix)
-
-        def contributions(self, matrix: np.ndarray) -> np.ndarray | None:
-            return real.contributions(matrix)
-
-    core.scorer = Capture()
+    # The slow customer's matrix, as the core builds it (its rows are recognised by the
+    # customer features they share: the test world is small).
+    captured: list[np.ndarray] = []
+    core.scorer = Hooked(real, lambda matrix: captured.append(matrix.copy()))
     _decide(memory_server, SLOW, 5)
-    slow.slow_rows = captured[-1]
-    core.scorer = slow
+    slow_rows = captured[-1]
+
+    def slow_for_them(matrix: np.ndarray) -> None:
+        if np.array_equal(matrix[:1], slow_rows[:1]):
+            time.sleep(0.5)
+
+    core.scorer = Hooked(real, slow_for_them)
     _decide(memory_server, SLOW, 5)  # the first slow call teaches the server the model is slow
     assert memory_server.application.core_seconds > application.SLOW_CORE_SECONDS
 
@@ -129,17 +121,7 @@ def test_past_the_bound_on_work_in_flight_callers_hear_at_once(
     core = server.application.core
     real = core.scorer
 
-    class Stuck:  # every decision takes 0.3 s: the bound fills up
-        version, vocabulary = real.version, real.vocabulary
-
-        def predict(self, matrix: np.ndarray) -> np.ndarray:
-            time.sleep(0.3)
-            return real.predict(matrix)
-
-        def contributions(self, matrix: np.ndarray) -> np.ndarray | None:
-            return real.contributions(matrix)
-
-    core.scorer = Stuck()
+    core.scorer = Hooked(real, lambda matrix: time.sleep(0.3))  # the bound fills up
     server.application.core_seconds = 1.0  # known slow: scored off the event loop
     outcomes: list[tuple[str, float]] = []
     lock = threading.Lock()
