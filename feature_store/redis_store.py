@@ -71,6 +71,7 @@ _OUTCOME_KEYS = (
 # Retention of the global streams: at most this many entries (approximately) and this old.
 LOG_MAX_ENTRIES = 1_000_000
 LOG_RETENTION_SECONDS = 30 * 86400
+LOG_TRIM_EVERY_SECONDS = 5.0
 
 
 def _json(value: Any) -> bytes:
@@ -144,6 +145,9 @@ class RedisFeatureStore:
         self._events_per_second = events_per_second
         self._log_max_entries = log_max_entries
         self._log_retention_seconds = log_retention_seconds
+        # Trimming by age is a pair of XTRIMs: once in a while, not with every batch.
+        self._trim_every = min(LOG_TRIM_EVERY_SECONDS, log_retention_seconds / 10)
+        self._trimmed_at = 0.0
         self._redis = client
         self._schema = schema
         self._horizon = contact_horizon_seconds
@@ -309,10 +313,13 @@ class RedisFeatureStore:
             pipe.ltrim(key, 0, DECISIONS_KEPT - 1)
             pipe.expire(key, HISTORY_TTL_SECONDS)
         # Retention by age too: entries older than log_retention_seconds leave both logs
-        # (stream ids are milliseconds; one XTRIM a batch).
-        oldest = f"{int((time.time() - self._log_retention_seconds) * 1000)}-0"
-        pipe.xtrim(keys.DECISION_LOG, minid=oldest, approximate=False)
-        pipe.xtrim(keys.OUTCOME_LOG, minid=oldest, approximate=False)
+        # (stream ids are milliseconds), checked every few seconds.
+        now = time.time()
+        if now - self._trimmed_at >= self._trim_every:
+            self._trimmed_at = now
+            oldest = f"{int((now - self._log_retention_seconds) * 1000)}-0"
+            pipe.xtrim(keys.DECISION_LOG, minid=oldest, approximate=False)
+            pipe.xtrim(keys.OUTCOME_LOG, minid=oldest, approximate=False)
         with translated("decision log write"):
             await pipe.execute()
 
