@@ -130,6 +130,7 @@ class Application:
         budget = _budget(self.feature_timeout, deadline, ANSWER_MARGIN)
         if budget <= 0:
             return None, NO_TIME
+        started = time.monotonic()
         try:
             # wait_for, not asyncio.timeout: the read runs under redis-py's own
             # asyncio.timeout, and a task of its own keeps our budget's cancellation apart
@@ -139,7 +140,7 @@ class Application:
         except TimeoutError:
             reason = f"feature store unavailable: slower than {_ms(budget)} ms"
             if budget >= FAIR_BUDGET:  # a store that misses a fair budget is slow
-                self.breaker.timed_out(reason, customer_id)
+                self.breaker.timed_out(reason, customer_id, started)
             return None, reason
         except ProfileSchemaMismatch as exc:
             return None, _unavailable(exc)  # this profile only: the store itself is fine
@@ -160,6 +161,7 @@ class Application:
         budget = _budget(self.reserve_timeout, deadline, RESERVE_MARGIN)
         if budget <= 0:
             return NO_TIME
+        started = time.monotonic()
         try:
             reserved = await asyncio.wait_for(self.store.reserve(reservation), budget)
         except TimeoutError:
@@ -168,6 +170,7 @@ class Application:
                 self.breaker.timed_out(
                     f"feature store unavailable: contact reservation {reason}",
                     reservation.customer_id,
+                    started,
                 )
             return reason
         except FeatureStoreUnavailable as exc:

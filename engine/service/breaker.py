@@ -6,7 +6,10 @@ It opens at the first error, but only after ``TIMEOUTS_TO_OPEN`` calls in a row 
 budget (reads and reservations alike), for at least two customers: a slow key (one
 customer's state read slowly) is not a slow store, and must not degrade everyone. And under
 a burst of CPU load a single read can miss its budget in our own event loop, and that
-must not degrade every customer for the next second.
+must not degrade every customer for the next second. Nor must a stall of that loop (a
+garbage collection, a burst of CPU): every call in flight then misses its budget at once,
+Redis having answered or not. So calls that were in flight together count as one: a
+timeout counts only when its call started after the last one counted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Breaker:
         self._reason = ""
         self._timeouts = 0  # calls in a row that missed their budget
         self._slow_customers: set[str] = set()  # whose calls they were
+        self._counted_at = float("-inf")  # when the last counted timeout was seen
 
     def refusal(self) -> str:
         """Why the store must not be tried now, or "" when it may."""
@@ -33,7 +37,12 @@ class Breaker:
         self._timeouts = 0
         self._slow_customers.clear()
 
-    def timed_out(self, reason: str, customer_id: str) -> None:
+    def timed_out(self, reason: str, customer_id: str, started: float) -> None:
+        """A call for ``customer_id`` that began at ``started`` (``time.monotonic()``)
+        missed its budget."""
+        if started < self._counted_at:
+            return  # in flight with the last one counted: the same stall
+        self._counted_at = time.monotonic()
         self._timeouts += 1
         self._slow_customers.add(customer_id)
         if self._timeouts >= TIMEOUTS_TO_OPEN and len(self._slow_customers) > 1:

@@ -1,32 +1,54 @@
-"""The breaker tells a slow store from one slow customer."""
+"""The breaker tells a slow store from one slow customer, and from a stall of our own
+event loop."""
 
 from __future__ import annotations
 
+import time
+
 from engine.service.breaker import Breaker
+
+
+def now() -> float:
+    """A call starting now (after every timeout seen so far)."""
+    return time.monotonic()
 
 
 def test_one_slow_customer_does_not_open_it_for_everyone() -> None:
     breaker = Breaker(60.0)
     for _ in range(10):
-        breaker.timed_out("slow", "hot-customer")
+        breaker.timed_out("slow", "hot-customer", now())
     assert breaker.opened == 0 and breaker.refusal() == ""
 
 
 def test_slow_calls_for_several_customers_open_it() -> None:
     breaker = Breaker(60.0)
-    breaker.timed_out("slow", "a")
-    breaker.timed_out("slow", "a")
+    breaker.timed_out("slow", "a", now())
+    breaker.timed_out("slow", "a", now())
     assert breaker.refusal() == ""
-    breaker.timed_out("slow", "b")
+    breaker.timed_out("slow", "b", now())
     assert breaker.opened == 1 and breaker.refusal() == "slow"
 
 
 def test_a_success_starts_the_count_again_and_an_error_opens_at_once() -> None:
     breaker = Breaker(60.0)
-    breaker.timed_out("slow", "a")
-    breaker.timed_out("slow", "b")
+    breaker.timed_out("slow", "a", now())
+    breaker.timed_out("slow", "b", now())
     breaker.succeeded()
-    breaker.timed_out("slow", "c")
+    breaker.timed_out("slow", "c", now())
     assert breaker.opened == 0
     breaker.failed("down")
     assert breaker.refusal() == "down"
+
+
+def test_calls_in_flight_together_count_as_one() -> None:
+    """A stalled event loop times out every call in flight at once: one stall, however
+    many customers; calls started after it count again."""
+    breaker = Breaker(60.0)
+    started = now()
+    for customer in "abcdefghijklmnop":
+        breaker.timed_out("slow", customer, started)
+    assert breaker.opened == 0 and breaker.refusal() == ""
+    breaker.timed_out("slow", "q", now())
+    assert breaker.opened == 0
+    breaker.timed_out("slow", "r", now())
+    assert breaker.opened == 1 and breaker.refusal() == "slow"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -174,3 +175,53 @@ def test_a_caller_s_tight_deadline_gets_a_degraded_answer_not_a_timeout(
     assert codes.count("OK") >= 27, codes
     assert degraded == codes.count("OK")
     assert server.application.breaker.opened >= 1
+
+
+class StallingStore:
+    """The server's store, whose reads wait until ``together`` of them have come, then go
+    to Redis while the event loop stalls (a blocking sleep, as a full garbage collection
+    or a CPU burst holds it) for longer than their budget."""
+
+    def __init__(self, store: object, together: int, stall: float) -> None:
+        self._store, self._together, self._stall = store, together, stall
+        self._arrived = 0
+        self._gate: asyncio.Event | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def fetch(self, customer_id: str, now: float | None = None) -> object:
+        self._gate = self._gate or asyncio.Event()
+        self._arrived += 1
+        if self._arrived == self._together:
+            self._gate.set()  # the waiting reads go first, then the stall
+            asyncio.get_running_loop().call_soon(time.sleep, self._stall)
+        elif self._arrived < self._together:
+            await self._gate.wait()
+        return await self._store.fetch(customer_id, now)  # type: ignore[attr-defined]
+
+
+def test_a_stall_of_the_server_s_own_loop_does_not_degrade_the_next_second(
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
+) -> None:
+    """Eight reads in flight when the loop stalls all miss their budget at once; that is
+    one stall, not three slow reads in a row: the breaker stays shut."""
+    server = server_factory(redis_url, feature_timeout_ms=200, breaker_seconds=60)
+    application = server.application
+    application.store = StallingStore(application.store, together=8, stall=0.3)  # type: ignore[assignment]
+    customers = [f"cust-{n:06d}" for n in range(100, 108)]
+    answers: dict[str, decision_pb2.DecideResponse] = {}
+
+    def call(customer: str) -> None:
+        answers[customer] = decide(server, customer)[0]
+
+    threads = [threading.Thread(target=call, args=(c,)) for c in customers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert all(answers[c].degraded for c in customers)  # the stall happened to all eight
+    assert application.breaker.opened == 0
+    after, _ = decide(server, "cust-000200")
+    assert not after.degraded, after.degraded_reason
