@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import redis
-import redis.asyncio as aioredis
 
 from benchmarks.common import benchmark_redis
 from engine.settings import ServerSettings, load_definitions
@@ -52,7 +51,7 @@ async def _run(
 
 
 async def main_async(url: str) -> None:
-    aclient: aioredis.Redis = connect(url)
+    aclient = connect(url)
     ascript = aclient.register_script(scripts.READ)
     sclient = redis.Redis.from_url(url, socket_timeout=0.25)
     sscript = sclient.register_script(scripts.READ)

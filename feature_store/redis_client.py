@@ -1,4 +1,11 @@
-"""Connecting to Redis, and the one place Redis errors become the project's.
+"""Connecting to Redis (one server or a Redis Cluster), and the one place Redis errors
+become the project's.
+
+``REDIS_URL`` may name one server or any node of a cluster: ``connect`` and
+``connect_sync`` ask the server whether it runs in cluster mode (``INFO cluster``) and
+build a cluster client when it does. ``?cluster=yes`` (or ``no``) at the end of the URL
+says so without asking: a server starting while its cluster is unreachable then still
+speaks the cluster protocol once the cluster is back.
 
 Every module that talks to Redis runs its calls inside ``translated(...)``: a
 ``redis.RedisError`` leaves it as ``FeatureStoreUnavailable`` naming what failed, so no
@@ -11,15 +18,26 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-from common.errors import FeatureStoreUnavailable
+from common.errors import ConfigurationError, FeatureStoreUnavailable
 
 log = logging.getLogger(__name__)
+
+# A client of one server or of a cluster: the store, the loader and the jobs use only what
+# both offer (single-slot scripts, per-key commands, non-transactional pipelines).
+AsyncClient: TypeAlias = aioredis.Redis | aioredis.RedisCluster
+SyncClient: TypeAlias = redis.Redis | redis.RedisCluster
+# Errors of either: a cluster client raises RedisClusterException (not a RedisError) when
+# no node answers or a slot has no node.
+REDIS_ERRORS = (RedisError, RedisClusterException)
 
 
 LOG_EVERY_SECONDS = 5.0
@@ -48,20 +66,80 @@ def translated(action: str) -> Iterator[None]:
     manager: nothing is awaited on exit)."""
     try:
         yield
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise unavailable(action, exc) from exc
 
 
-def connect(
-    url: str, *, timeout_seconds: float = 0.25, max_connections: int = 64
-) -> aioredis.Redis:
+_YES, _NO = ("yes", "true", "1"), ("no", "false", "0")
+_modes: dict[str, bool] = {}  # URL -> cluster mode, once known
+
+
+def where(url: str) -> str:
+    """``host:port`` of a Redis URL: what a log line may say of it (no password)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or '?'}:{parts.port or 6379}"
+
+
+def cluster_mode(url: str) -> tuple[str, bool]:
+    """The URL without our ``cluster`` parameter, and whether it names a cluster: as the
+    parameter says, else as the server says (asked once per URL). A server that cannot
+    be asked is taken for a single server, with a warning naming the parameter."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    said = [value.lower() for name, value in query if name == "cluster"]
+    plain = urlunsplit(parts._replace(query=urlencode([q for q in query if q[0] != "cluster"])))
+    if said:
+        if said[-1] not in _YES + _NO:
+            raise ConfigurationError(f"REDIS_URL: cluster={said[-1]!r}: say yes or no")
+        return plain, said[-1] in _YES
+    if plain not in _modes:
+        probe = redis.Redis.from_url(plain, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            _modes[plain] = probe.info("cluster").get("cluster_enabled") == 1
+        except RedisError as exc:
+            log.warning(
+                "cannot ask %s whether it is a cluster (%s): taking it for a single server;"
+                " add ?cluster=yes to REDIS_URL if it is one",
+                where(plain),
+                type(exc).__name__,
+            )
+            return plain, False  # asked again next time
+        finally:
+            probe.close()
+    return plain, _modes[plain]
+
+
+def connect_sync(url: str, *, timeout_seconds: float | None = None) -> SyncClient:
+    """A blocking client for jobs and the CLI: of a cluster when ``url`` names one."""
+    plain, cluster = cluster_mode(url)
+    options: dict[str, Any] = {}
+    if timeout_seconds is not None:
+        options = {"socket_timeout": timeout_seconds, "socket_connect_timeout": timeout_seconds}
+    if cluster:
+        return redis.RedisCluster.from_url(plain, **options)
+    return redis.Redis.from_url(plain, **options)
+
+
+def connect(url: str, *, timeout_seconds: float = 0.25, max_connections: int = 64) -> AsyncClient:
     """An asyncio client that fails fast: callers degrade rather than wait on retries.
 
-    The pool blocks (up to the timeout) when all connections are busy, instead of failing
-    at once as the default pool does: a burst of calls queues for a connection.
+    One server: the pool blocks (up to the timeout) when all connections are busy, instead
+    of failing at once as the default pool does: a burst of calls queues for a
+    connection. A cluster: ``max_connections`` to each node; the client follows MOVED and
+    ASK and, when a node is lost, learns the new layout and retries (the callers' budgets
+    bound how long).
     """
+    plain, cluster = cluster_mode(url)
+    if cluster:
+        return aioredis.RedisCluster.from_url(
+            plain,
+            max_connections=max_connections,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            health_check_interval=0,
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
-        url,
+        plain,
         max_connections=max_connections,
         timeout=timeout_seconds,
         socket_timeout=timeout_seconds,

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from common.errors import (
     ArbiterError,
@@ -23,7 +24,7 @@ from common.errors import (
     RateLimited,
 )
 from feature_store import keys, log_codec, scripts
-from feature_store.redis_client import translated, unavailable
+from feature_store.redis_client import AsyncClient, translated, unavailable
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
     DECISIONS_KEPT,
@@ -68,6 +69,8 @@ _OUTCOME_KEYS = (
     keys.POLICY,
     keys.RESHOWN,
 )
+# A script call's keys and arguments.
+ScriptCall = tuple[list[str], list[Any]]
 # Retention of the global streams: at most this many entries (approximately) and this old.
 LOG_MAX_ENTRIES = 1_000_000
 LOG_RETENTION_SECONDS = 30 * 86400
@@ -128,7 +131,7 @@ class RedisFeatureStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncClient,
         schema: FeatureSchema,
         *,
         contact_horizon_seconds: int = 30 * 86400,
@@ -136,7 +139,7 @@ class RedisFeatureStore:
         events_per_second: int = EVENTS_PER_SECOND,
         log_max_entries: int = LOG_MAX_ENTRIES,
         log_retention_seconds: float = LOG_RETENTION_SECONDS,
-        log_client: aioredis.Redis | None = None,
+        log_client: AsyncClient | None = None,
     ) -> None:
         # The background log writer's own client: it may wait longer than a request may
         # (a backlog after an outage comes in full batches), and it must not take the
@@ -157,9 +160,18 @@ class RedisFeatureStore:
         self._reserve = client.register_script(scripts.RESERVE)
         self._outcome = client.register_script(scripts.OUTCOME)
         self._finish_outcome = client.register_script(scripts.FINISH_OUTCOME)
+        self._scripts = (
+            self._read,
+            self._event,
+            self._reserve,
+            self._outcome,
+            self._finish_outcome,
+        )
+        self._ready_lock = asyncio.Lock()
+        self._ready = False
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> AsyncClient:
         return self._redis
 
     async def aclose(self) -> None:
@@ -167,12 +179,29 @@ class RedisFeatureStore:
         if self._log_redis is not self._redis:
             await self._log_redis.aclose()
 
+    async def _prepare(self) -> None:
+        """Before the first script runs: a cluster client learns the layout, and every
+        primary gets the scripts. (redis-py's cluster client, used by many calls at once
+        before it knows the layout, fails some of them and runs others twice: redis-py
+        issue 3935. And its pipelines do not load scripts.) Once; again after a failure."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if self._ready:
+                return
+            if isinstance(self._redis, aioredis.RedisCluster):
+                await self._redis.initialize()
+            for script in self._scripts:
+                await self._redis.script_load(script.script)
+            self._ready = True
+
     def _keys(self, customer_id: str, *kinds: str) -> list[str]:
         return [keys.customer_key(customer_id, kind) for kind in kinds]
 
     async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
         now = time.time() if now is None else now
         with translated("feature store read"):
+            await self._prepare()
             reply = await self._read(
                 keys=self._keys(customer_id, *READ_KEYS), args=[now, now - self._horizon]
             )
@@ -183,13 +212,10 @@ class RedisFeatureStore:
     ) -> list[CustomerRecord | ArbiterError]:
         """Records of many customers in one pipelined round trip; a customer whose read
         failed gets the error in its place."""
-        pipe = self._redis.pipeline(transaction=False)
-        for cid in customer_ids:
-            await self._read(
-                keys=self._keys(cid, *READ_KEYS), args=[now, now - self._horizon], client=pipe
-            )
+        calls = [(self._keys(cid, *READ_KEYS), [now, now - self._horizon]) for cid in customer_ids]
         with translated("feature store read"):
-            replies = await pipe.execute(raise_on_error=False)
+            await self._prepare()
+            replies = await self._scripted_pipeline(self._read, calls)
         out: list[CustomerRecord | ArbiterError] = []
         for cid, reply in zip(customer_ids, replies, strict=True):
             if isinstance(reply, Exception):
@@ -201,9 +227,33 @@ class RedisFeatureStore:
                 out.append(exc)
         return out
 
+    async def _scripted_pipeline(self, script: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+        """The replies of ``script`` run once per (keys, args) of ``calls`` in one
+        non-transactional pipeline, errors in place. The calls that got NOSCRIPT (a server
+        restarted, a replica promoted since the scripts were loaded; such a call did
+        nothing) run once more after the scripts are loaded on every primary. (EVALSHA is
+        queued by name: redis-py 8.1's cluster pipeline refuses its ``evalsha`` method, not
+        the command, which it routes by the first key.)"""
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for i in todo:
+                script_keys, args = calls[i]
+                pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+            for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+            if not todo or attempt:
+                break
+            for each in self._scripts:
+                await self._redis.script_load(each.script)
+        return replies
+
     async def record_event(self, event: EventRecord) -> None:
         schema = self._schema
         with translated("feature store write"):
+            await self._prepare()
             applied = await self._event(
                 keys=self._keys(
                     event.customer_id,
@@ -239,7 +289,7 @@ class RedisFeatureStore:
                 f"customer_id: over {self._events_per_second} events a second; retry later"
             )
 
-    def _reserve_call(self, reservation: Reservation) -> tuple[list[str], list[Any]]:
+    def _reserve_call(self, reservation: Reservation) -> ScriptCall:
         def caps(pairs: tuple[tuple[int, int], ...]) -> str:
             return ",".join(f"{w}:{m}" for w, m in pairs)
 
@@ -264,6 +314,7 @@ class RedisFeatureStore:
     async def reserve(self, reservation: Reservation) -> list[str]:
         script_keys, args = self._reserve_call(reservation)
         with translated("contact reservation"):
+            await self._prepare()
             reserved = await self._reserve(keys=script_keys, args=args)
         return [r.decode() for r in reserved]
 
@@ -271,12 +322,10 @@ class RedisFeatureStore:
         self, reservations: Sequence[Reservation]
     ) -> list[list[str] | ArbiterError]:
         """``reserve`` for many decisions in one pipelined round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        for reservation in reservations:
-            script_keys, args = self._reserve_call(reservation)
-            await self._reserve(keys=script_keys, args=args, client=pipe)
+        calls = [self._reserve_call(reservation) for reservation in reservations]
         with translated("contact reservation"):
-            replies = await pipe.execute(raise_on_error=False)
+            await self._prepare()
+            replies = await self._scripted_pipeline(self._reserve, calls)
         return [
             unavailable("contact reservation", r)
             if isinstance(r, Exception)
@@ -329,6 +378,7 @@ class RedisFeatureStore:
         cid = outcome.customer_id
         idem = keys.idempotency_key(cid, outcome.idempotency_key)
         with translated("outcome log write"):
+            await self._prepare()
             state, value = await self._outcome(
                 keys=[idem, *self._keys(cid, *_OUTCOME_KEYS)],
                 args=[

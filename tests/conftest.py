@@ -1,7 +1,9 @@
 """Shared fixtures: a real Redis, a real trained model, a real gRPC server.
 
 Redis: ``REDIS_URL`` when set (its database is FLUSHED before each test that uses it),
-else an embedded redis-server 6.2 started once per session on a free loopback port.
+else an embedded redis-server 6.2 started once per session on a free loopback port. A
+Redis Cluster of our own (3 primaries, a replica each, from the same binary) for the
+tests that run on a cluster, started once per session when the first of them needs it.
 Tests of the service that are not about Redis run the same server on the in-memory store
 (``memory``), which passes the same contract (tests/feature_store/test_store_contract.py).
 """
@@ -28,7 +30,7 @@ from engine.settings import (
     ServerSettings,
     load_definitions,
 )
-from feature_store.embedded import redis_or_embedded
+from feature_store.embedded import EmbeddedCluster, redis_or_embedded
 from feature_store.loader import load_profiles, profile_fields
 from feature_store.memory_store import MemoryStore
 from training.settings import TrainerSettings
@@ -56,6 +58,39 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster(masters=3, replicas=1) as running:
+        yield running
+
+
+@pytest.fixture
+def cluster_client(cluster: EmbeddedCluster) -> Iterator[redis.RedisCluster]:
+    """A client of the embedded cluster, every primary flushed for this test."""
+    cluster.wait_until_ok()  # a test before may have failed a node over
+    client = redis.RedisCluster.from_url(cluster.url)
+    client.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_or_cluster(
+    request: pytest.FixtureRequest, world: World, definitions: Definitions
+) -> tuple[str, redis.Redis | redis.RedisCluster]:
+    """The URL of a single Redis, then of the cluster, and a client of it: flushed and
+    holding the test world's profiles."""
+    if request.param == "redis":
+        url, client = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_client")
+    else:
+        url, client = (
+            request.getfixturevalue("cluster").url,
+            request.getfixturevalue("cluster_client"),
+        )
+    load_profiles(client, definitions.schema, world.profiles())
+    return url, client
 
 
 @pytest.fixture(scope="session")

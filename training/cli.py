@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import redis
-
 from common.errors import ConfigurationError
 from engine.clients import cli
 from engine.clients.cli.admin import redis_url
 from engine.clients.cli.command import Command
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
+from feature_store.redis_client import connect_sync
 from training.settings import TrainerSettings
 
 
@@ -25,7 +24,7 @@ def prepare_demo(url: str) -> None:
     from training import demo  # the world and a training run: serve --demo only
 
     settings = TrainerSettings(redis_url=url)
-    demo.ensure_loaded(settings, redis.Redis.from_url(url))
+    demo.ensure_loaded(settings, connect_sync(url))
     demo.ensure_model(settings)
 
 
@@ -60,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.dataset == "obd":
         return _train_obd(settings.data_dir / "cache")
     if args.source == "logs":
-        client = redis.Redis.from_url(redis_url(settings))
+        client = connect_sync(redis_url(settings))
         outcome, joined = job.train_from_logs(settings, client, force=args.force)
         print(
             f"{joined.used} of {joined.decisions} logged decisions used "

@@ -11,15 +11,13 @@ import hashlib
 import logging
 from pathlib import Path
 
-import redis
-
 from common.errors import ArtifactMismatch
 from engine.adapters import artifact
 from engine.core.model_input import model_feature_names
 from engine.settings import load_definitions
 from feature_store import keys
 from feature_store.loader import load_file
-from feature_store.redis_client import translated
+from feature_store.redis_client import SyncClient, translated
 from training.job import train_demo
 from training.settings import TrainerSettings
 from training.world import generate
@@ -43,7 +41,7 @@ def ensure_profiles_file(settings: TrainerSettings) -> Path:
     return path
 
 
-def ensure_loaded(settings: TrainerSettings, client: redis.Redis, *, progress: bool = True) -> bool:
+def ensure_loaded(settings: TrainerSettings, client: SyncClient, *, progress: bool = True) -> bool:
     """Loads the demo profiles unless Redis already holds them; True when it loaded."""
     definitions = load_definitions(settings)
     path = ensure_profiles_file(settings)

@@ -15,8 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import redis
-
 from common.errors import ConfigurationError
 from common.vocabulary import POSITIVE_OUTCOMES
 from engine.adapters import artifact, compiled
@@ -26,6 +24,7 @@ from engine.core.model_input import model_feature_names
 from engine.core.scoring import Scorer
 from engine.settings import Definitions, load_definitions
 from feature_store.log_reader import read_logs
+from feature_store.redis_client import SyncClient
 from training.evaluation import Estimate, contexts_from_logs, evaluate_policies
 from training.logs import JoinReport, join_logs, rewarder
 from training.rows import TrainingRows
@@ -72,7 +71,7 @@ def train_demo(
 
 
 def train_from_logs(
-    settings: TrainerSettings, client: redis.Redis, *, force: bool = False
+    settings: TrainerSettings, client: SyncClient, *, force: bool = False
 ) -> tuple[TrainingOutcome, JoinReport]:
     """Trains on the decision and outcome logs in Redis (features as served), evaluated
     on the latest 20% of decisions (a time-based holdout), and promotes as ``train_demo``."""

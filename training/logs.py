@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import redis
 
 from common.vocabulary import POSITIVE_OUTCOMES
 from engine.core.model_input import ServedInputs
 from feature_store.log_reader import read_logs
+from feature_store.redis_client import SyncClient
 from feature_store.schema import FeatureSchema
 from training.rows import TrainingRows
 
@@ -102,7 +102,7 @@ def join_logs(
 
 
 def rows_from_redis(
-    client: redis.Redis,
+    client: SyncClient,
     schema: FeatureSchema,
     *,
     window_seconds: float,

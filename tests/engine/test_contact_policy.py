@@ -113,8 +113,10 @@ def test_a_refreshing_page_keeps_its_offers_and_starves_no_channel(
 
 
 def test_caps_hold_under_concurrent_decisions_on_two_replicas(
-    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
+    server_factory: Callable[..., ServerThread],
+    redis_or_cluster: tuple[str, redis.Redis | redis.RedisCluster],
 ) -> None:
+    redis_url, loaded = redis_or_cluster
     # Generous budgets: this is about the atomic reservation, not about timeouts (a
     # degraded answer whose reservation times out is flagged, see test_degraded).
     budgets = {"feature_timeout_ms": 2000, "reserve_timeout_ms": 2000}
@@ -154,9 +156,11 @@ def test_caps_hold_under_concurrent_decisions_on_two_replicas(
 
 
 def test_read_your_writes_across_replicas_and_channels(
-    server: ServerThread, server_factory: Callable[..., ServerThread], redis_url: str
+    server_factory: Callable[..., ServerThread],
+    redis_or_cluster: tuple[str, redis.Redis | redis.RedisCluster],
 ) -> None:
-    other = server_factory(redis_url)
+    redis_url, _ = redis_or_cluster
+    server, other = server_factory(redis_url), server_factory(redis_url)
     for _ in range(2):
         server.profiles.RecordEvent(
             profile_pb2.RecordEventRequest(

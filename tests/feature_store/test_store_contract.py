@@ -15,14 +15,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-import redis
 
 from common.errors import ProfileSchemaMismatch, RateLimited
 from engine.settings import Definitions
 from feature_store import keys
 from feature_store.loader import profile_fields
 from feature_store.memory_store import MemoryStore
-from feature_store.redis_client import connect
+from feature_store.redis_client import SyncClient, connect
 from feature_store.redis_store import RedisFeatureStore
 from feature_store.store import (
     DecisionLog,
@@ -47,7 +46,7 @@ class Backend:
     """Runs work against a fresh store of one kind and loads profiles into it."""
 
     def __init__(
-        self, definitions: Definitions, client: redis.Redis | None = None, url: str = ""
+        self, definitions: Definitions, client: SyncClient | None = None, url: str = ""
     ) -> None:
         self.schema = definitions.schema
         self._client = client
@@ -98,13 +97,16 @@ class Backend:
         return asyncio.run(main())
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def backend(request: pytest.FixtureRequest, definitions: Definitions) -> Iterator[Backend]:
     if request.param == "memory":
         yield Backend(definitions)
-    else:
+    elif request.param == "redis":
         client = request.getfixturevalue("redis_client")  # flushed for this test
         yield Backend(definitions, client, request.getfixturevalue("redis_url"))
+    else:
+        client = request.getfixturevalue("cluster_client")  # flushed for this test
+        yield Backend(definitions, client, request.getfixturevalue("cluster").url)
 
 
 def test_an_unknown_customer_is_defaults(backend: Backend) -> None:

@@ -22,7 +22,6 @@ import shutil
 import tomllib
 from pathlib import Path
 
-import redis
 import tomli_w
 
 from engine.api.server import BackgroundServer
@@ -30,6 +29,7 @@ from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
 from engine.settings import DEFAULTS, ServerSettings, load_definitions
 from feature_store.embedded import EmbeddedRedis
 from feature_store.loader import load_profiles
+from feature_store.redis_client import connect_sync
 from training.job import train_demo
 from training.settings import TrainerSettings
 from training.simulation.report import DayResult, table, write_csv, write_report
@@ -90,7 +90,7 @@ def run(
     )
     world = generate(world_size, trainer.world_seed)
     with EmbeddedRedis() as server_redis:
-        client = redis.Redis.from_url(server_redis.url)
+        client = connect_sync(server_redis.url)
         load_profiles(client, load_definitions(trainer).schema, world.profiles())
         first = train_demo(trainer, progress=False)  # day 0: a model from simulated logs
         print(

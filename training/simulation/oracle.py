@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import redis
 
 from engine.core.arbitration import GREEDY, slot_probabilities
 from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs
 from engine.core.scoring import Scorer
 from feature_store.log_reader import read_decisions
+from feature_store.redis_client import SyncClient
 from feature_store.schema import FeatureSchema
 from training.evaluation import contexts_from_logs, model_propensities
 from training.job import holdout_decisions
@@ -53,7 +53,7 @@ def expected_values(
 
 
 def true_acceptance(
-    client: redis.Redis,
+    client: SyncClient,
     world: World,
     catalog: Catalog,
     schema: FeatureSchema,

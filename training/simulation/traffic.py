@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
@@ -20,7 +19,7 @@ from engine.api.server import BackgroundServer
 from engine.settings import load_definitions
 from feature_store import keys, scripts
 from feature_store.log_reader import read_decisions
-from feature_store.redis_client import translated
+from feature_store.redis_client import SyncClient, translated
 from training.job import train_from_logs
 from training.settings import TrainerSettings
 from training.simulation.oracle import expected_values, true_acceptance
@@ -35,7 +34,7 @@ def outcome_timestamp(seconds: float) -> Timestamp:
     return Timestamp(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
 
 
-def age_contact_state(client: redis.Redis, customer_ids: Sequence[str], seconds: float) -> None:
+def age_contact_state(client: SyncClient, customer_ids: Sequence[str], seconds: float) -> None:
     """Moves the customers' contacts and cool-down ends ``seconds`` back in time, so caps
     over days and cool-downs run out as if that time had passed (an acceptance keeps
     suppressing its offer: that does not run out)."""
@@ -55,7 +54,7 @@ class Simulation:
     def __init__(
         self,
         server: BackgroundServer,
-        client: redis.Redis,
+        client: SyncClient,
         world: World,
         settings: TrainerSettings,
         *,

@@ -8,8 +8,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from common.errors import ArbiterError
 from common.vocabulary import POSITIVE_OUTCOMES
 from engine.adapters import artifact
@@ -19,6 +17,7 @@ from engine.settings import CommonSettings, LoaderSettings, load_definitions
 from feature_store.embedded import running_url
 from feature_store.loader import load_file
 from feature_store.log_reader import read_logs
+from feature_store.redis_client import connect_sync
 
 
 def redis_url(settings: CommonSettings) -> str:
@@ -36,7 +35,7 @@ def _load_arguments(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> int:
     settings = LoaderSettings()
     schema = load_definitions(settings).schema
-    client = redis.Redis.from_url(redis_url(settings))
+    client = connect_sync(redis_url(settings))
     report = load_file(client, schema, args.path, batch_size=settings.batch_size, progress=True)
     print(
         f"loaded {report.rows} profiles in {report.seconds:.1f}s ({report.rows_per_second:,.0f}/s)"
@@ -67,7 +66,7 @@ def _outcomes_by_model(settings: CommonSettings) -> dict[str, tuple[int, int]]:
     if url is None:
         return {}
     try:
-        return outcomes_by_model(*read_logs(redis.Redis.from_url(url, socket_timeout=2)))
+        return outcomes_by_model(*read_logs(connect_sync(url, timeout_seconds=2)))
     except ArbiterError:
         return {}
 
