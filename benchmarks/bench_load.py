@@ -25,7 +25,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import grpc
 import numpy as np
-import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from arbiter.v1 import (
@@ -36,11 +35,12 @@ from arbiter.v1 import (
     profile_pb2_grpc,
 )
 from benchmarks.bench_scaling import measure
-from benchmarks.common import benchmark_redis, start_server
+from benchmarks.common import benchmark_redis, flush, start_server
 from engine.adapters import artifact, compiled
 from engine.settings import ServerSettings, load_definitions
 from feature_store.embedded import _free_port
 from feature_store.loader import load_file
+from feature_store.redis_client import connect_sync
 from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
 from training.train import train
@@ -54,8 +54,8 @@ def prepare(workdir: Path, redis_url: str) -> ServerSettings:
     settings = ServerSettings(data_dir=workdir, redis_url=redis_url)
     definitions = load_definitions(settings)
     world = generate(CUSTOMERS, seed=7)
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    client = connect_sync(redis_url)
+    flush(client)
     profiles = workdir / "profiles.jsonl"
     world.write_profiles(profiles)
     report = load_file(client, definitions.schema, profiles)  # as `arbiter load` does

@@ -13,15 +13,25 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import redis
 
 from engine.settings import DEFAULTS, CommonSettings, ServerSettings
 from feature_store.embedded import redis_or_embedded
+from feature_store.redis_client import SyncClient
 
 
 def benchmark_redis() -> AbstractContextManager[str]:
     """``REDIS_URL`` when set (benchmarks write ``arb:*`` and ``bench:*`` keys there), else
     an embedded redis-server that lives as long as the block."""
     return redis_or_embedded(CommonSettings().redis_url)
+
+
+def flush(client: SyncClient) -> None:
+    """Empties the database of one server, or every primary of a cluster."""
+    if isinstance(client, redis.RedisCluster):
+        client.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
+    else:
+        client.flushdb()
 
 
 def start_server(settings: ServerSettings, port: int, workers: int = 1) -> subprocess.Popen[bytes]:

@@ -1,0 +1,151 @@
+"""Arbiter on a real Redis Cluster (3 primaries, a replica each, on loopback ports): the
+URL of any node is enough, loads spread over every primary, and the whole API, the logs
+and the CLI work on it. (The store contract and the caps across replicas run on the
+cluster too: test_store_contract.py, test_contact_policy.py.)"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from common.errors import ConfigurationError
+from engine.settings import Definitions
+from feature_store import keys
+from feature_store.embedded import EmbeddedCluster, _free_port
+from feature_store.loader import load_profiles
+from feature_store.log_reader import read_logs
+from feature_store.redis_client import cluster_mode, connect_sync
+from tests import conftest
+from tests.conftest import ServerThread
+from training.world import World
+
+CUSTOMER = "cust-000042"
+
+
+def test_any_node_s_url_is_enough_and_the_url_may_say(
+    cluster: EmbeddedCluster, redis_url: str
+) -> None:
+    for node in cluster.nodes:  # replicas too: the client learns the layout from any
+        url = f"redis://127.0.0.1:{node.port}/0"
+        assert cluster_mode(url) == (url, True)
+        assert isinstance(connect_sync(url), redis.RedisCluster)
+    assert cluster_mode(redis_url)[1] is False
+    assert cluster_mode(cluster.url + "?cluster=no") == (cluster.url, False)
+    assert cluster_mode(redis_url + "?cluster=yes") == (redis_url, True)
+    with pytest.raises(ConfigurationError, match="cluster='maybe'"):
+        cluster_mode(cluster.url + "?cluster=maybe")
+
+
+def test_an_unreachable_server_is_taken_for_one_server_and_its_password_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"redis://arbiter:s3cret-pw@127.0.0.1:{_free_port()}/0"
+    with caplog.at_level(logging.WARNING):
+        assert cluster_mode(url) == (url, False)
+    assert "?cluster=yes" in caplog.text
+    assert "s3cret-pw" not in caplog.text
+
+
+def test_profiles_load_across_every_primary(
+    cluster: EmbeddedCluster,
+    cluster_client: redis.RedisCluster,
+    world: World,
+    definitions: Definitions,
+) -> None:
+    written = load_profiles(connect_sync(cluster.url), definitions.schema, world.profiles())
+    per_primary = [
+        redis.Redis(host="127.0.0.1", port=node.port).dbsize() for node in cluster.primaries()
+    ]
+    assert written == len(list(world.profiles()))
+    assert len(per_primary) == 3 and min(per_primary) > written / 6, per_primary
+    assert sum(per_primary) == written
+
+
+def test_arbiter_load_on_a_cluster(
+    cluster: EmbeddedCluster, cluster_client: redis.RedisCluster, world: World, tmp_path: Path
+) -> None:
+    path = tmp_path / "profiles.jsonl"
+    world.write_profiles(path)
+    env = {**os.environ, "REDIS_URL": cluster.url, "ARBITER_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "training.cli", "load", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = sum(1 for line in path.read_text().splitlines() if line.strip())
+    assert f"loaded {lines} profiles" in done.stdout
+    assert cluster_client.exists(keys.customer_key(CUSTOMER, keys.PROFILE))
+
+
+def test_the_whole_api_on_a_cluster(
+    server_factory: Callable[..., ServerThread],
+    cluster: EmbeddedCluster,
+    cluster_client: redis.RedisCluster,
+    world: World,
+    definitions: Definitions,
+) -> None:
+    load_profiles(cluster_client, definitions.schema, world.profiles())
+    server = server_factory(cluster.url)
+    web = decision_pb2.DecideRequest(customer_id=CUSTOMER, channel=common_pb2.CHANNEL_WEB, limit=3)
+    decided = server.decisions.Decide(web, timeout=5)
+    assert decided.actions and not decided.degraded, decided.degraded_reason
+
+    server.profiles.RecordEvent(
+        profile_pb2.RecordEventRequest(
+            customer_id=CUSTOMER,
+            channel=common_pb2.CHANNEL_WEB,
+            event_type="product_view",
+            attributes={"category": "fibre"},
+        ),
+        timeout=5,
+    )
+    conftest.accept(server, decided, CUSTOMER)
+    profile = server.profiles.GetProfile(
+        profile_pb2.GetProfileRequest(customer_id=CUSTOMER), timeout=5
+    )
+    assert [e.event_type for e in profile.recent_events] == ["product_view"]
+    assert profile.recent_decisions[0].decision_id == decided.decision_id
+
+    # A campaign: one pipelined read and one pipelined reservation over every node.
+    customers = [f"cust-{n:06d}" for n in range(100, 160)]
+    batch = list(
+        server.decisions.DecideBatch(
+            (
+                decision_pb2.DecideBatchRequest(
+                    request=decision_pb2.DecideRequest(
+                        customer_id=c, channel=common_pb2.CHANNEL_EMAIL, limit=1
+                    )
+                )
+                for c in customers
+            ),
+            timeout=60,
+        )
+    )
+    assert [b.customer_id for b in batch] == customers
+    assert not any(b.response.degraded for b in batch)
+    assert sum(1 for b in batch if b.response.actions) > len(customers) / 2
+
+    server.flush_log()
+    decisions, outcomes = read_logs(connect_sync(cluster.url))
+    assert len(decisions) == 1 + len(customers)
+    assert [(o["decision_id"], o["outcome"]) for o in outcomes] == [
+        (decided.decision_id, "accept")
+    ]
+
+    forgotten = server.profiles.ForgetCustomer(
+        profile_pb2.ForgetCustomerRequest(customer_id=CUSTOMER), timeout=10
+    )
+    assert "profile" in forgotten.removed and forgotten.idempotency_keys == 1
+    assert forgotten.decision_log_entries == 1 and forgotten.outcome_log_entries == 1
+    assert not cluster_client.exists(keys.customer_key(CUSTOMER, keys.PROFILE))
