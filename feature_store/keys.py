@@ -10,6 +10,7 @@ describes each key and value; tests/feature_store/test_keys.py pins them byte fo
 from __future__ import annotations
 
 import re
+import zlib
 
 PREFIX = "arb"
 
@@ -48,13 +49,16 @@ IDEMPOTENCY = "idem"
 # String "<unix second>:<events in it>": the customer's event rate (RecordEvent).
 EVENT_RATE = "evrate"
 
-# Global streams, not per customer: the training job reads them in time order. Each entry
-# has one field holding JSON.
-DECISION_LOG = f"{PREFIX}:log:decisions"
+# The decision and outcome logs: LOG_SHARDS streams each, a customer's entries in shard
+# log_shard(customer_id) of both, so that no one key (no one cluster node) takes every
+# write. Readers merge the shards by entry id (time order). Each entry has one field.
+LOG_SHARDS = 16
 DECISION_FIELD = b"d"  # plain JSON (entries written before compression)
 DECISION_FIELD_COMPRESSED = b"z"  # zlib-compressed JSON (feature_store/log_codec.py)
-OUTCOME_LOG = f"{PREFIX}:log:outcomes"
 OUTCOME_FIELD = b"o"
+# The single streams of earlier versions: read, trimmed and forgotten, never written.
+LEGACY_DECISION_LOG = f"{PREFIX}:log:decisions"
+LEGACY_OUTCOME_LOG = f"{PREFIX}:log:outcomes"
 # Hash describing what bulk loads wrote (data set fingerprint, row count, time).
 LOAD_META = f"{PREFIX}:meta:load"
 
@@ -115,6 +119,29 @@ def customer_key(customer_id: str, kind: str) -> str:
 
 def idempotency_key(customer_id: str, key: str) -> str:
     return f"{PREFIX}:{{{customer_id}}}:{IDEMPOTENCY}:{key}"
+
+
+def log_shard(customer_id: str) -> int:
+    """The log shard of a customer's decisions and outcomes (stable: crc32)."""
+    return zlib.crc32(customer_id.encode()) % LOG_SHARDS
+
+
+def decision_log(shard: int) -> str:
+    """``arb:log:decisions:{<shard>}``: the hash tag spreads the shards over the slots."""
+    return f"{PREFIX}:log:decisions:{{{shard}}}"
+
+
+def outcome_log(shard: int) -> str:
+    return f"{PREFIX}:log:outcomes:{{{shard}}}"
+
+
+def decision_logs() -> list[str]:
+    """Every stream decisions are in: the shards, then the legacy stream."""
+    return [decision_log(s) for s in range(LOG_SHARDS)] + [LEGACY_DECISION_LOG]
+
+
+def outcome_logs() -> list[str]:
+    return [outcome_log(s) for s in range(LOG_SHARDS)] + [LEGACY_OUTCOME_LOG]
 
 
 def glob_escape(text: str) -> str:

@@ -1,43 +1,68 @@
-"""Reading the decision and outcome logs (the global Redis streams) back, oldest first:
-what training, evaluation and `arbiter models` read. Synchronous: batch jobs."""
+"""Reading the decision and outcome logs back, oldest first: what training, evaluation,
+the export job and `arbiter models` read. Each log is ``keys.LOG_SHARDS`` streams (and
+the legacy single stream); readers merge them by entry id, which is time order.
+Synchronous: batch jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import heapq
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from feature_store import keys, log_codec
 from feature_store.redis_client import SyncClient, translated
 
 
-def read_stream(
+def entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id ``<ms>-<seq>`` as a sortable pair."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def read_entries(
     client: SyncClient,
     key: str,
     decode: Callable[[Mapping[bytes, bytes]], Any],
+    *,
+    after: str = "",
     page: int = 5000,
-) -> Iterator[Any]:
-    """Every entry, decoded, oldest first, read in pages."""
-    start = "-"
+) -> Iterator[tuple[bytes, Any]]:
+    """(entry id, decoded entry) of one stream, oldest first, after the entry id
+    ``after`` (default: from the start), read in pages."""
+    start = f"({after}" if after else "-"
     while True:
         with translated(f"reading {key}"):
             entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
                 key, min=start, max="+", count=page
             )
-        for _, fields in entries:
-            yield decode(fields)
+        for entry_id, fields in entries:
+            yield entry_id, decode(fields)
         if len(entries) < page:
             return
         start = f"({entries[-1][0].decode()}"
 
 
+def read_merged(
+    client: SyncClient, streams: Sequence[str], decode: Callable[[Mapping[bytes, bytes]], Any]
+) -> Iterator[Any]:
+    """Every entry of ``streams``, decoded, in entry id order, a page of each in memory."""
+    merged = heapq.merge(
+        *(read_entries(client, key, decode) for key in streams),
+        key=lambda entry: entry_order(entry[0]),
+    )
+    for _, entry in merged:
+        yield entry
+
+
 def read_decisions(client: SyncClient) -> list[Any]:
     """Every logged decision, oldest first (see docs/redis-keys.md for the entry)."""
-    return list(read_stream(client, keys.DECISION_LOG, log_codec.decode_decision))
+    return list(read_merged(client, keys.decision_logs(), log_codec.decode_decision))
 
 
 def read_outcomes(client: SyncClient) -> list[Any]:
     """Every logged outcome, oldest first."""
-    return list(read_stream(client, keys.OUTCOME_LOG, log_codec.decode_outcome))
+    return list(read_merged(client, keys.outcome_logs(), log_codec.decode_outcome))
 
 
 def read_logs(client: SyncClient) -> tuple[list[Any], list[Any]]:

@@ -24,6 +24,7 @@ from common.errors import (
     RateLimited,
 )
 from feature_store import keys, log_codec, scripts
+from feature_store.log_reader import entry_order
 from feature_store.redis_client import AsyncClient, translated, unavailable
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
@@ -72,7 +73,7 @@ _OUTCOME_KEYS = (
 # A script call's keys and arguments.
 ScriptCall = tuple[list[str], list[Any]]
 # Retention of the global streams: at most this many entries (approximately) and this old.
-LOG_MAX_ENTRIES = 1_000_000
+LOG_MAX_ENTRIES = 1_000_000  # over all shards
 LOG_RETENTION_SECONDS = 30 * 86400
 LOG_TRIM_EVERY_SECONDS = 5.0
 
@@ -146,7 +147,8 @@ class RedisFeatureStore:
         # request path's connections. Default: the same client.
         self._log_redis = log_client or client
         self._events_per_second = events_per_second
-        self._log_max_entries = log_max_entries
+        # Per shard: the logs together keep about log_max_entries.
+        self._shard_max_entries = max(1, log_max_entries // keys.LOG_SHARDS)
         self._log_retention_seconds = log_retention_seconds
         # Trimming by age is a pair of XTRIMs: once in a while, not with every batch.
         self._trim_every = min(LOG_TRIM_EVERY_SECONDS, log_retention_seconds / 10)
@@ -353,9 +355,9 @@ class RedisFeatureStore:
                 await asyncio.sleep(0)
             key = keys.customer_key(d.customer_id, keys.DECISIONS)
             pipe.xadd(
-                keys.DECISION_LOG,
+                keys.decision_log(keys.log_shard(d.customer_id)),
                 log_codec.encode_decision(d.entry),  # type: ignore[arg-type]
-                maxlen=self._log_max_entries,
+                maxlen=self._shard_max_entries,
                 approximate=True,
             )
             pipe.lpush(key, _json(d.summary))
@@ -367,8 +369,8 @@ class RedisFeatureStore:
         if now - self._trimmed_at >= self._trim_every:
             self._trimmed_at = now
             oldest = f"{int((now - self._log_retention_seconds) * 1000)}-0"
-            pipe.xtrim(keys.DECISION_LOG, minid=oldest, approximate=False)
-            pipe.xtrim(keys.OUTCOME_LOG, minid=oldest, approximate=False)
+            for stream in (*keys.decision_logs(), *keys.outcome_logs()):
+                pipe.xtrim(stream, minid=oldest, approximate=False)
         with translated("decision log write"):
             await pipe.execute()
 
@@ -406,9 +408,9 @@ class RedisFeatureStore:
             if state == b"busy":
                 return False, await self._settled_id(idem)
             log_id = await self._redis.xadd(
-                keys.OUTCOME_LOG,
+                keys.outcome_log(keys.log_shard(cid)),
                 {keys.OUTCOME_FIELD: _json(outcome.log_entry())},
-                maxlen=self._log_max_entries,
+                maxlen=self._shard_max_entries,
                 approximate=True,
             )
             await self._finish_outcome(keys=[idem], args=[value, log_id])
@@ -429,8 +431,8 @@ class RedisFeatureStore:
 
     async def forget(self, customer_id: str) -> Forgotten:
         """Deletes the customer's keys (one slot: one node), its idempotency keys (found by
-        SCAN) and its entries in both logs (a scan of each stream: an administrative call,
-        not a hot path)."""
+        SCAN) and its entries in both logs (a scan of the customer's shard of each, and of
+        the legacy streams: an administrative call, not a hot path)."""
         names = [keys.customer_key(customer_id, kind) for kind in keys.FORGETTABLE]
         pattern = keys.idempotency_key(keys.glob_escape(customer_id), "*")
         with translated("forget"):
@@ -441,12 +443,16 @@ class RedisFeatureStore:
             idem = [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
             if any(present) or idem:
                 await self._redis.delete(*names, *idem)
-            decisions = await self._forget_in_stream(
-                keys.DECISION_LOG, log_codec.decode_decision, customer_id
-            )
-            outcomes = await self._forget_in_stream(
-                keys.OUTCOME_LOG, log_codec.decode_outcome, customer_id
-            )
+            shard = keys.log_shard(customer_id)
+            decisions = outcomes = 0
+            for stream in (keys.decision_log(shard), keys.LEGACY_DECISION_LOG):
+                decisions += await self._forget_in_stream(
+                    stream, log_codec.decode_decision, customer_id
+                )
+            for stream in (keys.outcome_log(shard), keys.LEGACY_OUTCOME_LOG):
+                outcomes += await self._forget_in_stream(
+                    stream, log_codec.decode_outcome, customer_id
+                )
         return Forgotten(
             removed=tuple(kind for kind, n in zip(keys.FORGETTABLE, present, strict=True) if n),
             idempotency_keys=len(idem),
@@ -470,21 +476,29 @@ class RedisFeatureStore:
             start = f"({page[-1][0].decode()}"
 
     async def read_decisions(self) -> list[Any]:
-        return await self._read_stream(keys.DECISION_LOG, log_codec.decode_decision)
+        return await self._read_streams(keys.decision_logs(), log_codec.decode_decision)
 
     async def read_outcomes(self) -> list[Any]:
-        return await self._read_stream(keys.OUTCOME_LOG, log_codec.decode_outcome)
+        return await self._read_streams(keys.outcome_logs(), log_codec.decode_outcome)
 
-    async def _read_stream(
-        self, key: str, decode: Callable[[Mapping[bytes, bytes]], Any], page: int = 5000
+    async def _read_streams(
+        self,
+        streams: Sequence[str],
+        decode: Callable[[Mapping[bytes, bytes]], Any],
+        page: int = 5000,
     ) -> list[Any]:
-        out, start = [], "-"
-        while True:
-            with translated(f"reading {key}"):
-                entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(  # type: ignore[assignment]
-                    key, min=start, max="+", count=page
-                )
-            out += [decode(fields) for _, fields in entries]
-            if len(entries) < page:
-                return out
-            start = f"({entries[-1][0].decode()}"
+        """Every entry of ``streams``, decoded, in entry id order (time order)."""
+        out: list[tuple[tuple[int, int], Any]] = []
+        for key in streams:
+            start = "-"
+            while True:
+                with translated(f"reading {key}"):
+                    entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(  # type: ignore[assignment]
+                        key, min=start, max="+", count=page
+                    )
+                out += [(entry_order(i), decode(fields)) for i, fields in entries]
+                if len(entries) < page:
+                    break
+                start = f"({entries[-1][0].decode()}"
+        out.sort(key=lambda pair: pair[0])
+        return [entry for _, entry in out]

@@ -18,8 +18,12 @@ def test_customer_keys_share_one_hash_tag() -> None:
     assert keys.customer_key("cust-000042", keys.DECISIONS) == "arb:{cust-000042}:decisions"
     assert keys.customer_key("cust-000042", keys.OUTCOMES) == "arb:{cust-000042}:outcomes"
     assert keys.idempotency_key("cust-000042", "k1") == "arb:{cust-000042}:idem:k1"
-    assert keys.DECISION_LOG == "arb:log:decisions"
-    assert keys.OUTCOME_LOG == "arb:log:outcomes"
+    assert keys.LOG_SHARDS == 16
+    assert keys.log_shard("cust-000042") == 2  # crc32: the same in every process
+    assert keys.decision_log(2) == "arb:log:decisions:{2}"
+    assert keys.outcome_log(2) == "arb:log:outcomes:{2}"
+    assert keys.decision_logs()[-1] == keys.LEGACY_DECISION_LOG == "arb:log:decisions"
+    assert keys.outcome_logs()[-1] == keys.LEGACY_OUTCOME_LOG == "arb:log:outcomes"
     assert keys.LOAD_META == "arb:meta:load"
     for kind, name in [
         (keys.WINDOWS, "win"),

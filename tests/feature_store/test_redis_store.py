@@ -73,7 +73,7 @@ def test_an_outcome_is_stored_as_documented(
     recorded, log_id = run(redis_url, definitions, work)
     assert recorded
     assert redis_client.get(keys.idempotency_key("c3", "key-1")) == log_id.encode()
-    assert redis_client.xlen(keys.OUTCOME_LOG) == 1
+    assert redis_client.xlen(keys.outcome_log(keys.log_shard("c3"))) == 1
     (stored,) = redis_client.lrange(keys.customer_key("c3", keys.OUTCOMES), 0, -1)
     assert json.loads(stored)["offer_id"] == "fibre_broadband"
     policy = keys.customer_key("c3", keys.POLICY)
@@ -116,7 +116,7 @@ def test_a_report_that_died_before_the_log_is_appended_by_the_next(
     assert lapsed and lapsed_id and old
     assert not live and live_id == ""  # a duplicate of a report still being written
     assert redis_client.get(keys.idempotency_key("c9", "lapsed")) == lapsed_id.encode()
-    assert redis_client.xlen(keys.OUTCOME_LOG) == 2
+    assert redis_client.xlen(keys.outcome_log(keys.log_shard("c9"))) == 2
     # the effects of the dead attempt were its own: not applied a second time
     assert redis_client.hget(keys.customer_key("c9", keys.REALTIME), "o:click") is None
 
@@ -155,6 +155,37 @@ def test_a_logged_decision_takes_about_a_kilobyte(
         )
         server.decisions.Decide(request, timeout=5)
     server.flush_log()
-    per_decision = (loaded.memory_usage(keys.DECISION_LOG) or 0) / 300
+    per_decision = sum(loaded.memory_usage(k) or 0 for k in keys.decision_logs()) / 300
     assert 100 < per_decision <= 1024, per_decision
-    assert len(server.read_decisions()) == 300  # and it reads back whole
+    decisions = server.read_decisions()
+    assert len(decisions) == 300  # and it reads back whole, in time order
+    assert [d["ts"] for d in decisions] == sorted(d["ts"] for d in decisions)
+    # No stream takes every write: 300 customers over the 16 shards.
+    lengths = [loaded.xlen(keys.decision_log(s)) for s in range(keys.LOG_SHARDS)]
+    assert min(lengths) > 0 and max(lengths) < 300 / keys.LOG_SHARDS * 2.5, lengths
+
+
+def test_entries_of_the_single_stream_of_earlier_versions_are_still_read(
+    redis_client: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    """A deployment upgraded from the single stream keeps its logged decisions: they are
+    read (merged in time order with the shards), trimmed and forgotten like the rest."""
+    an_hour_ago = time.time() - 3600
+    old = {"decision_id": "d-old", "customer_id": "c1", "ts": an_hour_ago}
+    redis_client.xadd(
+        keys.LEGACY_DECISION_LOG,
+        {keys.DECISION_FIELD: json.dumps(old)},
+        id=f"{int(an_hour_ago * 1000)}-0",
+    )
+
+    async def work(store: redis_store.RedisFeatureStore) -> Any:
+        await store.append_decisions(
+            [LoggedDecision("c1", {"decision_id": "d-new", "customer_id": "c1"}, {})]
+        )
+        read = await store.read_decisions()
+        return read, await store.forget("c1")
+
+    read, forgotten = run(redis_url, definitions, work)
+    assert [d["decision_id"] for d in read] == ["d-old", "d-new"]
+    assert forgotten.decision_log_entries == 2
+    assert redis_client.xlen(keys.LEGACY_DECISION_LOG) == 0
