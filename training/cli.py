@@ -33,9 +33,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="promote even if not better")
     p.add_argument(
         "--source",
-        choices=["simulated", "logs"],
+        choices=["simulated", "logs", "export"],
         default="simulated",
-        help="simulated demo logs, or the decision and outcome logs in Redis",
+        help="simulated demo logs, the decision and outcome logs in Redis, or as"
+        " exported to Parquet by export-logs (ARBITER_EXPORT_DIR)",
     )
     p.add_argument(
         "--window-hours", type=float, help="attribution window (ARBITER_ATTRIBUTION_HOURS)"
@@ -58,9 +59,14 @@ def _train(args: argparse.Namespace) -> int:
     settings = TrainerSettings(**overrides)  # type: ignore[arg-type]
     if args.dataset == "obd":
         return _train_obd(settings.data_dir / "cache")
-    if args.source == "logs":
-        client = connect_sync(redis_url(settings))
-        outcome, joined = job.train_from_logs(settings, client, force=args.force)
+    if args.source in ("logs", "export"):
+        if args.source == "logs":
+            client = connect_sync(redis_url(settings))
+            outcome, joined = job.train_from_logs(settings, client, force=args.force)
+        else:
+            outcome, joined = job.train_from_export(
+                settings, settings.export_path, force=args.force
+            )
         print(
             f"{joined.used} of {joined.decisions} logged decisions used "
             f"({joined.too_recent} too recent, {joined.degraded} degraded, "
@@ -149,6 +155,24 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_logs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dest", type=Path, nargs="?", help="the dataset's folder (ARBITER_EXPORT_DIR)")
+
+
+def _export_logs(args: argparse.Namespace) -> int:
+    from training.export import export_logs  # pyarrow: this command only
+
+    settings = TrainerSettings()
+    dest = args.dest or settings.export_path
+    report = export_logs(connect_sync(redis_url(settings)), dest)
+    print(
+        f"exported {report.rows['decisions']} decisions and {report.rows['outcomes']}"
+        f" outcomes to {dest} in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s,"
+        f" {report.files} files)"
+    )
+    return 0
+
+
 def _compile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", help="the model version (default: the promoted one)")
 
@@ -174,6 +198,12 @@ COMMANDS = [
         "compile a model's trees for this CPU (training does it for a promoted model)",
         _compile_arguments,
         _compile,
+    ),
+    Command(
+        "export-logs",
+        "append the decision and outcome logs since the last export to a Parquet dataset",
+        _export_logs_arguments,
+        _export_logs,
     ),
     Command(
         "simulate",

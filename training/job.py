@@ -2,8 +2,9 @@
 model, and promote only a better one.
 
 ``train_demo`` learns from simulated logs of the demo world; ``train_from_logs`` from the
-decision and outcome logs in Redis, and also estimates off-policy what the new model's
-policy, the current one's, value-only and random would earn.
+decision and outcome logs in Redis (``train_from_export``: as exported to Parquet), and
+also estimates off-policy what the new model's policy, the current one's, value-only and
+random would earn.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigurationError
@@ -34,6 +36,9 @@ from training.train import evaluate, train
 from training.world import generate
 
 log = logging.getLogger(__name__)
+# Off-policy estimates are made on at most this many of the latest logged decisions: their
+# contexts are held in memory, and 50,000 already give intervals of a few percent.
+OPE_MAX_DECISIONS = 50_000
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,62 @@ def train_from_logs(
 ) -> tuple[TrainingOutcome, JoinReport]:
     """Trains on the decision and outcome logs in Redis (features as served), evaluated
     on the latest 20% of decisions (a time-based holdout), and promotes as ``train_demo``."""
+    decisions, outcomes = read_logs(client)
+    return _train_on_logs(
+        settings,
+        lambda: iter(decisions),
+        outcomes,
+        lambda until, share: holdout_decisions(decisions, until, share),
+        {"source": "logs"},
+        force=force,
+    )
+
+
+def train_from_export(
+    settings: TrainerSettings, dest: Path, *, force: bool = False
+) -> tuple[TrainingOutcome, JoinReport]:
+    """``train_from_logs`` on the Parquet dataset `arbiter export-logs` wrote to ``dest``,
+    read a day at a time: what stays in memory is the training rows and the outcomes,
+    not the logs."""
+    from training import export  # pyarrow: this job only
+
+    def holdout(until: float, share: float) -> Sequence[Mapping[str, Any]]:
+        stamps = export.exported_stamps(dest)
+        matured = stamps[stamps <= until]
+        kept = int(matured.shape[0] * share)
+        if kept == 0:
+            return []
+        since = float(matured[matured.shape[0] - kept])
+        return [d for d in export.exported_decisions(dest, since=since) if d["ts"] <= until]
+
+    return _train_on_logs(
+        settings,
+        lambda: export.exported_decisions(dest),
+        export.exported_outcomes(dest),
+        holdout,
+        {"source": "export"},
+        force=force,
+    )
+
+
+def _train_on_logs(
+    settings: TrainerSettings,
+    decisions: Callable[[], Iterable[Mapping[str, Any]]],
+    outcomes: Sequence[Mapping[str, Any]],
+    holdout: Callable[[float, float], Sequence[Mapping[str, Any]]],
+    info: Mapping[str, object],
+    *,
+    force: bool,
+) -> tuple[TrainingOutcome, JoinReport]:
+    """Trains on logged ``decisions`` (oldest first, read once) joined with ``outcomes``;
+    ``holdout(until, share)`` gives the latest ``share`` of the decisions made by
+    ``until``, where the off-policy estimates are made (at most ``OPE_MAX_DECISIONS``
+    of them, the latest)."""
     definitions = load_definitions(settings)
     window = settings.attribution_hours * 3600
     now = time.time()
-    decisions, outcomes = read_logs(client)
     rows, report = join_logs(
-        decisions, outcomes, definitions.schema, window_seconds=window, until=now
+        decisions(), outcomes, definitions.schema, window_seconds=window, until=now
     )
     if rows.rows < 100 or len(set(rows.reward.tolist())) < 2:
         raise ConfigurationError(
@@ -88,17 +143,18 @@ def train_from_logs(
             f"decisions older than {settings.attribution_hours:g} h "
             f"({report.too_recent} too recent, {report.degraded} degraded)"
         )
-    info = {"source": "logs", "attribution_hours": settings.attribution_hours, "until": now}
+    info = {**info, "attribution_hours": settings.attribution_hours, "until": now}
     champion = _compatible_champion(settings, model_feature_names(definitions.schema))
     # Off-policy estimates of the new model's policy and the alternatives, on the decisions
     # of the holdout (the latest ones), which the new model did not learn from.
-    holdout = holdout_decisions(decisions, now - window, settings.holdout)
+    latest = holdout(now - window, settings.holdout)
     contexts = contexts_from_logs(
-        holdout,
+        latest[-OPE_MAX_DECISIONS:],
         rewarder(outcomes, window, POSITIVE_OUTCOMES),
         definitions.schema,
         definitions.catalog,
     )
+    del latest
     catalog = definitions.catalog
 
     def off_policy(model: ModelArtifact) -> Mapping[str, Mapping[str, Estimate]]:

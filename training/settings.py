@@ -3,6 +3,7 @@ from ``ARBITER_*`` environment variables once, at start-up, and passed down."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from engine.settings import CommonSettings
@@ -39,3 +40,10 @@ class TrainerSettings(CommonSettings):
     # Compile a promoted model's trees to machine code for this CPU (lleaves: 10-60 s
     # once, then scoring is 4-6x faster); serving falls back to LightGBM without it.
     compile_trees: bool = True
+    # Where `arbiter export-logs` writes the logs as Parquet (and `train --source export`
+    # reads them); default <data_dir>/exported-logs.
+    export_dir: Path | None = None
+
+    @property
+    def export_path(self) -> Path:
+        return self.export_dir or self.data_dir / "exported-logs"
