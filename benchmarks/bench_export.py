@@ -58,8 +58,8 @@ async def templates(settings: ServerSettings) -> None:
 
 
 def copies(client: Any, total: int) -> tuple[int, int]:
-    """``total`` decisions made from the logged ones, oldest first over DAYS days, and an
-    accept for every twentieth, in place of the logged ones; returns (decisions, outcomes) written."""
+    """``total`` decisions made from the logged ones (which they replace), oldest first
+    over DAYS days, and an accept for every twentieth; returns (decisions, outcomes)."""
     logged = read_decisions(client)
     client.delete(*keys.decision_logs(), *keys.outcome_logs())  # the copies only, in order
     start = time.time() - DAYS * 86400

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,9 @@ class CommonSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("ARBITER_REDIS_URL", "REDIS_URL")
     )
     data_dir: Path = Path("var")
+    # "local": models live in <data_dir>/models only; "redis": also in the Redis of
+    # REDIS_URL, where every replica sees a promotion (engine/service/registry.py).
+    model_registry: Literal["local", "redis"] = "local"
     features_path: Path = DEFAULTS / "features.toml"
     catalog_path: Path = DEFAULTS / "catalog.toml"
     lifecycle_path: Path = DEFAULTS / "lifecycle.toml"

@@ -24,7 +24,9 @@ from engine.adapters.artifact import ModelArtifact
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.core.model_input import model_feature_names
 from engine.core.scoring import Scorer
+from engine.service.registry import shared_models
 from engine.settings import Definitions, load_definitions
+from feature_store.embedded import running_url
 from feature_store.log_reader import read_logs
 from feature_store.redis_client import SyncClient
 from training.evaluation import Estimate, contexts_from_logs, evaluate_policies
@@ -219,6 +221,13 @@ def train_and_promote(
         if settings.compile_trees:
             compile_trees(outcome.model)
         artifact.set_current(settings.model_dir, outcome.model.version)
+    # Every replica sees it, when the registry is shared: published whole (compiled form
+    # included), then promoted.
+    shared = shared_models(settings, settings.redis_url or running_url(settings.embedded_redis_dir))
+    if shared is not None:
+        shared.publish(outcome.model.version)
+        if outcome.promoted:
+            shared.promote(outcome.model.version)
     return outcome
 
 

@@ -190,3 +190,27 @@ def load(model_dir: Path, version: str | None = None) -> ModelArtifact:
         )
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"cannot load model {version} from {folder}: {exc!r}") from exc
+
+
+def folder_files(model_dir: Path, version: str) -> dict[str, bytes]:
+    """Every file of a saved version, by name (what a shared registry stores)."""
+    folder = model_dir / version
+    if not (folder / "artifact.json").is_file():
+        raise ConfigurationError(f"no model version {version} in {model_dir}")
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def install(model_dir: Path, version: str, files: Mapping[str, bytes]) -> bool:
+    """Writes a version from its files (a registry's copy) unless it is there already, as
+    ``save`` does: a finished directory renamed into place. True when it wrote."""
+    target = model_dir / version
+    if (target / "artifact.json").is_file():
+        return False
+    staging = model_dir / f".{version}.tmp"
+    staging.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if "/" in name or name.startswith("."):
+            raise ConfigurationError(f"model {version}: unexpected file name {name!r}")
+        (staging / name).write_bytes(content)
+    staging.rename(target)
+    return True

@@ -35,6 +35,7 @@ from engine.api.servicer import DecisionServicer, ProfileServicer
 from engine.core.decision_id import DecisionIds
 from engine.service.application import Application, Store
 from engine.service.decision_log import DecisionLogWriter
+from engine.service.registry import shared_models
 from engine.service.reloader import Reloader, build_cores
 from engine.settings import ClientSettings, Definitions, ServerSettings, load_definitions
 from feature_store import redis_client, redis_store
@@ -221,10 +222,14 @@ def redis_store_for(
 async def launch(
     settings: ServerSettings, store: Store, definitions: Definitions, *, reuse_port: bool = False
 ) -> tuple[RunningServer, Reloader]:
-    """Builds the service on ``store`` and starts it with its reloader."""
+    """Builds the service on ``store`` and starts it with its reloader; with a shared
+    model registry, the model folder is brought in step with it first."""
     security = security_from(settings)  # before anything is built: a refusal leaks nothing
+    shared = shared_models(settings, settings.redis_url)
+    if shared is not None:
+        await asyncio.to_thread(shared.sync)
     application = build_application(settings, store, definitions)
-    reloader = Reloader(application, settings)
+    reloader = Reloader(application, settings, shared)
     running = await start_server(
         application,
         settings.host,
@@ -242,6 +247,7 @@ async def launch(
 async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = False) -> None:
     """Serves until SIGINT or SIGTERM, then shuts down gracefully; ``reuse_port``: as one
     of the workers sharing the port (workers.py)."""
+    settings = settings.model_copy(update={"redis_url": redis_url})  # the embedded one too
     definitions = load_definitions(settings)  # parsed once: the store and the cores share it
     store = redis_store_for(settings, redis_url, definitions)
     running, reloader = await launch(settings, store, definitions, reuse_port=reuse_port)
@@ -299,6 +305,8 @@ class BackgroundServer:
 
     async def _start(self, settings: ServerSettings, backend: str | Store) -> RunningServer:
         local = settings.model_copy(update={"host": "127.0.0.1", "grace_seconds": 1.0})
+        if isinstance(backend, str):
+            local = local.model_copy(update={"redis_url": backend})
         definitions = load_definitions(local)
         if isinstance(backend, str):
             store: Store = redis_store_for(local, backend, definitions)

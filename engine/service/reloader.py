@@ -2,7 +2,8 @@
 stage rules, without a restart and without failing a call.
 
 A task checks, every ``ARBITER_RELOAD_SECONDS`` (and on SIGHUP), the promoted model
-version and the content of the catalog and stage-rule files. On a change it builds a
+version (first brought in from the shared registry when there is one: registry.py) and
+the content of the catalog and stage-rule files. On a change it builds a
 complete new DecisionCore off the event loop (in a thread) and replaces ``Application.core``
 in one assignment; a call already running keeps the core it started with. A model or
 catalog that cannot be used is logged and skipped, and the current core keeps serving.
@@ -27,6 +28,7 @@ from engine.core.lifecycle import load_stage_rules
 from engine.core.model_input import model_feature_names
 from engine.core.scoring import Scorer, ValueOnlyScorer
 from engine.service.application import Application
+from engine.service.registry import SharedModels
 from engine.settings import Definitions, ServerSettings
 from feature_store.schema import FeatureSchema
 
@@ -117,9 +119,15 @@ def build_core(definitions: Definitions, scorer: Scorer, settings: ServerSetting
 
 
 class Reloader:
-    def __init__(self, application: Application, settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        application: Application,
+        settings: ServerSettings,
+        shared: SharedModels | None = None,
+    ) -> None:
         self._application = application
         self._settings = settings
+        self._shared = shared  # a model registry every replica sees, when configured
         self._current = self._source()
         self._refused: Source | None = None
         self.reloads = 0
@@ -131,6 +139,8 @@ class Reloader:
             except OSError:
                 return ""
 
+        if self._shared is not None:
+            self._shared.sync()  # the registry's promotions into the local folder
         model_dir = self._settings.model_dir
         version = artifact.current_version(model_dir)
         return Source(

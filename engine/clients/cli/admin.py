@@ -13,6 +13,7 @@ from common.vocabulary import POSITIVE_OUTCOMES
 from engine.adapters import artifact
 from engine.api.auth import ROLES, new_key
 from engine.clients.cli.command import Command
+from engine.service.registry import shared_models
 from engine.settings import CommonSettings, LoaderSettings, load_definitions
 from feature_store.embedded import running_url
 from feature_store.loader import load_file
@@ -87,14 +88,28 @@ def _models(args: argparse.Namespace) -> int:
     action, version = args.action, args.version
     if action in ("promote", "challenge") and not version:
         raise SystemExit(f"arbiter models {action} VERSION")
+    # With a shared registry the pointers there are the truth (the version is published
+    # first when only this folder has it); the local folder follows, as every replica's.
+    shared = (
+        shared_models(settings, redis_url(settings)) if settings.model_registry != "local" else None
+    )
     if action == "promote":
-        artifact.set_current(settings.model_dir, version)
-        print(f"promoted {version}; a running service picks it up within its reload interval")
+        if shared is not None:
+            shared.promote(version)
+        else:
+            artifact.set_current(settings.model_dir, version)
+        print(f"promoted {version}; running services pick it up within their reload interval")
     elif action == "challenge":
-        artifact.set_challenger(settings.model_dir, version, args.share)
+        if shared is not None:
+            shared.challenge(version, args.share)
+        else:
+            artifact.set_challenger(settings.model_dir, version, args.share)
         print(f"{version} now serves {args.share:.0%} of customers (stable by customer id)")
     elif action == "end-challenge":
-        artifact.set_challenger(settings.model_dir, None)
+        if shared is not None:
+            shared.challenge(None)
+        else:
+            artifact.set_challenger(settings.model_dir, None)
         print("challenge ended: the promoted model serves every customer")
     else:
         _list_models(settings)
@@ -102,6 +117,10 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _list_models(settings: CommonSettings) -> None:
+    if settings.model_registry != "local":
+        shared = shared_models(settings, redis_url(settings))
+        if shared is not None:
+            shared.sync()  # what the replicas serve
     current = artifact.current_version(settings.model_dir)
     challenge = artifact.challenger(settings.model_dir)
     outcomes = _outcomes_by_model(settings)
