@@ -128,6 +128,7 @@ def served_world(data_dir: Path) -> Iterator[tuple[grpc.Channel, int]]:
             **{k: v for k, v in os.environ.items() if not k.startswith(("ARBITER_", "REDIS"))},
             "REDIS_URL": own.url,
             "ARBITER_DATA_DIR": str(data_dir),
+            "ARBITER_METRICS_PORT": str(_free_port()),
         }
         process = subprocess.Popen(
             # One worker: the pid measured is the process that serves.

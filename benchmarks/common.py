@@ -16,7 +16,7 @@ import numpy as np
 import redis
 
 from engine.settings import DEFAULTS, CommonSettings, ServerSettings
-from feature_store.embedded import redis_or_embedded
+from feature_store.embedded import _free_port, redis_or_embedded
 from feature_store.redis_client import SyncClient
 
 
@@ -45,6 +45,7 @@ def start_server(settings: ServerSettings, port: int, workers: int = 1) -> subpr
         "ARBITER_CATALOG_PATH": str(settings.catalog_path),
         "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
         "ARBITER_LOG_QUEUE_SIZE": "100000",
+        "ARBITER_METRICS_PORT": str(_free_port()),  # servers side by side: one each
     }
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
     process = subprocess.Popen(

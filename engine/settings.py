@@ -49,6 +49,9 @@ class CommonSettings(BaseSettings):
 class ServerSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 50051
+    # Prometheus exposition (/metrics) on the same host; unset (empty): none; 0: a free
+    # port. With --workers, one view of every worker, served by the supervisor.
+    metrics_port: int | None = 9464
     # Budget for the one feature-store round trip of a Decide; past it, answer degraded.
     feature_timeout_ms: float = 30.0
     # A customer's events accepted a second (across replicas); past it RecordEvent answers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from arbiter.v1 import common_pb2, decision_pb2
 from engine.adapters import artifact, compiled
@@ -149,6 +151,25 @@ def report(
 def accept(server: ServerThread, decision: decision_pb2.DecideResponse, customer_id: str) -> None:
     """Reports that the customer accepted the decision's first action."""
     report(server, decision, customer_id, common_pb2.OUTCOME_ACCEPT)
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of ``/metrics`` on ``port``: (name, labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (0 when none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
 
 
 def catalog_variant(path: Path, replacements: Mapping[str, str]) -> Path:

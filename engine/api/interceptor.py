@@ -4,7 +4,9 @@ bidirectional-streaming methods), and answer undecodable requests with INVALID_A
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -14,6 +16,7 @@ from grpc import aio
 
 from common.errors import ArbiterError
 from engine.api.decoding import DecodeFailures, Undecodable, tolerant
+from engine.service import metrics
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +32,42 @@ Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 @asynccontextmanager
 async def _statuses(context: aio.ServicerContext[Any, Any], method: str) -> AsyncIterator[None]:
     """Aborts the call with the status of an ArbiterError, or INTERNAL (details logged,
-    never sent) for anything unexpected."""
+    never sent) for anything unexpected; times the call by method and status code
+    (``arbiter_rpc_seconds``)."""
+    started = time.perf_counter()
+    code = "OK"
     try:
         yield
     except ArbiterError as exc:
+        code = exc.status
         await context.abort(grpc.StatusCode[exc.status], str(exc))
     except aio.AbortError:
+        code = _code(context)
+        raise
+    except asyncio.CancelledError:
+        code = "CANCELLED"  # the caller went away, or its deadline passed
         raise
     except Exception:
+        code = "INTERNAL"
         log.exception("%s failed", method)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+    finally:
+        metrics.RPC_SECONDS.labels(method.rsplit("/", 1)[-1], code).observe(
+            time.perf_counter() - started
+        )
+
+
+def _code(context: aio.ServicerContext[Any, Any]) -> str:
+    """The status code a servicer aborted with."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 def _guard(behavior: Behavior, method: str) -> Behavior:
     async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(request, Undecodable):
+            name = method.rsplit("/", 1)[-1]
+            metrics.RPC_SECONDS.labels(name, "INVALID_ARGUMENT").observe(0.0)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem}")
         async with _statuses(context, method):
             return await behavior(request, context)

@@ -33,6 +33,7 @@ from engine.api.channel import open_channel
 from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
 from engine.core.decision_id import DecisionIds
+from engine.service import metrics
 from engine.service.application import Application, Store
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.registry import shared_models
@@ -251,6 +252,8 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
     definitions = load_definitions(settings)  # parsed once: the store and the cores share it
     store = redis_store_for(settings, redis_url, definitions)
     running, reloader = await launch(settings, store, definitions, reuse_port=reuse_port)
+    if settings.metrics_port is not None and not reuse_port:  # workers: the supervisor's
+        metrics.expose(settings.host, settings.metrics_port)
     # What start-up built (schema, catalog, model, grpc) lives as long as the process:
     # out of the collector's sight, full collections no longer walk it (measured: 20-40 ms
     # pauses of the event loop without this).
@@ -289,6 +292,7 @@ class BackgroundServer:
         """``backend``: a Redis URL, or a store of its own (a MemoryStore in tests);
         ``client``: how ``channel`` reaches the server (TLS, key), plaintext by default."""
         self.settings = settings
+        self.metrics_port: int | None = None  # bound when settings.metrics_port was given
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -313,6 +317,9 @@ class BackgroundServer:
         else:
             store = backend
         running, self.reloader = await launch(local, store, definitions)
+        # /metrics only when asked for (tests, the simulation): not on the default port.
+        if "metrics_port" in settings.model_fields_set and settings.metrics_port is not None:
+            self.metrics_port = metrics.expose(local.host, settings.metrics_port)
         return running
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import time
@@ -28,6 +29,7 @@ from types import FrameType
 
 from common.errors import ConfigurationError
 from engine.adapters import secret_file
+from engine.service import metrics
 from engine.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ class Supervisor:
         for i, process in enumerate(self._workers):
             if process.is_alive() or time.monotonic() - self._started[i] < RESTART_SECONDS:
                 continue
+            if process.pid is not None:
+                metrics.worker_exited(process.pid)
             log.error(
                 "worker %d (pid %s) exited with %s; starting another",
                 i + 1,
@@ -137,6 +141,11 @@ def run(settings: ServerSettings, redis_url: str, count: int) -> int:
         raise ConfigurationError("--workers needs a fixed port: workers share one port")
     check_port_free(settings.host, settings.port)
     secret_file.load_or_create(settings.decision_secrets_path)
+    # One /metrics for every worker: they write their values into this folder (the
+    # variable is set before they start, so they import prometheus_client with it).
+    folder = metrics.multiprocess_folder()
+    if settings.metrics_port is not None:
+        metrics.expose(settings.host, settings.metrics_port, workers_folder=folder)
     supervisor = Supervisor(settings, redis_url, count)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
@@ -152,4 +161,6 @@ def run(settings: ServerSettings, redis_url: str, count: int) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        metrics.stop_exposing()
+        shutil.rmtree(folder, ignore_errors=True)
     return 0

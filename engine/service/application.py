@@ -27,6 +27,7 @@ from engine.core import contact_policy
 from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
 from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
+from engine.service import metrics
 from engine.service.breaker import Breaker
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.profile import Profile, consent_views, offer_history, stage_transitions
@@ -63,6 +64,19 @@ def _timed(run: Callable[[], Decision]) -> tuple[Decision, float]:
     started = time.perf_counter()
     decision = run()
     return decision, time.perf_counter() - started
+
+
+def _apply_reservation(
+    decision: Decision, reservation: Reservation, result: Sequence[str] | str
+) -> Decision:
+    """``contact_policy.apply_reservation``, counting the holds taken and the offers a
+    concurrent decision took first."""
+    kept = contact_policy.apply_reservation(decision, reservation, result)
+    if not isinstance(result, str):
+        metrics.CAP_REJECTIONS.inc(len(decision.actions) - len(kept.actions))
+        if not reservation.outbound:
+            metrics.HOLDS.inc(len(result))
+    return kept
 
 
 def _budget(configured: float, deadline: float | None, margin: float) -> float:
@@ -210,9 +224,9 @@ class Application:
         )
         if reservation is not None:
             result = await self._reserve(reservation, deadline)
-            decision = contact_policy.apply_reservation(decision, reservation, result)
+            decision = _apply_reservation(decision, reservation, result)
         timer.lap("reserve")
-        self.writer.submit(decision, request, now)
+        self._done(decision, request, now)
         return decision
 
     async def _decide(
@@ -304,14 +318,20 @@ class Application:
             except FeatureStoreUnavailable as exc:
                 results = [exc] * len(pending)
             for (i, reservation), result in zip(pending, results, strict=True):
-                decisions[i] = contact_policy.apply_reservation(
+                decisions[i] = _apply_reservation(
                     decisions[i],
                     reservation,
                     str(result) if isinstance(result, Exception) else result,
                 )
         for request, decision in zip(requests, decisions, strict=True):
-            self.writer.submit(decision, request, now)
+            self._done(decision, request, now)
         return decisions
+
+    def _done(self, decision: Decision, request: DecisionRequest, now: float) -> None:
+        """A decision made: to the log, and counted when degraded."""
+        self.writer.submit(decision, request, now)
+        if decision.degraded:
+            metrics.degraded(decision.degraded_reason)
 
     def _signed(self, decision: Decision, now: float) -> Decision:
         """The decision under an id that proves its actions (decision_id.py). Signed before
@@ -335,7 +355,10 @@ class Application:
         # Within the allowed skew, an outcome counts from its decision (training's window).
         outcome = replace(outcome, occurred_at=max(outcome.occurred_at, decided_at))
         effects = contact_policy.outcome_effects(offer.policy, outcome.outcome, outcome.occurred_at)
-        return await self.store.record_outcome(outcome, effects)
+        recorded, outcome_id = await self.store.record_outcome(outcome, effects)
+        if recorded:
+            metrics.OUTCOMES.labels(outcome.outcome).inc()
+        return recorded, outcome_id
 
     async def forget(self, customer_id: str) -> Forgotten:
         """Removes what is kept about the customer. Decisions still queued for the log are
@@ -345,6 +368,7 @@ class Application:
 
     async def record_event(self, event: EventRecord) -> None:
         await self.store.record_event(event)
+        metrics.EVENTS.labels(self.core.schema.counted_event_type(event.event_type)).inc()
 
     async def profile(self, customer_id: str) -> Profile:
         core = self.core

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 
+from engine.service import metrics
+
 TIMEOUTS_TO_OPEN = 3
 
 
@@ -31,7 +33,12 @@ class Breaker:
 
     def refusal(self) -> str:
         """Why the store must not be tried now, or "" when it may."""
-        return self._reason if time.monotonic() < self._open_until else ""
+        if time.monotonic() < self._open_until:
+            return self._reason
+        if self._reason:  # the open period is over: shown closed again
+            self._reason = ""
+            metrics.BREAKER_OPEN.set(0)
+        return ""
 
     def succeeded(self) -> None:
         self._timeouts = 0
@@ -54,3 +61,5 @@ class Breaker:
         self.opened += 1
         self._open_until = time.monotonic() + self.seconds
         self._reason = reason
+        metrics.BREAKER_OPENED.inc()
+        metrics.BREAKER_OPEN.set(1)

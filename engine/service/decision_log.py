@@ -17,6 +17,7 @@ from typing import Any
 
 from common.errors import FeatureStoreUnavailable
 from engine.core.decision import Decision, DecisionRequest
+from engine.service import metrics
 from feature_store.schema import FeatureSchema
 from feature_store.store import DecisionLog, LoggedDecision
 
@@ -107,6 +108,7 @@ class DecisionLogWriter:
             self._queue.put_nowait((decision, request, now))
         except asyncio.QueueFull:
             self.dropped += 1
+            metrics.LOG_DROPPED.inc()
 
     @property
     def pending(self) -> int:
@@ -128,6 +130,8 @@ class DecisionLogWriter:
                             await asyncio.sleep(0)  # let calls in flight run in between
                     await self._log.append_decisions(batch)
                     self.written += len(batch)
+                    metrics.LOG_WRITTEN.inc(len(batch))
+                    metrics.LOG_QUEUE.set(self.pending)
                     backoff = 0.05
                     break
                 except FeatureStoreUnavailable as exc:
@@ -141,6 +145,7 @@ class DecisionLogWriter:
                             self.pending + len(items),
                         )
                         failures = 0
+                    metrics.LOG_QUEUE.set(self.pending + len(items))
                     # a flush (shutdown) cuts the wait short: try again at once
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._hurry.wait(), backoff)
@@ -148,6 +153,7 @@ class DecisionLogWriter:
                 except Exception:  # a bug, not an outage: drop the batch, keep the writer
                     log.exception("decision log: dropping %d decisions", len(items))
                     self.dropped += len(items)
+                    metrics.LOG_DROPPED.inc(len(items))
                     break
             for _ in items:
                 self._queue.task_done()

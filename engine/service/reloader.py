@@ -27,6 +27,7 @@ from engine.core.decision import DecisionCore
 from engine.core.lifecycle import load_stage_rules
 from engine.core.model_input import model_feature_names
 from engine.core.scoring import Scorer, ValueOnlyScorer
+from engine.service import metrics
 from engine.service.application import Application
 from engine.service.registry import SharedModels
 from engine.settings import Definitions, ServerSettings
@@ -118,6 +119,19 @@ def build_core(definitions: Definitions, scorer: Scorer, settings: ServerSetting
     )
 
 
+def serving_metrics(application: Application) -> None:
+    """``arbiter_model_info``: the versions the application serves now."""
+    core, challenger = application.core, application.challenger
+    metrics.serving(
+        {
+            "champion": (core.scorer.version, core.catalog.version),
+            "challenger": None
+            if challenger is None
+            else (challenger[0].scorer.version, challenger[0].catalog.version),
+        }
+    )
+
+
 class Reloader:
     def __init__(
         self,
@@ -128,6 +142,7 @@ class Reloader:
         self._application = application
         self._settings = settings
         self._shared = shared  # a model registry every replica sees, when configured
+        serving_metrics(application)
         self._current = self._source()
         self._refused: Source | None = None
         self.reloads = 0
@@ -196,6 +211,7 @@ class Reloader:
         self._application.core = core
         self._current = source
         self.reloads += 1
+        serving_metrics(self._application)
         log.info("reloaded: model %s, catalog %s", core.scorer.version, core.catalog.version)
         return True
 

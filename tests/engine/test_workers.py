@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from feature_store import keys
 from feature_store.embedded import _free_port
+from tests.conftest import sample, scrape
 
 SERVING = re.compile(r"\[worker (\d)/2 (\d+)\] engine\.api\.server: arbiter serving")
 RELOADED = re.compile(r"\[worker \d/2 (\d+)\] engine\.service\.reloader: reloaded")
@@ -58,6 +59,7 @@ def test_two_workers_share_the_port_and_stop_cleanly(
         "ARBITER_CATALOG_PATH": str(catalog),
         "ARBITER_RELOAD_SECONDS": "0.2",
         "ARBITER_DECISION_SECRETS_FILE": str(tmp_path / "secrets"),
+        "ARBITER_METRICS_PORT": str(metrics_port := _free_port()),
     }
     arbiter = [sys.executable, "-m", "training.cli", "serve"]
     log = tmp_path / "serve.log"
@@ -76,6 +78,11 @@ def test_two_workers_share_the_port_and_stop_cleanly(
 
         answers = [_decide(port, f"cust-{n:06d}") for n in range(1, 21)]
         assert all(a.actions for a in answers)
+        # One /metrics for both workers: every call counted once, both processes seen.
+        seen = scrape(metrics_port)
+        assert sample(seen, "arbiter_rpc_seconds_count", method="Decide", code="OK") == 20
+        info = {dict(labels)["pid"] for (name, labels) in seen if name == "arbiter_model_info"}
+        assert info == set(workers.values()), info
 
         # A second server on the busy port is refused, with or without workers.
         for count in ("2", "1"):

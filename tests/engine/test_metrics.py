@@ -1,0 +1,89 @@
+"""`/metrics` after real calls: what an operator reads off a replica (counts are deltas:
+the metrics are the test process's, shared by every server it starts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+import redis
+
+from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from feature_store.embedded import EmbeddedRedis
+from tests.conftest import ServerThread, accept, sample, scrape
+
+
+def decide(server: ServerThread, customer: str) -> decision_pb2.DecideResponse:
+    request = decision_pb2.DecideRequest(
+        customer_id=customer, channel=common_pb2.CHANNEL_WEB, limit=3
+    )
+    return server.decisions.Decide(request, timeout=5)
+
+
+def test_calls_events_outcomes_stages_and_versions_are_counted(
+    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str
+) -> None:
+    server = server_factory(redis_url, metrics_port=0)
+    assert server.metrics_port
+    before = scrape(server.metrics_port)
+
+    answers = [decide(server, f"cust-{n:06d}") for n in range(1, 4)]
+    with pytest.raises(grpc.RpcError):
+        decide(server, "")  # INVALID_ARGUMENT: customer_id is required
+    for kind in ("product_view", "product_view", "a_type_nobody_declared"):
+        server.profiles.RecordEvent(
+            profile_pb2.RecordEventRequest(
+                customer_id="cust-000001", channel=common_pb2.CHANNEL_WEB, event_type=kind
+            ),
+            timeout=5,
+        )
+    accept(server, answers[0], "cust-000001")
+    accept(server, answers[0], "cust-000001")  # the same report again: not a new outcome
+    server.flush_log()
+    after = scrape(server.metrics_port)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("arbiter_rpc_seconds_count", method="Decide", code="OK") == 3
+    assert delta("arbiter_rpc_seconds_count", method="Decide", code="INVALID_ARGUMENT") == 1
+    assert delta("arbiter_rpc_seconds_count", method="RecordEvent", code="OK") == 3
+    assert delta("arbiter_rpc_seconds_count", method="ReportOutcome", code="OK") == 2
+    for stage in ("fetch", "scoring", "reserve"):
+        assert delta("arbiter_stage_seconds_count", stage=stage) == 3, stage
+    assert delta("arbiter_events_recorded_total", event_type="product_view") == 2
+    assert delta("arbiter_events_recorded_total", event_type="other") == 1  # bounded labels
+    assert delta("arbiter_outcomes_total", outcome="accept") == 1
+    assert delta("arbiter_decision_log_written_total") == 3
+    assert delta("arbiter_holds_total") == sum(len(a.actions) for a in answers)
+    core = server.application.core
+    served = sample(
+        after,
+        "arbiter_model_info",
+        role="champion",
+        model=core.scorer.version,
+        catalog=core.catalog.version,
+    )
+    assert served == 1
+
+
+def test_a_degraded_replica_shows_why(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    own = EmbeddedRedis().start()
+    server = server_factory(own.url, metrics_port=0, breaker_seconds=60)
+    assert server.metrics_port
+    before = scrape(server.metrics_port)
+    own.stop()
+
+    answer = decide(server, "cust-000042")
+    assert answer.degraded
+    after = scrape(server.metrics_port)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("arbiter_degraded_answers_total", reason="store_unavailable") == 1
+    assert delta("arbiter_breaker_opened_total") == 1
+    assert sample(after, "arbiter_breaker_open") == 1
