@@ -15,6 +15,7 @@ import grpc
 from grpc import aio
 
 from common.errors import ArbiterError
+from common.logs import REQUEST_ID
 from engine.api.decoding import DecodeFailures, Undecodable, tolerant
 from engine.service import metrics
 
@@ -63,8 +64,24 @@ def _code(context: aio.ServicerContext[Any, Any]) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
+_REQUEST_ID_KEY = "x-request-id"
+_REQUEST_ID_MAX = 128
+
+
+def _request_id(context: aio.ServicerContext[Any, Any]) -> None:
+    """The caller's ``x-request-id`` into the log lines of this call (bounded, printable:
+    a log line is not a place for a caller's control characters)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == _REQUEST_ID_KEY and isinstance(value, str):
+            text = value[:_REQUEST_ID_MAX]
+            if text.isprintable():
+                REQUEST_ID.set(text)
+            return
+
+
 def _guard(behavior: Behavior, method: str) -> Behavior:
     async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        _request_id(context)
         if isinstance(request, Undecodable):
             name = method.rsplit("/", 1)[-1]
             metrics.RPC_SECONDS.labels(name, "INVALID_ARGUMENT").observe(0.0)
@@ -82,6 +99,7 @@ def _guard_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
     async def guarded(
         requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
+        _request_id(context)
         async with _statuses(context, method):
             async for response in behavior(requests, context):
                 yield response

@@ -27,6 +27,7 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from common import logs
 from common.errors import ConfigurationError
 from engine.adapters import secret_file
 from engine.service import metrics
@@ -59,11 +60,7 @@ def _worker(settings: ServerSettings, redis_url: str, index: int, count: int) ->
     from engine.api.server import serve  # grpc is imported in the worker only
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s [worker {index + 1}/{count} %(process)d]"
-        " %(name)s: %(message)s",
-    )
+    logs.configure(logging.INFO, worker=f"{index + 1}/{count}")
     asyncio.run(serve(settings, redis_url, reuse_port=True))
 
 

@@ -1,8 +1,11 @@
-"""`/metrics` after real calls: what an operator reads off a replica (counts are deltas:
-the metrics are the test process's, shared by every server it starts)."""
+"""`/metrics` and the logs after real calls: what an operator reads off a replica (counts
+are deltas: the metrics are the test process's, shared by every server it starts)."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from collections.abc import Callable
 
 import grpc
@@ -10,6 +13,8 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from common.logs import JsonLines
+from feature_store import redis_client
 from feature_store.embedded import EmbeddedRedis
 from tests.conftest import ServerThread, accept, sample, scrape
 
@@ -87,3 +92,29 @@ def test_a_degraded_replica_shows_why(
     assert delta("arbiter_degraded_answers_total", reason="store_unavailable") == 1
     assert delta("arbiter_breaker_opened_total") == 1
     assert sample(after, "arbiter_breaker_open") == 1
+
+
+def test_json_log_lines_carry_the_caller_s_request_id(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    """ARBITER_LOG_FORMAT=json: what the server logs while serving a call names the
+    request id its caller sent (x-request-id), so an operator finds a call's lines."""
+    own = EmbeddedRedis().start()
+    server = server_factory(own.url)
+    own.stop()
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonLines())
+    logging.getLogger().addHandler(handler)
+    redis_client._last_logged.clear()  # the store's failures are logged once per interval
+    try:
+        request = decision_pb2.DecideRequest(customer_id="cust-1", channel=common_pb2.CHANNEL_WEB)
+        answer = server.decisions.Decide(request, timeout=5, metadata=(("x-request-id", "req-42"),))
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert answer.degraded
+    logged = [json.loads(line) for line in lines.getvalue().splitlines()]
+    failures = [e for e in logged if e["logger"] == "feature_store.redis_client"]
+    assert failures and failures[0]["level"] == "WARNING", logged
+    assert failures[0]["request_id"] == "req-42"
+    assert all(e.get("request_id") in (None, "req-42") for e in logged)

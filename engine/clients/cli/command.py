@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from common import logs
 from common.errors import ArbiterError
 
 
@@ -49,10 +50,7 @@ def main(commands: Sequence[Command], argv: list[str] | None = None) -> int:
     # Piped into `head`: stop quietly, as other command-line tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser(commands).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO)
     run = {c.name: c.run for c in commands}[args.command]
     try:
         return run(args)
