@@ -111,3 +111,35 @@ def test_two_workers_share_the_port_and_stop_cleanly(
     # Both workers drained their decision logs: the 30 decisions are all in the stream
     # (the killed worker's were written before it died: the log flushes in the background).
     assert sum(loaded.xlen(k) for k in keys.decision_logs()) >= 30
+
+
+def test_what_every_worker_would_refuse_is_refused_once(tmp_path: Path) -> None:
+    """An unguarded public address: one clear refusal, not workers restarted in a loop."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ARBITER_", "REDIS_"))}
+    env = {
+        **clean,
+        "ARBITER_DATA_DIR": str(tmp_path),
+        "ARBITER_HOST": "0.0.0.0",
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # never reached
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "serve",
+            "--workers",
+            "2",
+            "--port",
+            str(_free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without TLS and API keys" in done.stderr
+    assert "starting another" not in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 30
