@@ -30,13 +30,18 @@ def serving(server: ServerThread) -> str:
     return server.decisions.Decide(request, timeout=5).model_version
 
 
-def until_all_serve(servers: list[ServerThread], version: str, timeout: float = 10) -> float:
-    """Seconds until every server answers with ``version``."""
+def until(condition: Callable[[], bool], timeout: float = 10) -> float:
+    """Seconds until ``condition()`` holds (fails past ``timeout``)."""
     started = time.monotonic()
-    while not all(serving(s) == version for s in servers):
-        assert time.monotonic() - started < timeout, [serving(s) for s in servers]
+    while not condition():
+        assert time.monotonic() - started < timeout
         time.sleep(0.02)
     return time.monotonic() - started
+
+
+def until_all_serve(servers: list[ServerThread], version: str) -> float:
+    """Seconds until every server answers with ``version``."""
+    return until(lambda: all(serving(s) == version for s in servers))
 
 
 @pytest.fixture
@@ -78,16 +83,10 @@ def test_two_servers_sharing_no_folder_follow_the_registry(
     assert until_all_serve(replicas, first) < 2
 
     trainer.challenge(second, 0.5)
-    deadline = time.monotonic() + 2
-    while not all(r.application.challenger for r in replicas):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert until(lambda: all(r.application.challenger for r in replicas)) < 2
     assert {r.application.challenger[1] for r in replicas if r.application.challenger} == {0.5}
     trainer.challenge(None)
-    deadline = time.monotonic() + 2
-    while any(r.application.challenger for r in replicas):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert until(lambda: not any(r.application.challenger for r in replicas)) < 2
 
 
 def test_a_server_started_after_a_promotion_serves_it_from_the_start(
