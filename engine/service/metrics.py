@@ -7,7 +7,8 @@ multiprocess mode: the workers write their values to files in a folder the super
 reads, ``PROMETHEUS_MULTIPROC_DIR``). Every label has a bounded set of values: methods,
 status codes, stages, reason kinds, counted event types, outcomes.
 
-A metric costs a few microseconds a call (``bench_decide`` measures the stages with it).
+Measured: the seven stage laps and the call's own observation cost ~11 us a Decide in
+one process, ~20 us under ``--workers`` (values in shared files), ~1% of a decision.
 """
 
 from __future__ import annotations
