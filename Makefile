@@ -9,7 +9,7 @@ DASK_VENV := .venv-dask
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install browser run test lint bench bench-feast load chaos protos generate clean
+.PHONY: install browser run test lint bench bench-scale bench-feast load chaos protos generate clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed $(GENERATED)
@@ -94,6 +94,13 @@ $(LOAD_VENV)/.installed:
 # one run (benchmarks/bench_feast.py). Feast lives in its own environment, never in the
 # service's.
 FEAST_VENV := .venv-feast
+# Past one machine (docs/scale.md): Decide on a Redis Cluster of our own against one
+# server, then 1M logged decisions exported to Parquet and trained on, with peak memory
+# (about 10 minutes, ~10 GB of memory at the peak).
+bench-scale: install
+	$(BIN)/python -m benchmarks.bench_cluster
+	$(BIN)/python -m benchmarks.bench_export
+
 bench-feast: install $(FEAST_VENV)/.installed
 	$(BIN)/python -m benchmarks.bench_feast
 
