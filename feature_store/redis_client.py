@@ -25,7 +25,13 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common.errors import ConfigurationError, FeatureStoreUnavailable
 
@@ -120,6 +126,20 @@ def connect_sync(url: str, *, timeout_seconds: float | None = None) -> SyncClien
     return redis.Redis.from_url(plain, **options)
 
 
+# Sent again after: a connection that failed (closed by the server while idle, refused).
+# Not after a timeout: the command may have run all the same, and a script that counts
+# would count twice; the caller hears UNAVAILABLE, or its decision degrades.
+_RETRIED = (RedisConnectionError,)
+
+
+class _Cluster(aioredis.RedisCluster):
+    """The asyncio cluster client, without its retry of a command whose reply timed out
+    (for the reason above); lost nodes and moved slots are still followed."""
+
+    # redis-py's: (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError)
+    ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+
 def connect(url: str, *, timeout_seconds: float = 0.25, max_connections: int = 64) -> AsyncClient:
     """An asyncio client that fails fast: callers degrade rather than wait on retries.
 
@@ -131,7 +151,7 @@ def connect(url: str, *, timeout_seconds: float = 0.25, max_connections: int = 6
     """
     plain, cluster = cluster_mode(url)
     if cluster:
-        return aioredis.RedisCluster.from_url(
+        return _Cluster.from_url(
             plain,
             max_connections=max_connections,
             socket_timeout=timeout_seconds,
@@ -144,7 +164,16 @@ def connect(url: str, *, timeout_seconds: float = 0.25, max_connections: int = 6
         timeout=timeout_seconds,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1, supported_errors=_RETRIED),
         health_check_interval=0,
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+async def aclose(client: AsyncClient) -> None:
+    """Closes the client and its connections. (redis-py 8.1's cluster client skips that
+    once a timeout or a lost node has marked it for a new layout: they would leak.)"""
+    await client.aclose()
+    if isinstance(client, aioredis.RedisCluster):
+        await client.nodes_manager.aclose()
+        await client.nodes_manager.aclose("startup_nodes")

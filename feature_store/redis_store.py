@@ -23,7 +23,7 @@ from common.errors import (
     ProfileSchemaMismatch,
     RateLimited,
 )
-from feature_store import keys, log_codec, scripts
+from feature_store import keys, log_codec, redis_client, scripts
 from feature_store.log_reader import entry_order
 from feature_store.redis_client import AsyncClient, translated, unavailable
 from feature_store.schema import FeatureSchema
@@ -177,9 +177,9 @@ class RedisFeatureStore:
         return self._redis
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await redis_client.aclose(self._redis)
         if self._log_redis is not self._redis:
-            await self._log_redis.aclose()
+            await redis_client.aclose(self._log_redis)
 
     async def _prepare(self) -> None:
         """Before the first script runs: a cluster client learns the layout, and every

@@ -27,6 +27,7 @@ from feature_store.log_reader import read_logs
 from feature_store.redis_client import cluster_mode, connect_sync
 from tests import conftest
 from tests.conftest import ServerThread
+from tests.feature_store.test_redis_store import record_while_stalled
 from training.world import World
 
 CUSTOMER = "cust-000042"
@@ -223,3 +224,15 @@ def test_a_primary_dies_its_replica_takes_over_and_nothing_is_lost(
         )
         seen = [e.event_type for e in profile.recent_events]
         assert seen == ["after", *reversed(before)]
+
+
+def test_a_write_that_timed_out_is_not_sent_again_on_a_cluster(
+    cluster: EmbeddedCluster, cluster_client: redis.RedisCluster, definitions: Definitions
+) -> None:
+    """As on one server (test_redis_store.py): the cluster client retries a command whose
+    reply timed out by default, which would count the event twice."""
+    port = _owner(cluster, keys.customer_key("c-stalled", keys.REALTIME))
+    node = next(n for n in cluster.nodes if n.port == port)
+    assert node.pid is not None
+    said, counted = record_while_stalled(cluster.url, node.pid, definitions, 0.15)
+    assert said == "unavailable" and counted == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -14,7 +16,8 @@ from arbiter.v1 import common_pb2, decision_pb2
 from common.errors import FeatureStoreUnavailable
 from engine.settings import Definitions
 from feature_store import keys, redis_store
-from feature_store.redis_client import connect
+from feature_store.embedded import EmbeddedRedis
+from feature_store.redis_client import connect, connect_sync
 from feature_store.store import EventRecord, LoggedDecision, OutcomeEffects, OutcomeRecord
 from tests.conftest import ServerThread
 
@@ -189,3 +192,46 @@ def test_entries_of_the_single_stream_of_earlier_versions_are_still_read(
     assert [d["decision_id"] for d in read] == ["d-old", "d-new"]
     assert forgotten.decision_log_entries == 2
     assert redis_client.xlen(keys.LEGACY_DECISION_LOG) == 0
+
+
+def record_while_stalled(
+    url: str, pid: int, definitions: Definitions, stall: float
+) -> tuple[str, int]:
+    """One event recorded while the redis-server ``pid`` is stopped for ``stall`` seconds,
+    longer than the client's socket timeout (0.1 s): what the call said, and how many
+    times the event counted once Redis had run what it was sent."""
+    customer = "c-stalled"
+
+    async def main() -> str:
+        client = connect(url, timeout_seconds=0.1)
+        store = redis_store.RedisFeatureStore(client, definitions.schema)
+        try:
+            await store.fetch(customer)  # connected, scripts loaded: only the stall is new
+            os.kill(pid, signal.SIGSTOP)
+            asyncio.get_running_loop().call_later(stall, os.kill, pid, signal.SIGCONT)
+            try:
+                await store.record_event(EventRecord(customer, "web", "page_view", {}, 1.0))
+                said = "recorded"
+            except FeatureStoreUnavailable:
+                said = "unavailable"
+            await asyncio.sleep(0.6)  # resumed: it runs what is in its socket
+            return said
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            await store.aclose()
+
+    said = asyncio.run(main())
+    counted = connect_sync(url).hget(keys.customer_key(customer, keys.REALTIME), "n:page_view")
+    return said, int(counted or 0)
+
+
+def test_a_write_that_timed_out_is_not_sent_again(definitions: Definitions) -> None:
+    """The event may have run when its reply timed out: sending it again would count it
+    twice once Redis resumes (redis-py retries a timed-out command by default)."""
+    with EmbeddedRedis() as own:
+        assert own.pid is not None
+        # 0.15 s: resumed after the timeout, in time for a retry's new connection (before:
+        # "recorded", counted 2 with stalls of 0.13-0.17 s)
+        said, counted = record_while_stalled(own.url, own.pid, definitions, 0.15)
+    assert said == "unavailable"  # the caller hears UNAVAILABLE, and may retry itself
+    assert counted == 1
