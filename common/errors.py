@@ -60,7 +60,12 @@ class Unavailable(ArbiterError):
 
 
 class FeatureStoreUnavailable(Unavailable):
-    """The online feature store did not answer in time or failed."""
+    """The online feature store did not answer in time or failed; ``timed_out``: it did
+    not answer in time (a slow store, or a stall of our own), rather than refused."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class ConfigurationError(ArbiterError):

@@ -96,6 +96,9 @@ class MemoryStore:
     def _customer(self, customer_id: str) -> _Customer:
         return self._customers.setdefault(customer_id, _Customer())
 
+    async def prepare(self) -> None:
+        """Nothing to get ready."""
+
     async def aclose(self) -> None:
         """Nothing to release."""
 

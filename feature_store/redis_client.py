@@ -32,6 +32,7 @@ from redis.exceptions import (
     SlotNotCoveredError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.errors import ConfigurationError, FeatureStoreUnavailable
 
@@ -61,7 +62,9 @@ def log_failure(action: str, detail: object) -> None:
 
 def unavailable(action: str, detail: object) -> FeatureStoreUnavailable:
     log_failure(action, detail)
-    return FeatureStoreUnavailable(f"{action} failed")
+    return FeatureStoreUnavailable(
+        f"{action} failed", timed_out=isinstance(detail, RedisTimeoutError)
+    )
 
 
 @contextmanager

@@ -181,11 +181,12 @@ class RedisFeatureStore:
         if self._log_redis is not self._redis:
             await redis_client.aclose(self._log_redis)
 
-    async def _prepare(self) -> None:
+    async def prepare(self) -> None:
         """Before the first script runs: a cluster client learns the layout, and every
         primary gets the scripts. (redis-py's cluster client, used by many calls at once
         before it knows the layout, fails some of them and runs others twice: redis-py
-        issue 3935. And its pipelines do not load scripts.) Once; again after a failure."""
+        issue 3935. And its pipelines do not load scripts.) Once; again after a failure.
+        The server calls it at start, so that its first decision does not pay for it."""
         if self._ready:
             return
         async with self._ready_lock:
@@ -203,7 +204,7 @@ class RedisFeatureStore:
     async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
         now = time.time() if now is None else now
         with translated("feature store read"):
-            await self._prepare()
+            await self.prepare()
             reply = await self._read(
                 keys=self._keys(customer_id, *READ_KEYS), args=[now, now - self._horizon]
             )
@@ -216,7 +217,7 @@ class RedisFeatureStore:
         failed gets the error in its place."""
         calls = [(self._keys(cid, *READ_KEYS), [now, now - self._horizon]) for cid in customer_ids]
         with translated("feature store read"):
-            await self._prepare()
+            await self.prepare()
             replies = await self._scripted_pipeline(self._read, calls)
         out: list[CustomerRecord | ArbiterError] = []
         for cid, reply in zip(customer_ids, replies, strict=True):
@@ -255,7 +256,7 @@ class RedisFeatureStore:
     async def record_event(self, event: EventRecord) -> None:
         schema = self._schema
         with translated("feature store write"):
-            await self._prepare()
+            await self.prepare()
             applied = await self._event(
                 keys=self._keys(
                     event.customer_id,
@@ -316,7 +317,7 @@ class RedisFeatureStore:
     async def reserve(self, reservation: Reservation) -> list[str]:
         script_keys, args = self._reserve_call(reservation)
         with translated("contact reservation"):
-            await self._prepare()
+            await self.prepare()
             reserved = await self._reserve(keys=script_keys, args=args)
         return [r.decode() for r in reserved]
 
@@ -326,7 +327,7 @@ class RedisFeatureStore:
         """``reserve`` for many decisions in one pipelined round trip."""
         calls = [self._reserve_call(reservation) for reservation in reservations]
         with translated("contact reservation"):
-            await self._prepare()
+            await self.prepare()
             replies = await self._scripted_pipeline(self._reserve, calls)
         return [
             unavailable("contact reservation", r)
@@ -380,7 +381,7 @@ class RedisFeatureStore:
         cid = outcome.customer_id
         idem = keys.idempotency_key(cid, outcome.idempotency_key)
         with translated("outcome log write"):
-            await self._prepare()
+            await self.prepare()
             state, value = await self._outcome(
                 keys=[idem, *self._keys(cid, *_OUTCOME_KEYS)],
                 args=[

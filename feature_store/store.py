@@ -225,6 +225,11 @@ class Forgotten:
 
 
 class FeatureStore(Protocol):
+    async def prepare(self) -> None:
+        """Gets ready for the first call (connections, scripts); raises
+        FeatureStoreUnavailable when the store cannot be reached (calls then retry it)."""
+        ...
+
     async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
         """Profile, attributes and real-time state of one customer, in one round trip;
         windows and contacts as of ``now`` (unix seconds; default: the clock)."""

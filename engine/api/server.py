@@ -25,7 +25,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
-from common.errors import ConfigurationError
+from common.errors import ArbiterError, ConfigurationError
 from engine.adapters import secret_file
 from engine.api import tls
 from engine.api.auth import AuthInterceptor, KeyRing
@@ -42,6 +42,7 @@ from engine.settings import ClientSettings, Definitions, ServerSettings, load_de
 from feature_store import redis_client, redis_store
 
 log = logging.getLogger(__name__)
+PREPARE_SECONDS = 5.0  # at start, for the store to connect and load its scripts
 T = TypeVar("T")
 
 SERVICES = (
@@ -230,6 +231,14 @@ async def launch(
     if shared is not None:
         await asyncio.to_thread(shared.sync)
     application = build_application(settings, store, definitions)
+    # Connected and the scripts loaded before the first call, which would otherwise pay
+    # for it within its read budget (a cluster: the layout, and the scripts on every
+    # primary). A store that cannot be reached now is not fatal: decisions degrade and
+    # each call tries again.
+    try:
+        await asyncio.wait_for(store.prepare(), PREPARE_SECONDS)
+    except (ArbiterError, TimeoutError, *redis_client.REDIS_ERRORS) as exc:
+        log.warning("feature store not ready at start (%r); decisions degrade until it is", exc)
     reloader = Reloader(application, settings, shared)
     running = await start_server(
         application,

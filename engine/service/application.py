@@ -160,7 +160,7 @@ class Application:
             return None, _unavailable(exc)  # this profile only: the store itself is fine
         except FeatureStoreUnavailable as exc:
             reason = _unavailable(exc)
-            self.breaker.failed(reason)
+            self._store_failed(exc, reason, customer_id, started, budget)
             return None, reason
         self.breaker.succeeded()
         return record, ""
@@ -188,10 +188,25 @@ class Application:
                 )
             return reason
         except FeatureStoreUnavailable as exc:
-            self.breaker.failed(_unavailable(exc))
+            self._store_failed(exc, _unavailable(exc), reservation.customer_id, started, budget)
             return str(exc)
         self.breaker.succeeded()
         return reserved
+
+    def _store_failed(
+        self,
+        exc: FeatureStoreUnavailable,
+        reason: str,
+        customer_id: str,
+        started: float,
+        budget: float,
+    ) -> None:
+        """An error opens the breaker at once; a socket timeout (the store, or our own
+        loop, too slow to connect or answer) counts as a slow call, like a budget missed."""
+        if not exc.timed_out:
+            self.breaker.failed(reason)
+        elif budget >= FAIR_BUDGET:
+            self.breaker.timed_out(reason, customer_id, started)
 
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id), else the
