@@ -215,8 +215,8 @@ def exported_decisions(dest: Path, *, since: float | None = None) -> Iterator[di
     folders = sorted(p for p in (dest / DECISIONS.name).glob("day=*") if p.is_dir())
     for folder in folders:
         if since is not None:
-            day_end = datetime.strptime(folder.name[4:], "%Y-%m-%d").replace(tzinfo=UTC)
-            if day_end.timestamp() + 86400 <= since:
+            day_start = datetime.strptime(folder.name[4:], "%Y-%m-%d").replace(tzinfo=UTC)
+            if day_start.timestamp() + 86400 <= since:
                 continue
         table = ds.dataset(folder, format="parquet", exclude_invalid_files=True).to_table(
             columns=["id", "ts", "entry"]
