@@ -133,15 +133,12 @@ class Supervisor:
 
 
 def run(settings: ServerSettings, redis_url: str, count: int) -> int:
-    """Supervises ``count`` workers until SIGINT or SIGTERM; returns the exit status."""
+    """Supervises ``count`` workers until SIGINT or SIGTERM; returns the exit status.
+    The caller has checked what every worker would refuse at its start (`serve`:
+    ``security_from``), so that it is refused once, not in a loop of worker restarts."""
     if settings.port == 0:
         raise ConfigurationError("--workers needs a fixed port: workers share one port")
     check_port_free(settings.host, settings.port)
-    # What every worker would refuse at its start (an unguarded public address, TLS files
-    # that cannot be read) is refused here once, not in a loop of worker restarts.
-    from engine.api.server import security_from
-
-    security_from(settings)
     secret_file.load_or_create(settings.decision_secrets_path)
     # One /metrics for every worker: they write their values into this folder (the
     # variable is set before they start, so they import prometheus_client with it).

@@ -38,7 +38,7 @@ def command(prepare: Callable[[str], None] | None) -> Command:
 
     def run(args: argparse.Namespace) -> int:
         from engine.api import workers
-        from engine.api.server import serve  # grpc and the whole service: serve only
+        from engine.api.server import security_from, serve  # grpc, the service: serve only
 
         overrides: dict[str, Any] = {"demo": True} if args.demo else {}
         if args.port is not None:
@@ -47,8 +47,12 @@ def command(prepare: Callable[[str], None] | None) -> Command:
             overrides["workers"] = args.workers
         settings = ServerSettings(**overrides)
         count = settings.workers or workers.default_workers()
+        # Before any preparation (the demo's takes a minute), and once for all workers:
+        # what the server would refuse (an unguarded public address, unreadable TLS
+        # files, a busy port).
+        security_from(settings)
         if count > 1:
-            workers.check_port_free(settings.host, settings.port)  # before any preparation
+            workers.check_port_free(settings.host, settings.port)
         if settings.demo and prepare is None:
             raise ConfigurationError("--demo needs the training package's `arbiter` command")
         embedded = None
