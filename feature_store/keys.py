@@ -44,8 +44,12 @@ CONSENT_CHANNELS = ("email", "sms")  # "all" means both
 EVENTS = "events"
 DECISIONS = "decisions"
 OUTCOMES = "outcomes"
-# String per reported outcome key, set once (idempotency of ReportOutcome).
+# String per reported outcome key, set once (idempotency of ReportOutcome), and per
+# RecordEvent sent with an idempotency key (its own kind: an event's key and an outcome's
+# may be the same text).
 IDEMPOTENCY = "idem"
+EVENT_IDEMPOTENCY = "evidem"
+EVENT_IDEMPOTENCY_TTL_SECONDS = 86400
 # String "<unix second>:<events in it>": the customer's event rate (RecordEvent).
 EVENT_RATE = "evrate"
 
@@ -119,6 +123,10 @@ def customer_key(customer_id: str, kind: str) -> str:
 
 def idempotency_key(customer_id: str, key: str) -> str:
     return f"{PREFIX}:{{{customer_id}}}:{IDEMPOTENCY}:{key}"
+
+
+def event_idempotency_key(customer_id: str, key: str) -> str:
+    return f"{PREFIX}:{{{customer_id}}}:{EVENT_IDEMPOTENCY}:{key}"
 
 
 def log_shard(customer_id: str) -> int:

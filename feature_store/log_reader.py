@@ -46,7 +46,8 @@ def read_entries(
 def read_merged(
     client: SyncClient, streams: Sequence[str], decode: Callable[[Mapping[bytes, bytes]], Any]
 ) -> Iterator[Any]:
-    """Every entry of ``streams``, decoded, in entry id order, a page of each in memory."""
+    """Every entry of ``streams``, decoded, in entry id order (equal ids, which shards
+    can share, in the order of ``streams``), a page of each in memory."""
     merged = heapq.merge(
         *(read_entries(client, key, decode) for key in streams),
         key=lambda entry: entry_order(entry[0]),

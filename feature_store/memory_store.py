@@ -61,6 +61,7 @@ class _Customer:
     decisions: list[Any] = field(default_factory=list)
     outcomes: list[Any] = field(default_factory=list)
     idempotency: dict[str, str] = field(default_factory=dict)
+    event_keys: dict[str, float] = field(default_factory=dict)  # key -> until (monotonic)
     event_rate: tuple[int, int] = (0, 0)  # (unix second, events in it)
     consent: dict[str, Consent] = field(default_factory=dict)
 
@@ -177,8 +178,12 @@ class MemoryStore:
                 out.append(exc)
         return out
 
-    async def record_event(self, event: EventRecord) -> None:
-        c = self._customer(event.customer_id)
+    def _admitted(self, c: _Customer, event: EventRecord) -> bool:
+        """As the EVENT script admits: False for an idempotency key seen already, an error
+        past the customer's event rate, else counted against the rate (and the key kept)."""
+        key = event.idempotency_key
+        if key and c.event_keys.get(key, 0.0) > time.monotonic():
+            return False
         second = int(time.time())
         used = c.event_rate[1] if c.event_rate[0] == second else 0
         if used >= self._events_per_second:
@@ -186,6 +191,14 @@ class MemoryStore:
                 f"customer_id: over {self._events_per_second} events a second; retry later"
             )
         c.event_rate = (second, used + 1)
+        if key:
+            c.event_keys[key] = time.monotonic() + keys.EVENT_IDEMPOTENCY_TTL_SECONDS
+        return True
+
+    async def record_event(self, event: EventRecord) -> bool:
+        c = self._customer(event.customer_id)
+        if not self._admitted(c, event):
+            return False  # recorded already under this key
         ts = event.occurred_at
         etype = self._schema.counted_event_type(event.event_type)
         category = self._schema.counted_category(event.attributes.get("category", ""))
@@ -215,6 +228,7 @@ class MemoryStore:
         session.setdefault(keys.SESSION_STARTED, repr(ts))
         c.session_until = time.monotonic() + self._session_seconds
         self._consent(c, event)
+        return True
 
     @staticmethod
     def _consent(c: _Customer, event: EventRecord) -> None:
@@ -358,7 +372,7 @@ class MemoryStore:
         outcomes = [o for o in self._outcome_log if o.get("customer_id") != customer_id]
         forgotten = Forgotten(
             removed=tuple(removed),
-            idempotency_keys=len(c.idempotency) if c else 0,
+            idempotency_keys=len(c.idempotency) + len(c.event_keys) if c else 0,
             decision_log_entries=len(self._decision_log) - len(decisions),
             outcome_log_entries=len(self._outcome_log) - len(outcomes),
         )

@@ -253,20 +253,25 @@ class RedisFeatureStore:
                 await self._redis.script_load(each.script)
         return replies
 
-    async def record_event(self, event: EventRecord) -> None:
+    async def record_event(self, event: EventRecord) -> bool:
         schema = self._schema
         with translated("feature store write"):
             await self.prepare()
+            script_keys = self._keys(
+                event.customer_id,
+                keys.REALTIME,
+                keys.EVENTS,
+                keys.WINDOWS,
+                keys.SESSION,
+                keys.EVENT_RATE,
+                keys.CONSENT,
+            )
+            if event.idempotency_key:
+                script_keys.append(
+                    keys.event_idempotency_key(event.customer_id, event.idempotency_key)
+                )
             applied = await self._event(
-                keys=self._keys(
-                    event.customer_id,
-                    keys.REALTIME,
-                    keys.EVENTS,
-                    keys.WINDOWS,
-                    keys.SESSION,
-                    keys.EVENT_RATE,
-                    keys.CONSENT,
-                ),
+                keys=script_keys,
                 args=[
                     repr(event.occurred_at),
                     schema.counted_event_type(event.event_type),
@@ -280,6 +285,7 @@ class RedisFeatureStore:
                     self._events_per_second,
                     int(schema.counts_type_category_pairs),
                     POLICY_TTL_SECONDS,
+                    keys.EVENT_IDEMPOTENCY_TTL_SECONDS,
                     *(
                         part
                         for channel, consent in consent_changes(event).items()
@@ -291,6 +297,7 @@ class RedisFeatureStore:
             raise RateLimited(
                 f"customer_id: over {self._events_per_second} events a second; retry later"
             )
+        return bool(applied == 1)  # 2: its idempotency key was seen already
 
     def _reserve_call(self, reservation: Reservation) -> ScriptCall:
         def caps(pairs: tuple[tuple[int, int], ...]) -> str:
@@ -435,7 +442,8 @@ class RedisFeatureStore:
         SCAN) and its entries in both logs (a scan of the customer's shard of each, and of
         the legacy streams: an administrative call, not a hot path)."""
         names = [keys.customer_key(customer_id, kind) for kind in keys.FORGETTABLE]
-        pattern = keys.idempotency_key(keys.glob_escape(customer_id), "*")
+        # Outcome and event idempotency keys alike: arb:{C}:idem:* and arb:{C}:evidem:*
+        pattern = f"{keys.PREFIX}:{{{keys.glob_escape(customer_id)}}}:*{keys.IDEMPOTENCY}:*"
         with translated("forget"):
             pipe = self._redis.pipeline(transaction=False)
             for name in names:

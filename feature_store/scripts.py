@@ -75,15 +75,20 @@ end
 """
 )
 
-# KEYS: rt, events, win, session, event rate, consent
+# KEYS: rt, events, win, session, event rate, consent[, event idempotency key]
 # ARGV: ts, event type (as counted), channel, category (as counted, '' if none), record
 #       json, rt ttl, events kept, session ttl, now (unix s), events allowed a second,
 #       count event type x category pairs (1/0: only when a feature reads one), consent
-#       ttl, then pairs of consent channel and "<1|0>|<ts>|<via>" (opt_in / opt_out)
-# Returns 1, or 0 when the customer is over its event rate (nothing is changed).
+#       ttl, idempotency key ttl, then pairs of consent channel and "<1|0>|<ts>|<via>"
+#       (opt_in / opt_out)
+# Returns 1; 0 when the customer is over its event rate; 2 when the idempotency key was
+# seen already (nothing is changed in either case).
 EVENT = (
     _PRELUDE
     + """
+-- An event sent again under its idempotency key (KEYS[7], when given) was recorded
+-- already: nothing to do, and it does not count against the rate.
+if #KEYS >= 7 and redis.call('EXISTS', KEYS[7]) == 1 then return 2 end
 local second = math.floor(tonumber(ARGV[9]))
 local rate = redis.call('GET', KEYS[5])
 local used = 0
@@ -95,6 +100,7 @@ if rate then
 end
 if used >= tonumber(ARGV[10]) then return 0 end
 redis.call('SET', KEYS[5], second .. ':' .. (used + 1), 'EX', 2)
+if #KEYS >= 7 then redis.call('SET', KEYS[7], '1', 'EX', ARGV[13]) end
 local ts, etype, channel, category = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 redis.call('HINCRBY', KEYS[1], N .. etype, 1)
 redis.call('HINCRBY', KEYS[1], C .. channel, 1)
@@ -120,12 +126,12 @@ if category ~= '' then redis.call('HINCRBY', KEYS[4], K .. category, 1) end
 redis.call('HSETNX', KEYS[4], STARTED, ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[8])
 -- Consent: a newer event replaces an older one for the channel, never the reverse.
-for i = 13, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   local current = redis.call('HGET', KEYS[6], ARGV[i])
   local at = current and tonumber(string.match(current, '^[01]|([^|]+)|')) or -1
   if ts >= at then redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1]) end
 end
-if #ARGV >= 13 then redis.call('EXPIRE', KEYS[6], ARGV[12]) end
+if #ARGV >= 14 then redis.call('EXPIRE', KEYS[6], ARGV[12]) end
 return 1
 """
 )

@@ -112,6 +112,10 @@ class EventRecord:
     event_type: str
     attributes: Mapping[str, str]
     occurred_at: float  # unix seconds
+    # The caller's key for this event, when it sent one: the same key again within
+    # EVENT_IDEMPOTENCY_TTL_SECONDS is the same event, recorded once (a retry after a
+    # timeout, or two replicas of one upstream message).
+    idempotency_key: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The event as the customer's recent-events list keeps it: attributes up to
@@ -235,8 +239,9 @@ class FeatureStore(Protocol):
         windows and contacts as of ``now`` (unix seconds; default: the clock)."""
         ...
 
-    async def record_event(self, event: EventRecord) -> None:
-        """Applies an event to the real-time state atomically; visible to the next fetch."""
+    async def record_event(self, event: EventRecord) -> bool:
+        """Applies an event to the real-time state atomically; visible to the next fetch.
+        False when its idempotency key was seen already (nothing changed)."""
         ...
 
     async def history(self, customer_id: str) -> CustomerHistory: ...

@@ -15,7 +15,8 @@ id and writes the same file names again, so no row is exported twice. Entries tr
 from Redis before an export reached them are not in the dataset: run the export more
 often than the retention (``ARBITER_LOG_RETENTION_DAYS``, 30) lets them go.
 
-Columns: ``id`` (the stream entry id), ``ts`` (unix seconds: the decision's time, or the
+Columns: ``id`` (the stream entry id), ``shard`` (the stream's place among the log's 16
+shards; 16: the legacy stream), ``ts`` (unix seconds: the decision's time, or the
 outcome's), ``customer_id``, ``decision_id``, the columns of the kind below, and
 ``entry``: the logged JSON whole, exactly as the stream held it (decompressed), so
 training reads the dataset as it reads Redis.
@@ -86,7 +87,10 @@ def _raw_entry(fields: Mapping[bytes, bytes]) -> bytes:
 
 def _schema(kind: Kind) -> pa.Schema:
     text = [(name, pa.string()) for name in ("id", "customer_id", "decision_id", *kind.columns)]
-    return pa.schema([*text, ("ts", pa.float64()), ("entry", pa.string())])
+    # shard: the stream's place among the log's streams (the legacy stream last); with
+    # the id it orders the rows as the readers of Redis merge them (log_reader.py).
+    numbers = [("shard", pa.int16()), ("ts", pa.float64())]
+    return pa.schema([*text, *numbers, ("entry", pa.string())])
 
 
 def _day(entry_id: bytes) -> str:
@@ -94,7 +98,9 @@ def _day(entry_id: bytes) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
-def _tables(kind: Kind, page: list[tuple[bytes, dict[bytes, bytes]]]) -> dict[str, pa.Table]:
+def _tables(
+    kind: Kind, shard: int, page: list[tuple[bytes, dict[bytes, bytes]]]
+) -> dict[str, pa.Table]:
     """The page's rows as one table per day (of the entry id: when it was logged)."""
     by_day: dict[str, dict[str, list[Any]]] = {}
     names = _schema(kind).names
@@ -103,6 +109,7 @@ def _tables(kind: Kind, page: list[tuple[bytes, dict[bytes, bytes]]]) -> dict[st
         entry = orjson.loads(raw)
         columns = by_day.setdefault(_day(entry_id), {name: [] for name in names})
         columns["id"].append(entry_id.decode())
+        columns["shard"].append(shard)
         columns["ts"].append(float(entry.get(kind.ts_field) or 0.0))
         columns["entry"].append(raw.decode())
         for name in ("customer_id", "decision_id", *kind.columns):
@@ -145,7 +152,7 @@ def export_logs(client: SyncClient, dest: Path, *, page: int = PAGE) -> ExportRe
     rows = {kind.name: 0 for kind in KINDS}
     files = 0
     for kind in KINDS:
-        for stream in kind.streams:
+        for shard, stream in enumerate(kind.streams):
             after = state[kind.name].get(stream, "")
             while True:
                 with translated(f"reading {stream}"):
@@ -156,7 +163,7 @@ def export_logs(client: SyncClient, dest: Path, *, page: int = PAGE) -> ExportRe
                     break
                 first = entries[0][0].decode()
                 name = f"{_stream_label(stream)}-{first}.parquet"
-                for day, table in _tables(kind, entries).items():
+                for day, table in _tables(kind, shard, entries).items():
                     path = dest / kind.name / f"day={day}" / name
                     _write_atomically(
                         path, lambda p, t=table: pq.write_table(t, p, compression="zstd")
@@ -219,10 +226,11 @@ def exported_decisions(dest: Path, *, since: float | None = None) -> Iterator[di
             if day_start.timestamp() + 86400 <= since:
                 continue
         table = ds.dataset(folder, format="parquet", exclude_invalid_files=True).to_table(
-            columns=["id", "ts", "entry"]
+            columns=["id", "shard", "ts", "entry"]
         )
-        ids = table.column("id").to_pylist()
-        order = sorted(range(len(ids)), key=lambda i: entry_order(ids[i]))
+        ids, shards = table.column("id").to_pylist(), table.column("shard").to_pylist()
+        # As the Redis readers merge: by entry id, then by shard (ids repeat across shards)
+        order = sorted(range(len(ids)), key=lambda i: (entry_order(ids[i]), shards[i]))
         stamps = table.column("ts").to_pylist()
         entries = table.column("entry")
         for i in order:

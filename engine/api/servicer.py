@@ -27,6 +27,17 @@ from feature_store.store import EventRecord, OutcomeRecord
 Context = aio.ServicerContext[Any, Any]
 
 
+IDEMPOTENCY_METADATA = "idempotency-key"
+
+
+def _metadata(context: Context, name: str) -> str:
+    """The value of the call's metadata ``name`` ("" when absent)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else ""
+    return ""
+
+
 def _seconds(ts: Timestamp, present: bool, field: str = "occurred_at") -> float | None:
     """Unix seconds of a set Timestamp (None when unset); nanos out of 0..999,999,999 are
     refused, as protobuf's own Timestamp rules say."""
@@ -275,6 +286,11 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             attributes=validation.string_map(request.attributes, "attributes"),
             occurred_at=validation.occurred_at(
                 _seconds(request.occurred_at, request.HasField("occurred_at")), now
+            ),
+            # Optional, in the call's metadata (the message has no field for it): the same
+            # key again is the same event, recorded once.
+            idempotency_key=validation.short_text(
+                _metadata(context, IDEMPOTENCY_METADATA), f"metadata {IDEMPOTENCY_METADATA}"
             ),
         )
         validation.consent_event(event.event_type, event.attributes)

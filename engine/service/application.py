@@ -382,8 +382,8 @@ class Application:
         return await self.store.forget(customer_id)
 
     async def record_event(self, event: EventRecord) -> None:
-        await self.store.record_event(event)
-        metrics.EVENTS.labels(self.core.schema.counted_event_type(event.event_type)).inc()
+        if await self.store.record_event(event):  # not a duplicate under its key
+            metrics.EVENTS.labels(self.core.schema.counted_event_type(event.event_type)).inc()
 
     async def profile(self, customer_id: str) -> Profile:
         core = self.core

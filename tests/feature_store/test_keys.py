@@ -18,6 +18,7 @@ def test_customer_keys_share_one_hash_tag() -> None:
     assert keys.customer_key("cust-000042", keys.DECISIONS) == "arb:{cust-000042}:decisions"
     assert keys.customer_key("cust-000042", keys.OUTCOMES) == "arb:{cust-000042}:outcomes"
     assert keys.idempotency_key("cust-000042", "k1") == "arb:{cust-000042}:idem:k1"
+    assert keys.event_idempotency_key("cust-000042", "k1") == "arb:{cust-000042}:evidem:k1"
     assert keys.LOG_SHARDS == 16
     assert keys.log_shard("cust-000042") == 2  # crc32: the same in every process
     assert keys.decision_log(2) == "arb:log:decisions:{2}"

@@ -161,6 +161,27 @@ def test_concurrent_events_are_all_counted_and_the_event_list_is_capped(
     assert len(history.events) == backend.schema.recent_events
 
 
+def test_an_event_sent_again_under_its_key_is_recorded_once(backend: Backend) -> None:
+    """The same idempotency key, at once and later: one event; no key, or another key:
+    events of their own. A duplicate does not count against the customer's rate."""
+
+    def event(key: str) -> EventRecord:
+        return EventRecord("c21", "web", "add_to_cart", {}, 1000.0, idempotency_key=key)
+
+    async def work(store: Store) -> Any:
+        await asyncio.gather(*(store.record_event(event("k-1")) for _ in range(20)))
+        await store.record_event(event("k-1"))
+        await store.record_event(event("k-2"))
+        await store.record_event(event(""))
+        for _ in range(10):  # past the rate (5 a second) were they counted
+            await store.record_event(event("k-2"))
+        return await store.fetch("c21"), await store.history("c21")
+
+    record, history = backend.with_event_rate(5).run(work)
+    assert record.realtime["n:add_to_cart"] == "3"
+    assert len(history.events) == 3
+
+
 def test_windows_slide_and_an_old_event_never_moves_last_seen_back(backend: Backend) -> None:
     now = time.time()
     ages = [10, 100, 2 * 3600, 5 * 3600, 2 * 86400, 9 * 86400]  # seconds before now
@@ -455,7 +476,9 @@ def test_forgetting_removes_the_customer_and_its_log_entries(backend: Backend) -
 
     async def work(store: Store) -> Any:
         for cid in ("c19", "c20"):
-            await store.record_event(EventRecord(cid, "web", "opt_out", {"channel": "sms"}, now))
+            await store.record_event(
+                EventRecord(cid, "web", "opt_out", {"channel": "sms"}, now, idempotency_key="e1")
+            )
             await store.record_outcome(
                 OutcomeRecord(cid, "d", "a", "accept", 0.0, now, f"k-{cid}"),
                 OutcomeEffects(suppress=True, impression=True),
@@ -481,7 +504,7 @@ def test_forgetting_removes_the_customer_and_its_log_entries(backend: Backend) -
     assert {"profile", "rt", "policy", "consent", "events", "decisions", "outcomes"} <= set(
         first.removed
     )
-    assert first.idempotency_keys == 1
+    assert first.idempotency_keys == 2  # the outcome's and the event's
     assert (first.decision_log_entries, first.outcome_log_entries) == (1, 1)
     assert again == Forgotten()  # idempotent: nothing left to remove
     assert not record.known and record.realtime == {} and record.policy == {}

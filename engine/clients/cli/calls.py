@@ -150,6 +150,7 @@ def _event_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", dest="event_type", required=True)
     p.add_argument("--channel", choices=CHANNEL_CHOICES, default="web")
     p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--key", help="idempotency key: the same key again is the same event")
 
 
 def _event(stubs: Stubs, args: argparse.Namespace) -> Message | None:
@@ -161,6 +162,7 @@ def _event(stubs: Stubs, args: argparse.Namespace) -> Message | None:
             attributes=pairs(args.attr, "--attr"),
         ),
         timeout=TIMEOUT_SECONDS,
+        metadata=(("idempotency-key", args.key),) if args.key else None,
     )
     print(f"recorded {args.event_type} for {args.customer_id}")
     return None
@@ -173,7 +175,7 @@ def _forget(stubs: Stubs, args: argparse.Namespace) -> Message | None:
         return response
     kinds = ", ".join(response.removed) or "nothing (already forgotten, or never known)"
     print(
-        f"forgot {args.customer_id}: {kinds}; {response.idempotency_keys} outcome keys,"
+        f"forgot {args.customer_id}: {kinds}; {response.idempotency_keys} idempotency keys,"
         f" {response.decision_log_entries} decision and {response.outcome_log_entries}"
         " outcome log entries"
     )
