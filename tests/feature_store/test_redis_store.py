@@ -238,5 +238,6 @@ def test_a_write_that_timed_out_is_not_sent_again(definitions: Definitions) -> N
         # 0.15 s: resumed after the timeout, in time for a retry's new connection (before:
         # "recorded", counted 2 with stalls of 0.13-0.17 s)
         said, counted = record_while_stalled(own.url, own.pid, definitions, 0.15)
-    assert said == "unavailable"  # the caller hears UNAVAILABLE, and may retry itself
-    assert counted == 1
+    # Once, whatever the caller heard (UNAVAILABLE after the timeout, as a rule; "recorded"
+    # only if a starved event loop read the late reply first).
+    assert counted == 1, said
