@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.core.catalog import Catalog, load_catalog
@@ -49,9 +49,17 @@ class CommonSettings(BaseSettings):
 class ServerSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 50051
-    # Prometheus exposition (/metrics) on the same host; unset (empty): none; 0: a free
+    # Prometheus exposition (/metrics) on the same host; "off" (or empty): none; 0: a free
     # port. With --workers, one view of every worker, served by the supervisor.
     metrics_port: int | None = 9464
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "no"):
+            return None
+        return value
+
     # Budget for the one feature-store round trip of a Decide; past it, answer degraded.
     feature_timeout_ms: float = 30.0
     # A customer's events accepted a second (across replicas); past it RecordEvent answers

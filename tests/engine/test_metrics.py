@@ -14,6 +14,7 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from common.logs import JsonLines
+from engine.settings import ServerSettings
 from feature_store import redis_client
 from feature_store.embedded import EmbeddedRedis
 from tests.conftest import ServerThread, accept, sample, scrape
@@ -118,3 +119,11 @@ def test_json_log_lines_carry_the_caller_s_request_id(
     assert failures and failures[0]["level"] == "WARNING", logged
     assert failures[0]["request_id"] == "req-42"
     assert all(e.get("request_id") in (None, "req-42") for e in logged)
+
+
+@pytest.mark.parametrize(("value", "port"), [("off", None), ("", None), ("0", 0), ("9999", 9999)])
+def test_the_metrics_port_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch, value: str, port: int | None
+) -> None:
+    monkeypatch.setenv("ARBITER_METRICS_PORT", value)
+    assert ServerSettings().metrics_port == port
