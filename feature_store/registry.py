@@ -74,10 +74,13 @@ class RedisRegistry:
             self._client.set(CURRENT, version)
 
     def set_challenger(self, version: str | None, share: float = 0.1) -> None:
-        with translated("model registry write"):
-            if version is None:
+        """Serves ``version`` to ``share`` of the customers (None: stop the challenge)."""
+        if version is None:
+            with translated("model registry write"):
                 self._client.delete(CHALLENGER)
-                return
+            return
+        if not 0 < share < 1:
+            raise ConfigurationError(f"challenger share {share} must be between 0 and 1")
         if not self.has(version):
             raise ConfigurationError(f"no model version {version} in the registry")
         with translated("model registry write"):

@@ -111,4 +111,7 @@ def test_what_is_not_in_the_registry_cannot_be_promoted(
         trainer.registry.set_current("nope")
     with pytest.raises(ConfigurationError, match="no model version nope"):
         trainer.promote("nope")  # not in the trainer's folder either
+    version = artifact.versions(trainer.model_dir)[0].version
+    with pytest.raises(ConfigurationError, match=r"share 1\.5 must be between 0 and 1"):
+        trainer.challenge(version, 1.5)
     assert trainer.registry.pointers() == (None, None)
