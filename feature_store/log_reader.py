@@ -25,12 +25,10 @@ def read_entries(
     key: str,
     decode: Callable[[Mapping[bytes, bytes]], Any],
     *,
-    after: str = "",
     page: int = 5000,
 ) -> Iterator[tuple[bytes, Any]]:
-    """(entry id, decoded entry) of one stream, oldest first, after the entry id
-    ``after`` (default: from the start), read in pages."""
-    start = f"({after}" if after else "-"
+    """(entry id, decoded entry) of one stream, oldest first, read in pages."""
+    start = "-"
     while True:
         with translated(f"reading {key}"):
             entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]

@@ -194,9 +194,13 @@ class RedisFeatureStore:
                 return
             if isinstance(self._redis, aioredis.RedisCluster):
                 await self._redis.initialize()
-            for script in self._scripts:
-                await self._redis.script_load(script.script)
+            await self._load_scripts()
             self._ready = True
+
+    async def _load_scripts(self) -> None:
+        """Every script, on every primary (SCRIPT LOAD goes to all of a cluster's)."""
+        for script in self._scripts:
+            await self._redis.script_load(script.script)
 
     def _keys(self, customer_id: str, *kinds: str) -> list[str]:
         return [keys.customer_key(customer_id, kind) for kind in kinds]
@@ -249,8 +253,7 @@ class RedisFeatureStore:
             todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
             if not todo or attempt:
                 break
-            for each in self._scripts:
-                await self._redis.script_load(each.script)
+            await self._load_scripts()
         return replies
 
     async def record_event(self, event: EventRecord) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -184,12 +183,10 @@ def expose(host: str, port: int, *, workers_folder: Path | None = None) -> int |
 
 
 _servers: list[WSGIServer] = []
-_lock = threading.Lock()
 
 
 def stop_exposing() -> None:
-    with _lock:
-        while _servers:
-            server = _servers.pop()
-            server.shutdown()
-            server.server_close()
+    while _servers:
+        server = _servers.pop()
+        server.shutdown()
+        server.server_close()
