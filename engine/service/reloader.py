@@ -147,6 +147,13 @@ class Reloader:
         self._refused: Source | None = None
         self.reloads = 0
 
+    def _synced_source(self) -> Source:
+        """The sources once the registry's promotions are in the local folder (launch
+        synced it before the first build, so the constructor's ``_source`` does not)."""
+        if self._shared is not None:
+            self._shared.sync()
+        return self._source()
+
     def _source(self) -> Source:
         def digest(path: Path) -> str:
             try:
@@ -154,8 +161,6 @@ class Reloader:
             except OSError:
                 return ""
 
-        if self._shared is not None:
-            self._shared.sync()  # the registry's promotions into the local folder
         model_dir = self._settings.model_dir
         version = artifact.current_version(model_dir)
         return Source(
@@ -194,7 +199,7 @@ class Reloader:
 
     async def check(self) -> bool:
         """Swaps in a new core when its sources changed; True when it did."""
-        source = await asyncio.to_thread(self._source)
+        source = await asyncio.to_thread(self._synced_source)
         if source in (self._current, self._refused):
             return False
         try:
