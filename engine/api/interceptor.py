@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from grpc import aio
 
-from common.errors import ArbiterError
+from common.errors import ArbiterError, InvalidArgument
 from common.logs import REQUEST_ID
 from engine.api.decoding import DecodeFailures, Undecodable, tolerant
 from engine.service import metrics
@@ -31,10 +31,12 @@ Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 @asynccontextmanager
-async def _statuses(context: aio.ServicerContext[Any, Any], method: str) -> AsyncIterator[None]:
+async def _statuses(
+    context: aio.ServicerContext[Any, Any], method: str, name: str
+) -> AsyncIterator[None]:
     """Aborts the call with the status of an ArbiterError, or INTERNAL (details logged,
-    never sent) for anything unexpected; times the call by method and status code
-    (``arbiter_rpc_seconds``)."""
+    never sent) for anything unexpected; times the call under the method's ``name`` and
+    its status code (``arbiter_rpc_seconds``)."""
     started = time.perf_counter()
     code = "OK"
     try:
@@ -53,9 +55,7 @@ async def _statuses(context: aio.ServicerContext[Any, Any], method: str) -> Asyn
         log.exception("%s failed", method)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
     finally:
-        metrics.RPC_SECONDS.labels(method.rsplit("/", 1)[-1], code).observe(
-            time.perf_counter() - started
-        )
+        metrics.RPC_SECONDS.labels(name, code).observe(time.perf_counter() - started)
 
 
 def _code(context: aio.ServicerContext[Any, Any]) -> str:
@@ -80,13 +80,13 @@ def _request_id(context: aio.ServicerContext[Any, Any]) -> None:
 
 
 def _guard(behavior: Behavior, method: str) -> Behavior:
+    name = method.rsplit("/", 1)[-1]  # "Decide": the metrics' label
+
     async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         _request_id(context)
-        if isinstance(request, Undecodable):
-            name = method.rsplit("/", 1)[-1]
-            metrics.RPC_SECONDS.labels(name, "INVALID_ARGUMENT").observe(0.0)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem}")
-        async with _statuses(context, method):
+        async with _statuses(context, method, name):
+            if isinstance(request, Undecodable):
+                raise InvalidArgument("request", request.problem)
             return await behavior(request, context)
 
     return guarded
@@ -96,11 +96,13 @@ StreamBehavior = Callable[[AsyncIterator[Any], aio.ServicerContext[Any, Any]], A
 
 
 def _guard_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
+    name = method.rsplit("/", 1)[-1]
+
     async def guarded(
         requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         _request_id(context)
-        async with _statuses(context, method):
+        async with _statuses(context, method, name):
             async for response in behavior(requests, context):
                 yield response
 
