@@ -14,7 +14,6 @@ it takes a restart.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,8 +156,8 @@ class Reloader:
     def _source(self) -> Source:
         def digest(path: Path) -> str:
             try:
-                return hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError:
+                return compiled.digest(path)
+            except OSError:  # missing or unreadable: a change all the same
                 return ""
 
         model_dir = self._settings.model_dir
