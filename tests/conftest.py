@@ -22,7 +22,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from arbiter.v1 import common_pb2, decision_pb2
+from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine.adapters import artifact, compiled
 from engine.api.server import BackgroundServer
 from engine.settings import (
@@ -145,6 +145,28 @@ def report(
             outcome=outcome,
         ),
         timeout=5,
+    )
+
+
+def record_event(
+    server: ServerThread,
+    customer_id: str,
+    event_type: str,
+    attributes: Mapping[str, str] | None = None,
+    *,
+    channel: common_pb2.Channel.ValueType = common_pb2.CHANNEL_WEB,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> None:
+    """Records an event through the API (``RecordEvent``)."""
+    server.profiles.RecordEvent(
+        profile_pb2.RecordEventRequest(
+            customer_id=customer_id,
+            channel=channel,
+            event_type=event_type,
+            attributes=attributes or {},
+        ),
+        timeout=5,
+        metadata=metadata,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from tests.conftest import ServerThread, report
+from tests.conftest import ServerThread, record_event, report
 
 CUSTOMER = "cust-000001"  # fibre is eligible everywhere; opted in to email and SMS
 
@@ -34,14 +34,8 @@ def test_the_profile_shows_policy_consent_and_stage_history(server: ServerThread
     sent = decide(server, common_pb2.CHANNEL_SMS, "fibre_broadband", "purchase")
     assert sent.actions
     report(server, shown, CUSTOMER, common_pb2.OUTCOME_DECLINE)  # then declined on the web
-    server.profiles.RecordEvent(
-        profile_pb2.RecordEventRequest(
-            customer_id=CUSTOMER,
-            channel=common_pb2.CHANNEL_MOBILE_APP,
-            event_type="opt_out",
-            attributes={"channel": "email"},
-        ),
-        timeout=5,
+    record_event(
+        server, CUSTOMER, "opt_out", {"channel": "email"}, channel=common_pb2.CHANNEL_MOBILE_APP
     )
     server.flush_log()
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 import redis
 
-from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from arbiter.v1 import common_pb2, decision_pb2
 from tests import conftest
 from tests.conftest import ServerThread
 
@@ -162,15 +162,7 @@ def test_read_your_writes_across_replicas_and_channels(
     redis_url, _ = redis_or_cluster
     server, other = server_factory(redis_url), server_factory(redis_url)
     for _ in range(2):
-        server.profiles.RecordEvent(
-            profile_pb2.RecordEventRequest(
-                customer_id=CUSTOMER,
-                channel=WEB,
-                event_type="product_view",
-                attributes={"category": "fibre"},
-            ),
-            timeout=5,
-        )
+        conftest.record_event(server, CUSTOMER, "product_view", {"category": "fibre"})
     response = decide(other, CALL, "fibre_broadband")
     assert response.lifecycle_stage == common_pb2.LIFECYCLE_STAGE_EVALUATION
     reasons = [r.text for r in response.actions[0].reasons]

@@ -14,7 +14,7 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine.settings import Definitions
 from feature_store.loader import load_profiles
-from tests.conftest import ServerThread, catalog_variant, zone_at
+from tests.conftest import ServerThread, catalog_variant, record_event, zone_at
 from training.world import World
 
 EMAIL, SMS, WEB = common_pb2.CHANNEL_EMAIL, common_pb2.CHANNEL_SMS, common_pb2.CHANNEL_WEB
@@ -31,15 +31,7 @@ def _decide(
 
 
 def _opt_in(server: ServerThread, customer: str = CUSTOMER) -> None:
-    server.profiles.RecordEvent(
-        profile_pb2.RecordEventRequest(
-            customer_id=customer,
-            channel=WEB,
-            event_type="opt_in",
-            attributes={"channel": "all"},
-        ),
-        timeout=5,
-    )
+    record_event(server, customer, "opt_in", {"channel": "all"})
 
 
 @pytest.fixture

@@ -12,21 +12,15 @@ import grpc
 import pytest
 import redis
 
-from arbiter.v1 import common_pb2, profile_pb2
-from tests.conftest import ServerThread
+from arbiter.v1 import profile_pb2
+from tests.conftest import ServerThread, record_event
 
 CUSTOMER = "cust-000042"
 
 
 def record(server: ServerThread, kind: str, key: str | None) -> None:
     metadata = None if key is None else (("idempotency-key", key),)
-    server.profiles.RecordEvent(
-        profile_pb2.RecordEventRequest(
-            customer_id=CUSTOMER, channel=common_pb2.CHANNEL_WEB, event_type=kind
-        ),
-        timeout=5,
-        metadata=metadata,
-    )
+    record_event(server, CUSTOMER, kind, metadata=metadata)
 
 
 def recorded(server: ServerThread, kind: str) -> int:

@@ -12,12 +12,12 @@ import grpc
 import pytest
 import redis
 
-from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from arbiter.v1 import common_pb2, decision_pb2
 from common.logs import JsonLines
 from engine.settings import ServerSettings
 from feature_store import redis_client
 from feature_store.embedded import EmbeddedRedis
-from tests.conftest import ServerThread, accept, sample, scrape
+from tests.conftest import ServerThread, accept, record_event, sample, scrape
 
 
 def decide(server: ServerThread, customer: str) -> decision_pb2.DecideResponse:
@@ -38,12 +38,7 @@ def test_calls_events_outcomes_stages_and_versions_are_counted(
     with pytest.raises(grpc.RpcError):
         decide(server, "")  # INVALID_ARGUMENT: customer_id is required
     for kind in ("product_view", "product_view", "a_type_nobody_declared"):
-        server.profiles.RecordEvent(
-            profile_pb2.RecordEventRequest(
-                customer_id="cust-000001", channel=common_pb2.CHANNEL_WEB, event_type=kind
-            ),
-            timeout=5,
-        )
+        record_event(server, "cust-000001", kind)
     accept(server, answers[0], "cust-000001")
     accept(server, answers[0], "cust-000001")  # the same report again: not a new outcome
     server.flush_log()

@@ -104,15 +104,7 @@ def test_the_whole_api_on_a_cluster(
     decided = server.decisions.Decide(web, timeout=5)
     assert decided.actions and not decided.degraded, decided.degraded_reason
 
-    server.profiles.RecordEvent(
-        profile_pb2.RecordEventRequest(
-            customer_id=CUSTOMER,
-            channel=common_pb2.CHANNEL_WEB,
-            event_type="product_view",
-            attributes={"category": "fibre"},
-        ),
-        timeout=5,
-    )
+    conftest.record_event(server, CUSTOMER, "product_view", {"category": "fibre"})
     conftest.accept(server, decided, CUSTOMER)
     profile = server.profiles.GetProfile(
         profile_pb2.GetProfileRequest(customer_id=CUSTOMER), timeout=5
@@ -181,14 +173,6 @@ def test_a_primary_dies_its_replica_takes_over_and_nothing_is_lost(
         load_profiles(connect_sync(cluster.url), definitions.schema, world.profiles())
         server = server_factory(cluster.url, breaker_seconds=0.2)
 
-        def event(kind: str) -> None:
-            server.profiles.RecordEvent(
-                profile_pb2.RecordEventRequest(
-                    customer_id=CUSTOMER, channel=common_pb2.CHANNEL_WEB, event_type=kind
-                ),
-                timeout=5,
-            )
-
         def decide() -> decision_pb2.DecideResponse:
             request = decision_pb2.DecideRequest(
                 customer_id=CUSTOMER, channel=common_pb2.CHANNEL_WEB, limit=3
@@ -197,7 +181,7 @@ def test_a_primary_dies_its_replica_takes_over_and_nothing_is_lost(
 
         before = [f"before_{n}" for n in range(20)]
         for kind in before:
-            event(kind)
+            conftest.record_event(server, CUSTOMER, kind)
         assert not decide().degraded
         port = _owner(cluster, keys.customer_key(CUSTOMER, keys.REALTIME))
         deadline = time.monotonic() + 10
@@ -218,7 +202,7 @@ def test_a_primary_dies_its_replica_takes_over_and_nothing_is_lost(
         assert answers[0].degraded and answers[0].actions
         assert _owner(cluster, keys.customer_key(CUSTOMER, keys.REALTIME)) != port
 
-        event("after")
+        conftest.record_event(server, CUSTOMER, "after")
         profile = server.profiles.GetProfile(
             profile_pb2.GetProfileRequest(customer_id=CUSTOMER), timeout=5
         )
