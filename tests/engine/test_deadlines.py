@@ -60,7 +60,7 @@ def test_a_slow_model_answers_by_value_in_time_and_holds_up_no_one(
 
     def slow_for_them(matrix: np.ndarray) -> None:
         if np.array_equal(matrix[:1], slow_rows[:1]):
-            time.sleep(0.5)
+            time.sleep(1.0)
 
     core.scorer = Hooked(real, slow_for_them)
     _decide(memory_server, SLOW, 5)  # the first slow call teaches the server the model is slow
@@ -71,7 +71,9 @@ def test_a_slow_model_answers_by_value_in_time_and_holds_up_no_one(
 
     def call(customer: str) -> None:
         started = time.monotonic()
-        answers[customer] = _decide(memory_server, customer, 0.1)
+        # A deadline a quarter of the slow model's time: wide enough that a busy machine's
+        # scheduling does not decide the test (0.1 s missed once in a full run).
+        answers[customer] = _decide(memory_server, customer, 0.25)
         took[customer] = time.monotonic() - started
 
     slow_call = threading.Thread(target=call, args=(SLOW,))
@@ -85,9 +87,9 @@ def test_a_slow_model_answers_by_value_in_time_and_holds_up_no_one(
     assert answers[SLOW].degraded  # in time, by value: not DEADLINE_EXCEEDED
     assert answers[SLOW].degraded_reason == application.TOO_SLOW
     assert answers[SLOW].actions
-    assert took[SLOW] < 0.1
+    assert took[SLOW] < 0.25
     assert all(answers[c].actions and not answers[c].degraded for c in others)
-    assert sum(took[c] for c in others) < 0.5  # none waited for the slow model
+    assert sum(took[c] for c in others) < 1.0  # none waited for the slow model
 
 
 def test_a_short_deadline_skips_what_does_not_fit(memory_server: ServerThread) -> None:
