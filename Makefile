@@ -9,7 +9,7 @@ DASK_VENV := .venv-dask
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install browser run test lint bench bench-scale bench-feast load chaos protos generate clean
+.PHONY: install browser run test lint bench bench-check bench-scale bench-feast load chaos protos generate clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed $(GENERATED)
@@ -68,6 +68,12 @@ bench: install
 	$(BIN)/python -m benchmarks.bench_decide
 	$(BIN)/python -m benchmarks.bench_load
 	$(BIN)/python -m benchmarks.bench_scaling
+
+# Decide against Health/Check in one run, as ratios; fails when either is more than 25%
+# below the figures in benchmarks/recorded.json (about 1.5 minutes). Run before calling
+# any change to the decision path done; `--record` (by hand) writes new figures.
+bench-check: install
+	$(BIN)/python -m benchmarks.bench_check
 
 # Load with locust (benchmarks/locustfile.py) against a running service (`make run` in
 # another terminal, or LOAD_TARGET=host:port), headless for LOAD_SECONDS; writes locust's

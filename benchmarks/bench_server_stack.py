@@ -102,7 +102,7 @@ def decide_aio(port: int, settings: ServerSettings) -> None:
         )
         client = redis_client.connect(settings.redis_url or "")
         store = redis_store.RedisFeatureStore(client, definitions.schema)
-        writer = NoLogWriter(NullLog(), definitions.schema)
+        writer = NoLogWriter(NullLog(), definitions.schema.names)
         ids = DecisionIds([secrets.token_bytes(32)])
         application = Application(core, store, writer, ids=ids)
         running = await start_server(application, "127.0.0.1", port)

@@ -77,6 +77,9 @@ class ServerSettings(CommonSettings):
     # How often to look for a newly promoted model or a changed catalog (0: never).
     reload_seconds: float = 2.0
     log_queue_size: int = 10_000
+    # Who writes the decision log to Redis: a process of its own ("process": compressing
+    # and packing cost the serving process nothing) or the serving process ("inline").
+    log_writer: Literal["process", "inline"] = "process"
     # At most this many decisions a decision-log write (a batch holds the event loop
     # while its entries are packed, ~0.1 ms each).
     log_batch_size: int = 64

@@ -14,8 +14,10 @@ import orjson
 from feature_store import keys
 
 
-def encode_decision(entry: Mapping[str, Any]) -> dict[bytes, bytes]:
-    return {keys.DECISION_FIELD_COMPRESSED: zlib.compress(orjson.dumps(entry), 1)}
+def encode_decision(entry: Mapping[str, Any] | bytes) -> dict[bytes, bytes]:
+    """``entry``: the entry, or its JSON."""
+    data = entry if isinstance(entry, bytes) else orjson.dumps(entry)
+    return {keys.DECISION_FIELD_COMPRESSED: zlib.compress(data, 1)}
 
 
 def decode_decision(fields: Mapping[bytes, bytes]) -> Any:

@@ -20,6 +20,14 @@ def entry_order(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def log_order(entry_id: bytes | str, entry: Any) -> tuple[int, float, int]:
+    """Where an entry sorts among every shard's: by entry id, and within one millisecond
+    (entries of one batch share it across shards) by when it was decided or reported."""
+    ms, seq = entry_order(entry_id)
+    ts = entry.get("ts", 0.0) if isinstance(entry, dict) else 0.0
+    return ms, ts, seq
+
+
 def read_entries(
     client: SyncClient,
     key: str,
@@ -44,11 +52,10 @@ def read_entries(
 def read_merged(
     client: SyncClient, streams: Sequence[str], decode: Callable[[Mapping[bytes, bytes]], Any]
 ) -> Iterator[Any]:
-    """Every entry of ``streams``, decoded, in entry id order (equal ids, which shards
-    can share, in the order of ``streams``), a page of each in memory."""
+    """Every entry of ``streams``, decoded, in ``log_order``, a page of each in memory."""
     merged = heapq.merge(
         *(read_entries(client, key, decode) for key in streams),
-        key=lambda entry: entry_order(entry[0]),
+        key=lambda entry: log_order(*entry),
     )
     for _, entry in merged:
         yield entry

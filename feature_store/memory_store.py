@@ -36,6 +36,7 @@ from feature_store.store import (
     OutcomeRecord,
     Reservation,
     consent_changes,
+    encoded,
     stored_attributes,
 )
 
@@ -315,9 +316,9 @@ class MemoryStore:
 
     async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
         for d in decisions:
-            self._decision_log.append(_copy(d.entry))
+            self._decision_log.append(orjson.loads(encoded(d.entry)))
             c = self._customer(d.customer_id)
-            c.decisions = [_copy(d.summary), *c.decisions][:DECISIONS_KEPT]
+            c.decisions = [orjson.loads(encoded(d.summary)), *c.decisions][:DECISIONS_KEPT]
 
     async def record_outcome(
         self, outcome: OutcomeRecord, effects: OutcomeEffects

@@ -24,11 +24,16 @@ from common.errors import (
     RateLimited,
 )
 from feature_store import keys, log_codec, redis_client, scripts
-from feature_store.log_reader import entry_order
+from feature_store.log_append import (
+    HISTORY_TTL_SECONDS,
+    LOG_MAX_ENTRIES,
+    LOG_RETENTION_SECONDS,
+    LogAppender,
+)
+from feature_store.log_reader import log_order
 from feature_store.redis_client import AsyncClient, translated, unavailable
 from feature_store.schema import FeatureSchema
 from feature_store.store import (
-    DECISIONS_KEPT,
     EVENTS_PER_SECOND,
     OUTCOMES_KEPT,
     Consent,
@@ -45,7 +50,6 @@ from feature_store.store import (
     stored_attributes,
 )
 
-HISTORY_TTL_SECONDS = 90 * 86400
 IDEMPOTENCY_TTL_SECONDS = 30 * 86400
 # A report holds its idempotency key this long while it appends to the outcome log.
 OUTCOME_LEASE_SECONDS = 10
@@ -72,10 +76,6 @@ _OUTCOME_KEYS = (
 )
 # A script call's keys and arguments.
 ScriptCall = tuple[list[str], list[Any]]
-# Retention of the global streams: at most this many entries (approximately) and this old.
-LOG_MAX_ENTRIES = 1_000_000  # over all shards
-LOG_RETENTION_SECONDS = 30 * 86400
-LOG_TRIM_EVERY_SECONDS = 5.0
 
 
 def _json(value: Any) -> bytes:
@@ -146,13 +146,14 @@ class RedisFeatureStore:
         # (a backlog after an outage comes in full batches), and it must not take the
         # request path's connections. Default: the same client.
         self._log_redis = log_client or client
+        self._log = LogAppender(
+            self._log_redis,
+            log_max_entries=log_max_entries,
+            log_retention_seconds=log_retention_seconds,
+        )
         self._events_per_second = events_per_second
         # Per shard: the logs together keep about log_max_entries.
         self._shard_max_entries = max(1, log_max_entries // keys.LOG_SHARDS)
-        self._log_retention_seconds = log_retention_seconds
-        # Trimming by age is a pair of XTRIMs: once in a while, not with every batch.
-        self._trim_every = min(LOG_TRIM_EVERY_SECONDS, log_retention_seconds / 10)
-        self._trimmed_at = 0.0
         self._redis = client
         self._schema = schema
         self._horizon = contact_horizon_seconds
@@ -360,30 +361,7 @@ class RedisFeatureStore:
         )
 
     async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
-        pipe = self._log_redis.pipeline(transaction=False)
-        for i, d in enumerate(decisions, start=1):
-            if i % 8 == 0:  # compressing an entry takes ~20-60 us: let calls in between
-                await asyncio.sleep(0)
-            key = keys.customer_key(d.customer_id, keys.DECISIONS)
-            pipe.xadd(
-                keys.decision_log(keys.log_shard(d.customer_id)),
-                log_codec.encode_decision(d.entry),  # type: ignore[arg-type]
-                maxlen=self._shard_max_entries,
-                approximate=True,
-            )
-            pipe.lpush(key, _json(d.summary))
-            pipe.ltrim(key, 0, DECISIONS_KEPT - 1)
-            pipe.expire(key, HISTORY_TTL_SECONDS)
-        # Retention by age too: entries older than log_retention_seconds leave both logs
-        # (stream ids are milliseconds), checked every few seconds.
-        now = time.time()
-        if now - self._trimmed_at >= self._trim_every:
-            self._trimmed_at = now
-            oldest = f"{int((now - self._log_retention_seconds) * 1000)}-0"
-            for stream in (*keys.decision_logs(), *keys.outcome_logs()):
-                pipe.xtrim(stream, minid=oldest, approximate=False)
-        with translated("decision log write"):
-            await pipe.execute()
+        await self._log.append_decisions(decisions)
 
     async def record_outcome(
         self, outcome: OutcomeRecord, effects: OutcomeEffects
@@ -499,8 +477,8 @@ class RedisFeatureStore:
         decode: Callable[[Mapping[bytes, bytes]], Any],
         page: int = 5000,
     ) -> list[Any]:
-        """Every entry of ``streams``, decoded, in entry id order (time order)."""
-        out: list[tuple[tuple[int, int], Any]] = []
+        """Every entry of ``streams``, decoded, in ``log_order`` (time order)."""
+        out: list[tuple[tuple[int, float, int], Any]] = []
         for key in streams:
             start = "-"
             while True:
@@ -508,7 +486,7 @@ class RedisFeatureStore:
                     entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(  # type: ignore[assignment]
                         key, min=start, max="+", count=page
                     )
-                out += [(entry_order(i), decode(fields)) for i, fields in entries]
+                out += [(log_order(i, e), e) for i, e in ((i, decode(f)) for i, f in entries)]
                 if len(entries) < page:
                     break
                 start = f"({entries[-1][0].decode()}"

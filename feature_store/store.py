@@ -143,8 +143,14 @@ class LoggedDecision:
     """One decision as the log keeps it: the full entry and the customer's summary."""
 
     customer_id: str
-    entry: Mapping[str, Any]  # JSON-able: features as served, candidates, scores, ...
-    summary: Mapping[str, Any]  # JSON-able: what GetProfile shows under recent_decisions
+    # JSON-able, or its JSON already (the log process gets entries as bytes)
+    entry: Mapping[str, Any] | bytes  # features as served, candidates, scores, ...
+    summary: Mapping[str, Any] | bytes  # what GetProfile shows under recent_decisions
+
+
+def encoded(value: Mapping[str, Any] | bytes) -> bytes:
+    """A log entry's or summary's JSON (orjson: a 100-candidate entry in ~7 us)."""
+    return value if isinstance(value, bytes) else orjson.dumps(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from feature_store import keys
-from feature_store.log_reader import entry_order
+from feature_store.log_reader import entry_order, log_order
 from feature_store.redis_client import SyncClient, translated
 
 STATE_FILE = "_export_state.json"
@@ -229,9 +229,13 @@ def exported_decisions(dest: Path, *, since: float | None = None) -> Iterator[di
             columns=["id", "shard", "ts", "entry"]
         )
         ids, shards = table.column("id").to_pylist(), table.column("shard").to_pylist()
-        # As the Redis readers merge: by entry id, then by shard (ids repeat across shards)
-        order = sorted(range(len(ids)), key=lambda i: (entry_order(ids[i]), shards[i]))
         stamps = table.column("ts").to_pylist()
+        # As the Redis readers merge (log_order): by entry id, within a millisecond by the
+        # entry's time; then by shard (ids repeat across shards)
+        order = sorted(
+            range(len(ids)),
+            key=lambda i: (*log_order(ids[i], {"ts": stamps[i]}), shards[i]),
+        )
         entries = table.column("entry")
         for i in order:
             if since is not None and stamps[i] < since:

@@ -35,7 +35,8 @@ from engine.api.servicer import DecisionServicer, ProfileServicer
 from engine.core.decision_id import DecisionIds
 from engine.service import metrics
 from engine.service.application import Application, Store
-from engine.service.decision_log import DecisionLogWriter
+from engine.service.decision_log import DecisionLogWriter, LogWriter
+from engine.service.log_process import LogProcess
 from engine.service.registry import shared_models
 from engine.service.reloader import Reloader, build_cores
 from engine.settings import ClientSettings, Definitions, ServerSettings, load_definitions
@@ -170,8 +171,9 @@ async def start_server(
             f"cannot listen on {host}:{port}: the address is in use or not this machine's"
             " (another `arbiter serve`?); choose --port or ARBITER_PORT"
         ) from exc
-    await server.start()
     application.writer.start()
+    await application.writer.ready()
+    await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     for name in ("", *SERVICES):
         await health_servicer.set(name, serving)
@@ -186,9 +188,27 @@ def build_application(
 ) -> Application:
     """Loads the model and wires the service to ``store``."""
     champion, challenger = build_cores(definitions, settings, starting=True)
-    writer = DecisionLogWriter(
-        store, definitions.schema, max_queue=settings.log_queue_size, batch=settings.log_batch_size
-    )
+    writer: LogWriter
+    if (
+        settings.log_writer == "process"
+        and isinstance(store, redis_store.RedisFeatureStore)
+        and settings.redis_url
+    ):
+        writer = LogProcess(
+            settings.redis_url,
+            definitions.schema.names,
+            max_queue=settings.log_queue_size,
+            batch=settings.log_batch_size,
+            log_max_entries=settings.log_max_entries,
+            log_retention_seconds=settings.log_retention_days * 86400,
+        )
+    else:
+        writer = DecisionLogWriter(
+            store,
+            definitions.schema.names,
+            max_queue=settings.log_queue_size,
+            batch=settings.log_batch_size,
+        )
     application = Application(
         champion,
         store,

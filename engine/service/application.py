@@ -29,7 +29,7 @@ from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
 from engine.service import metrics
 from engine.service.breaker import Breaker
-from engine.service.decision_log import DecisionLogWriter
+from engine.service.decision_log import LogWriter
 from engine.service.profile import Profile, consent_views, offer_history, stage_transitions
 from feature_store.store import (
     CustomerRecord,
@@ -117,7 +117,7 @@ class Application:
         self,
         core: DecisionCore,
         store: Store,
-        writer: DecisionLogWriter,
+        writer: LogWriter,
         *,
         ids: DecisionIds,
         feature_timeout: float = 0.03,

@@ -12,14 +12,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from common.errors import FeatureStoreUnavailable
-from engine.core.decision import Decision, DecisionRequest
 from engine.service import metrics
-from feature_store.schema import FeatureSchema
-from feature_store.store import DecisionLog, LoggedDecision
+from feature_store.store import LoggedDecision
+
+if TYPE_CHECKING:  # the log process imports this module, not the decision core
+    from engine.core.decision import Decision, DecisionRequest
 
 log = logging.getLogger(__name__)
 WARN_EVERY_SECONDS = 5.0  # an outage is one warning line per interval, not one per retry
@@ -85,16 +86,55 @@ def log_entry(
     return LoggedDecision(decision.customer_id, entry, summary)
 
 
+Pending = tuple["Decision", "DecisionRequest", float] | LoggedDecision
+
+
+class Appends(Protocol):
+    """Where the writer appends: the store's decision log, or the log process's appender."""
+
+    async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None: ...
+
+
+class LogWriter(Protocol):
+    """What the service needs of a decision-log writer: this module's, or the log
+    process (engine/service/log_process.py)."""
+
+    written: int
+    dropped: int
+
+    def start(self) -> None: ...
+
+    async def ready(self, timeout: float = 10.0) -> bool: ...
+
+    def submit(self, decision: Decision, request: DecisionRequest, now: float) -> None: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    async def flush(self, timeout: float = 5.0) -> bool: ...
+
+    async def close(self, timeout: float = 5.0) -> None: ...
+
+
 class DecisionLogWriter:
+    """``names``: the schema's feature names, as entries list the features served;
+    ``on_written``: called with the count of each batch written (the log process
+    acknowledges with it)."""
+
     def __init__(
-        self, log_: DecisionLog, schema: FeatureSchema, *, max_queue: int = 10_000, batch: int = 256
+        self,
+        log_: Appends,
+        names: tuple[str, ...],
+        *,
+        max_queue: int = 10_000,
+        batch: int = 256,
+        on_written: Callable[[int], None] | None = None,
     ) -> None:
         self._log = log_
-        self._names = schema.names
-        self._queue: asyncio.Queue[tuple[Decision, DecisionRequest, float]] = asyncio.Queue(
-            max_queue
-        )
+        self._names = names
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue(max_queue)
         self._batch = batch
+        self._on_written = on_written
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
@@ -103,9 +143,19 @@ class DecisionLogWriter:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="decision-log")
 
+    async def ready(self, timeout: float = 10.0) -> bool:
+        return True
+
     def submit(self, decision: Decision, request: DecisionRequest, now: float) -> None:
+        self._put((decision, request, now))
+
+    def submit_logged(self, logged: LoggedDecision) -> None:
+        """An entry already built (the log process receives them so)."""
+        self._put(logged)
+
+    def _put(self, item: Pending) -> None:
         try:
-            self._queue.put_nowait((decision, request, now))
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
             metrics.LOG_DROPPED.inc()
@@ -124,14 +174,20 @@ class DecisionLogWriter:
             while True:
                 try:
                     batch = []
-                    for d, r, now in items:
-                        batch.append(log_entry(d, r, now, self._names))
+                    for item in items:
+                        batch.append(
+                            item
+                            if isinstance(item, LoggedDecision)
+                            else log_entry(*item, self._names)
+                        )
                         if len(batch) % YIELD_EVERY == 0:
                             await asyncio.sleep(0)  # let calls in flight run in between
                     await self._log.append_decisions(batch)
                     self.written += len(batch)
                     metrics.LOG_WRITTEN.inc(len(batch))
                     metrics.LOG_QUEUE.set(self.pending)
+                    if self._on_written is not None:
+                        self._on_written(len(batch))
                     backoff = 0.05
                     break
                 except FeatureStoreUnavailable as exc:

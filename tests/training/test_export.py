@@ -33,9 +33,13 @@ def decide_and_accept(server: ServerThread, customers: range) -> int:
     return len(customers)
 
 
-def ids(dest: Path, kind: str) -> list[str]:
-    dataset = ds.dataset(dest / kind, format="parquet", partitioning="hive")
-    return [str(i) for i in dataset.to_table(columns=["id"]).column("id").to_pylist()]
+def ids(dest: Path, kind: str) -> list[tuple[int, str]]:
+    """(shard, entry id) of every exported row: an entry id is unique within its shard."""
+    table = ds.dataset(dest / kind, format="parquet", partitioning="hive").to_table(
+        columns=["shard", "id"]
+    )
+    shards, entry_ids = table.column("shard").to_pylist(), table.column("id").to_pylist()
+    return [(s, str(i)) for s, i in zip(shards, entry_ids, strict=True)]
 
 
 def test_export_is_incremental_and_exact(
