@@ -159,6 +159,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--connections", type=int, default=4, help="per client process")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--log-writer",
+        nargs="+",
+        default=["process"],
+        choices=["process", "inline"],
+        help="several: the same phases for each, side by side (a lever taken away)",
+    )
     args = parser.parse_args()
     with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
         settings = prepare(Path(tmp), redis_url)
@@ -168,9 +175,9 @@ def main() -> None:
             " phases"
         )
         rates: dict[int, float] = {}
-        for workers in args.workers:
+        for workers, writer in ((w, x) for w in args.workers for x in args.log_writer):
             port = _free_port()
-            server = start_server(settings, port, workers)
+            server = start_server(settings, port, workers, log_writer=writer)
             try:
                 seen: dict[str, list[dict[str, float]]] = {"check": [], "decide": [], "event": []}
                 for method in ("check", "decide", "event", "check", "decide", "event"):
@@ -181,7 +188,7 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait(timeout=60)
-            print(f"\n{workers} worker{'s' if workers > 1 else ''}:")
+            print(f"\n{workers} worker{'s' if workers > 1 else ''}, log writer {writer}:")
             best = {m: min(runs, key=lambda r: r["p99"]) for m, runs in seen.items()}
             for method, runs in seen.items():
                 for r in runs:

@@ -1,6 +1,8 @@
-"""The hot path's Redis read through redis-py's asyncio client (what serves) against its
-sync client on a thread pool (`asyncio.to_thread`), from one event loop, alone and with
-16 reads in flight: latency per read and reads a second, interleaved rounds, one run.
+"""The hot path's Redis read through the hot connection (feature_store/hot_redis.py, what
+serves on one server), redis-py's asyncio client (what serves on a cluster) and its sync
+client on a thread pool (`asyncio.to_thread`), from one event loop, alone and with 16
+reads in flight: latency per read and reads a second, interleaved rounds, one run; and
+Redis's own time per READ (INFO commandstats), the floor.
 
     .venv/bin/python -m benchmarks.bench_redis_client
 """
@@ -18,6 +20,7 @@ import redis
 from benchmarks.common import benchmark_redis
 from engine.settings import ServerSettings, load_definitions
 from feature_store import keys, scripts
+from feature_store.hot_redis import HotRedis
 from feature_store.loader import load_profiles
 from feature_store.redis_client import connect
 from feature_store.redis_store import READ_KEYS
@@ -57,6 +60,12 @@ async def main_async(url: str) -> None:
     sscript = sclient.register_script(scripts.READ)
     pool = ThreadPoolExecutor(max_workers=16)
     loop = asyncio.get_running_loop()
+    hot = HotRedis(url)
+    await ascript(keys=_args(0)[0], args=_args(0)[1])  # loaded
+
+    async def via_hot(i: int) -> object:
+        k, a = _args(i)
+        return await hot.evalsha(ascript.sha, k, a)
 
     async def via_asyncio(i: int) -> object:
         k, a = _args(i)
@@ -70,6 +79,7 @@ async def main_async(url: str) -> None:
     for _ in range(3):
         for inflight in (1, 16):
             for name, read in (
+                ("hot connection", via_hot),
                 ("asyncio client", via_asyncio),
                 ("sync client, threads", via_threads),
             ):
@@ -79,6 +89,9 @@ async def main_async(url: str) -> None:
         p50 = np.median([r[0] for r in runs])
         rate = np.median([r[1] for r in runs])
         print(f"  {name:22s} {inflight:2d} in flight: p50 {p50:6.0f} us, {rate:7.0f} reads/s")
+    stats = sclient.info("commandstats").get("cmdstat_evalsha", {})
+    print(f"  Redis's own time per EVALSHA (all calls): {stats.get('usec_per_call', 0):.0f} us")
+    await hot.aclose()
     await aclient.aclose()
     sclient.close()
     pool.shutdown()

@@ -34,10 +34,13 @@ def flush(client: SyncClient) -> None:
         client.flushdb()
 
 
-def start_server(settings: ServerSettings, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_server(
+    settings: ServerSettings, port: int, workers: int = 1, **extra: str
+) -> subprocess.Popen[bytes]:
     """`arbiter serve` with ``settings``' Redis, data, catalog and reload period on
     ``port``, in a process of its own (``workers`` > 1: a supervisor and its workers),
-    once every worker answers. One worker by default: a latency figure is one server's."""
+    once every worker answers. One worker by default: a latency figure is one server's.
+    ``extra``: more settings, as ``log_writer="inline"`` (ARBITER_LOG_WRITER)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
         "REDIS_URL": settings.redis_url or "",
@@ -46,6 +49,7 @@ def start_server(settings: ServerSettings, port: int, workers: int = 1) -> subpr
         "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
         "ARBITER_LOG_QUEUE_SIZE": "100000",
         "ARBITER_METRICS_PORT": str(_free_port()),  # servers side by side: one each
+        **{f"ARBITER_{name.upper()}": value for name, value in extra.items()},
     }
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
     process = subprocess.Popen(

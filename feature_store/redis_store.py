@@ -24,6 +24,7 @@ from common.errors import (
     RateLimited,
 )
 from feature_store import keys, log_codec, redis_client, scripts
+from feature_store.hot_redis import HotRedis
 from feature_store.log_append import (
     HISTORY_TTL_SECONDS,
     LOG_MAX_ENTRIES,
@@ -141,6 +142,7 @@ class RedisFeatureStore:
         log_max_entries: int = LOG_MAX_ENTRIES,
         log_retention_seconds: float = LOG_RETENTION_SECONDS,
         log_client: AsyncClient | None = None,
+        hot: HotRedis | None = None,
     ) -> None:
         # The background log writer's own client: it may wait longer than a request may
         # (a backlog after an outage comes in full batches), and it must not take the
@@ -155,6 +157,9 @@ class RedisFeatureStore:
         # Per shard: the logs together keep about log_max_entries.
         self._shard_max_entries = max(1, log_max_entries // keys.LOG_SHARDS)
         self._redis = client
+        # The decision path's READ and RESERVE on one multiplexed connection (one server):
+        # see feature_store/hot_redis.py. None: through ``client``.
+        self._hot = hot
         self._schema = schema
         self._horizon = contact_horizon_seconds
         self._session_seconds = session_seconds
@@ -178,6 +183,8 @@ class RedisFeatureStore:
         return self._redis
 
     async def aclose(self) -> None:
+        if self._hot is not None:
+            await self._hot.aclose()
         await redis_client.aclose(self._redis)
         if self._log_redis is not self._redis:
             await redis_client.aclose(self._log_redis)
@@ -210,10 +217,21 @@ class RedisFeatureStore:
         now = time.time() if now is None else now
         with translated("feature store read"):
             await self.prepare()
-            reply = await self._read(
-                keys=self._keys(customer_id, *READ_KEYS), args=[now, now - self._horizon]
+            reply = await self._hot_call(
+                self._read, self._keys(customer_id, *READ_KEYS), [now, now - self._horizon]
             )
         return decode_fetch(self._schema, customer_id, reply)
+
+    async def _hot_call(self, script: Any, script_keys: list[str], args: list[Any]) -> Any:
+        """``script`` on the hot connection when there is one, else through the client
+        (which loads a script missing after a restart, as this does)."""
+        if self._hot is None:
+            return await script(keys=script_keys, args=args)
+        try:
+            return await self._hot.evalsha(script.sha, script_keys, args)
+        except NoScriptError:  # a server restarted or failed over: the call did nothing
+            await self._load_scripts()
+            return await self._hot.evalsha(script.sha, script_keys, args)
 
     async def fetch_many(
         self, customer_ids: Sequence[str], now: float
@@ -329,7 +347,7 @@ class RedisFeatureStore:
         script_keys, args = self._reserve_call(reservation)
         with translated("contact reservation"):
             await self.prepare()
-            reserved = await self._reserve(keys=script_keys, args=args)
+            reserved = await self._hot_call(self._reserve, script_keys, args)
         return [r.decode() for r in reserved]
 
     async def reserve_many(

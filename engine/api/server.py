@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+import redis.asyncio as aioredis
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
@@ -40,7 +41,7 @@ from engine.service.log_process import LogProcess
 from engine.service.registry import shared_models
 from engine.service.reloader import Reloader, build_cores
 from engine.settings import ClientSettings, Definitions, ServerSettings, load_definitions
-from feature_store import redis_client, redis_store
+from feature_store import hot_redis, redis_client, redis_store
 
 log = logging.getLogger(__name__)
 PREPARE_SECONDS = 5.0  # at start, for the store to connect and load its scripts
@@ -228,8 +229,15 @@ def redis_store_for(
     """The Redis store the server runs on: a fail-fast client, contacts kept as long as
     the catalog's longest cap looks back."""
     catalog = definitions.catalog
+    timeout = settings.redis_timeout_ms / 1000
+    client = redis_client.connect(redis_url, timeout_seconds=timeout)
+    hot = None
+    if settings.hot_client and isinstance(client, aioredis.Redis):
+        plain, _ = redis_client.cluster_mode(redis_url)
+        if hot_redis.supports(plain):
+            hot = hot_redis.HotRedis(plain, timeout_seconds=timeout)
     return redis_store.RedisFeatureStore(
-        redis_client.connect(redis_url, timeout_seconds=settings.redis_timeout_ms / 1000),
+        client,
         definitions.schema,
         contact_horizon_seconds=catalog.contact_policy.horizon_seconds(
             o.policy for o in catalog.offers
@@ -238,6 +246,7 @@ def redis_store_for(
         log_max_entries=settings.log_max_entries,
         log_retention_seconds=settings.log_retention_days * 86400,
         log_client=redis_client.connect(redis_url, timeout_seconds=5.0, max_connections=4),
+        hot=hot,
     )
 
 

@@ -19,6 +19,7 @@ import pytest
 from common.errors import ProfileSchemaMismatch, RateLimited
 from engine.settings import Definitions
 from feature_store import keys
+from feature_store.hot_redis import HotRedis
 from feature_store.loader import profile_fields
 from feature_store.memory_store import MemoryStore
 from feature_store.redis_client import SyncClient, connect
@@ -46,11 +47,18 @@ class Backend:
     """Runs work against a fresh store of one kind and loads profiles into it."""
 
     def __init__(
-        self, definitions: Definitions, client: SyncClient | None = None, url: str = ""
+        self,
+        definitions: Definitions,
+        client: SyncClient | None = None,
+        url: str = "",
+        *,
+        hot: bool = False,
     ) -> None:
+        """``hot``: the decision path's read and reservation on the hot connection."""
         self.schema = definitions.schema
         self._client = client
         self._url = url
+        self._hot = hot
         self._memory = MemoryStore(self.schema)
         self._session_seconds = 1800
         self._events_per_second = 20
@@ -83,27 +91,30 @@ class Backend:
             if self._client is None:
                 return await work(self._memory)
             client = connect(self._url, timeout_seconds=5)
+            hot = HotRedis(self._url, timeout_seconds=5) if self._hot else None
             try:
                 store = RedisFeatureStore(
                     client,
                     self.schema,
                     session_seconds=self._session_seconds,
                     events_per_second=self._events_per_second,
+                    hot=hot,
                 )
                 return await work(store)
             finally:
-                await client.aclose()
+                await store.aclose()
 
         return asyncio.run(main())
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-hot", "cluster"])
 def backend(request: pytest.FixtureRequest, definitions: Definitions) -> Iterator[Backend]:
     if request.param == "memory":
         yield Backend(definitions)
-    elif request.param == "redis":
+    elif request.param.startswith("redis"):
         client = request.getfixturevalue("redis_client")  # flushed for this test
-        yield Backend(definitions, client, request.getfixturevalue("redis_url"))
+        url = request.getfixturevalue("redis_url")
+        yield Backend(definitions, client, url, hot=request.param == "redis-hot")
     else:
         client = request.getfixturevalue("cluster_client")  # flushed for this test
         yield Backend(definitions, client, request.getfixturevalue("cluster").url)

@@ -1,0 +1,174 @@
+"""The decision path's two script calls (the READ and the RESERVE) on one multiplexed
+connection: an asyncio Protocol that packs with hiredis, parses with hiredis' Reader and
+matches replies to calls in order (Redis answers one connection's commands in the order
+sent), so 16 calls in flight share one socket and no pool, lock or per-call task.
+
+Measured against redis-py's asyncio client on the same READ (``python -m
+benchmarks.bench_redis_client``): see docs/performance.md. One server only (``redis://``
+or ``unix://``, with its user, password and db); on a cluster or over TLS the store keeps
+redis-py's client for these calls too (it routes slots and follows MOVED and ASK).
+
+Errors are redis-py's, so ``translated`` and the callers treat both clients alike: a call
+that cannot connect, or whose connection is lost before it is written, is sent once more
+on a new connection (it did not run); a call whose reply is late raises TimeoutError and
+closes the connection (the replies behind it would be late too; the call may have run, so
+it is not sent again); a connection lost after a call was written fails that call with
+ConnectionError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+def supports(url: str) -> bool:
+    """Whether ``url`` names what this client speaks to: one server, no TLS."""
+    return urlsplit(url).scheme in ("redis", "unix")
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self._reader = hiredis.Reader(replyError=ResponseError)
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiting = self.waiting
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            future = waiting.popleft()
+            if future.done():  # timed out: its reply is dropped
+                continue
+            if isinstance(reply, ResponseError):
+                text = str(reply)
+                future.set_exception(NoScriptError(text) if text.startswith("NOSCRIPT") else reply)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or RedisConnectionError("connection closed")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(
+                    RedisConnectionError(f"connection lost: {type(self.lost).__name__}")
+                )
+
+    @property
+    def usable(self) -> bool:
+        return self.lost is None and self.transport is not None and not self.transport.is_closing()
+
+
+class HotRedis:
+    """EVALSHA on one connection to one server, made on first use and again after a
+    loss; ``timeout_seconds`` bounds connecting and each reply."""
+
+    def __init__(self, url: str, *, timeout_seconds: float = 0.25) -> None:
+        parts = urlsplit(url)
+        self._unix = parts.path if parts.scheme == "unix" else ""
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 6379
+        path_db = parts.path.lstrip("/") if parts.scheme == "redis" else ""
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        self._db = int(query.get("db") or path_db or 0)
+        self._username = unquote(parts.username) if parts.username else None
+        self._password = unquote(parts.password) if parts.password else None
+        self._timeout = timeout_seconds
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self._unix:
+                    _, protocol = await loop.create_unix_connection(_Connection, self._unix)
+                else:
+                    _, protocol = await loop.create_connection(_Connection, self._host, self._port)
+                setup: list[Sequence[Any]] = []
+                if self._password is not None:
+                    auth = ("AUTH", self._password)
+                    setup.append(
+                        auth if self._username is None else ("AUTH", self._username, self._password)
+                    )
+                if self._db:
+                    setup.append(("SELECT", self._db))
+                for command in setup:
+                    await self._send(protocol, command)
+        except TimeoutError as exc:
+            raise RedisTimeoutError("timed out connecting to Redis") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc.strerror}") from exc
+        return protocol
+
+    async def _ready(self) -> _Connection:
+        connection = self._connection
+        if connection is not None and connection.usable:
+            return connection
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:  # one connect for every call that found none
+            connection = self._connection
+            if connection is None or not connection.usable:
+                connection = self._connection = await self._connect()
+            return connection
+
+    def _send(self, connection: _Connection, command: Sequence[Any]) -> asyncio.Future[Any]:
+        transport = connection.transport
+        assert transport is not None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        transport.write(hiredis.pack_command(tuple(command)))
+        connection.waiting.append(future)
+        return future
+
+    async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        command = ("EVALSHA", sha, len(keys), *keys, *args)
+        for attempt in range(2):
+            try:
+                connection = await self._ready()
+            except RedisConnectionError:
+                if attempt:
+                    raise
+                continue
+            if not connection.usable:  # lost between the connect and now: not sent
+                continue
+            future = self._send(connection, command)
+            break
+        else:
+            raise RedisConnectionError("connection lost before the command was sent")
+        loop = asyncio.get_running_loop()
+        late = loop.call_later(self._timeout, self._late, connection, future)
+        try:
+            return await future
+        finally:
+            late.cancel()
+
+    def _late(self, connection: _Connection, future: asyncio.Future[Any]) -> None:
+        if future.done():
+            return
+        future.set_exception(RedisTimeoutError("Redis reply timed out"))
+        if connection.transport is not None:
+            connection.transport.abort()  # the replies behind it are late too
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()

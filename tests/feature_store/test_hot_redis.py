@@ -1,0 +1,103 @@
+"""The hot connection (feature_store/hot_redis.py) on a real Redis: replies matched to
+calls with many in flight, scripts reloaded after a flush, a killed connection replaced,
+a stalled server a timeout (and a new connection after it), errors as redis-py's."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from common.errors import FeatureStoreUnavailable
+from engine.settings import Definitions
+from feature_store.hot_redis import HotRedis, supports
+from feature_store.redis_client import connect
+from feature_store.redis_store import RedisFeatureStore
+
+ECHO = "return {KEYS[1], ARGV[1]}"
+
+
+def test_replies_find_their_calls_with_many_in_flight(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    sha = redis_client.script_load(ECHO)
+
+    async def main() -> list[Any]:
+        hot = HotRedis(redis_url, timeout_seconds=5)
+        try:
+            return await asyncio.gather(
+                *(hot.evalsha(sha, [f"k{i}"], [i * 1.5]) for i in range(200))
+            )
+        finally:
+            await hot.aclose()
+
+    replies = asyncio.run(main())
+    assert replies == [[f"k{i}".encode(), repr(i * 1.5).encode()] for i in range(200)]
+
+
+def test_errors_are_redis_pys(redis_client: redis.Redis, redis_url: str) -> None:
+    async def main() -> None:
+        hot = HotRedis(redis_url, timeout_seconds=5)
+        try:
+            with pytest.raises(ResponseError, match="NOSCRIPT"):
+                await hot.evalsha("0" * 40, ["k"], [])
+            sha = redis_client.script_load("return redis.error_reply('no thanks')")
+            with pytest.raises(ResponseError, match="no thanks"):
+                await hot.evalsha(sha, ["k"], [])
+        finally:
+            await hot.aclose()
+        closed = HotRedis("redis://127.0.0.1:1", timeout_seconds=1)  # nothing listens
+        with pytest.raises(RedisConnectionError):
+            await closed.evalsha("0" * 40, ["k"], [])
+
+    asyncio.run(main())
+    assert supports("redis://h:1/0") and supports("unix:///tmp/r.sock")
+    assert not supports("rediss://h:1/0")
+
+
+def test_the_store_survives_a_script_flush_and_a_killed_connection(
+    loaded: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    async def main() -> None:
+        hot = HotRedis(redis_url, timeout_seconds=5)
+        store = RedisFeatureStore(connect(redis_url), definitions.schema, hot=hot)
+        try:
+            assert (await store.fetch("cust-000001")).known
+            loaded.script_flush()  # as a restarted server: every script gone
+            assert (await store.fetch("cust-000002")).known
+            killed = loaded.client_kill_filter(_type="normal", skipme=True)
+            assert killed >= 1
+            await asyncio.sleep(0.05)  # the loss is seen: the next call takes a new one
+            assert (await store.fetch("cust-000003")).known
+
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_stalled_server_is_a_timeout_and_the_connection_is_replaced(
+    loaded: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    async def main() -> None:
+        hot = HotRedis(redis_url, timeout_seconds=0.1)
+        store = RedisFeatureStore(connect(redis_url), definitions.schema, hot=hot)
+        try:
+            assert (await store.fetch("cust-000001")).known
+            stall = threading.Thread(target=lambda: loaded.execute_command("DEBUG", "SLEEP", 0.4))  # type: ignore[no-untyped-call]
+            stall.start()
+            await asyncio.sleep(0.05)
+            with pytest.raises(FeatureStoreUnavailable) as caught:
+                await store.fetch("cust-000002")
+            assert caught.value.timed_out
+            await asyncio.to_thread(stall.join)
+            assert (await store.fetch("cust-000002")).known
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
