@@ -160,11 +160,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4, help="per client process")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
-        "--log-writer",
+        "--variant",
         nargs="+",
-        default=["process"],
-        choices=["process", "inline"],
-        help="several: the same phases for each, side by side (a lever taken away)",
+        default=["defaults"],
+        help="server settings to compare side by side, each 'name=value,...' or 'defaults'"
+        " (a lever taken away: 'log_writer=inline', 'hot_client=false')",
     )
     args = parser.parse_args()
     with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
@@ -175,9 +175,10 @@ def main() -> None:
             " phases"
         )
         rates: dict[int, float] = {}
-        for workers, writer in ((w, x) for w in args.workers for x in args.log_writer):
+        for workers, variant in ((w, v) for w in args.workers for v in args.variant):
+            extra = dict(p.split("=", 1) for p in variant.split(",") if "=" in p)
             port = _free_port()
-            server = start_server(settings, port, workers, log_writer=writer)
+            server = start_server(settings, port, workers, **extra)
             try:
                 seen: dict[str, list[dict[str, float]]] = {"check": [], "decide": [], "event": []}
                 for method in ("check", "decide", "event", "check", "decide", "event"):
@@ -188,7 +189,7 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait(timeout=60)
-            print(f"\n{workers} worker{'s' if workers > 1 else ''}, log writer {writer}:")
+            print(f"\n{workers} worker{'s' if workers > 1 else ''}, {variant}:")
             best = {m: min(runs, key=lambda r: r["p99"]) for m, runs in seen.items()}
             for method, runs in seen.items():
                 for r in runs:

@@ -163,6 +163,11 @@ class _Compiler:
             return lambda env: items
         if isinstance(node, ast.BoolOp):
             parts = [self.build(v) for v in node.values]
+            if len(parts) == 2:  # the common case, without a generator per test
+                a, b = parts
+                if isinstance(node.op, ast.And):
+                    return lambda env: bool(a(env)) and bool(b(env))
+                return lambda env: bool(a(env)) or bool(b(env))
             if isinstance(node.op, ast.And):
                 return lambda env: all(p(env) for p in parts)
             return lambda env: any(p(env) for p in parts)
@@ -218,6 +223,13 @@ class _Compiler:
                 raise self.fail(node, "comparison operator not allowed")
             ops.append(op)
         operands = [self.build(node.left), *(self.build(c) for c in node.comparators)]
+        if len(ops) == 1:  # the common case: one comparison, often with a constant
+            (op,), (left, right) = ops, operands
+            last = node.comparators[0]
+            if isinstance(last, ast.Constant | ast.Tuple | ast.List):
+                value = right({})
+                return lambda env: op(left(env), value)
+            return lambda env: op(left(env), right(env))
         pairs = list(zip(ops, operands[:-1], operands[1:], strict=True))
 
         def chain(env: Env) -> bool:

@@ -9,7 +9,8 @@ call center gets an agent script with headline and body as a summary.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from string import Template
 
@@ -34,21 +35,66 @@ def format_value(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
+class _Variables(Mapping[str, str]):
+    """A template's variables, each formatted when a template asks for it (a message
+    names a few of the 40-odd features): the customer's attributes, else the catalog's
+    defaults, else the feature."""
+
+    __slots__ = ("_attributes", "_defaults", "_features", "_positions")
+
+    def __init__(
+        self,
+        positions: Mapping[str, int],
+        features: np.ndarray,
+        attributes: Mapping[str, str],
+        defaults: Mapping[str, str],
+    ) -> None:
+        self._positions = positions
+        self._features = features
+        self._attributes = attributes
+        self._defaults = defaults
+
+    def __getitem__(self, name: str) -> str:
+        value = self._attributes.get(name)
+        if value:
+            return value
+        if name in self._defaults:
+            return self._defaults[name]
+        return format_value(float(self._features[self._positions[name]]))
+
+    def _names(self) -> set[str]:
+        attributes = {k for k, v in self._attributes.items() if v}
+        return set(self._positions) | set(self._defaults) | attributes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+@functools.cache
+def _positions(names: tuple[str, ...]) -> dict[str, int]:
+    return {n: i for i, n in enumerate(names)}
+
+
 def template_variables(
     names: tuple[str, ...],
     features: np.ndarray,
     attributes: Mapping[str, str],
     defaults: Mapping[str, str],
-) -> dict[str, str]:
+) -> Mapping[str, str]:
     """Features (formatted for people), then defaults, then the customer's attributes."""
-    variables = {n: format_value(v) for n, v in zip(names, features.tolist(), strict=True)}
-    variables.update(defaults)
-    variables.update({k: v for k, v in attributes.items() if v})
-    return variables
+    return _Variables(_positions(names), features, attributes, defaults)
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(text: str) -> Template:
+    return Template(text)
 
 
 def _fill(text: str, variables: Mapping[str, str]) -> str:
-    return Template(text).safe_substitute(variables) if "$" in text else text
+    return _template(text).safe_substitute(variables) if "$" in text else text
 
 
 # The message fields each channel shows (the rest are never read for it).
@@ -71,8 +117,8 @@ def variant(offer: Offer, channel: str, stage: str) -> str:
 
 
 def render(offer: Offer, channel: str, stage: str, variables: Mapping[str, str]) -> RenderedMessage:
-    fields = offer.message_for(stage)
-    f = {k: _fill(v, variables) for k, v in fields.items()}
+    shown = CHANNEL_FIELDS[channel]
+    f = {k: _fill(v, variables) for k, v in offer.message_for(stage).items() if k in shown}
     treatment = f"{offer.offer_id}/{channel}/{variant(offer, channel, stage)}"
     headline, body = f.get("headline", ""), f.get("body", "")
     cta, url = f.get("call_to_action", ""), f.get("url", "")
