@@ -66,7 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     ratios = measure(args.seconds, args.rounds, args.clients, args.connections)
     if args.record:
-        RECORDED.write_text(json.dumps({k: round(v, 3) for k, v in ratios.items()}, indent=2))
+        RECORDED.write_text(
+            json.dumps({k: round(float(v), 3) for k, v in ratios.items()}, indent=2) + "\n"
+        )
         print(f"recorded in {RECORDED}: {ratios}")
         return
     recorded = json.loads(RECORDED.read_text())
