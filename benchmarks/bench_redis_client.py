@@ -13,6 +13,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from urllib.parse import urlsplit
 
 import numpy as np
 import redis
@@ -53,7 +55,51 @@ async def _run(
     return float(np.median(took) * 1e6), calls / (time.perf_counter() - started)
 
 
-async def main_async(url: str) -> None:
+async def _peers(
+    url: str, sha: str, stack: AsyncExitStack
+) -> list[tuple[str, Callable[[int], Awaitable[object]]]]:
+    """coredis and valkey-glide, when installed (not dependencies: `pip install coredis
+    valkey-glide` to compare)."""
+    out: list[tuple[str, Callable[[int], Awaitable[object]]]] = []
+    try:
+        import coredis  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        print("  (coredis not installed: left out)")
+    else:
+        core = await stack.enter_async_context(coredis.Redis.from_url(url))  # its pool's life
+
+        async def via_coredis(i: int) -> object:
+            k, a = _args(i)
+            return await core.evalsha(sha, keys=k, args=a)
+
+        out.append(("coredis", via_coredis))
+    try:
+        import glide  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        print("  (valkey-glide not installed: left out)")
+    else:
+        parts = urlsplit(url)
+        config = glide.GlideClientConfiguration(
+            [glide.NodeAddress(parts.hostname or "127.0.0.1", parts.port or 6379)],
+            database_id=int(parts.path.lstrip("/") or 0),
+            request_timeout=250,
+        )
+        valkey = await glide.GlideClient.create(config)
+
+        async def via_glide(i: int) -> object:
+            k, a = _args(i)
+            return await valkey.custom_command(["EVALSHA", sha, str(len(k)), *k, *map(str, a)])
+
+        out.append(("valkey-glide", via_glide))
+    return out
+
+
+async def main_async(url: str, *, threads: bool = True, peers: bool = True) -> None:
+    async with AsyncExitStack() as stack:
+        await _compare(url, stack, threads=threads, peers=peers)
+
+
+async def _compare(url: str, stack: AsyncExitStack, *, threads: bool, peers: bool) -> None:
     aclient = connect(url)
     ascript = aclient.register_script(scripts.READ)
     sclient = redis.Redis.from_url(url, socket_timeout=0.25)
@@ -75,16 +121,20 @@ async def main_async(url: str) -> None:
         k, a = _args(i)
         return await loop.run_in_executor(pool, lambda: sscript(keys=k, args=a))
 
+    clients: list[tuple[str, Callable[[int], Awaitable[object]]]] = [
+        ("hot connection", via_hot),
+        ("redis-py asyncio", via_asyncio),
+    ]
+    if threads:
+        clients.append(("redis-py sync, threads", via_threads))
+    if peers:
+        clients += await _peers(url, ascript.sha, stack)
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for _ in range(3):
         for inflight in (1, 16):
-            for name, read in (
-                ("hot connection", via_hot),
-                ("asyncio client", via_asyncio),
-                ("sync client, threads", via_threads),
-            ):
+            for name, read in clients:
                 results.setdefault((name, inflight), []).append(await _run(read, 3000, inflight))
-    print("READ script, medians of 3 interleaved rounds:")
+    print(f"READ script on {type(loop).__module__}'s loop, medians of 3 interleaved rounds:")
     for (name, inflight), runs in results.items():
         p50 = np.median([r[0] for r in runs])
         rate = np.median([r[1] for r in runs])
@@ -105,6 +155,13 @@ def main() -> None:
         load_profiles(client, schema, generate(CUSTOMERS, seed=7).profiles())
         client.close()
         asyncio.run(main_async(url))
+        try:  # redis-py on uvloop (not a dependency: `pip install uvloop` to compare)
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            print("(uvloop not installed: left out)")
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main_async(url, threads=False, peers=False))
 
 
 if __name__ == "__main__":
