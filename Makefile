@@ -67,6 +67,7 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks.bench_decide
 	$(BIN)/python -m benchmarks.bench_load
+	$(BIN)/python -m benchmarks.bench_bulk
 	$(BIN)/python -m benchmarks.bench_scaling
 
 # Decide against Health/Check in one run, as ratios; fails when either is more than 25%

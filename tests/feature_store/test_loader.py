@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ import redis
 
 from common.errors import InvalidArgument
 from engine.settings import Definitions
-from feature_store import keys
+from feature_store import keys, loader
 from feature_store.loader import load_file, load_profiles
-from training.world import World
+from training.world import World, generate
 
 
 def test_load_file_writes_every_profile(
@@ -94,3 +95,38 @@ def test_readers_never_see_a_half_written_profile(
     thread.join()
     assert seen <= {(1.0,), (2.0,)}
     assert (2.0,) in seen or (1.0,) in seen
+
+
+def test_a_parallel_load_writes_what_one_process_writes(
+    redis_client: redis.Redis,
+    definitions: Definitions,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Forked processes, each parsing its part of the file once: the same hashes as one
+    process, a bad line in any part loads nothing and is named (the first of several)."""
+    monkeypatch.setattr(loader, "PARALLEL_FROM_BYTES", 0)
+    world = generate(600, seed=3)
+    path = tmp_path / "profiles.jsonl"
+    world.write_profiles(path)
+    one = load_file(redis_client, definitions.schema, path, processes=1)
+    names = sorted(redis_client.scan_iter(match="arb:*:profile"))
+
+    def stored() -> dict[Any, dict[Any, Any]]:  # all but when: the loads' clocks differ
+        return {k: {f: v for f, v in redis_client.hgetall(k).items() if f != b"u"} for k in names}
+
+    alone = stored()
+    redis_client.flushdb()
+    three = load_file(redis_client, definitions.schema, path, processes=3)
+    assert three.rows == one.rows == 600
+    assert stored() == alone and all(redis_client.hexists(k, "u") for k in names)
+    assert len(list(redis_client.scan_iter(match="arb:*:profile"))) == 600
+
+    redis_client.flushdb()
+    lines = path.read_text().splitlines()
+    lines[249] = '{"customer_id": "c", "features": {"tenure_months": "x"}}'  # 2nd part
+    lines[449] = "not json"  # 3rd part
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidArgument, match=r"profiles\.jsonl:250: features\.tenure"):
+        load_file(redis_client, definitions.schema, path, processes=3)
+    assert redis_client.dbsize() == 0  # the good parts wrote nothing
