@@ -4,8 +4,9 @@ The same demo world (50,000 customers) and compiled model, loaded into an embedd
 single redis-server and into an embedded cluster of 3 primaries with a replica each (all
 on this machine's loopback, from the same redis-server binary); one `arbiter serve`
 on each, with the same number of workers; closed-loop client processes as in
-bench_load, alternating 5 s phases between the two servers. Printed: the bulk load rate
-into each, p50/p90/p99 and calls/s per phase, and cluster / single.
+bench_load, alternating 5 s phases between the servers (and a third on the cluster with
+the decision path through redis-py's cluster client: the hot connections taken away).
+Printed: the bulk load rate into each, p50/p90/p99 and calls/s per phase, and the ratios.
 
     .venv/bin/python -m benchmarks.bench_cluster [--seconds 5] [--workers 1]
 """
@@ -50,15 +51,20 @@ def main() -> None:
             Path(tmp) / "profiles.jsonl",
         )
         print(f"bulk load into the cluster: {report.rows_per_second:,.0f} profiles/s")
-        ports = {"single": _free_port(), "cluster": _free_port()}
+        names = ("single", "cluster", "cluster, redis-py")
+        ports = {name: _free_port() for name in names}
         servers = {
             "single": start_server(settings, ports["single"], args.workers),
             "cluster": start_server(on_cluster, ports["cluster"], args.workers),
+            # the lever taken away: the decision path through redis-py's cluster client
+            "cluster, redis-py": start_server(
+                on_cluster, ports["cluster, redis-py"], args.workers, hot_client="false"
+            ),
         }
-        runs: dict[str, list[dict[str, float]]] = {"single": [], "cluster": []}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         try:
             for _ in range(args.rounds):
-                for name in ("single", "cluster"):
+                for name in names:
                     runs[name].append(
                         phase(ports[name], "decide", args.seconds, args.clients, args.connections)
                     )
@@ -73,7 +79,7 @@ def main() -> None:
         for name, phases in runs.items():
             for r in phases:
                 print(
-                    f"  {name:8s} p50 {r['p50']:6.0f} us  p90 {r['p90']:6.0f} us"
+                    f"  {name:17s} p50 {r['p50']:6.0f} us  p90 {r['p90']:6.0f} us"
                     f"  p99 {r['p99']:6.0f} us  {r['rate']:6.0f} calls/s"
                 )
         rate = {name: float(np.mean([r["rate"] for r in phases])) for name, phases in runs.items()}
@@ -81,7 +87,8 @@ def main() -> None:
         print(
             f"cluster / single: calls/s x{rate['cluster'] / rate['single']:.2f}"
             f" ({rate['cluster']:.0f} vs {rate['single']:.0f}), p99"
-            f" x{p99['cluster'] / p99['single']:.2f}"
+            f" x{p99['cluster'] / p99['single']:.2f}; hot connections / redis-py on the cluster:"
+            f" calls/s x{rate['cluster'] / rate['cluster, redis-py']:.2f}"
         )
 
 

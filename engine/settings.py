@@ -70,8 +70,9 @@ class ServerSettings(CommonSettings):
     reserve_timeout_ms: float = 50.0
     # Socket timeout of every Redis call (writes included).
     redis_timeout_ms: float = 250.0
-    # The decision path's read and reservation on one multiplexed connection of its own
-    # (feature_store/hot_redis.py; one server, not TLS) instead of redis-py's pool.
+    # The decision path's read and reservation on multiplexed connections of their own
+    # (feature_store/hot_redis.py; one per server or cluster primary; not over TLS)
+    # instead of redis-py's pool.
     hot_client: bool = True
     # After a feature-store failure, answer degraded without trying Redis for this long.
     breaker_seconds: float = 1.0

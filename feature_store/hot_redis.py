@@ -4,9 +4,10 @@ matches replies to calls in order (Redis answers one connection's commands in th
 sent), so 16 calls in flight share one socket and no pool, lock or per-call task.
 
 Measured against redis-py's asyncio client on the same READ (``python -m
-benchmarks.bench_redis_client``): see docs/performance.md. One server only (``redis://``
-or ``unix://``, with its user, password and db); on a cluster or over TLS the store keeps
-redis-py's client for these calls too (it routes slots and follows MOVED and ASK).
+benchmarks.bench_redis_client``): see docs/performance.md. ``redis://`` or ``unix://``,
+with its user, password and db; on a cluster, ``HotCluster`` keeps one such connection
+to each primary, routes each call by its slot and follows MOVED and ASK. Over TLS the
+store keeps redis-py's client for these calls too.
 
 Errors are redis-py's, so ``translated`` and the callers treat both clients alike: a call
 that cannot connect, or whose connection is lost before it is written, is sent once more
@@ -19,12 +20,14 @@ ConnectionError.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -139,7 +142,17 @@ class HotRedis:
         connection.waiting.append(future)
         return future
 
-    async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def node(self, host: str, port: int) -> HotRedis:
+        """A connection like this one (user, password, timeout) to another node."""
+        other = copy.copy(self)
+        other._unix, other._host, other._port = "", host, port
+        other._connection, other._connecting = None, None
+        return other
+
+    async def evalsha(
+        self, sha: str, keys: Sequence[str], args: Sequence[Any], *, asking: bool = False
+    ) -> Any:
+        """``asking``: preceded by ASKING on the same connection (a cluster's ASK)."""
         command = ("EVALSHA", sha, len(keys), *keys, *args)
         for attempt in range(2):
             try:
@@ -150,6 +163,8 @@ class HotRedis:
                 continue
             if not connection.usable:  # lost between the connect and now: not sent
                 continue
+            if asking:
+                self._send(connection, ("ASKING",))  # its OK is read and dropped in turn
             future = self._send(connection, command)
             break
         else:
@@ -160,6 +175,20 @@ class HotRedis:
             return await future
         finally:
             late.cancel()
+
+    async def command(self, command: Sequence[Any]) -> Any:
+        """Any other command, on the same connection (CLUSTER SLOTS)."""
+        connection = await self._ready()
+        future = self._send(connection, command)
+        late = asyncio.get_running_loop().call_later(self._timeout, self._late, connection, future)
+        try:
+            return await future
+        finally:
+            late.cancel()
+
+    @property
+    def host(self) -> str:
+        return self._host
 
     def _late(self, connection: _Connection, future: asyncio.Future[Any]) -> None:
         if future.done():
@@ -172,3 +201,92 @@ class HotRedis:
         connection, self._connection = self._connection, None
         if connection is not None and connection.transport is not None:
             connection.transport.close()
+
+
+class HotCluster:
+    """EVALSHA routed to the primary that holds the slot of its first key: a hot
+    connection to each primary, the slots learnt with CLUSTER SLOTS from the node of
+    ``url`` (or any node known since). A MOVED reply updates the slot and sends the call
+    to its new node; an ASK sends it there once, after ASKING; a lost node has the
+    layout learnt again before the next call. Scripts touch one customer's keys, one
+    slot (feature_store/scripts.py)."""
+
+    REDIRECTS = 3  # MOVED or ASK followed per call
+
+    def __init__(self, url: str, *, timeout_seconds: float = 0.25) -> None:
+        self._seed = HotRedis(url, timeout_seconds=timeout_seconds)
+        self._nodes: dict[tuple[str, int], HotRedis] = {}
+        self._slots: list[tuple[str, int] | None] = [None] * 16384
+        self._known: list[tuple[str, int]] = []
+        self._stale = True
+        self._learning: asyncio.Lock | None = None
+
+    def _node(self, address: tuple[str, int]) -> HotRedis:
+        node = self._nodes.get(address)
+        if node is None:
+            node = self._nodes[address] = self._seed.node(*address)
+        return node
+
+    async def _learn(self) -> None:
+        if self._learning is None:
+            self._learning = asyncio.Lock()
+        async with self._learning:
+            if not self._stale:
+                return
+            last: Exception | None = None
+            for node in (*(self._node(a) for a in self._known), self._seed):
+                try:
+                    layout = await node.command(("CLUSTER", "SLOTS"))
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    last = exc
+                    continue
+                known = []
+                for start, end, primary, *_ in layout:
+                    host = primary[0].decode() or node.host
+                    address = (host, int(primary[1]))
+                    known.append(address)
+                    self._slots[int(start) : int(end) + 1] = [address] * (int(end) - int(start) + 1)
+                self._known, self._stale = known, False
+                return
+            raise last or RedisConnectionError("no cluster node answered")
+
+    async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if self._stale:
+            await self._learn()
+        slot = key_slot(keys[0].encode())
+        address, asking = self._slots[slot], False
+        for _ in range(self.REDIRECTS + 1):
+            if address is None:
+                raise RedisConnectionError(f"slot {slot} has no node")
+            try:
+                return await self._node(address).evalsha(sha, keys, args, asking=asking)
+            except ResponseError as exc:
+                kind, _, where = str(exc).partition(" ")
+                if kind not in ("MOVED", "ASK"):
+                    raise
+                host, _, port = where.partition(" ")[2].rpartition(":")
+                address, asking = (host, int(port)), kind == "ASK"
+                if kind == "MOVED":
+                    self._slots[slot] = address
+                    self._stale = True  # one slot moved: maybe more; learn at the next call
+            except (RedisConnectionError, RedisTimeoutError):
+                self._stale = True  # a node lost or failed over: learn before the next call
+                raise
+        raise RedisConnectionError(f"slot {slot}: more than {self.REDIRECTS} redirections")
+
+    async def aclose(self) -> None:
+        for node in (*self._nodes.values(), self._seed):
+            await node.aclose()
+
+
+Hot = HotRedis | HotCluster  # what the store's decision path calls
+
+
+def connect_hot(url: str, *, cluster: bool, timeout_seconds: float) -> Hot | None:
+    """The hot connection(s) for ``url`` (without our ``cluster`` parameter), or None
+    where this client does not speak (TLS)."""
+    if not supports(url):
+        return None
+    if cluster:
+        return HotCluster(url, timeout_seconds=timeout_seconds)
+    return HotRedis(url, timeout_seconds=timeout_seconds)

@@ -24,7 +24,7 @@ from common.errors import (
     RateLimited,
 )
 from feature_store import keys, log_codec, redis_client, scripts
-from feature_store.hot_redis import HotRedis
+from feature_store.hot_redis import Hot
 from feature_store.log_append import (
     HISTORY_TTL_SECONDS,
     LOG_MAX_ENTRIES,
@@ -142,7 +142,7 @@ class RedisFeatureStore:
         log_max_entries: int = LOG_MAX_ENTRIES,
         log_retention_seconds: float = LOG_RETENTION_SECONDS,
         log_client: AsyncClient | None = None,
-        hot: HotRedis | None = None,
+        hot: Hot | None = None,
     ) -> None:
         # The background log writer's own client: it may wait longer than a request may
         # (a backlog after an outage comes in full batches), and it must not take the
@@ -157,8 +157,8 @@ class RedisFeatureStore:
         # Per shard: the logs together keep about log_max_entries.
         self._shard_max_entries = max(1, log_max_entries // keys.LOG_SHARDS)
         self._redis = client
-        # The decision path's READ and RESERVE on one multiplexed connection (one server):
-        # see feature_store/hot_redis.py. None: through ``client``.
+        # The decision path's READ and RESERVE on multiplexed connections of their own
+        # (one per server or primary): see feature_store/hot_redis.py. None: ``client``.
         self._hot = hot
         self._schema = schema
         self._horizon = contact_horizon_seconds

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-import redis.asyncio as aioredis
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
@@ -232,10 +231,9 @@ def redis_store_for(
     timeout = settings.redis_timeout_ms / 1000
     client = redis_client.connect(redis_url, timeout_seconds=timeout)
     hot = None
-    if settings.hot_client and isinstance(client, aioredis.Redis):
-        plain, _ = redis_client.cluster_mode(redis_url)
-        if hot_redis.supports(plain):
-            hot = hot_redis.HotRedis(plain, timeout_seconds=timeout)
+    if settings.hot_client:
+        plain, cluster = redis_client.cluster_mode(redis_url)
+        hot = hot_redis.connect_hot(plain, cluster=cluster, timeout_seconds=timeout)
     return redis_store.RedisFeatureStore(
         client,
         definitions.schema,

@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 import redis
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from common.errors import FeatureStoreUnavailable
 from engine.settings import Definitions
-from feature_store.hot_redis import HotRedis, supports
+from feature_store.embedded import EmbeddedCluster
+from feature_store.hot_redis import HotCluster, HotRedis, supports
 from feature_store.redis_client import connect
 from feature_store.redis_store import RedisFeatureStore
 
@@ -99,5 +101,53 @@ def test_a_stalled_server_is_a_timeout_and_the_connection_is_replaced(
             assert (await store.fetch("cust-000002")).known
         finally:
             await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_cluster_call_follows_moved_and_ask(
+    cluster: EmbeddedCluster, cluster_client: redis.RedisCluster
+) -> None:
+    """Routed by slot: a stale slot table is corrected by MOVED, a slot being migrated
+    is followed by ASK (ASKING on the target's connection, the table left as it is)."""
+    sha = cluster_client.script_load(ECHO)  # on every primary
+    key = "arb:{ask-me}:x"
+    slot = key_slot(key.encode())
+    source = cluster_client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+    target = next(n for n in cluster_client.get_primaries() if n.name != source.name)  # type: ignore[no-untyped-call]
+    source_id, target_id = (
+        n.redis_connection.execute_command("CLUSTER MYID") for n in (source, target)
+    )
+
+    async def main() -> None:
+        hot = HotCluster(cluster.url, timeout_seconds=5)
+        try:
+            await hot.evalsha(sha, ["arb:{warm}:x"], [0])  # the layout learnt
+            right = list(hot._slots)
+            first = right[0]
+            hot._slots = [first] * len(right)  # every slot on one node: stale
+            names = [f"arb:{{c{i}}}:x" for i in range(30)]
+            replies = await asyncio.gather(
+                *(hot.evalsha(sha, [k], [i]) for i, k in enumerate(names))
+            )
+            assert replies == [[k.encode(), str(i).encode()] for i, k in enumerate(names)]
+            moved = {key_slot(k.encode()) for k in names} - {
+                s for s, a in enumerate(right) if a == first
+            }
+            assert moved and all(hot._slots[s] == right[s] for s in moved)
+
+            # the slot on its way from source to target: source answers ASK for a key it
+            # does not hold
+            target.redis_connection.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            source.redis_connection.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            asked = target.redis_connection.info("commandstats").get("cmdstat_asking", {})
+            assert await hot.evalsha(sha, [key], ["asked"]) == [key.encode(), b"asked"]
+            after = target.redis_connection.info("commandstats")["cmdstat_asking"]
+            assert after["calls"] == asked.get("calls", 0) + 1
+            assert hot._slots[slot] == (source.host, source.port)  # ASK moves nothing
+        finally:
+            for node in (source, target):
+                node.redis_connection.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+            await hot.aclose()
 
     asyncio.run(main())

@@ -19,10 +19,10 @@ import pytest
 from common.errors import ProfileSchemaMismatch, RateLimited
 from engine.settings import Definitions
 from feature_store import keys
-from feature_store.hot_redis import HotRedis
+from feature_store.hot_redis import connect_hot
 from feature_store.loader import profile_fields
 from feature_store.memory_store import MemoryStore
-from feature_store.redis_client import SyncClient, connect
+from feature_store.redis_client import SyncClient, cluster_mode, connect
 from feature_store.redis_store import RedisFeatureStore
 from feature_store.store import (
     DecisionLog,
@@ -91,7 +91,8 @@ class Backend:
             if self._client is None:
                 return await work(self._memory)
             client = connect(self._url, timeout_seconds=5)
-            hot = HotRedis(self._url, timeout_seconds=5) if self._hot else None
+            plain, cluster = cluster_mode(self._url)
+            hot = connect_hot(plain, cluster=cluster, timeout_seconds=5) if self._hot else None
             try:
                 store = RedisFeatureStore(
                     client,
@@ -107,7 +108,7 @@ class Backend:
         return asyncio.run(main())
 
 
-@pytest.fixture(params=["memory", "redis", "redis-hot", "cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-hot", "cluster", "cluster-hot"])
 def backend(request: pytest.FixtureRequest, definitions: Definitions) -> Iterator[Backend]:
     if request.param == "memory":
         yield Backend(definitions)
@@ -117,7 +118,8 @@ def backend(request: pytest.FixtureRequest, definitions: Definitions) -> Iterato
         yield Backend(definitions, client, url, hot=request.param == "redis-hot")
     else:
         client = request.getfixturevalue("cluster_client")  # flushed for this test
-        yield Backend(definitions, client, request.getfixturevalue("cluster").url)
+        url = request.getfixturevalue("cluster").url
+        yield Backend(definitions, client, url, hot=request.param == "cluster-hot")
 
 
 def test_an_unknown_customer_is_defaults(backend: Backend) -> None:
