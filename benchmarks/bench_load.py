@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import tempfile
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from arbiter.v1 import (
     common_pb2,
@@ -149,8 +151,35 @@ def phase(
             _client, [(port, method, seconds, connections, i) for i in range(clients)]
         )
     latencies = np.array([x for r in results for x in r]) * 1e6
-    p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
-    return {"p50": p50, "p90": p90, "p99": p99, "rate": latencies.size / seconds}
+    p50, p90, p99, p999 = np.percentile(latencies, [50, 90, 99, 99.9])
+    return {"p50": p50, "p90": p90, "p99": p99, "p999": p999, "rate": latencies.size / seconds}
+
+
+def collections(metrics_port: int) -> str:
+    """The server's garbage collections so far, from its /metrics: count, mean and how
+    many held it 10 ms or more, by generation."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    seen: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "arbiter_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            g = seen.setdefault(sample.labels.get("generation", "?"), {})
+            if sample.name.endswith("_count"):
+                g["count"] = sample.value
+            elif sample.name.endswith("_sum"):
+                g["sum"] = sample.value
+            elif sample.name.endswith("_bucket") and sample.labels.get("le") == "0.0075":
+                g["under"] = sample.value
+    parts = []
+    for generation, g in sorted(seen.items()):
+        n = g.get("count", 0)
+        mean = g.get("sum", 0) / n * 1000 if n else 0
+        parts.append(
+            f"gen{generation} {n:.0f} (mean {mean:.2f} ms, {n - g.get('under', 0):.0f} over 7.5 ms)"
+        )
+    return ", ".join(parts)
 
 
 def main() -> None:
@@ -177,8 +206,10 @@ def main() -> None:
         rates: dict[int, float] = {}
         for workers, variant in ((w, v) for w in args.workers for v in args.variant):
             extra = dict(p.split("=", 1) for p in variant.split(",") if "=" in p)
-            port = _free_port()
-            server = start_server(settings, port, workers, **extra)
+            port, metrics_port = _free_port(), _free_port()
+            server = start_server(
+                settings, port, workers, **{"metrics_port": str(metrics_port), **extra}
+            )
             try:
                 seen: dict[str, list[dict[str, float]]] = {"check": [], "decide": [], "event": []}
                 for method in ("check", "decide", "event", "check", "decide", "event"):
@@ -186,6 +217,7 @@ def main() -> None:
                         phase(port, method, args.seconds, args.clients, args.connections)
                     )
                 seen_own = read_your_writes(port)
+                gc_line = collections(metrics_port)
             finally:
                 server.terminate()
                 server.wait(timeout=60)
@@ -195,11 +227,13 @@ def main() -> None:
                 for r in runs:
                     print(
                         f"  {method:7s} p50 {r['p50']:6.0f} us  p90 {r['p90']:6.0f} us"
-                        f"  p99 {r['p99']:6.0f} us  {r['rate']:6.0f} calls/s"
+                        f"  p99 {r['p99']:6.0f} us  p99.9 {r['p999']:6.0f} us"
+                        f"  {r['rate']:6.0f} calls/s"
                     )
             event_rate = float(np.mean([r["rate"] for r in seen["event"]]))
             print(f"  RecordEvent {event_rate:.0f} events/s (target >= 2000)")
             print(f"  read-your-writes: {seen_own} of 50 events seen by the next GetProfile")
+            print(f"  garbage collections over the run: {gc_line}")
             check_rate = np.mean([r["rate"] for r in seen["check"]])
             decide_rate = float(np.mean([r["rate"] for r in seen["decide"]]))
             rates[workers] = decide_rate

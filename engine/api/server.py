@@ -295,6 +295,7 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
     # pauses of the event loop without this).
     gc.collect()
     gc.freeze()
+    metrics.watch_collections()
     application = running.application
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ one process, ~20 us under ``--workers`` (values in shared files), ~1% of a decis
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import tempfile
@@ -62,6 +63,12 @@ RPC_SECONDS = Histogram(
 )
 STAGE_SECONDS = Histogram(
     "arbiter_stage_seconds", "Time of each stage of a decision", ["stage"], buckets=_BUCKETS
+)
+GC_PAUSE = Histogram(
+    "arbiter_gc_pause_seconds",
+    "Garbage collections of a serving process: how long each held it, by generation",
+    ["generation"],
+    buckets=_BUCKETS,
 )
 DEGRADED = Counter(
     "arbiter_degraded_answers", "Degraded decisions, by the kind of reason", ["reason"]
@@ -153,6 +160,21 @@ def worker_exited(pid: int) -> None:
     """Drops a dead worker's live gauges from the view."""
     if os.environ.get(MULTIPROC_ENV):
         prometheus_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def watch_collections() -> None:
+    """Times every garbage collection of this process into GC_PAUSE (a full collection
+    holds every call in flight: the tail latency's usual suspect)."""
+    started = [0.0]
+    pauses = [GC_PAUSE.labels(str(g)) for g in range(3)]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(timed)
 
 
 def expose(host: str, port: int, *, workers_folder: Path | None = None) -> int | None:

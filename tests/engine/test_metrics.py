@@ -3,6 +3,7 @@ are deltas: the metrics are the test process's, shared by every server it starts
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -11,9 +12,11 @@ from collections.abc import Callable
 import grpc
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from arbiter.v1 import common_pb2, decision_pb2
 from common.logs import JsonLines
+from engine.service import metrics
 from engine.settings import ServerSettings
 from feature_store import redis_client
 from feature_store.embedded import EmbeddedRedis
@@ -122,3 +125,19 @@ def test_the_metrics_port_can_be_turned_off(
 ) -> None:
     monkeypatch.setenv("ARBITER_METRICS_PORT", value)
     assert ServerSettings().metrics_port == port
+
+
+def test_every_garbage_collection_is_timed_by_generation() -> None:
+    def count(generation: str) -> float:
+        labels = {"generation": generation}
+        return REGISTRY.get_sample_value("arbiter_gc_pause_seconds_count", labels) or 0.0
+
+    before = count("2"), count("0")
+    watching = len(gc.callbacks)
+    metrics.watch_collections()
+    try:
+        gc.collect()  # a full collection
+        gc.collect(0)
+        assert count("2") == before[0] + 1 and count("0") >= before[1] + 1
+    finally:
+        del gc.callbacks[watching:]
