@@ -9,6 +9,7 @@ flushes the decision log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import ipaddress
 import logging
@@ -295,7 +296,7 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
     # pauses of the event loop without this).
     gc.collect()
     gc.freeze()
-    metrics.watch_collections()
+    drain = metrics.watch_collections()
     application = running.application
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -311,7 +312,10 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
         application.core.scorer.version,
         application.core.catalog.version,
     )
-    await stop.wait()
+    while not stop.is_set():  # the collections' timings into /metrics, every second
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        drain()
     log.info("shutting down")
     await running.stop()
 

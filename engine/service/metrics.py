@@ -18,7 +18,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
 from wsgiref.simple_server import WSGIServer
@@ -162,19 +163,29 @@ def worker_exited(pid: int) -> None:
         prometheus_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def watch_collections() -> None:
-    """Times every garbage collection of this process into GC_PAUSE (a full collection
-    holds every call in flight: the tail latency's usual suspect)."""
+def watch_collections() -> Callable[[], None]:
+    """Times every garbage collection of this process for GC_PAUSE (a full collection
+    holds every call in flight: the tail latency's usual suspect). Returns what moves the
+    timings into the histogram: call it now and then (the server, every second). The
+    collector's callback only appends to a deque: observing there could run inside
+    another observation's lock, which a collection can interrupt (a deadlock)."""
     started = [0.0]
+    timed: deque[tuple[int, float]] = deque(maxlen=10_000)
     pauses = [GC_PAUSE.labels(str(g)) for g in range(3)]
 
-    def timed(phase: str, info: dict[str, int]) -> None:
+    def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            pauses[info["generation"]].observe(time.perf_counter() - started[0])
+            timed.append((info["generation"], time.perf_counter() - started[0]))
 
-    gc.callbacks.append(timed)
+    def drain() -> None:
+        while timed:
+            generation, seconds = timed.popleft()
+            pauses[generation].observe(seconds)
+
+    gc.callbacks.append(callback)
+    return drain
 
 
 def expose(host: str, port: int, *, workers_folder: Path | None = None) -> int | None:

@@ -106,6 +106,7 @@ def test_the_whole_api_on_a_cluster(
 
     conftest.record_event(server, CUSTOMER, "product_view", {"category": "fibre"})
     conftest.accept(server, decided, CUSTOMER)
+    server.flush_log()  # the decision history is written with the log, in the background
     profile = server.profiles.GetProfile(
         profile_pb2.GetProfileRequest(customer_id=CUSTOMER), timeout=5
     )
