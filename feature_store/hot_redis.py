@@ -99,27 +99,31 @@ class HotRedis:
         self._connecting: asyncio.Lock | None = None
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._timeout):
-                if self._unix:
-                    _, protocol = await loop.create_unix_connection(_Connection, self._unix)
-                else:
-                    _, protocol = await loop.create_connection(_Connection, self._host, self._port)
-                setup: list[Sequence[Any]] = []
-                if self._password is not None:
-                    auth = ("AUTH", self._password)
-                    setup.append(
-                        auth if self._username is None else ("AUTH", self._username, self._password)
-                    )
-                if self._db:
-                    setup.append(("SELECT", self._db))
-                for command in setup:
-                    await self._send(protocol, command)
+            # wait_for, not asyncio.timeout: the caller's own asyncio.timeout may be
+            # around this call (the store's calls are cancel_safe), and none nests here
+            return await asyncio.wait_for(self._open(), self._timeout)
         except TimeoutError as exc:
             raise RedisTimeoutError("timed out connecting to Redis") from exc
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc.strerror}") from exc
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        if self._unix:
+            _, protocol = await loop.create_unix_connection(_Connection, self._unix)
+        else:
+            _, protocol = await loop.create_connection(_Connection, self._host, self._port)
+        setup: list[Sequence[Any]] = []
+        if self._password is not None:
+            auth = ("AUTH", self._password)
+            setup.append(
+                auth if self._username is None else ("AUTH", self._username, self._password)
+            )
+        if self._db:
+            setup.append(("SELECT", self._db))
+        for command in setup:
+            await self._send(protocol, command)
         return protocol
 
     async def _ready(self) -> _Connection:

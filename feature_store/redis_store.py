@@ -179,6 +179,14 @@ class RedisFeatureStore:
         self._ready = False
 
     @property
+    def cancel_safe(self) -> bool:
+        """Whether a call on the decision path (fetch, reserve) may be cancelled by the
+        caller's own ``asyncio.timeout``: on the hot connections, whose replies are
+        matched in order and dropped when their caller has gone (redis-py runs its own
+        ``asyncio.timeout`` inside, so its calls go under ``wait_for``)."""
+        return self._hot is not None
+
+    @property
     def client(self) -> AsyncClient:
         return self._redis
 

@@ -12,9 +12,9 @@ import asyncio
 import functools
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from common.errors import (
     ArbiterError,
@@ -94,6 +94,9 @@ def _ms(seconds: float) -> str:
 CLOCK_SKEW_SECONDS = 1.0
 
 
+T = TypeVar("T")
+
+
 class Store(FeatureStore, DecisionLog, Protocol):
     """The online store serves features and keeps the logs; the service owns it."""
 
@@ -146,11 +149,7 @@ class Application:
             return None, NO_TIME
         started = time.monotonic()
         try:
-            # wait_for, not asyncio.timeout: the read runs under redis-py's own
-            # asyncio.timeout, and a task of its own keeps our budget's cancellation apart
-            # from it (with asyncio.timeout here, one full test run errored in the
-            # tight-deadline test; the ~20 us it saved are not worth the doubt).
-            record = await asyncio.wait_for(self.store.fetch(customer_id), budget)
+            record = await self._within(self.store.fetch(customer_id), budget)
         except TimeoutError:
             reason = f"feature store unavailable: slower than {_ms(budget)} ms"
             if budget >= FAIR_BUDGET:  # a store that misses a fair budget is slow
@@ -165,6 +164,19 @@ class Application:
         self.breaker.succeeded()
         return record, ""
 
+    async def _within(self, call: Coroutine[Any, Any, T], budget: float) -> T:
+        """``call`` within ``budget`` seconds, else TimeoutError. A store whose calls can be
+        cancelled anywhere (``cancel_safe``: the hot connections, with no timeout of
+        their own in the way) runs under ``asyncio.timeout`` in this task; others under
+        ``wait_for``, a task of their own: redis-py runs its reads under its own
+        ``asyncio.timeout``, and with ours around it one full test run errored in the
+        tight-deadline test. (Measured, sequential decide(): p50 0.54 -> 0.47-0.51 ms
+        without the two tasks.)"""
+        if getattr(self.store, "cancel_safe", False):
+            async with asyncio.timeout(budget):
+                return await call
+        return await asyncio.wait_for(call, budget)
+
     async def _reserve(self, reservation: Reservation, deadline: float | None) -> list[str] | str:
         """The offers reserved, or why not. The breaker covers the reservation as it does
         the read: while it is open nothing waits on the store, so a degraded answer takes
@@ -177,7 +189,7 @@ class Application:
             return NO_TIME
         started = time.monotonic()
         try:
-            reserved = await asyncio.wait_for(self.store.reserve(reservation), budget)
+            reserved = await self._within(self.store.reserve(reservation), budget)
         except TimeoutError:
             reason = f"slower than {_ms(budget)} ms"
             if budget >= FAIR_BUDGET:
