@@ -28,6 +28,7 @@ from benchmarks.common import benchmark_redis, wide_catalog
 from engine.adapters import artifact, compiled
 from engine.api.server import build_application, redis_store_for
 from engine.core.decision import DecisionRequest
+from engine.core.timing import NO_TIMER, StageTimer
 from engine.settings import ServerSettings, load_definitions
 from feature_store.loader import load_profiles
 from training.settings import TrainerSettings
@@ -74,17 +75,21 @@ def models(workdir: Path, redis_url: str) -> dict[int, Path]:
     return out
 
 
-async def measure(settings: ServerSettings, calls: int) -> np.ndarray:
+async def measure(
+    settings: ServerSettings, calls: int, timer: StageTimer | None = None
+) -> np.ndarray:
+    """``calls`` sequential decide() calls (ms each); ``timer``: their stages, summed."""
     definitions = load_definitions(settings)
     store = redis_store_for(settings, settings.redis_url or "", definitions)
     application = build_application(settings, store, definitions)
     application.writer.start()
+    await application.writer.ready()
     took = []
     degraded: dict[str, int] = {}
     for i in range(calls + 50):
         request = DecisionRequest(f"cust-{1 + (i * 37) % CUSTOMERS:06d}", "web", limit=3)
         started = time.perf_counter()
-        decision = await application.decide(request)
+        decision = await application.decide(request, timer if timer and i >= 50 else NO_TIMER)
         if i >= 50:  # warm-up left out
             took.append(time.perf_counter() - started)
             if decision.degraded:
