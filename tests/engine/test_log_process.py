@@ -9,10 +9,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
+import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
+from engine.service import decision_log, log_process
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.log_process import LogProcess
 from feature_store.log_reader import read_decisions
@@ -71,3 +74,30 @@ def test_the_inline_writer_still_serves(
     served = _decide(server, range(1, 21))
     server.flush_log()
     assert sorted(d["decision_id"] for d in read_decisions(loaded)) == sorted(served)
+
+
+def test_a_decision_that_cannot_be_logged_is_dropped_and_the_rest_written(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = decision_log.log_entry
+
+    def broken_for_one(decision: Any, *rest: Any) -> Any:
+        if decision.customer_id == "cust-000003":
+            raise ValueError("a bug")
+        return real(decision, *rest)
+
+    monkeypatch.setattr(log_process, "log_entry", broken_for_one)
+    server = server_factory(redis_url)
+    writer = server.application.writer
+    assert isinstance(writer, LogProcess)
+    served = _decide(server, range(1, 6))
+    server.flush_log()  # does not wait for the dropped one
+    logged = sorted(d["decision_id"] for d in read_decisions(loaded))
+    assert logged == sorted(served[:2] + served[3:])
+    assert writer.dropped == 1 and writer.pending == 0
+    more = _decide(server, range(6, 9))  # the writer goes on
+    server.flush_log()
+    assert len(read_decisions(loaded)) == len(logged) + len(more)
