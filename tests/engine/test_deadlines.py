@@ -85,7 +85,9 @@ def test_a_slow_model_answers_by_value_in_time_and_holds_up_no_one(
     slow_call.join()
 
     assert answers[SLOW].degraded  # in time, by value: not DEADLINE_EXCEEDED
-    assert answers[SLOW].degraded_reason == application.TOO_SLOW
+    # by value; on a busy machine the reservation may then have had no time left either
+    # ("...; contacts not reserved: ..."), which is the deadline's rule too
+    assert answers[SLOW].degraded_reason.startswith(application.TOO_SLOW)
     assert answers[SLOW].actions
     assert took[SLOW] < 0.25
     assert all(answers[c].actions and not answers[c].degraded for c in others)
