@@ -143,17 +143,57 @@ def read_your_writes(port: int) -> int:
     return seen
 
 
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of process ``root`` and every live descendant (workers,
+    log processes), from /proc; 0 where there is none (not Linux)."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for pid, seconds in used.items():
+        p = pid
+        while p and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            total += seconds
+    return total
+
+
 def phase(
-    port: int, method: str, seconds: float, clients: int, connections: int
+    port: int,
+    method: str,
+    seconds: float,
+    clients: int,
+    connections: int,
+    server_pid: int | None = None,
 ) -> dict[str, float]:
+    """Closed-loop calls of ``method``; with ``server_pid``, also the server's CPU time
+    per call (its process tree: what a call costs the server, whoever else is busy)."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(clients) as pool:
+        before = cpu_seconds(server_pid) if server_pid else 0.0
         results = pool.starmap(
             _client, [(port, method, seconds, connections, i) for i in range(clients)]
         )
+        used = cpu_seconds(server_pid) - before if server_pid else 0.0
     latencies = np.array([x for r in results for x in r]) * 1e6
     p50, p90, p99, p999 = np.percentile(latencies, [50, 90, 99, 99.9])
-    return {"p50": p50, "p90": p90, "p99": p99, "p999": p999, "rate": latencies.size / seconds}
+    return {
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "p999": p999,
+        "rate": latencies.size / seconds,
+        "cpu_us": used / latencies.size * 1e6,
+    }
 
 
 def collections(metrics_port: int) -> str:
@@ -215,7 +255,14 @@ def main() -> None:
                 seen: dict[str, list[dict[str, float]]] = {"check": [], "decide": [], "event": []}
                 for method in ("check", "decide", "event", "check", "decide", "event"):
                     seen[method].append(
-                        phase(port, method, args.seconds, args.clients, args.connections)
+                        phase(
+                            port,
+                            method,
+                            args.seconds,
+                            args.clients,
+                            args.connections,
+                            server.pid,
+                        )
                     )
                 seen_own = read_your_writes(port)
                 gc_line = collections(metrics_port)
@@ -229,7 +276,7 @@ def main() -> None:
                     print(
                         f"  {method:7s} p50 {r['p50']:6.0f} us  p90 {r['p90']:6.0f} us"
                         f"  p99 {r['p99']:6.0f} us  p99.9 {r['p999']:6.0f} us"
-                        f"  {r['rate']:6.0f} calls/s"
+                        f"  {r['rate']:6.0f} calls/s  server CPU {r['cpu_us']:5.0f} us a call"
                     )
             event_rate = float(np.mean([r["rate"] for r in seen["event"]]))
             print(f"  RecordEvent {event_rate:.0f} events/s (target >= 2000)")

@@ -56,13 +56,16 @@ class Tally:
 
     codes: Counter[str] = field(default_factory=Counter)
     degraded: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # of the degraded answers
     latencies: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, code: str, seconds: float, degraded: bool = False) -> None:
+    def add(self, code: str, seconds: float, degraded: bool = False, reason: str = "") -> None:
         with self.lock:
             self.codes[code] += 1
             self.degraded += degraded
+            if degraded:
+                self.reasons[reason[:80]] += 1
             self.latencies.append(seconds * 1e6)
 
     def call(self, rpc: Callable[[], Any]) -> Any:
@@ -73,7 +76,9 @@ class Tally:
         except grpc.RpcError as exc:
             self.add(exc.code().name, time.perf_counter() - started)
             return None
-        self.add("OK", time.perf_counter() - started, bool(getattr(reply, "degraded", False)))
+        degraded = bool(getattr(reply, "degraded", False))
+        reason = str(getattr(reply, "degraded_reason", ""))
+        self.add("OK", time.perf_counter() - started, degraded, reason)
         return reply
 
     @property
@@ -89,7 +94,10 @@ class Tally:
 
     def __str__(self) -> str:
         codes = ", ".join(f"{k} {v}" for k, v in sorted(self.codes.items()))
-        return f"{self.calls} calls ({codes}), {self.degraded} degraded, p99 {self.p99():.0f} us"
+        why = f" {dict(self.reasons)}" if self.reasons else ""
+        return (
+            f"{self.calls} calls ({codes}), {self.degraded} degraded{why}, p99 {self.p99():.0f} us"
+        )
 
 
 def rss_mb() -> float:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -85,12 +85,13 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _free_cluster_port() -> int:
+def _free_cluster_port(taken: Collection[int] = ()) -> int:
     """A free port whose cluster bus port (+10000) is free too: below the ephemeral range,
-    so that the bus port exists and outgoing connections do not take it meanwhile."""
+    so that the bus port exists and outgoing connections do not take it meanwhile.
+    ``taken``: chosen already for nodes not started yet (free still, but not twice)."""
     for _ in range(1000):
         port = random.randrange(20000, 30000)
-        if _bindable(port) and _bindable(port + 10000):
+        if port not in taken and _bindable(port) and _bindable(port + 10000):
             return port
     raise ConfigurationError("no free pair of ports for a cluster node")
 
@@ -218,7 +219,7 @@ class EmbeddedCluster:
         self._workdir = tempfile.TemporaryDirectory(prefix="arbiter-cluster-")
         folder = Path(self._workdir.name)
         for _ in range(self.masters * (1 + self.replicas)):
-            port = _free_cluster_port()
+            port = _free_cluster_port({n.port for n in self.nodes})
             options = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
             options += ["--cluster-node-timeout", str(self._node_timeout_ms)]
             self.nodes.append(EmbeddedRedis(port=port, options=options, workdir=folder))

@@ -46,5 +46,7 @@ def test_a_hot_customer_does_not_hurt_the_others(tmp_path: Path) -> None:
 def test_a_short_soak_keeps_serving_with_flat_memory(tmp_path: Path) -> None:
     windows = chaos.soak(tmp_path, seconds=4.0, window=2.0)
     assert len(windows) == 2
-    assert all(w.tally.failed == 0 and w.tally.degraded == 0 for w in windows)
+    assert all(w.tally.failed == 0 and w.tally.degraded == 0 for w in windows), [
+        str(w.tally) for w in windows
+    ]
     assert windows[-1].rss_mb - windows[0].rss_mb < 50
