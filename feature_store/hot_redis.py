@@ -190,6 +190,32 @@ class HotRedis:
         finally:
             late.cancel()
 
+    async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """``commands`` in one write (a pipeline, not a transaction), their replies in
+        order; the first error reply raised once all are in."""
+        connection = await self._ready()
+        transport = connection.transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        transport.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+        connection.waiting.extend(futures)
+        late = loop.call_later(self._timeout, self._late, connection, futures[-1])
+        replies: list[Any] = []
+        failed: BaseException | None = None
+        try:
+            for future in futures:
+                try:
+                    replies.append(await future)
+                except ResponseError as exc:
+                    failed = failed or exc
+                    replies.append(exc)
+        finally:
+            late.cancel()
+        if failed is not None:
+            raise failed
+        return replies
+
     @property
     def host(self) -> str:
         return self._host

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from feature_store import keys, log_codec
+from feature_store.hot_redis import HotRedis
 from feature_store.redis_client import AsyncClient, translated
 from feature_store.store import DECISIONS_KEPT, LoggedDecision, encoded
 
@@ -21,14 +23,20 @@ LOG_TRIM_EVERY_SECONDS = 5.0
 
 
 class LogAppender:
+    """``hot``: a hot connection (feature_store/hot_redis.py) that sends each batch as
+    hiredis-packed commands in one write (the log process, on one server); else the
+    batch is a redis-py pipeline on ``client`` (a cluster routes each command by key)."""
+
     def __init__(
         self,
         client: AsyncClient,
         *,
         log_max_entries: int = LOG_MAX_ENTRIES,
         log_retention_seconds: float = LOG_RETENTION_SECONDS,
+        hot: HotRedis | None = None,
     ) -> None:
         self._redis = client
+        self._hot = hot
         # Per shard: the logs together keep about log_max_entries.
         self._shard_max_entries = max(1, log_max_entries // keys.LOG_SHARDS)
         self._retention_seconds = log_retention_seconds
@@ -37,20 +45,18 @@ class LogAppender:
         self._trimmed_at = 0.0
 
     async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
+        maxlen = self._shard_max_entries
         for i, d in enumerate(decisions, start=1):
             if i % 8 == 0:  # compressing an entry takes ~20-60 us: let calls in between
                 await asyncio.sleep(0)
             key = keys.customer_key(d.customer_id, keys.DECISIONS)
-            pipe.xadd(
-                keys.decision_log(keys.log_shard(d.customer_id)),
-                log_codec.encode_decision(d.entry),  # type: ignore[arg-type]
-                maxlen=self._shard_max_entries,
-                approximate=True,
-            )
-            pipe.lpush(key, encoded(d.summary))
-            pipe.ltrim(key, 0, DECISIONS_KEPT - 1)
-            pipe.expire(key, HISTORY_TTL_SECONDS)
+            stream = keys.decision_log(keys.log_shard(d.customer_id))
+            ((field, blob),) = log_codec.encode_decision(d.entry).items()
+            commands.append(("XADD", stream, "MAXLEN", "~", maxlen, "*", field, blob))
+            commands.append(("LPUSH", key, encoded(d.summary)))
+            commands.append(("LTRIM", key, 0, DECISIONS_KEPT - 1))
+            commands.append(("EXPIRE", key, HISTORY_TTL_SECONDS))
         # Retention by age too: entries older than the retention leave both logs (stream
         # ids are milliseconds), checked every few seconds.
         now = time.time()
@@ -58,6 +64,12 @@ class LogAppender:
             self._trimmed_at = now
             oldest = f"{int((now - self._retention_seconds) * 1000)}-0"
             for stream in (*keys.decision_logs(), *keys.outcome_logs()):
-                pipe.xtrim(stream, minid=oldest, approximate=False)
+                commands.append(("XTRIM", stream, "MINID", oldest))
         with translated("decision log write"):
+            if self._hot is not None:
+                await self._hot.execute(commands)
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
             await pipe.execute()

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from common import logs
 from engine.service import metrics
 from engine.service.decision_log import DecisionLogWriter, log_entry
-from feature_store import redis_client
+from feature_store import hot_redis, redis_client
+from feature_store.hot_redis import HotRedis
 from feature_store.log_append import LogAppender
 from feature_store.store import LoggedDecision, encoded
 
@@ -253,11 +254,16 @@ async def _child(config: dict[str, Any]) -> None:
     reader = asyncio.StreamReader(limit=2**24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     acks, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout.buffer)
-    client = redis_client.connect(config["redis_url"], timeout_seconds=5.0, max_connections=4)
+    url = config["redis_url"]
+    client = redis_client.connect(url, timeout_seconds=5.0, max_connections=4)
+    plain, cluster = redis_client.cluster_mode(url)
+    # one server: each batch hiredis-packed in one write (a cluster: redis-py routes)
+    hot = None if cluster or not hot_redis.supports(plain) else HotRedis(plain, timeout_seconds=5.0)
     appender = LogAppender(
         client,
         log_max_entries=config["log_max_entries"],
         log_retention_seconds=config["log_retention_seconds"],
+        hot=hot,
     )
     writer = DecisionLogWriter(
         appender,
@@ -287,6 +293,8 @@ async def _child(config: dict[str, Any]) -> None:
         body = await reader.readexactly(a + b + c)
         writer.submit_logged(LoggedDecision(body[:a].decode(), body[a : a + b], body[a + b :]))
     await writer.close(CHILD_CLOSE_SECONDS)
+    if hot is not None:
+        await hot.aclose()
     await redis_client.aclose(client)
 
 
