@@ -38,6 +38,11 @@ def supports(url: str) -> bool:
     return urlsplit(url).scheme in ("redis", "unix")
 
 
+def _unwatched(future: asyncio.Future[Any]) -> None:
+    """A reply nobody awaits: its failure is not reported as never retrieved."""
+    future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -167,8 +172,8 @@ class HotRedis:
                 continue
             if not connection.usable:  # lost between the connect and now: not sent
                 continue
-            if asking:
-                self._send(connection, ("ASKING",))  # its OK is read and dropped in turn
+            if asking:  # its OK is read in turn; a failure shows as the command's
+                _unwatched(self._send(connection, ("ASKING",)))
             future = self._send(connection, command)
             break
         else:
@@ -210,6 +215,10 @@ class HotRedis:
                 except ResponseError as exc:
                     failed = failed or exc
                     replies.append(exc)
+        except BaseException:
+            for future in futures:  # the connection is gone: the rest failed with it
+                _unwatched(future)
+            raise
         finally:
             late.cancel()
         if failed is not None:
