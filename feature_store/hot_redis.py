@@ -178,17 +178,16 @@ class HotRedis:
             break
         else:
             raise RedisConnectionError("connection lost before the command was sent")
-        loop = asyncio.get_running_loop()
-        late = loop.call_later(self._timeout, self._late, connection, future)
-        try:
-            return await future
-        finally:
-            late.cancel()
+        return await self._reply(connection, future)
 
     async def command(self, command: Sequence[Any]) -> Any:
         """Any other command, on the same connection (CLUSTER SLOTS)."""
         connection = await self._ready()
-        future = self._send(connection, command)
+        return await self._reply(connection, self._send(connection, command))
+
+    async def _reply(self, connection: _Connection, future: asyncio.Future[Any]) -> Any:
+        """``future``'s reply, within the socket timeout (past it: TimeoutError, and the
+        connection is closed)."""
         late = asyncio.get_running_loop().call_later(self._timeout, self._late, connection, future)
         try:
             return await future

@@ -195,9 +195,10 @@ def load_file(
         and (processes is not None or _alone())
         and "fork" in multiprocessing.get_all_start_methods()
     )
-    del data
-    if parallel and isinstance(client, redis.Redis):
-        rows = _load_parallel(client, schema, path, count)
+    parts = _parts(data, count) if parallel and isinstance(client, redis.Redis) else None
+    del data  # the parts are read again by the processes that parse them
+    if parts is not None and isinstance(client, redis.Redis):
+        rows = _load_parallel(client, schema, path, parts)
     else:
         # Every line is checked before any is written: a bad line loads nothing.
         total = sum(1 for _ in read_profiles(path, schema))
@@ -225,10 +226,9 @@ def _alone() -> bool:
     )
 
 
-def _parts(path: Path, count: int) -> list[tuple[int, int, int]]:
-    """(start, end, number of its first line) of ``count`` parts of the file, cut after
-    a newline."""
-    data = path.read_bytes()
+def _parts(data: bytes, count: int) -> list[tuple[int, int, int]]:
+    """(start, end, number of its first line) of ``count`` parts of the file's ``data``,
+    cut after a newline."""
     cuts = [0]
     for i in range(1, count):
         at = data.find(b"\n", max(cuts[-1], len(data) * i // count))
@@ -326,11 +326,13 @@ def _part_worker(
         pipe.send(("failed", type(exc).__name__))
 
 
-def _load_parallel(client: redis.Redis, schema: FeatureSchema, path: Path, count: int) -> int:
+def _load_parallel(
+    client: redis.Redis, schema: FeatureSchema, path: Path, parts: list[tuple[int, int, int]]
+) -> int:
     context = multiprocessing.get_context("fork")  # the schema and client, as they are
     now = time.time()
     workers = []
-    for part in _parts(path, count):
+    for part in parts:
         ours, theirs = context.Pipe()
         process = context.Process(
             target=_part_worker, args=(client, schema, path, part, now, theirs), daemon=True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -62,47 +63,55 @@ def test_errors_are_redis_pys(redis_client: redis.Redis, redis_url: str) -> None
     assert not supports("rediss://h:1/0")
 
 
-def test_the_store_survives_a_script_flush_and_a_killed_connection(
-    loaded: redis.Redis, redis_url: str, definitions: Definitions
+def _on_hot_store(
+    url: str,
+    definitions: Definitions,
+    timeout: float,
+    work: Callable[[RedisFeatureStore], Awaitable[None]],
 ) -> None:
-    async def main() -> None:
-        hot = HotRedis(redis_url, timeout_seconds=5)
-        store = RedisFeatureStore(connect(redis_url), definitions.schema, hot=hot)
-        try:
-            assert (await store.fetch("cust-000001")).known
-            loaded.script_flush()  # as a restarted server: every script gone
-            assert (await store.fetch("cust-000002")).known
-            killed = loaded.client_kill_filter(_type="normal", skipme=True)
-            assert killed >= 1
-            await asyncio.sleep(0.05)  # the loss is seen: the next call takes a new one
-            assert (await store.fetch("cust-000003")).known
+    """``work(store)`` on a store whose decision path takes a hot connection."""
 
+    async def main() -> None:
+        hot = HotRedis(url, timeout_seconds=timeout)
+        store = RedisFeatureStore(connect(url), definitions.schema, hot=hot)
+        try:
+            await work(store)
         finally:
             await store.aclose()
 
     asyncio.run(main())
+
+
+def test_the_store_survives_a_script_flush_and_a_killed_connection(
+    loaded: redis.Redis, redis_url: str, definitions: Definitions
+) -> None:
+    async def work(store: RedisFeatureStore) -> None:
+        assert (await store.fetch("cust-000001")).known
+        loaded.script_flush()  # as a restarted server: every script gone
+        assert (await store.fetch("cust-000002")).known
+        killed = loaded.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        await asyncio.sleep(0.05)  # the loss is seen: the next call takes a new one
+        assert (await store.fetch("cust-000003")).known
+
+    _on_hot_store(redis_url, definitions, 5, work)
 
 
 def test_a_stalled_server_is_a_timeout_and_the_connection_is_replaced(
     loaded: redis.Redis, redis_url: str, definitions: Definitions
 ) -> None:
-    async def main() -> None:
-        hot = HotRedis(redis_url, timeout_seconds=0.1)
-        store = RedisFeatureStore(connect(redis_url), definitions.schema, hot=hot)
-        try:
-            assert (await store.fetch("cust-000001")).known
-            stall = threading.Thread(target=lambda: loaded.execute_command("DEBUG", "SLEEP", 0.4))  # type: ignore[no-untyped-call]
-            stall.start()
-            await asyncio.sleep(0.05)
-            with pytest.raises(FeatureStoreUnavailable) as caught:
-                await store.fetch("cust-000002")
-            assert caught.value.timed_out
-            await asyncio.to_thread(stall.join)
-            assert (await store.fetch("cust-000002")).known
-        finally:
-            await store.aclose()
+    async def work(store: RedisFeatureStore) -> None:
+        assert (await store.fetch("cust-000001")).known
+        stall = threading.Thread(target=lambda: loaded.execute_command("DEBUG", "SLEEP", 0.4))  # type: ignore[no-untyped-call]
+        stall.start()
+        await asyncio.sleep(0.05)
+        with pytest.raises(FeatureStoreUnavailable) as caught:
+            await store.fetch("cust-000002")
+        assert caught.value.timed_out
+        await asyncio.to_thread(stall.join)
+        assert (await store.fetch("cust-000002")).known
 
-    asyncio.run(main())
+    _on_hot_store(redis_url, definitions, 0.1, work)
 
 
 def test_a_cluster_call_follows_moved_and_ask(
