@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=3.6"
 	$(MAKE) --no-print-directory generate
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,simulation]'
 	touch $@
 
 # Generated code is build output (not committed): messages, aio-compatible stubs and

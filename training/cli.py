@@ -8,6 +8,7 @@ composed here: engine's table (engine/clients/cli), with the demo bootstrap for
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from common.errors import ConfigurationError
@@ -120,11 +121,44 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--world", type=int, default=50_000, help="customers in the demo world")
     p.add_argument("--out", type=Path, default=Path("var/simulation"))
+    p.add_argument(
+        "--compare",
+        type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+        help="policies head to head on the same decisions, e.g. arbiter,vw,value,random"
+        " (once per seed, with 95%% intervals)",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=3, help="with --compare: seeds 1..N (worlds, traffic)"
+    )
+    p.add_argument(
+        "--vw-args",
+        default=None,
+        help="Vowpal Wabbit's options for the vw policy (default: cb_explore_adf, squarecb)",
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from training import simulation  # a server and a training loop of its own
+    from training.simulation.peers import DEFAULT_VW_ARGS
 
+    if args.compare:
+        try:
+            simulation.compare_seeds(
+                args.out,
+                policies=args.compare,
+                seeds=range(1, args.seeds + 1),
+                days=args.days,
+                customers_per_day=args.customers,
+                world_size=args.world,
+                policy=args.policy,
+                epsilon=args.epsilon,
+                temperature=args.temperature,
+                vw_args=args.vw_args or DEFAULT_VW_ARGS,
+            )
+        except ValueError as e:
+            print(f"arbiter simulate: {e}", file=sys.stderr)
+            return 2
+        return 0
     simulation.run(
         args.out,
         days=args.days,

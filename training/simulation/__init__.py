@@ -12,14 +12,19 @@ value-only policy, all on the same decisions and candidates, plus what was reali
 the off-policy estimate of the next model next to the acceptance that model then realises
 (drawn, and expected under the hidden model).
 
+With ``compare``, peer policies (Vowpal Wabbit's contextual bandit, value-only, random)
+choose among the same candidates on every decision, once per seed (`compare_seeds`).
+
 Modules: traffic.py (a day of browsing, decisions and outcomes; retraining), oracle.py
-(the hidden model's value of any policy), report.py (table, HTML, CSV).
+(the hidden model's value of any policy), peers.py (the peer policies), compare.py (the
+head-to-head over seeds), report.py (table, HTML, CSV).
 """
 
 from __future__ import annotations
 
 import shutil
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import tomli_w
@@ -32,11 +37,14 @@ from feature_store.loader import load_profiles
 from feature_store.redis_client import connect_sync
 from training.job import train_demo
 from training.settings import TrainerSettings
+from training.simulation import compare
+from training.simulation.peers import DEFAULT_VW_ARGS, VWPolicy, peers_by_name
 from training.simulation.report import DayResult, table, write_csv, write_report
 from training.simulation.traffic import Simulation
+from training.synthetic_logs import simulate_logs
 from training.world import generate
 
-__all__ = ["DayResult", "Simulation", "exploring_catalog", "run"]
+__all__ = ["DayResult", "Simulation", "compare_seeds", "exploring_catalog", "run"]
 
 
 def exploring_catalog(
@@ -72,10 +80,15 @@ def run(
     epsilon: float = DEFAULT_EPSILON,
     temperature: float = DEFAULT_TEMPERATURE,
     progress: bool = True,
+    seed: int = 1,
+    peers: Sequence[str] = (),
+    vw_args: str = DEFAULT_VW_ARGS,
 ) -> list[DayResult]:
     """The whole loop on a fresh embedded Redis and a server of its own, exploring with
     ``policy`` (epsilon or softmax); writes ``report.html`` and ``days.csv`` into
-    ``workdir``."""
+    ``workdir``. ``seed`` picks the world, its traffic and the first model's simulated
+    logs (seed 1: the demo world). ``peers`` (vw, value, random) choose beside the served
+    policy on every decision; VW first learns from the same logs as the first model."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     catalog = exploring_catalog(
@@ -87,6 +100,8 @@ def run(
         demo_customers=world_size,
         train_rows=30_000,
         attribution_hours=0.0001,  # outcomes arrive within seconds of their decision
+        world_seed=TrainerSettings().world_seed + seed - 1,
+        simulation_seed=1_000 + seed,  # known, so that VW can learn from the same logs
     )
     world = generate(world_size, trainer.world_seed)
     with EmbeddedRedis() as server_redis:
@@ -100,9 +115,24 @@ def run(
         settings = ServerSettings(
             data_dir=workdir, catalog_path=catalog, port=0, reload_seconds=0.0
         )
+        definitions = load_definitions(trainer)
+        rivals = peers_by_name(
+            peers, definitions.catalog, definitions.schema.names, vw_args=vw_args, seed=seed
+        )
+        for rival in rivals.values():
+            if isinstance(rival, VWPolicy):
+                logs = simulate_logs(
+                    world,
+                    definitions.schema,
+                    definitions.catalog,
+                    definitions.stage_rules,
+                    rows=trainer.train_rows,
+                    seed=trainer.simulation_seed,
+                )
+                rival.warm_start(logs, definitions.catalog)
         server = BackgroundServer(settings, server_redis.url)
         try:
-            simulation = Simulation(server, client, world, trainer)
+            simulation = Simulation(server, client, world, trainer, seed=seed, peers=rivals)
             results = []
             print(table([]), flush=True)
             for day in range(1, days + 1):
@@ -114,9 +144,62 @@ def run(
         finally:
             server.stop()
             client.close()
+            for rival in rivals.values():
+                if isinstance(rival, VWPolicy):
+                    rival.close()
     summary = table(results).splitlines()[len(results) + 1 :]
     print("\n".join(summary))
     write_report(results, workdir / "report.html")
     write_csv(results, workdir / "days.csv")
     print(f"report: {workdir / 'report.html'}")
     return results
+
+
+def compare_seeds(
+    workdir: Path,
+    *,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    days: int,
+    customers_per_day: int,
+    world_size: int,
+    policy: str = "softmax",
+    epsilon: float = DEFAULT_EPSILON,
+    temperature: float = DEFAULT_TEMPERATURE,
+    vw_args: str = DEFAULT_VW_ARGS,
+) -> list[list[DayResult]]:
+    """`run` once per seed with the peers among ``policies``, then the head-to-head table
+    (printed, and ``compare.csv`` with every seed's figures)."""
+    unknown = [p for p in policies if p not in compare.POLICIES]
+    if unknown:
+        raise ValueError(
+            f"--compare: unknown policy {', '.join(unknown)} (known: {', '.join(compare.POLICIES)})"
+        )
+    if "arbiter" not in policies:
+        raise ValueError("--compare: arbiter, the served policy, must be one of them")
+    if not seeds:
+        raise ValueError("--seeds: at least one")
+    peers = [p for p in policies if p != "arbiter"]
+    runs = []
+    for seed in seeds:
+        print(f"\nseed {seed}:", flush=True)
+        runs.append(
+            run(
+                workdir / f"seed-{seed}",
+                days=days,
+                customers_per_day=customers_per_day,
+                world_size=world_size,
+                policy=policy,
+                epsilon=epsilon,
+                temperature=temperature,
+                progress=False,
+                seed=seed,
+                peers=peers,
+                vw_args=vw_args,
+            )
+        )
+    print()
+    print(compare.table(runs, policies, seeds))
+    compare.write_csv(runs, policies, seeds, workdir / "compare.csv")
+    print(f"figures: {workdir / 'compare.csv'}")
+    return runs

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import html
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from training.evaluation import Estimate
+
+
+@dataclass(frozen=True)
+class PeerDay:
+    """A peer policy's day, on the same decisions as the served policy."""
+
+    value: float  # expected value per decision of its choices (hidden model)
+    acceptance: float  # its choices accepted (drawn as the served policy's) / decisions
+    expected_acceptance: float
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class DayResult:
     ope_next: Estimate | None = None  # SNIPS acceptance of tomorrow's policy, from the logs
     ope_next_dr: Estimate | None = None  # the doubly robust estimate of the same
     ope_truth: float | None = None  # its true value on the decisions it was estimated from
+    peers: Mapping[str, PeerDay] = field(default_factory=dict)  # name -> the same day
 
 
 def table(results: Sequence[DayResult]) -> str:

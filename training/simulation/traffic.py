@@ -16,6 +16,7 @@ from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api import proto
 from engine.api.server import BackgroundServer
+from engine.core.model_input import ServedInputs
 from engine.settings import load_definitions
 from feature_store import keys, scripts
 from feature_store.log_reader import read_decisions
@@ -23,7 +24,8 @@ from feature_store.redis_client import SyncClient, translated
 from training.job import train_from_logs
 from training.settings import TrainerSettings
 from training.simulation.oracle import expected_values, true_acceptance
-from training.simulation.report import DayResult
+from training.simulation.peers import Peer
+from training.simulation.report import DayResult, PeerDay
 from training.world import TOPICS, World
 
 _BROWSING = (keys.REALTIME, keys.WINDOWS, keys.SESSION, keys.EVENTS)
@@ -59,7 +61,10 @@ class Simulation:
         settings: TrainerSettings,
         *,
         seed: int = 1,
+        peers: Mapping[str, Peer] | None = None,
     ) -> None:
+        """``peers``: policies that choose among each decision's candidates beside the
+        served one, scored and answered in the same world (training/simulation/peers.py)."""
         self.server = server
         self.client = client
         self.world = world
@@ -68,6 +73,8 @@ class Simulation:
         self.catalog = definitions.catalog
         self.schema = definitions.schema
         self.rng = np.random.default_rng(seed)
+        self.peers = dict(peers or {})
+        self._peer_rng = np.random.default_rng(seed + 1_000_003)  # the traffic stays the same
         self._logged = 0
 
     def _browse(self, index: int) -> None:
@@ -119,6 +126,9 @@ class Simulation:
         self._logged += len(entries)
         policy, greedy, oracle, random, value_only = [], [], [], [], []
         chance, realised, accepted = [], 0.0, 0
+        peer_value: dict[str, list[float]] = {name: [] for name in self.peers}
+        peer_chance: dict[str, list[float]] = {name: [] for name in self.peers}
+        peer_accepted = dict.fromkeys(self.peers, 0)
         for entry in entries:
             if not entry["actions"]:
                 continue
@@ -138,10 +148,22 @@ class Simulation:
             best = max(truth, key=lambda o: value[o] * self.catalog.by_id[o].lever)
             value_only.append(truth[best] * value[best])
             self._report(entry, action, "impression")
-            if self.rng.random() < truth[action]:
+            draw = self.rng.random()  # the customer's answer: the same draw for every policy
+            if draw < truth[action]:
                 self._report(entry, action, "accept")
                 realised += value[action]
                 accepted += 1
+            if self.peers:
+                served = ServedInputs.from_log(entry, self.schema.names)
+                assert served is not None, "a decision logged with another feature schema"
+                candidates = [c[0] for c in entry["candidates"]]
+                for name, peer in self.peers.items():
+                    choice = peer.choose(served, candidates, self._peer_rng)
+                    took = draw < truth[choice.offer_id]
+                    peer.learn(served, candidates, choice, value[choice.offer_id] if took else 0.0)
+                    peer_value[name].append(truth[choice.offer_id] * value[choice.offer_id])
+                    peer_chance[name].append(truth[choice.offer_id])
+                    peer_accepted[name] += took
         n = max(len(policy), 1)
 
         def mean(values: list[float]) -> float:
@@ -159,6 +181,12 @@ class Simulation:
             realised=realised / n,
             acceptance=accepted / n,
             expected_acceptance=mean(chance),
+            peers={
+                name: PeerDay(
+                    mean(peer_value[name]), peer_accepted[name] / n, mean(peer_chance[name])
+                )
+                for name in self.peers
+            },
         )
 
     def _report(self, entry: Mapping[str, Any], offer_id: str, outcome: str) -> None:
