@@ -225,6 +225,54 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiments_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["report"])
+    p.add_argument(
+        "--challenger", help="the challenger's model version (default: the running challenge)"
+    )
+    p.add_argument(
+        "--share",
+        type=float,
+        help="the share of customers it was set to (default: the running challenge's)",
+    )
+
+
+def _experiments(args: argparse.Namespace) -> int:
+    from engine.adapters import artifact
+    from feature_store.log_reader import read_logs
+    from training import experiments
+
+    settings = TrainerSettings()
+    running = artifact.challenger(settings.model_dir)
+    version = args.challenger or (running[0] if running else None)
+    if version is None:
+        print(
+            "arbiter experiments: no challenge is running; name one with --challenger",
+            file=sys.stderr,
+        )
+        return 2
+    share = args.share
+    if share is None:
+        if running is None or running[0] != version:
+            print(
+                f"arbiter experiments: {version} is not the running challenger; give --share",
+                file=sys.stderr,
+            )
+            return 2
+        share = running[1]
+    if not 0 < share < 1:
+        print(f"arbiter experiments: --share must be between 0 and 1, not {share}", file=sys.stderr)
+        return 2
+    decisions, outcomes = read_logs(connect_sync(redis_url(settings)))
+    try:
+        found = experiments.report(decisions, outcomes, version, share)
+    except ValueError as e:
+        print(f"arbiter experiments: {e}", file=sys.stderr)
+        return 2
+    print(experiments.text(found))
+    return 0
+
+
 COMMANDS = [
     Command("train", "train a model; promote it only when better", _train_arguments, _train),
     Command(
@@ -244,6 +292,12 @@ COMMANDS = [
         "the closed loop over simulated days (own service)",
         _simulate_arguments,
         _simulate,
+    ),
+    Command(
+        "experiments",
+        "a champion / challenger experiment from the logs: uplift per arm, sample ratio",
+        _experiments_arguments,
+        _experiments,
     ),
     Command(
         "demo-data",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import zlib
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
@@ -23,7 +22,7 @@ from common.errors import (
     NotFound,
     ProfileSchemaMismatch,
 )
-from engine.core import contact_policy
+from engine.core import contact_policy, experiments
 from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
 from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
@@ -221,10 +220,12 @@ class Application:
             self.breaker.timed_out(reason, customer_id, started)
 
     def core_for(self, customer_id: str) -> DecisionCore:
-        """The challenger's core for its share of customers (stable by id), else the
-        champion's."""
+        """The challenger's core for its share of customers (stable by id within the
+        challenge, salted by the challenger's version), else the champion's."""
         challenger = self.challenger
-        if challenger is not None and zlib.crc32(customer_id.encode()) < challenger[1] * 2**32:
+        if challenger is not None and experiments.in_treatment(
+            experiments.challenge_name(challenger[0].scorer.version), customer_id, challenger[1]
+        ):
             return challenger[0]
         return self.core
 
