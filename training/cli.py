@@ -225,6 +225,39 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whatif_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", type=Path, required=True, help="the changed catalog (TOML)")
+    p.add_argument("--model", help="a model version to score with (default: the promoted one)")
+
+
+def _whatif(args: argparse.Namespace) -> int:
+    from engine.core.catalog import load_catalog
+    from engine.service.reloader import load_scorer
+    from engine.settings import load_definitions
+    from feature_store.log_reader import read_logs
+    from training import whatif
+
+    settings = TrainerSettings()
+    definitions = load_definitions(settings)
+    schema = definitions.schema
+    try:
+        changed = load_catalog(args.catalog, frozenset(schema.names))
+        current = load_scorer(settings.model_dir, schema)
+        scorer = load_scorer(settings.model_dir, schema, args.model) if args.model else current
+    except (ConfigurationError, OSError) as e:
+        print(f"arbiter whatif: {e}", file=sys.stderr)
+        return 2
+    if current.vocabulary is None or scorer.vocabulary is None:
+        print("arbiter whatif: no trained model to score with (arbiter train)", file=sys.stderr)
+        return 2
+    decisions, outcomes = read_logs(connect_sync(redis_url(settings)))
+    result = whatif.evaluate(
+        decisions, outcomes, schema, (definitions.catalog, current), (changed, scorer)
+    )
+    print(whatif.text(result))
+    return 3 if result.refused else 0
+
+
 def _experiments_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["report"])
     p.add_argument(
@@ -292,6 +325,12 @@ COMMANDS = [
         "the closed loop over simulated days (own service)",
         _simulate_arguments,
         _simulate,
+    ),
+    Command(
+        "whatif",
+        "what a changed catalog or model would have earned on the logged decisions",
+        _whatif_arguments,
+        _whatif,
     ),
     Command(
         "experiments",

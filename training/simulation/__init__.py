@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import shutil
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 
 from engine.api.server import BackgroundServer
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
-from engine.settings import DEFAULTS, ServerSettings, load_definitions
+from engine.settings import DEFAULTS, Definitions, ServerSettings, load_definitions
 from feature_store.embedded import EmbeddedRedis
 from feature_store.loader import load_profiles
-from feature_store.redis_client import connect_sync
+from feature_store.redis_client import SyncClient, connect_sync
 from training.job import train_demo
 from training.settings import TrainerSettings
 from training.simulation import compare
@@ -42,9 +44,9 @@ from training.simulation.peers import DEFAULT_VW_ARGS, VWPolicy, peers_by_name
 from training.simulation.report import DayResult, table, write_csv, write_report
 from training.simulation.traffic import Simulation
 from training.synthetic_logs import simulate_logs
-from training.world import generate
+from training.world import World, generate
 
-__all__ = ["DayResult", "Simulation", "compare_seeds", "exploring_catalog", "run"]
+__all__ = ["DayResult", "Simulation", "compare_seeds", "exploring_catalog", "run", "stack"]
 
 
 def exploring_catalog(
@@ -70,25 +72,31 @@ def exploring_catalog(
     return path
 
 
-def run(
+@dataclass
+class Served:
+    """A simulated world served by a service of its own (`stack`)."""
+
+    server: BackgroundServer
+    client: SyncClient
+    world: World
+    trainer: TrainerSettings
+    definitions: Definitions
+
+
+@contextmanager
+def stack(
     workdir: Path,
     *,
-    days: int,
-    customers_per_day: int,
     world_size: int,
     policy: str = "softmax",
     epsilon: float = DEFAULT_EPSILON,
     temperature: float = DEFAULT_TEMPERATURE,
-    progress: bool = True,
     seed: int = 1,
-    peers: Sequence[str] = (),
-    vw_args: str = DEFAULT_VW_ARGS,
-) -> list[DayResult]:
-    """The whole loop on a fresh embedded Redis and a server of its own, exploring with
-    ``policy`` (epsilon or softmax); writes ``report.html`` and ``days.csv`` into
-    ``workdir``. ``seed`` picks the world, its traffic and the first model's simulated
-    logs (seed 1: the demo world). ``peers`` (vw, value, random) choose beside the served
-    policy on every decision; VW first learns from the same logs as the first model."""
+) -> Iterator[Served]:
+    """A fresh embedded Redis holding the world's profiles, a first model trained on
+    simulated logs, and a server of its own exploring with ``policy`` (its catalog:
+    ``workdir``/catalog.toml, reloaded on ``server.reloader.check()``). ``seed`` picks
+    the world and the first model's simulated logs (seed 1: the demo world)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     catalog = exploring_catalog(
@@ -106,7 +114,8 @@ def run(
     world = generate(world_size, trainer.world_seed)
     with EmbeddedRedis() as server_redis:
         client = connect_sync(server_redis.url)
-        load_profiles(client, load_definitions(trainer).schema, world.profiles())
+        definitions = load_definitions(trainer)
+        load_profiles(client, definitions.schema, world.profiles())
         first = train_demo(trainer, progress=False)  # day 0: a model from simulated logs
         print(
             f"first model {first.model.version} (simulated logs),"
@@ -115,24 +124,58 @@ def run(
         settings = ServerSettings(
             data_dir=workdir, catalog_path=catalog, port=0, reload_seconds=0.0
         )
-        definitions = load_definitions(trainer)
+        server = BackgroundServer(settings, server_redis.url)
+        try:
+            yield Served(server, client, world, trainer, definitions)
+        finally:
+            server.stop()
+            client.close()
+
+
+def run(
+    workdir: Path,
+    *,
+    days: int,
+    customers_per_day: int,
+    world_size: int,
+    policy: str = "softmax",
+    epsilon: float = DEFAULT_EPSILON,
+    temperature: float = DEFAULT_TEMPERATURE,
+    progress: bool = True,
+    seed: int = 1,
+    peers: Sequence[str] = (),
+    vw_args: str = DEFAULT_VW_ARGS,
+) -> list[DayResult]:
+    """The whole loop on a fresh embedded Redis and a server of its own (`stack`),
+    exploring with ``policy`` (epsilon or softmax), retraining after every day; writes
+    ``report.html`` and ``days.csv`` into ``workdir``. ``peers`` (vw, value, random)
+    choose beside the served policy on every decision; VW first learns from the same
+    logs as the first model."""
+    with stack(
+        workdir,
+        world_size=world_size,
+        policy=policy,
+        epsilon=epsilon,
+        temperature=temperature,
+        seed=seed,
+    ) as w:
+        definitions = w.definitions
         rivals = peers_by_name(
             peers, definitions.catalog, definitions.schema.names, vw_args=vw_args, seed=seed
         )
         for rival in rivals.values():
             if isinstance(rival, VWPolicy):
                 logs = simulate_logs(
-                    world,
+                    w.world,
                     definitions.schema,
                     definitions.catalog,
                     definitions.stage_rules,
-                    rows=trainer.train_rows,
-                    seed=trainer.simulation_seed,
+                    rows=w.trainer.train_rows,
+                    seed=w.trainer.simulation_seed,
                 )
                 rival.warm_start(logs, definitions.catalog)
-        server = BackgroundServer(settings, server_redis.url)
         try:
-            simulation = Simulation(server, client, world, trainer, seed=seed, peers=rivals)
+            simulation = Simulation(w.server, w.client, w.world, w.trainer, seed=seed, peers=rivals)
             results = []
             print(table([]), flush=True)
             for day in range(1, days + 1):
@@ -142,8 +185,6 @@ def run(
                 results.append(result)
                 print(table(results).splitlines()[len(results)], flush=True)
         finally:
-            server.stop()
-            client.close()
             for rival in rivals.values():
                 if isinstance(rival, VWPolicy):
                     rival.close()

@@ -22,9 +22,14 @@ from training.world import World, true_propensity
 
 
 def expected_values(
-    entry: Mapping[str, Any], world: World, catalog: Catalog, names: Sequence[str]
+    entry: Mapping[str, Any],
+    world: World,
+    catalog: Catalog,
+    names: Sequence[str],
+    offers: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """True expected value of every candidate of a logged decision (hidden model)."""
+    """True acceptance probability (hidden model) of every candidate of a logged
+    decision, or of ``offers`` in the same situation."""
     index = int(entry["customer_id"].split("-")[1]) - 1
     served = ServedInputs.from_log(entry, names)
     assert served is not None, "a decision logged with another feature schema"
@@ -36,7 +41,7 @@ def expected_values(
     }
     last, topics = served.last_category, served.topic_counts
     out = {}
-    for offer_id, *_ in entry["candidates"]:
+    for offer_id in offers if offers is not None else [c[0] for c in entry["candidates"]]:
         offer = catalog.by_id[offer_id]
         p = true_propensity(
             offer_id,

@@ -72,7 +72,10 @@ class Simulation:
         definitions = load_definitions(settings)
         self.catalog = definitions.catalog
         self.schema = definitions.schema
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)  # the traffic: who comes, what they browse
+        # The customers' answers, drawn apart: a changed stack answered differently does
+        # not change who comes next (whatif_check reruns the same days).
+        self._answers = np.random.default_rng(seed + 7_919)
         self.peers = dict(peers or {})
         self._peer_rng = np.random.default_rng(seed + 1_000_003)  # the traffic stays the same
         self._logged = 0
@@ -148,7 +151,7 @@ class Simulation:
             best = max(truth, key=lambda o: value[o] * self.catalog.by_id[o].lever)
             value_only.append(truth[best] * value[best])
             self._report(entry, action, "impression")
-            draw = self.rng.random()  # the customer's answer: the same draw for every policy
+            draw = self._answers.random()  # the customer's answer, the same for every policy
             if draw < truth[action]:
                 self._report(entry, action, "accept")
                 realised += value[action]
