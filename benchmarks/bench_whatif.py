@@ -3,6 +3,7 @@
 those logs and then served live for a day in the same world.
 
     .venv/bin/python -m benchmarks.bench_whatif [--days 3] [--customers 3000] [--world 6000]
+        [--policy softmax|epsilon] [--epsilon 0.1]
 
 Printed per change: the DR and SNIPS estimates of value per decision with their 95%
 intervals, the changed stack's true value on the logged decisions (the estimand), its
@@ -27,6 +28,10 @@ def main() -> None:
         "--world", type=int, default=6000, help="customers in the world (small: repeat visits)"
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--policy", choices=["softmax", "epsilon"], default="softmax", help="logging policy"
+    )
+    parser.add_argument("--epsilon", type=float, default=0.1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         logged, checked = whatif_check.check(
@@ -35,6 +40,8 @@ def main() -> None:
             customers_per_day=args.customers,
             world_size=args.world,
             seed=args.seed,
+            policy=args.policy,
+            epsilon=args.epsilon,
         )
     print(f"logged days, value per decision: {logged:.3f}")
     print(whatif_check.table(checked))

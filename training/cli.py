@@ -228,6 +228,7 @@ def _compile(args: argparse.Namespace) -> int:
 def _whatif_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", type=Path, required=True, help="the changed catalog (TOML)")
     p.add_argument("--model", help="a model version to score with (default: the promoted one)")
+    p.add_argument("--html", type=Path, help="also write the report as HTML with plots")
 
 
 def _whatif(args: argparse.Namespace) -> int:
@@ -255,6 +256,9 @@ def _whatif(args: argparse.Namespace) -> int:
         decisions, outcomes, schema, (definitions.catalog, current), (changed, scorer)
     )
     print(whatif.text(result))
+    if args.html:
+        whatif.write_report(result, args.html, f"What if: {args.catalog.name}")
+        print(f"report: {args.html}")
     return 3 if result.refused else 0
 
 
@@ -268,6 +272,7 @@ def _experiments_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="the share of customers it was set to (default: the running challenge's)",
     )
+    p.add_argument("--html", type=Path, help="also write the report as HTML with plots")
 
 
 def _experiments(args: argparse.Namespace) -> int:
@@ -303,6 +308,9 @@ def _experiments(args: argparse.Namespace) -> int:
         print(f"arbiter experiments: {e}", file=sys.stderr)
         return 2
     print(experiments.text(found))
+    if args.html:
+        experiments.write_report(found, args.html)
+        print(f"report: {args.html}")
     return 0
 
 

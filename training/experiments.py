@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -184,3 +185,39 @@ def text(r: Report) -> str:
 
 def _two_sided(z: float) -> float:
     return float(2 * stats.norm.sf(abs(z)))
+
+
+def write_report(r: Report, path: Path) -> None:
+    """The experiment as HTML: acceptance and value per decision per arm with 95%
+    intervals, and the text report."""
+    from training import figures
+
+    arms_ = (r.champion, r.challenger)
+    names = [f"{a.name}\n({a.customers} customers)" for a in arms_]
+    rates = [a.acceptance for a in arms_]
+    half = [1.96 * math.sqrt(a.acceptance * (1 - a.acceptance) / max(a.decisions, 1))
+            for a in arms_]  # fmt: skip
+    values = [a.value for a in arms_]
+    spread = [
+        1.96 * float(a.values.std(ddof=1)) / math.sqrt(a.values.size) if a.values.size > 1 else 0.0
+        for a in arms_
+    ]
+    sections = [
+        (
+            "Acceptance per decision, by arm",
+            figures.arms(
+                names, rates, [p - h for p, h in zip(rates, half, strict=True)],
+                [p + h for p, h in zip(rates, half, strict=True)],
+                "acceptance per decision", "95% intervals",
+            ),
+        ),
+        (
+            "Value per decision, by arm",
+            figures.arms(
+                names, values, [v - h for v, h in zip(values, spread, strict=True)],
+                [v + h for v, h in zip(values, spread, strict=True)],
+                "value per decision", "95% intervals",
+            ),
+        ),
+    ]  # fmt: skip
+    path.write_text(figures.page(f"Experiment: challenger {r.experiment}", sections, text(r)))

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -354,3 +355,28 @@ def text(r: Result) -> str:
         )
     lines.append("replayed against the logged contact history; rules on attr.* see no attributes")
     return "\n".join(lines)
+
+
+def write_report(r: Result, path: Path, title: str = "What if") -> None:
+    """The what-if as HTML: each stack's estimates with their intervals against the
+    value the logs realised, and the text report."""
+    from training import figures
+
+    sections = []
+    rows = [(f"current stack, {k.upper()}", e) for k, e in r.current.items()]
+    rows += [(f"changed stack, {k.upper()}", e) for k, e in r.changed.items()]
+    if rows:
+        sections.append(
+            (
+                "Value per decision on the logged traffic",
+                figures.estimates_against_truth(
+                    [label for label, _ in rows],
+                    [(e.value, e.low, e.high) for _, e in rows],
+                    {"logged (realised)": [r.logged.value] * len(rows)},
+                    "value per decision",
+                    "Estimates, 95% intervals"
+                    + (" (the changed stack: refused)" if r.refused else ""),
+                ),
+            )
+        )
+    path.write_text(figures.page(title, sections, text(r)))

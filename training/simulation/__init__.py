@@ -31,6 +31,7 @@ from pathlib import Path
 
 import tomli_w
 
+from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api.server import BackgroundServer
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
 from engine.settings import DEFAULTS, Definitions, ServerSettings, load_definitions
@@ -184,13 +185,15 @@ def run(
                 )
                 results.append(result)
                 print(table(results).splitlines()[len(results)], flush=True)
+            scorer = w.server.application.core.scorer
+            model = scorer.artifact if isinstance(scorer, LightGBMScorer) else None
         finally:
             for rival in rivals.values():
                 if isinstance(rival, VWPolicy):
                     rival.close()
     summary = table(results).splitlines()[len(results) + 1 :]
     print("\n".join(summary))
-    write_report(results, workdir / "report.html")
+    write_report(results, workdir / "report.html", model)
     write_csv(results, workdir / "days.csv")
     print(f"report: {workdir / 'report.html'}")
     return results
@@ -242,5 +245,6 @@ def compare_seeds(
     print()
     print(compare.table(runs, policies, seeds))
     compare.write_csv(runs, policies, seeds, workdir / "compare.csv")
-    print(f"figures: {workdir / 'compare.csv'}")
+    compare.write_report(runs, policies, seeds, workdir / "compare.html")
+    print(f"figures: {workdir / 'compare.csv'}; report: {workdir / 'compare.html'}")
     return runs

@@ -125,3 +125,47 @@ def write_csv(
                     f"{acceptance:.4f},{regret:.4f}"
                 )
     path.write_text("\n".join(lines) + "\n")
+
+
+def write_report(
+    runs: Sequence[Sequence[DayResult]], policies: Sequence[str], seeds: Sequence[int], path: Path
+) -> None:
+    """The head-to-head as HTML: value / oracle and regret by day per policy, each with
+    its 95% interval over the seeds, and the table."""
+    from training import figures
+
+    found = rows(runs, policies)
+    days = sorted({r.day for r in found})
+
+    Bands = dict[str, tuple[list[float], list[float]]]
+
+    def series(measure: str) -> tuple[dict[str, list[float]], Bands]:
+        means: dict[str, list[float]] = {}
+        bands: Bands = {}
+        for policy in policies:
+            mine = [getattr(r, measure) for r in found if r.policy == policy]
+            means[policy] = [i.mean for i in mine]
+            bands[policy] = ([i.low for i in mine], [i.high for i in mine])
+        return means, bands
+
+    share, share_bands = series("share")
+    regret, regret_bands = series("regret")
+    seeds_text = ", ".join(map(str, seeds))
+    sections = [
+        (
+            "Value served, as a share of the oracle's",
+            figures.lines_by_day(
+                days, share, "value / oracle", f"Mean and 95% interval over seeds {seeds_text}",
+                share_bands, percent=True,
+            ),
+        ),
+        (
+            "Regret per decision",
+            figures.lines_by_day(
+                days, regret, "oracle's value - the policy's", "Lower is better", regret_bands
+            ),
+        ),
+    ]  # fmt: skip
+    path.write_text(
+        figures.page("Arbiter against its peers", sections, table(runs, policies, seeds))
+    )

@@ -3,7 +3,6 @@ estimators' errors, an HTML page with an SVG chart, and a CSV."""
 
 from __future__ import annotations
 
-import html
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.adapters.artifact import ModelArtifact
+from training import figures
 from training.evaluation import Estimate
 
 
@@ -42,6 +43,8 @@ class DayResult:
     ope_next_dr: Estimate | None = None  # the doubly robust estimate of the same
     ope_truth: float | None = None  # its true value on the decisions it was estimated from
     peers: Mapping[str, PeerDay] = field(default_factory=dict)  # name -> the same day
+    # (the model's propensity, the true probability) of each served offer
+    calibration: tuple[tuple[float, float], ...] = field(default=(), repr=False)
 
 
 def table(results: Sequence[DayResult]) -> str:
@@ -89,46 +92,80 @@ def _share(part: float, whole: float) -> str:
     return f"{part / whole:.1%}" if whole else "-"
 
 
-def write_report(results: Sequence[DayResult], path: Path) -> None:
-    """An HTML page with the table and an SVG chart of value per decision by day."""
+def write_report(
+    results: Sequence[DayResult], path: Path, model: ModelArtifact | None = None
+) -> None:
+    """An HTML page: value per decision by day per policy, the off-policy estimates of
+    each next day's acceptance against what it realised, the serving model's calibration
+    against the hidden truth, its feature importance (``model``), and the table."""
+    days = [r.day for r in results]
     series = {
-        "served": ([r.policy for r in results], "#1f6feb"),
-        "greedy": ([r.greedy for r in results], "#8250df"),
-        "oracle": ([r.oracle for r in results], "#1a7f37"),
-        "value-only": ([r.value_only for r in results], "#9a6700"),
-        "random": ([r.random for r in results], "#b42318"),
+        "served": [r.policy for r in results],
+        "greedy": [r.greedy for r in results],
+        "oracle": [r.oracle for r in results],
+        "value-only": [r.value_only for r in results],
+        "random": [r.random for r in results],
     }
-    width, height, pad = 640, 320, 40
-    top = max(max(v) for v, _ in series.values()) * 1.1 or 1.0
-    days = len(results)
-
-    def point(i: int, v: float) -> str:
-        x = pad + (width - 2 * pad) * (i / max(days - 1, 1))
-        y = height - pad - (height - 2 * pad) * (v / top)
-        return f"{x:.1f},{y:.1f}"
-
-    lines = []
-    for name, (values, color) in series.items():
-        points = " ".join(point(i, v) for i, v in enumerate(values))
-        lines.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
-        lines.append(
-            f'<text x="{width - pad + 4}" y="{point(days - 1, values[-1]).split(",")[1]}" '
-            f'fill="{color}" font-size="12">{html.escape(name)}</text>'
+    for name in results[0].peers if results else ():
+        if name not in ("value", "random"):  # those two are the baselines above
+            series[name] = [r.peers[name].value for r in results]
+    sections = [
+        (
+            "Value per decision, by day",
+            figures.lines_by_day(
+                days, series, "expected value per decision", "Policies on the same decisions"
+            ),
         )
-    svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 80}" height="{height}">'
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}"'
-        ' stroke="#999"/>'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
-        f'<text x="{pad}" y="{pad - 10}" font-size="12">value per decision (max {top:.1f})</text>'
-        + "".join(lines)
-        + "</svg>"
-    )
-    path.write_text(
-        "<!doctype html><meta charset=utf-8><title>Arbiter simulation</title>"
-        "<body style='font-family:system-ui'><h1>Arbiter: the closed loop, by day</h1>"
-        f"{svg}<pre>{html.escape(table(results))}</pre></body>"
-    )
+    ]
+    labels: list[str] = []
+    estimates: list[tuple[float, float, float]] = []
+    realised: list[float] = []
+    for a, b in itertools.pairwise(results):
+        for name, e in (("SNIPS", a.ope_next), ("DR", a.ope_next_dr)):
+            if e is not None:
+                labels.append(f"day {b.day}, {name} (from day {a.day})")
+                estimates.append((e.value, e.low, e.high))
+                realised.append(b.acceptance)
+    if labels:
+        sections.append(
+            (
+                "Off-policy estimates of the next day's acceptance",
+                figures.estimates_against_truth(
+                    labels,
+                    estimates,
+                    {"realised the next day": realised},
+                    "acceptance per decision",
+                    "Estimated before the day, against what it realised",
+                ),
+            )
+        )
+    served = [c for r in results[-1:] for c in r.calibration]
+    if served:
+        sections.append(
+            (
+                "Calibration of the serving model",
+                figures.calibration(
+                    [c[0] for c in served],
+                    [c[1] for c in served],
+                    f"Day {results[-1].day}: served offers ({len(served)})",
+                ),
+            )
+        )
+    if model is not None:
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_str=model.model_text)
+        sections.append(
+            (
+                "What the model learned from",
+                figures.importance(
+                    booster.feature_name(),
+                    booster.feature_importance("gain").tolist(),
+                    f"Feature importance, model {model.version}",
+                ),
+            )
+        )
+    path.write_text(figures.page("Arbiter: the closed loop, by day", sections, table(results)))
 
 
 def write_csv(results: Sequence[DayResult], path: Path) -> None:

@@ -129,6 +129,7 @@ class Simulation:
         self._logged += len(entries)
         policy, greedy, oracle, random, value_only = [], [], [], [], []
         chance, realised, accepted = [], 0.0, 0
+        calibration: list[tuple[float, float]] = []
         peer_value: dict[str, list[float]] = {name: [] for name in self.peers}
         peer_chance: dict[str, list[float]] = {name: [] for name in self.peers}
         peer_accepted = dict.fromkeys(self.peers, 0)
@@ -140,6 +141,7 @@ class Simulation:
             action = entry["actions"][0]["offer_id"]
             policy.append(truth[action] * value[action])
             chance.append(truth[action])
+            calibration.append((float(entry["actions"][0]["propensity"]), truth[action]))
             # the model's own greedy choice: the highest propensity x value x lever
             best_priority = max(
                 entry["candidates"],
@@ -184,6 +186,7 @@ class Simulation:
             realised=realised / n,
             acceptance=accepted / n,
             expected_acceptance=mean(chance),
+            calibration=tuple(calibration),
             peers={
                 name: PeerDay(
                     mean(peer_value[name]), peer_accepted[name] / n, mean(peer_chance[name])
