@@ -24,7 +24,11 @@ COLORS = {
 
 
 def _figure(width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:
+        needed = "the HTML reports need matplotlib: pip install 'arbiter[simulation]'"
+        raise SystemExit(needed) from e
 
     matplotlib.use("Agg")  # no display: files only
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, selectable

@@ -93,6 +93,7 @@ def stack(
     epsilon: float = DEFAULT_EPSILON,
     temperature: float = DEFAULT_TEMPERATURE,
     seed: int = 1,
+    first_rows: int = 30_000,
 ) -> Iterator[Served]:
     """A fresh embedded Redis holding the world's profiles, a first model trained on
     simulated logs, and a server of its own exploring with ``policy`` (its catalog:
@@ -107,7 +108,7 @@ def stack(
         data_dir=workdir,
         catalog_path=catalog,
         demo_customers=world_size,
-        train_rows=30_000,
+        train_rows=first_rows,  # the first model's simulated logs; retraining reads the logs
         attribution_hours=0.0001,  # outcomes arrive within seconds of their decision
         world_seed=TrainerSettings().world_seed + seed - 1,
         simulation_seed=1_000 + seed,  # known, so that VW can learn from the same logs
@@ -185,6 +186,8 @@ def run(
                 )
                 results.append(result)
                 print(table(results).splitlines()[len(results)], flush=True)
+                if not result.promoted and result.why:
+                    print(f"     not promoted: {result.why}", flush=True)
             scorer = w.server.application.core.scorer
             model = scorer.artifact if isinstance(scorer, LightGBMScorer) else None
         finally:

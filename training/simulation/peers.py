@@ -103,7 +103,12 @@ class VWPolicy:
         args: str = DEFAULT_VW_ARGS,
         seed: int = 1,
     ) -> None:
-        import vowpalwabbit  # only the comparison needs it
+        try:
+            import vowpalwabbit  # only the comparison needs it
+        except ImportError as e:
+            raise ValueError(
+                "the vw policy needs Vowpal Wabbit: pip install 'arbiter[simulation]'"
+            ) from e
 
         self._vw = vowpalwabbit.Workspace(f"{args} --random_seed {seed}")
         self._names = [_token(n) for n in names]

@@ -39,6 +39,7 @@ class DayResult:
     expected_acceptance: float  # mean true acceptance probability of the served offers
     next_model: str = ""
     promoted: bool = False
+    why: str = ""  # why the next model was (not) promoted
     ope_next: Estimate | None = None  # SNIPS acceptance of tomorrow's policy, from the logs
     ope_next_dr: Estimate | None = None  # the doubly robust estimate of the same
     ope_truth: float | None = None  # its true value on the decisions it was estimated from

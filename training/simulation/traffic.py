@@ -240,6 +240,7 @@ class Simulation:
                 **result.__dict__,
                 "next_model": outcome.model.version,
                 "promoted": outcome.promoted,
+                "why": outcome.why,
                 "ope_next": snips,
                 "ope_next_dr": dr,
                 "ope_truth": truth,
