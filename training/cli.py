@@ -277,6 +277,7 @@ def _experiments_arguments(p: argparse.ArgumentParser) -> None:
 
 def _experiments(args: argparse.Namespace) -> int:
     from engine.adapters import artifact
+    from engine.settings import load_definitions
     from feature_store.log_reader import read_logs
     from training import experiments
 
@@ -303,7 +304,8 @@ def _experiments(args: argparse.Namespace) -> int:
         return 2
     decisions, outcomes = read_logs(connect_sync(redis_url(settings)))
     try:
-        found = experiments.report(decisions, outcomes, version, share)
+        worth = {o.offer_id: o.value for o in load_definitions(settings).catalog.offers}
+        found = experiments.report(decisions, outcomes, version, share, worth)
     except ValueError as e:
         print(f"arbiter experiments: {e}", file=sys.stderr)
         return 2

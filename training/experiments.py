@@ -3,12 +3,12 @@ and outcome logs.
 
 The arms are the decisions the challenger's version served and the champion's served
 while the challenge ran (from the challenger's first decision to its last). Per arm:
-customers, decisions, decisions with a positive outcome (accept, convert) and the value
-reported with them; the uplift of the challenger's acceptance per decision with a 95%
-interval and a two-sided z-test, the same for value per decision (Welch), and a
-sample-ratio-mismatch check: customers per arm against the share the challenge was set
-to (chi-square; a p-value under 0.001 means the assignment or the logging is broken and
-the uplift is not to be trusted).
+customers, decisions, decisions with a positive outcome (accept, convert) and their value
+(as reported, else the offer's value in the catalog); the uplift of the challenger's
+acceptance per decision with a 95% interval and a two-sided z-test, the same for value
+per decision (Welch), and a sample-ratio-mismatch check: customers per arm against the
+share the challenge was set to (chi-square; a p-value under 0.001 means the assignment
+or the logging is broken and the uplift is not to be trusted).
 """
 
 from __future__ import annotations
@@ -71,13 +71,17 @@ def arms(
     decisions: Iterable[Mapping[str, Any]],
     outcomes: Iterable[Mapping[str, Any]],
     challenger: str,
+    offer_values: Mapping[str, float] | None = None,
     positive: frozenset[str] = POSITIVE_OUTCOMES,
 ) -> tuple[Arm, Arm]:
-    """(champion, challenger) while the challenger ``challenger`` served."""
+    """(champion, challenger) while the challenger ``challenger`` served. A positive
+    outcome is worth the value reported with it, else its offer's (``offer_values``)."""
+    worth = offer_values or {}
     value: dict[str, float] = {}
     for o in outcomes:
         if o["outcome"] in positive:
-            value[o["decision_id"]] = value.get(o["decision_id"], 0.0) + float(o.get("value") or 0)
+            got = float(o.get("value") or 0) or worth.get(o.get("offer_id", ""), 0.0)
+            value[o["decision_id"]] = value.get(o["decision_id"], 0.0) + got
     decisions = [d for d in decisions if d["actions"]]
     served = [d["ts"] for d in decisions if d["model_version"] == challenger]
     if not served:
@@ -139,8 +143,9 @@ def report(
     outcomes: Iterable[Mapping[str, Any]],
     challenger: str,
     share: float,
+    offer_values: Mapping[str, float] | None = None,
 ) -> Report:
-    champion, treated = arms(decisions, outcomes, challenger)
+    champion, treated = arms(decisions, outcomes, challenger, offer_values)
     return Report(
         experiment=challenger,
         share=share,

@@ -92,6 +92,17 @@ def test_no_uplift_is_not_significant_and_a_lopsided_split_is_a_mismatch() -> No
         experiments.report(decisions, outcomes, "nope", 0.5)
 
 
+def test_an_outcome_without_a_value_is_worth_its_offer() -> None:
+    rng = np.random.default_rng(5)
+    decisions, outcomes = logs(rng, {"champ": (300, 0.2), "chall": (300, 0.2)})
+    for o in outcomes:
+        o.pop("value", None)
+        o["offer_id"] = "fibre_broadband"
+    r = experiments.report(decisions, outcomes, "chall", 0.5, {"fibre_broadband": 400.0})
+    assert r.challenger.value == 400.0 * r.challenger.acceptance > 0
+    assert experiments.report(decisions, outcomes, "chall", 0.5).challenger.value == 0.0
+
+
 def test_the_command_without_a_running_challenge_says_what_to_give(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")}
     result = subprocess.run(
