@@ -161,7 +161,10 @@ def test_the_desk_is_not_an_open_door(desk: DeskServer, server: ServerThread) ->
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert stranger.send("/?token=guessed")[0] == 401
     # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own Host
-    assert stranger.send("/", Host="evil.example")[0] == 400
+    status, headers, _ = stranger.send("/", Host="evil.example")
+    assert status == 400
+    assert headers["x-frame-options"] == "DENY"  # the refusal carries the headers too
+    assert "default-src 'none'" in headers["content-security-policy"]
 
     agent = Browser(base)
     status, _, _ = agent.send(desk.sign_in_url.removeprefix(base))
