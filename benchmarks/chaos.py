@@ -17,7 +17,9 @@ guarantees; docs/reliability.md gives the figures of a full run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import logging
 import os
 import resource
 import subprocess
@@ -43,7 +45,7 @@ from engine.api.server import BackgroundServer
 from engine.settings import ServerSettings, load_definitions
 from feature_store.embedded import EmbeddedRedis, _free_port
 from feature_store.loader import load_profiles
-from feature_store.log_reader import read_outcomes
+from feature_store.log_reader import read_decisions, read_outcomes
 from training.world import generate
 
 CUSTOMERS = 2000
@@ -223,6 +225,137 @@ def redis_faults(data_dir: Path, seconds: float = 6.0) -> RedisFaults:
         faults()
         traffic.join()
         return RedisFaults(tally, first_full[0] if first_full else float("inf"))
+
+
+@dataclass
+class KillRestart:
+    """Open-loop Decides with a short deadline while Redis is killed and restarted."""
+
+    tally: Tally
+    worst_ms: float
+    full_after: float  # seconds from Redis answering again to the last degraded answer
+    tracebacks: int  # log records with a traceback
+    warnings: list[str]  # the WARNING and ERROR lines, in order, without repeats
+    served: int  # decisions answered OK
+    logged: int  # of them, in the decision log after the graceful stop
+    doubled: int  # logged more than once
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _start_again(own: EmbeddedRedis) -> None:
+    for _ in range(50):  # the port can stay busy for a moment after a kill
+        try:
+            own.start()
+            return
+        except ConfigurationError:
+            time.sleep(0.05)
+
+
+def _lines(records: list[logging.LogRecord]) -> list[str]:
+    """The records as lines, a run of the same line once."""
+    lines: list[str] = []
+    for r in records:
+        line = f"{r.levelname} {r.name}: {r.getMessage()[:120]}"
+        if not lines or lines[-1] != line:
+            lines.append(line)
+    return lines
+
+
+def kill_restart(
+    data_dir: Path,
+    *,
+    seconds: float = 14.0,
+    kill_at: float = 7.0,
+    back_at: float = 12.0,
+    rate: float = 150.0,
+    deadline: float = 0.2,
+) -> KillRestart:
+    """Redis (AOF) SIGKILLed at ``kill_at`` and restarted on its port at ``back_at``,
+    under ``rate`` Decide/s open loop with a ``deadline`` each, as a user's probe: every
+    call should end within its deadline (degraded is fine), full answers again within a
+    second, the log whole."""
+    records = _Records()
+    logging.getLogger().addHandler(records)
+    own = EmbeddedRedis(data_dir / "redis", options=("--appendonly", "yes"))
+    own.start()
+    client = redis.Redis.from_url(own.url)
+    settings = ServerSettings(data_dir=data_dir, port=0)
+    load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
+    client.close()
+    server = BackgroundServer(settings, own.url)
+    tally = Tally()
+    served: list[str] = []
+    degraded_at: list[float] = []
+    answered_at = [0.0]
+    lock = threading.Lock()
+    worst = [0.0]
+    try:
+        pending = []
+        start = time.monotonic()
+
+        def done(future: Any, sent: float) -> None:
+            took = time.monotonic() - sent
+            try:
+                reply = future.result()
+            except grpc.RpcError as exc:
+                tally.add(exc.code().name, took)
+            else:
+                tally.add("OK", took, reply.degraded, reply.degraded_reason)
+                with lock:
+                    served.append(reply.decision_id)
+                    if reply.degraded:
+                        degraded_at.append(time.monotonic())
+            with lock:
+                worst[0] = max(worst[0], took)
+
+        killed = restarted = False
+        n = 0
+        while (now := time.monotonic() - start) < seconds:
+            if not killed and now >= kill_at:
+                own.kill()
+                killed = True
+            if killed and not restarted and now >= back_at:
+                _start_again(own)
+                answered_at[0] = time.monotonic()
+                restarted = True
+            request = decision_pb2.DecideRequest(
+                customer_id=f"cust-{1 + n % CUSTOMERS:06d}", channel=WEB
+            )
+            sent = time.monotonic()
+            future = server.decisions.Decide.future(request, timeout=deadline)
+            future.add_done_callback(functools.partial(done, sent=sent))
+            pending.append(future)
+            n += 1
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        for future in pending:
+            with contextlib.suppress(grpc.RpcError, grpc.FutureCancelledError):
+                future.result(timeout=5)
+    finally:
+        server.stop()  # graceful: the log writer flushes what it holds
+    client = redis.Redis.from_url(own.url)
+    logged_ids = Counter(d["decision_id"] for d in read_decisions(client))
+    client.close()
+    own.stop()
+    logging.getLogger().removeHandler(records)
+    after = [t - answered_at[0] for t in degraded_at if t >= answered_at[0]]
+    return KillRestart(
+        tally=tally,
+        worst_ms=worst[0] * 1000,
+        full_after=max(after, default=0.0),
+        tracebacks=sum(r.exc_info is not None for r in records.records),
+        warnings=_lines(records.records),
+        served=len(served),
+        logged=sum(1 for d in served if d in logged_ids),
+        doubled=sum(1 for c in logged_ids.values() if c > 1),
+    )
 
 
 @dataclass
@@ -514,6 +647,17 @@ def main() -> None:
         f"RSS at start {rss_mb():.0f} MB (max so far {resource.getrusage(0).ru_maxrss / 1024:.0f})"
     )
 
+    k = kill_restart(args.data / "kill")
+    print(
+        f"\nredis SIGKILLed at 7 s, restarted at 12 s, 150 Decide/s with a 200 ms deadline:"
+        f" {k.tally}; worst {k.worst_ms:.0f} ms"
+    )
+    print(
+        f"  full answers {k.full_after:.2f} s after Redis answered again; {k.tracebacks}"
+        f" tracebacks; log: {k.logged} of {k.served} served decisions, {k.doubled} twice"
+    )
+    for line in k.warnings[:20]:
+        print(f"    {line}")
     faults = redis_faults(args.data / "redis")
     print(f"\nredis paused 1 s, then killed and restarted: {faults.tally}")
     print(f"  full answers again {faults.recovered_after:.2f} s after the restart")
