@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -39,7 +40,7 @@ import redis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2
 from common.errors import ConfigurationError
 from engine.api.server import BackgroundServer
 from engine.settings import ServerSettings, load_definitions
@@ -277,11 +278,17 @@ def kill_restart(
     back_at: float = 12.0,
     rate: float = 150.0,
     deadline: float = 0.2,
+    workers: int = 0,
+    model: bool = False,
+    empty: bool = False,
 ) -> KillRestart:
     """Redis (AOF) SIGKILLed at ``kill_at`` and restarted on its port at ``back_at``,
     under ``rate`` Decide/s open loop with a ``deadline`` each, as a user's probe: every
     call should end within its deadline (degraded is fine), full answers again within a
-    second, the log whole."""
+    second, the log whole. ``workers`` > 0: `arbiter serve --workers N` in a process of
+    its own (its log read for tracebacks and warnings), else a server in this one.
+    ``model``: a trained, compiled model serves (else value-only ranking). ``empty``:
+    Redis comes back without its data (its AOF gone, as a server without persistence)."""
     records = _Records()
     logging.getLogger().addHandler(records)
     own = EmbeddedRedis(data_dir / "redis", options=("--appendonly", "yes"))
@@ -290,72 +297,150 @@ def kill_restart(
     settings = ServerSettings(data_dir=data_dir, port=0)
     load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
     client.close()
-    server = BackgroundServer(settings, own.url)
-    tally = Tally()
-    served: list[str] = []
-    degraded_at: list[float] = []
-    answered_at = [0.0]
-    lock = threading.Lock()
-    worst = [0.0]
-    try:
-        pending = []
-        start = time.monotonic()
-
-        def done(future: Any, sent: float) -> None:
-            took = time.monotonic() - sent
-            try:
-                reply = future.result()
-            except grpc.RpcError as exc:
-                tally.add(exc.code().name, took)
-            else:
-                tally.add("OK", took, reply.degraded, reply.degraded_reason)
-                with lock:
-                    served.append(reply.decision_id)
-                    if reply.degraded:
-                        degraded_at.append(time.monotonic())
-            with lock:
-                worst[0] = max(worst[0], took)
-
-        killed = restarted = False
-        n = 0
-        while (now := time.monotonic() - start) < seconds:
-            if not killed and now >= kill_at:
-                own.kill()
-                killed = True
-            if killed and not restarted and now >= back_at:
-                _start_again(own)
-                answered_at[0] = time.monotonic()
-                restarted = True
-            request = decision_pb2.DecideRequest(
-                customer_id=f"cust-{1 + n % CUSTOMERS:06d}", channel=WEB
+    if model:
+        _train(settings)
+    log_path = data_dir / "serve.log"
+    with contextlib.ExitStack() as stack:
+        if workers:
+            port = _free_port()
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+                "REDIS_URL": own.url,
+                "ARBITER_DATA_DIR": str(data_dir),
+                "ARBITER_METRICS_PORT": str(_free_port()),
+            }
+            log_file = stack.enter_context(log_path.open("wb"))
+            serve = ["serve", "--port", str(port), "--workers", str(workers)]
+            process = subprocess.Popen(
+                [sys.executable, "-m", "training.cli", *serve],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
             )
-            sent = time.monotonic()
-            future = server.decisions.Decide.future(request, timeout=deadline)
-            future.add_done_callback(functools.partial(done, sent=sent))
-            pending.append(future)
-            n += 1
-            time.sleep(max(0.0, start + n / rate - time.monotonic()))
-        for future in pending:
-            with contextlib.suppress(grpc.RpcError, grpc.FutureCancelledError):
-                future.result(timeout=5)
-    finally:
-        server.stop()  # graceful: the log writer flushes what it holds
+            channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
+            grpc.channel_ready_future(channel).result(timeout=120)
+            time.sleep(1.0)  # every worker listening
+            call = decision_pb2_grpc.DecisionServiceStub(channel).Decide
+
+            def stop() -> None:
+                process.terminate()
+                process.wait(60)
+
+        else:
+            server = BackgroundServer(settings, own.url)
+            call, stop = server.decisions.Decide, server.stop
+        try:
+            probe = _open_loop(call, own, seconds, kill_at, back_at, rate, deadline, empty)
+        finally:
+            stop()  # graceful: the log writer flushes what it holds
+    logging.getLogger().removeHandler(records)
     client = redis.Redis.from_url(own.url)
     logged_ids = Counter(d["decision_id"] for d in read_decisions(client))
     client.close()
     own.stop()
-    logging.getLogger().removeHandler(records)
-    after = [t - answered_at[0] for t in degraded_at if t >= answered_at[0]]
+    found = records.records
+    text = log_path.read_text(errors="replace").splitlines() if workers else []
+    warnings = _lines(found) + [
+        line[24:150] for line in text if " WARNING " in line or " ERROR " in line
+    ]
+    tally, served, degraded_at, answered_at, worst = probe
+    after = [t - answered_at for t in degraded_at if t >= answered_at]
     return KillRestart(
         tally=tally,
-        worst_ms=worst[0] * 1000,
+        worst_ms=worst * 1000,
         full_after=max(after, default=0.0),
-        tracebacks=sum(r.exc_info is not None for r in records.records),
-        warnings=_lines(records.records),
+        tracebacks=sum(r.exc_info is not None for r in found)
+        + sum(line.startswith("Traceback") for line in text),
+        warnings=warnings,
         served=len(served),
         logged=sum(1 for d in served if d in logged_ids),
         doubled=sum(1 for c in logged_ids.values() if c > 1),
     )
+
+
+def _train(settings: ServerSettings) -> None:
+    """A small trained model with compiled trees, promoted in ``settings``' model folder."""
+    from dataclasses import replace
+
+    from engine.adapters import artifact, compiled
+    from training.settings import TrainerSettings
+    from training.synthetic_logs import simulate_logs
+    from training.train import train
+
+    definitions = load_definitions(settings)
+    logs = simulate_logs(
+        generate(CUSTOMERS, 7),
+        definitions.schema,
+        definitions.catalog,
+        definitions.stage_rules,
+        rows=10_000,
+    )
+    trained = train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=60))
+    folder = artifact.save(settings.model_dir, trained)
+    compiled.compile_artifact(replace(trained, folder=folder))
+
+
+def _open_loop(
+    decide: Any,
+    own: EmbeddedRedis,
+    seconds: float,
+    kill_at: float,
+    back_at: float,
+    rate: float,
+    deadline: float,
+    empty: bool = False,
+) -> tuple[Tally, list[str], list[float], float, float]:
+    """(the calls, decision ids served, when degraded answers came, when Redis answered
+    again, the worst latency)."""
+    tally = Tally()
+    served: list[str] = []
+    degraded_at: list[float] = []
+    lock = threading.Lock()
+    worst = [0.0]
+    answered_at = 0.0
+
+    def done(future: Any, sent: float) -> None:
+        took = time.monotonic() - sent
+        try:
+            reply = future.result()
+        except grpc.RpcError as exc:
+            tally.add(exc.code().name, took)
+        else:
+            tally.add("OK", took, reply.degraded, reply.degraded_reason)
+            with lock:
+                served.append(reply.decision_id)
+                if reply.degraded:
+                    degraded_at.append(time.monotonic())
+        with lock:
+            worst[0] = max(worst[0], took)
+
+    pending = []
+    start = time.monotonic()
+    killed = restarted = False
+    n = 0
+    while (now := time.monotonic() - start) < seconds:
+        if not killed and now >= kill_at:
+            own.kill()
+            killed = True
+        if killed and not restarted and now >= back_at:
+            if empty and own.data_dir is not None:
+                shutil.rmtree(own.data_dir, ignore_errors=True)
+            _start_again(own)
+            answered_at = time.monotonic()
+            restarted = True
+        request = decision_pb2.DecideRequest(
+            customer_id=f"cust-{1 + n % CUSTOMERS:06d}", channel=WEB
+        )
+        sent = time.monotonic()
+        future = decide.future(request, timeout=deadline)
+        future.add_done_callback(functools.partial(done, sent=sent))
+        pending.append(future)
+        n += 1
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+    for future in pending:
+        with contextlib.suppress(grpc.RpcError, grpc.FutureCancelledError):
+            future.result(timeout=5)
+    return tally, served, degraded_at, answered_at, worst[0]
 
 
 @dataclass

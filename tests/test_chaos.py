@@ -18,6 +18,22 @@ def test_redis_paused_then_killed_under_load_fails_no_call(tmp_path: Path) -> No
     assert faults.recovered_after < 2.0
 
 
+def test_redis_killed_and_restarted_costs_no_caller_its_deadline(tmp_path: Path) -> None:
+    # The probe of a user: `arbiter serve` (two workers, a trained model) on a Redis with
+    # AOF, open-loop Decides with a 200 ms deadline, Redis SIGKILLed and back 2 s later.
+    k = chaos.kill_restart(
+        tmp_path, seconds=5.0, kill_at=1.5, back_at=3.5, rate=100, workers=2, model=True
+    )
+    assert k.tally.calls > 400 and k.tally.failed == 0, k.tally  # each within its deadline
+    assert k.worst_ms < 200
+    assert 0 < k.tally.degraded < k.tally.calls  # degraded while down, and only then
+    assert k.full_after < 1.0  # full answers within a second of Redis answering again
+    assert k.tracebacks == 0, k.warnings
+    assert k.logged == k.served and k.doubled == 0  # the log caught up, nothing twice
+    said = " | ".join(k.warnings)
+    assert "feature store down" in said and "feature store back after" in said, said
+
+
 def test_a_graceful_restart_loses_and_doubles_no_outcome(tmp_path: Path) -> None:
     restart = chaos.restart(tmp_path, outcomes=100)
     assert restart.acknowledged == 100

@@ -10,13 +10,19 @@ must not degrade every customer for the next second. Nor must a stall of that lo
 garbage collection, a burst of CPU): every call in flight then misses its budget at once,
 Redis having answered or not. So calls that were in flight together count as one: a
 timeout counts only when its call started after the last one counted.
+
+An outage is two WARNING lines, whatever its length: "down" when the breaker first opens,
+"back" at the first call the store serves again.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from engine.service import metrics
+
+log = logging.getLogger(__name__)
 
 TIMEOUTS_TO_OPEN = 3
 
@@ -30,6 +36,7 @@ class Breaker:
         self._timeouts = 0  # calls in a row that missed their budget
         self._slow_customers: set[str] = set()  # whose calls they were
         self._counted_at = float("-inf")  # when the last counted timeout was seen
+        self._down_since: float | None = None  # the outage under way: when it began
 
     def refusal(self) -> str:
         """Why the store must not be tried now, or "" when it may."""
@@ -43,6 +50,12 @@ class Breaker:
     def succeeded(self) -> None:
         self._timeouts = 0
         self._slow_customers.clear()
+        if self._down_since is not None:
+            log.warning(
+                "feature store back after %.1f s: full answers again",
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
 
     def timed_out(self, reason: str, customer_id: str, started: float) -> None:
         """A call for ``customer_id`` that began at ``started`` (``time.monotonic()``)
@@ -61,5 +74,13 @@ class Breaker:
         self.opened += 1
         self._open_until = time.monotonic() + self.seconds
         self._reason = reason
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "feature store down (%s): answering degraded, without profiles or"
+                " reservations; trying it again every %.1f s",
+                reason,
+                self.seconds,
+            )
         metrics.BREAKER_OPENED.inc()
         metrics.BREAKER_OPEN.set(1)

@@ -3,7 +3,10 @@ event loop."""
 
 from __future__ import annotations
 
+import logging
 import time
+
+import pytest
 
 from engine.service.breaker import Breaker
 
@@ -52,3 +55,18 @@ def test_calls_in_flight_together_count_as_one() -> None:
     assert breaker.opened == 0
     breaker.timed_out("slow", "r", now())
     assert breaker.opened == 1 and breaker.refusal() == "slow"
+
+
+def test_an_outage_is_one_line_down_and_one_line_back(caplog: pytest.LogCaptureFixture) -> None:
+    breaker = Breaker(0.0)  # open for no time: every call tries the store again
+    with caplog.at_level(logging.WARNING, logger="engine.service.breaker"):
+        breaker.succeeded()  # healthy: nothing to say
+        for _ in range(5):  # the store keeps failing: it reopens each time
+            breaker.failed("feature store read failed")
+        breaker.succeeded()
+        breaker.succeeded()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("feature store down (feature store read failed)")
+    assert lines[1].startswith("feature store back after ")
+    assert breaker.opened == 5
