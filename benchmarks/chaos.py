@@ -3,6 +3,8 @@ on a real server and a real Redis of its own, with the figures printed.
 
     python -m benchmarks.chaos [--fuzz 100000] [--soak-seconds 120] [--window 10]
 
+- kill: Redis (AOF) killed at 7 s and restarted at 12 s under 150 Decide/s with a 200 ms
+  deadline, through `arbiter serve --workers 2` (then again, restarted empty);
 - redis: Redis paused for 1 s, then killed and restarted, under a steady Decide load;
 - restart: a graceful restart with outcomes in flight (lost = acknowledged, not logged);
 - duplicates: each outcome sent twice at the same moment (duplicated = logged twice);
@@ -732,7 +734,7 @@ def main() -> None:
         f"RSS at start {rss_mb():.0f} MB (max so far {resource.getrusage(0).ru_maxrss / 1024:.0f})"
     )
 
-    k = kill_restart(args.data / "kill")
+    k = kill_restart(args.data / "kill", workers=2, model=True)
     print(
         f"\nredis SIGKILLed at 7 s, restarted at 12 s, 150 Decide/s with a 200 ms deadline:"
         f" {k.tally}; worst {k.worst_ms:.0f} ms"
@@ -743,6 +745,11 @@ def main() -> None:
     )
     for line in k.warnings[:20]:
         print(f"    {line}")
+    e = kill_restart(args.data / "kill-empty", workers=2, model=True, empty=True)
+    print(
+        f"  the same, restarted empty: {e.tally}; worst {e.worst_ms:.0f} ms; full answers"
+        f" {e.full_after:.2f} s after; log: {e.logged} of {e.served}, {e.doubled} twice"
+    )
     faults = redis_faults(args.data / "redis")
     print(f"\nredis paused 1 s, then killed and restarted: {faults.tally}")
     print(f"  full answers again {faults.recovered_after:.2f} s after the restart")
