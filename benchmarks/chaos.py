@@ -4,7 +4,8 @@ on a real server and a real Redis of its own, with the figures printed.
     python -m benchmarks.chaos [--fuzz 100000] [--soak-seconds 120] [--window 10]
 
 - kill: Redis (AOF) killed at 7 s and restarted at 12 s under 150 Decide/s with a 200 ms
-  deadline, through `arbiter serve --workers 2` (then again, restarted empty);
+  deadline, through `arbiter serve --workers 2` (again with its port black-holed while
+  down, and restarted empty);
 - redis: Redis paused for 1 s, then killed and restarted, under a steady Decide load;
 - restart: a graceful restart with outcomes in flight (lost = acknowledged, not logged);
 - duplicates: each outcome sent twice at the same moment (duplicated = logged twice);
@@ -25,6 +26,7 @@ import logging
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -253,6 +255,28 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
+def _black_hole(port: int) -> list[socket.socket]:
+    """A listener on ``port`` that never accepts, its queue filled: SYNs to it go
+    unanswered (and the sockets to close when it is over)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for _ in range(50):  # the port can stay busy for a moment after a kill
+        try:
+            listener.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            time.sleep(0.02)
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):  # backlog 0 queues one; the rest wait on their SYN
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    return [listener, *fillers]
+
+
 def _start_again(own: EmbeddedRedis) -> None:
     for _ in range(50):  # the port can stay busy for a moment after a kill
         try:
@@ -283,6 +307,7 @@ def kill_restart(
     workers: int = 0,
     model: bool = False,
     empty: bool = False,
+    blackhole: bool = False,
 ) -> KillRestart:
     """Redis (AOF) SIGKILLed at ``kill_at`` and restarted on its port at ``back_at``,
     under ``rate`` Decide/s open loop with a ``deadline`` each, as a user's probe: every
@@ -290,7 +315,10 @@ def kill_restart(
     second, the log whole. ``workers`` > 0: `arbiter serve --workers N` in a process of
     its own (its log read for tracebacks and warnings), else a server in this one.
     ``model``: a trained, compiled model serves (else value-only ranking). ``empty``:
-    Redis comes back without its data (its AOF gone, as a server without persistence)."""
+    Redis comes back without its data (its AOF gone, as a server without persistence).
+    ``blackhole``: while Redis is down its port takes no connection and answers no SYN
+    (a listener whose queue is full: the kernel drops new SYNs), as a host gone from the
+    network, instead of refusing them."""
     records = _Records()
     logging.getLogger().addHandler(records)
     own = EmbeddedRedis(data_dir / "redis", options=("--appendonly", "yes"))
@@ -332,7 +360,9 @@ def kill_restart(
             server = BackgroundServer(settings, own.url)
             call, stop = server.decisions.Decide, server.stop
         try:
-            probe = _open_loop(call, own, seconds, kill_at, back_at, rate, deadline, empty)
+            probe = _open_loop(
+                call, own, seconds, kill_at, back_at, rate, deadline, empty, blackhole
+            )
         finally:
             stop()  # graceful: the log writer flushes what it holds
     logging.getLogger().removeHandler(records)
@@ -391,6 +421,7 @@ def _open_loop(
     rate: float,
     deadline: float,
     empty: bool = False,
+    blackhole: bool = False,
 ) -> tuple[Tally, list[str], list[float], float, float]:
     """(the calls, decision ids served, when degraded answers came, when Redis answered
     again, the worst latency)."""
@@ -417,14 +448,19 @@ def _open_loop(
             worst[0] = max(worst[0], took)
 
     pending = []
+    hole: list[socket.socket] = []
     start = time.monotonic()
     killed = restarted = False
     n = 0
     while (now := time.monotonic() - start) < seconds:
         if not killed and now >= kill_at:
             own.kill()
+            if blackhole:
+                hole = _black_hole(own.port)
             killed = True
         if killed and not restarted and now >= back_at:
+            for s in hole:
+                s.close()
             if empty and own.data_dir is not None:
                 shutil.rmtree(own.data_dir, ignore_errors=True)
             _start_again(own)
@@ -745,6 +781,12 @@ def main() -> None:
     )
     for line in k.warnings[:20]:
         print(f"    {line}")
+    b = kill_restart(args.data / "kill-hole", workers=2, model=True, blackhole=True)
+    print(
+        f"  the same, its port answering no SYN while down: {b.tally}; worst"
+        f" {b.worst_ms:.0f} ms; full answers {b.full_after:.2f} s after; log: {b.logged} of"
+        f" {b.served}, {b.doubled} twice; {b.tracebacks} tracebacks"
+    )
     e = kill_restart(args.data / "kill-empty", workers=2, model=True, empty=True)
     print(
         f"  the same, restarted empty: {e.tally}; worst {e.worst_ms:.0f} ms; full answers"

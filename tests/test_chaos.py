@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks import chaos
 
 ACCEPTED = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"}
@@ -18,11 +20,22 @@ def test_redis_paused_then_killed_under_load_fails_no_call(tmp_path: Path) -> No
     assert faults.recovered_after < 2.0
 
 
-def test_redis_killed_and_restarted_costs_no_caller_its_deadline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("blackhole", [False, True], ids=["refused", "black-holed"])
+def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
+    tmp_path: Path, blackhole: bool
+) -> None:
     # The probe of a user: `arbiter serve` (two workers, a trained model) on a Redis with
-    # AOF, open-loop Decides with a 200 ms deadline, Redis SIGKILLed and back 2 s later.
+    # AOF, open-loop Decides with a 200 ms deadline, Redis SIGKILLed and back 2 s later;
+    # meanwhile its port refuses connections, or answers no SYN at all.
     k = chaos.kill_restart(
-        tmp_path, seconds=5.0, kill_at=1.5, back_at=3.5, rate=100, workers=2, model=True
+        tmp_path,
+        seconds=5.0,
+        kill_at=1.5,
+        back_at=3.5,
+        rate=100,
+        workers=2,
+        model=True,
+        blackhole=blackhole,
     )
     assert k.tally.calls > 400 and k.tally.failed == 0, k.tally  # each within its deadline
     assert k.worst_ms < 200

@@ -11,6 +11,11 @@ garbage collection, a burst of CPU): every call in flight then misses its budget
 Redis having answered or not. So calls that were in flight together count as one: a
 timeout counts only when its call started after the last one counted.
 
+When the open period ends while the store is still taken for down, one call at a time
+tries it (half-open): the others keep answering degraded at once instead of each waiting
+its budget on a store that may still be gone. The probe's outcome closes the breaker or
+opens it again; a probe that tells neither within ``PROBE_SECONDS`` is given up.
+
 An outage is two WARNING lines, whatever its length: "down" when the breaker first opens,
 "back" at the first call the store serves again.
 """
@@ -25,6 +30,7 @@ from engine.service import metrics
 log = logging.getLogger(__name__)
 
 TIMEOUTS_TO_OPEN = 3
+PROBE_SECONDS = 1.0
 
 
 class Breaker:
@@ -37,19 +43,29 @@ class Breaker:
         self._slow_customers: set[str] = set()  # whose calls they were
         self._counted_at = float("-inf")  # when the last counted timeout was seen
         self._down_since: float | None = None  # the outage under way: when it began
+        self._probe_since: float | None = None  # the half-open probe in flight: since when
+        self._last_reason = ""  # why it last opened
 
     def refusal(self) -> str:
-        """Why the store must not be tried now, or "" when it may."""
-        if time.monotonic() < self._open_until:
+        """Why the store must not be tried now, or "" when it may (during an outage: for
+        one caller at a time, the probe)."""
+        now = time.monotonic()
+        if now < self._open_until:
             return self._reason
         if self._reason:  # the open period is over: shown closed again
             self._reason = ""
             metrics.BREAKER_OPEN.set(0)
+        if self._down_since is not None:
+            probing = self._probe_since
+            if probing is not None and now - probing < PROBE_SECONDS:
+                return self._last_reason  # another call is finding out
+            self._probe_since = now
         return ""
 
     def succeeded(self) -> None:
         self._timeouts = 0
         self._slow_customers.clear()
+        self._probe_since = None
         if self._down_since is not None:
             log.warning(
                 "feature store back after %.1f s: full answers again",
@@ -60,6 +76,9 @@ class Breaker:
     def timed_out(self, reason: str, customer_id: str, started: float) -> None:
         """A call for ``customer_id`` that began at ``started`` (``time.monotonic()``)
         missed its budget."""
+        if self._probe_since is not None:
+            self.failed(reason)  # the probe of a store that was down: still down
+            return
         if started < self._counted_at:
             return  # in flight with the last one counted: the same stall
         self._counted_at = time.monotonic()
@@ -73,7 +92,8 @@ class Breaker:
         self._slow_customers.clear()
         self.opened += 1
         self._open_until = time.monotonic() + self.seconds
-        self._reason = reason
+        self._reason = self._last_reason = reason
+        self._probe_since = None
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning(

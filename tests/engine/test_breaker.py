@@ -70,3 +70,29 @@ def test_an_outage_is_one_line_down_and_one_line_back(caplog: pytest.LogCaptureF
     assert lines[0].startswith("feature store down (feature store read failed)")
     assert lines[1].startswith("feature store back after ")
     assert breaker.opened == 5
+
+
+def test_after_an_outage_one_call_at_a_time_tries_the_store() -> None:
+    breaker = Breaker(0.0)  # the open period ends at once: half-open
+    breaker.failed("down")
+    assert breaker.refusal() == ""  # this call probes
+    assert breaker.refusal() == "down"  # the others answer degraded without waiting
+    assert breaker.refusal() == "down"
+    breaker.timed_out("slow", "a", now())  # the probe missed its budget: open again
+    assert breaker.opened == 2
+    assert breaker.refusal() == ""  # the next probe
+    breaker.succeeded()  # the store answered: closed for everyone
+    assert [breaker.refusal() for _ in range(3)] == ["", "", ""]
+
+
+def test_a_probe_that_never_tells_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    breaker = Breaker(0.0)
+    breaker.failed("down")
+    assert breaker.refusal() == ""  # a probe, which then neither succeeds nor fails
+    clock[0] += 0.5
+    assert breaker.refusal() == "down"
+    clock[0] += 0.6  # past PROBE_SECONDS: another call may find out
+    assert breaker.refusal() == ""
+    assert breaker.refusal() == "down"
