@@ -11,7 +11,8 @@ on a real server and a real Redis of its own, with the figures printed.
 - duplicates: each outcome sent twice at the same moment (duplicated = logged twice);
 - fuzz: requests from hypothesis over the protos, and raw bytes (never UNKNOWN/INTERNAL);
 - hot: one customer flooded with new event types; the others' p99 with and without;
-- soak: a mixed load for a while; RSS and p99 per window.
+- soak: a mixed load for a while; RSS and p99 per window; and through `arbiter serve` at
+  150 calls/s open loop: p50, p99 and p99.9 per window and the server's collections.
 
 tests/test_chaos.py runs every scenario small inside `make test`, asserting what each one
 guarantees; docs/reliability.md gives the figures of a full run.
@@ -44,7 +45,7 @@ import redis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2
+from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.errors import ConfigurationError
 from engine.api.server import BackgroundServer
 from engine.settings import ServerSettings, load_definitions
@@ -759,6 +760,123 @@ def soak(data_dir: Path, seconds: float = 20.0, window: float = 5.0) -> list[Soa
         return windows
 
 
+@dataclass
+class ServedWindow:
+    seconds: float
+    calls: int
+    failed: int
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+
+
+def served_soak(
+    data_dir: Path,
+    *,
+    seconds: float = 60.0,
+    window: float = 10.0,
+    rate: float = 150.0,
+    env: dict[str, str] | None = None,
+) -> tuple[list[ServedWindow], str]:
+    """`arbiter serve` (one worker, a trained model) in its own process under ``rate``
+    Decide/s open loop (one RecordEvent in five calls), latency per ``window`` seconds;
+    and the server's garbage collections over the run, from its /metrics. ``env``: more
+    settings for the server (ARBITER_*)."""
+    from benchmarks.bench_load import collections
+
+    own = EmbeddedRedis().start()
+    client = redis.Redis.from_url(own.url)
+    settings = ServerSettings(data_dir=data_dir, port=0)
+    load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
+    client.close()
+    _train(settings)
+    port, metrics_port = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--workers", "1"],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+            "REDIS_URL": own.url,
+            "ARBITER_DATA_DIR": str(data_dir),
+            "ARBITER_METRICS_PORT": str(metrics_port),
+            **(env or {}),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    windows = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+            decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
+            event = profile_pb2_grpc.ProfileServiceStub(channel).RecordEvent
+            started = time.monotonic()
+            n = 0
+            while time.monotonic() - started < seconds:
+                latencies: list[float] = []
+                codes: Counter[str] = Counter()
+                lock = threading.Lock()
+
+                def done(
+                    future: Any,
+                    sent: float,
+                    latencies: list[float] = latencies,
+                    codes: Counter[str] = codes,
+                    lock: threading.Lock = lock,
+                ) -> None:
+                    took = time.monotonic() - sent
+                    code = "OK"
+                    if future.exception() is not None:
+                        code = future.code().name
+                    with lock:
+                        latencies.append(took * 1000)
+                        codes[code] += 1
+
+                futures = []
+                begun = time.monotonic()
+                i = 0
+                while (time.monotonic() - begun) < window:
+                    customer = f"cust-{1 + n % CUSTOMERS:06d}"
+                    call: Any
+                    if n % 5 == 4:
+                        call = event.future(
+                            profile_pb2.RecordEventRequest(
+                                customer_id=customer, channel=WEB, event_type="page_view"
+                            ),
+                            timeout=2,
+                        )
+                    else:
+                        call = decide.future(
+                            decision_pb2.DecideRequest(customer_id=customer, channel=WEB),
+                            timeout=2,
+                        )
+                    call.add_done_callback(functools.partial(done, sent=time.monotonic()))
+                    futures.append(call)
+                    n += 1
+                    i += 1
+                    time.sleep(max(0.0, begun + i / rate - time.monotonic()))
+                for f in futures:
+                    with contextlib.suppress(grpc.RpcError, grpc.FutureCancelledError):
+                        f.result(timeout=5)
+                p50, p99, p999 = np.percentile(latencies, [50, 99, 99.9])
+                windows.append(
+                    ServedWindow(
+                        time.monotonic() - started,
+                        len(latencies),
+                        len(latencies) - codes["OK"],
+                        float(p50),
+                        float(p99),
+                        float(p999),
+                    )
+                )
+        time.sleep(1.2)  # the server drains its collections into /metrics every second
+        gc_line = collections(metrics_port)
+    finally:
+        process.terminate()
+        process.wait(60)
+        own.stop()
+    return windows, gc_line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fuzz", type=int, default=100_000)
@@ -817,6 +935,19 @@ def main() -> None:
     print(f"  the hot customer's real-time fields after it: {h.hot_fields}")
     print(f"  others at 100/s after it, the hot customer deciding too: {h.after}")
     print(f"  others' p99 after / before: x{h.after.p99() / max(h.quiet.p99(), 1):.2f}")
+    windows, gc_line = served_soak(
+        args.data / "served-soak", seconds=args.soak_seconds, window=args.window
+    )
+    print(
+        f"\nsoak through arbiter serve, 150 calls/s open loop, {args.soak_seconds:g} s in"
+        f" windows of {args.window:g} s:"
+    )
+    for sw in windows:
+        print(
+            f"  {sw.seconds:6.1f} s  {sw.calls} calls, {sw.failed} failed, p50 {sw.p50_ms:.1f}"
+            f" ms, p99 {sw.p99_ms:.1f} ms, p99.9 {sw.p999_ms:.1f} ms"
+        )
+    print(f"  the server's garbage collections: {gc_line}")
     print(f"\nsoak, {args.soak_seconds:g} s in windows of {args.window:g} s:")
     for w in soak(args.data / "soak", args.soak_seconds, args.window):
         print(f"  {w.seconds:6.1f} s  RSS {w.rss_mb:5.0f} MB  {w.tally}")
