@@ -79,3 +79,11 @@ def test_a_short_soak_keeps_serving_with_flat_memory(tmp_path: Path) -> None:
         str(w.tally) for w in windows
     ]
     assert windows[-1].rss_mb - windows[0].rss_mb < 50
+
+
+def test_a_short_soak_through_the_server_answers_every_call_in_time(tmp_path: Path) -> None:
+    windows, collections = chaos.served_soak(tmp_path, seconds=6.0, window=3.0, rate=100)
+    assert len(windows) == 2
+    assert all(w.calls >= 250 and w.failed == 0 for w in windows), windows
+    assert all(w.p999_ms < 500 for w in windows), windows  # nothing near the 2 s timeout
+    assert collections.startswith("gen0 "), collections  # the server's own, from /metrics
