@@ -264,9 +264,9 @@ def evaluate(
     )
     unsupported_by: dict[str, float] = defaultdict(float)
     for g, r in zip(logged, new_replays, strict=True):
-        shown = {c[0] for c in g.entry["candidates"]}
+        could = logging_probabilities(g.entry, current[0])
         for o, p in zip(r.candidates, r.probability.tolist(), strict=True):
-            if o not in shown and p > 0:
+            if could.get(o, 0.0) <= 0 and p > 0:
                 unsupported_by[o] += p / n
     unsupported = float(sum(unsupported_by.values()))
     effective = float(weights.sum() ** 2 / max((weights**2).sum(), 1e-12))
@@ -307,6 +307,22 @@ def evaluate(
         fidelity=fidelity,
         replays=list(zip(logged, new_replays, strict=True)),
     )
+
+
+def logging_probabilities(entry: Mapping[str, Any], catalog: Catalog) -> dict[str, float]:
+    """The first-slot probability the logging policy had of each logged candidate: its
+    logged propensity x value x lever, with the catalog's exploration (greedy where it
+    does not explore: then every candidate but the best had none)."""
+    candidates = entry["candidates"]
+    offers = [catalog.by_id.get(c[0]) for c in candidates]
+    if any(o is None for o in offers):
+        return {}
+    priority = np.array(
+        [c[1] * o.value * o.lever for c, o in zip(candidates, offers, strict=True) if o]
+    )
+    explores = catalog.exploration.applies(entry.get("channel", ""), entry.get("placement", ""))
+    p = slot_probabilities(priority, catalog.exploration if explores else GREEDY)
+    return {c[0]: float(q) for c, q in zip(candidates, p.tolist(), strict=True)}
 
 
 def _predicted(logged: Logged, catalog: Catalog, scorer: Scorer) -> float:

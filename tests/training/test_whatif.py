@@ -3,8 +3,19 @@ stack's estimate from the logs, and the same days served by it."""
 
 from __future__ import annotations
 
+import tomllib
+from collections import Counter
 from pathlib import Path
 
+import redis
+import tomli_w
+
+from arbiter.v1 import common_pb2, decision_pb2
+from engine.api.server import BackgroundServer as ServerThread
+from engine.core.catalog import load_catalog
+from engine.settings import load_definitions
+from feature_store.log_reader import read_logs
+from training import whatif
 from training.simulation import whatif_check
 
 
@@ -35,3 +46,36 @@ def test_a_cap_change_lands_in_its_interval_and_a_new_offer_is_refused(tmp_path:
     assert new.result.refused and not new.result.changed
     assert "device_upgrade_pro" in new.result.refused and "never logged" in new.result.refused
     assert new.live != new.live  # nan: not served without an estimate to check
+
+
+def test_a_greedy_log_supports_no_change_of_choice(
+    server: ServerThread, redis_client: redis.Redis, daytime_catalog: Path, tmp_path: Path
+) -> None:
+    # The demo catalog does not explore: every logged choice had probability 1, every
+    # other candidate 0. Replaying it as it is is supported; a change that moves the
+    # choice elsewhere is not, however many decisions agree.
+    for n in range(300):
+        server.decisions.Decide(
+            decision_pb2.DecideRequest(
+                customer_id=f"cust-{1 + n:06d}", channel=common_pb2.CHANNEL_WEB
+            ),
+            timeout=5,
+        )
+    server.flush_log()
+    decisions, outcomes = read_logs(redis_client)
+    core = server.application.core
+    schema = load_definitions(server.settings).schema
+    same = whatif.evaluate(decisions, outcomes, schema, (core.catalog, core.scorer),
+                           (core.catalog, core.scorer))  # fmt: skip
+    assert not same.refused and same.unsupported == 0.0 and same.fidelity > 0.99
+
+    top = Counter(d["actions"][0]["offer_id"] for d in decisions if d["actions"]).most_common(1)
+    doc = tomllib.loads(daytime_catalog.read_text())
+    whatif_check.lever(top[0][0], 0.01)(doc)  # the favourite, worth nothing now
+    path = tmp_path / "changed.toml"
+    path.write_text(tomli_w.dumps(doc))
+    changed = load_catalog(path, frozenset(schema.names))
+    moved = whatif.evaluate(decisions, outcomes, schema, (core.catalog, core.scorer),
+                            (changed, core.scorer))  # fmt: skip
+    assert moved.refused and "could not show there" in moved.refused, moved.refused
+    assert moved.unsupported > 0.1 and not moved.changed
