@@ -14,8 +14,9 @@ runs and the value the logs realised.
 
 Where the logs cannot support an estimate it is refused, with the reason: too few
 decisions, or too much of the changed policy's choice on offers the logging policy could
-not have shown there (a new offer, an offer the old rules or caps kept out): importance
-weighting sees nothing of those, and the estimate would be the reward model's guess.
+not have shown there (a new offer, an offer the old rules or caps kept out, one it had no
+chance of choosing where it does not explore): importance weighting sees nothing of
+those, and the estimate would be the reward model's guess.
 
 Limits, said in the report: the history is the logged one (a changed cap would also have
 changed what customers saw afterwards), profile attributes are not in the log (rules on
