@@ -5,7 +5,7 @@ on a real server and a real Redis of its own, with the figures printed.
 
 - kill: Redis (AOF) killed at 7 s and restarted at 12 s under 150 Decide/s with a 200 ms
   deadline, through `arbiter serve --workers 2` (again with its port black-holed while
-  down, and restarted empty);
+  down, and restarted empty); a Redis Cluster's primary killed the same way;
 - redis: Redis paused for 1 s, then killed and restarted, under a steady Decide load;
 - restart: a graceful restart with outcomes in flight (lost = acknowledged, not logged);
 - duplicates: each outcome sent twice at the same moment (duplicated = logged twice);
@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -278,7 +278,7 @@ def _black_hole(port: int) -> list[socket.socket]:
     return [listener, *fillers]
 
 
-def _start_again(own: EmbeddedRedis) -> None:
+def _start_again(own: _Killable) -> None:
     for _ in range(50):  # the port can stay busy for a moment after a kill
         try:
             own.start()
@@ -413,9 +413,18 @@ def _train(settings: ServerSettings) -> None:
     compiled.compile_artifact(replace(trained, folder=folder))
 
 
+class _Killable(Protocol):
+    data_dir: Path | None
+    port: int
+
+    def kill(self) -> None: ...
+
+    def start(self, timeout: float = 10.0) -> object: ...
+
+
 def _open_loop(
     decide: Any,
-    own: EmbeddedRedis,
+    own: _Killable,
     seconds: float,
     kill_at: float,
     back_at: float,
@@ -761,6 +770,81 @@ def soak(data_dir: Path, seconds: float = 20.0, window: float = 5.0) -> list[Soa
 
 
 @dataclass
+class PrimaryKilled:
+    tally: Tally
+    worst_ms: float
+    whole_after: float  # seconds from the kill to the last degraded answer
+    tracebacks: int
+    warnings: list[str]
+    served: int
+    logged: int
+    doubled: int
+
+
+class _Primary:
+    """One primary of a cluster, killed by the open loop (and never started again: its
+    replica takes over)."""
+
+    def __init__(self, node: EmbeddedRedis) -> None:
+        self._node = node
+        self.data_dir: Path | None = None
+        self.port = node.port
+        self.killed_at = 0.0
+
+    def kill(self) -> None:
+        self.killed_at = time.monotonic()
+        self._node.kill()
+
+    def start(self, timeout: float = 10.0) -> object:
+        return self
+
+
+def primary_killed(
+    data_dir: Path,
+    *,
+    seconds: float = 10.0,
+    kill_at: float = 3.0,
+    rate: float = 150.0,
+    deadline: float = 0.2,
+) -> PrimaryKilled:
+    """A Redis Cluster (3 primaries, a replica each, node timeout 1 s) under ``rate``
+    Decide/s open loop with a ``deadline`` each; one primary SIGKILLed at ``kill_at``:
+    its replica takes over; every call within its deadline, full answers again once it
+    has, the log whole (its shards on the other primaries and the promoted replica)."""
+    from feature_store.embedded import EmbeddedCluster
+
+    records = _Records()
+    logging.getLogger().addHandler(records)
+    with EmbeddedCluster(masters=3, replicas=1, node_timeout_ms=1000) as cluster:
+        settings = ServerSettings(data_dir=data_dir, port=0, breaker_seconds=0.2)
+        client = redis.RedisCluster.from_url(cluster.url.split("?")[0])
+        load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
+        _train(settings)
+        server = BackgroundServer(settings, cluster.url)
+        victim = _Primary(cluster.primaries()[0])
+        try:
+            tally, served, degraded_at, _, worst = _open_loop(
+                server.decisions.Decide, victim, seconds, kill_at, seconds + 1, rate, deadline
+            )
+        finally:
+            server.stop()
+        logged_ids = Counter(d["decision_id"] for d in read_decisions(client))
+        client.close()
+    logging.getLogger().removeHandler(records)
+    after = [t - victim.killed_at for t in degraded_at if t >= victim.killed_at]
+    return PrimaryKilled(
+        tally=tally,
+        worst_ms=worst * 1000,
+        whole_after=max(after, default=0.0),
+        tracebacks=sum(r.exc_info is not None for r in records.records),
+        warnings=_lines(records.records),
+        served=len(served),
+        logged=sum(1 for d in served if d in logged_ids),
+        doubled=sum(1 for c in logged_ids.values() if c > 1),
+    )
+
+
+@dataclass
 class ServedWindow:
     seconds: float
     calls: int
@@ -904,6 +988,12 @@ def main() -> None:
         f"  the same, its port answering no SYN while down: {b.tally}; worst"
         f" {b.worst_ms:.0f} ms; full answers {b.full_after:.2f} s after; log: {b.logged} of"
         f" {b.served}, {b.doubled} twice; {b.tracebacks} tracebacks"
+    )
+    c = primary_killed(args.data / "primary")
+    print(
+        f"  a Redis Cluster's primary SIGKILLed at 3 s (its replica takes over): {c.tally};"
+        f" worst {c.worst_ms:.0f} ms; full answers {c.whole_after:.2f} s after the kill;"
+        f" log: {c.logged} of {c.served}, {c.doubled} twice; {c.tracebacks} tracebacks"
     )
     e = kill_restart(args.data / "kill-empty", workers=2, model=True, empty=True)
     print(

@@ -47,6 +47,16 @@ def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
     assert "feature store down" in said and "feature store back after" in said, said
 
 
+def test_a_cluster_primary_killed_costs_no_caller_its_deadline(tmp_path: Path) -> None:
+    k = chaos.primary_killed(tmp_path, seconds=6.0, kill_at=1.5, rate=100)
+    assert k.tally.calls > 500 and k.tally.failed == 0, k.tally
+    assert k.worst_ms < 200
+    assert 0 < k.tally.degraded < k.tally.calls
+    assert k.whole_after < 4.0  # the replica promoted (node timeout 1 s), then whole
+    assert k.tracebacks == 0, k.warnings
+    assert k.logged == k.served and k.doubled == 0
+
+
 def test_a_graceful_restart_loses_and_doubles_no_outcome(tmp_path: Path) -> None:
     restart = chaos.restart(tmp_path, outcomes=100)
     assert restart.acknowledged == 100
