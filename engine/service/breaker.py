@@ -17,7 +17,9 @@ its budget on a store that may still be gone. The probe's outcome closes the bre
 opens it again; a probe that tells neither within ``PROBE_SECONDS`` is given up.
 
 An outage is two WARNING lines, whatever its length: "down" when the breaker first opens,
-"back" at the first call the store serves again.
+"back" once the store has served calls for ``BACK_AFTER_SECONDS`` without failing one (on
+a cluster with a primary gone, calls to the live primaries succeed between those to the
+dead one: that is not "back" yet).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUTS_TO_OPEN = 3
 PROBE_SECONDS = 1.0
+BACK_AFTER_SECONDS = 1.0
 
 
 class Breaker:
@@ -42,7 +45,9 @@ class Breaker:
         self._timeouts = 0  # calls in a row that missed their budget
         self._slow_customers: set[str] = set()  # whose calls they were
         self._counted_at = float("-inf")  # when the last counted timeout was seen
-        self._down_since: float | None = None  # the outage under way: when it began
+        self._tripped = False  # opened, and no call has succeeded since: half-open probes
+        self._down_since: float | None = None  # the outage said "down": when it began
+        self._healthy_since: float | None = None  # since then, serving calls without a failure
         self._probe_since: float | None = None  # the half-open probe in flight: since when
         self._last_reason = ""  # why it last opened
 
@@ -55,7 +60,7 @@ class Breaker:
         if self._reason:  # the open period is over: shown closed again
             self._reason = ""
             metrics.BREAKER_OPEN.set(0)
-        if self._down_since is not None:
+        if self._tripped:
             probing = self._probe_since
             if probing is not None and now - probing < PROBE_SECONDS:
                 return self._last_reason  # another call is finding out
@@ -66,12 +71,17 @@ class Breaker:
         self._timeouts = 0
         self._slow_customers.clear()
         self._probe_since = None
+        self._tripped = False
         if self._down_since is not None:
-            log.warning(
-                "feature store back after %.1f s: full answers again",
-                time.monotonic() - self._down_since,
-            )
-            self._down_since = None
+            now = time.monotonic()
+            if self._healthy_since is None:
+                self._healthy_since = now
+            elif now - self._healthy_since >= BACK_AFTER_SECONDS:
+                log.warning(
+                    "feature store back after %.1f s: full answers again",
+                    self._healthy_since - self._down_since,
+                )
+                self._down_since = self._healthy_since = None
 
     def timed_out(self, reason: str, customer_id: str, started: float) -> None:
         """A call for ``customer_id`` that began at ``started`` (``time.monotonic()``)
@@ -94,6 +104,8 @@ class Breaker:
         self._open_until = time.monotonic() + self.seconds
         self._reason = self._last_reason = reason
         self._probe_since = None
+        self._tripped = True
+        self._healthy_since = None
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning(

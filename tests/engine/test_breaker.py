@@ -57,19 +57,34 @@ def test_calls_in_flight_together_count_as_one() -> None:
     assert breaker.opened == 1 and breaker.refusal() == "slow"
 
 
-def test_an_outage_is_one_line_down_and_one_line_back(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_outage_is_one_line_down_and_one_line_back(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     breaker = Breaker(0.0)  # open for no time: every call tries the store again
     with caplog.at_level(logging.WARNING, logger="engine.service.breaker"):
         breaker.succeeded()  # healthy: nothing to say
         for _ in range(5):  # the store keeps failing: it reopens each time
             breaker.failed("feature store read failed")
+            clock[0] += 0.1
+        # a cluster with a primary gone: calls to the others succeed in between
+        for _ in range(5):
+            breaker.succeeded()
+            clock[0] += 0.3
+            breaker.failed("feature store read failed")
+        clock[0] += 0.5
+        breaker.succeeded()  # the failover is done
+        clock[0] += 0.5
         breaker.succeeded()
+        assert len(caplog.records) == 1  # not "back" before a second without a failure
+        clock[0] += 0.6
         breaker.succeeded()
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
     assert lines[0].startswith("feature store down (feature store read failed)")
-    assert lines[1].startswith("feature store back after ")
-    assert breaker.opened == 5
+    assert lines[1] == "feature store back after 2.5 s: full answers again"
+    assert breaker.opened == 10
 
 
 def test_after_an_outage_one_call_at_a_time_tries_the_store() -> None:
