@@ -288,6 +288,12 @@ class HotCluster:
                 return
             raise last or RedisConnectionError("no cluster node answered")
 
+    def shard_of(self, key: str) -> str:
+        """``host:port`` of the primary serving ``key`` as last learned, "" before the
+        layout is known."""
+        address = self._slots[key_slot(key.encode())]
+        return f"{address[0]}:{address[1]}" if address is not None else ""
+
     async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self._stale:
             await self._learn()

@@ -24,7 +24,7 @@ from common.errors import (
     RateLimited,
 )
 from feature_store import keys, log_codec, redis_client, scripts
-from feature_store.hot_redis import Hot
+from feature_store.hot_redis import Hot, HotCluster
 from feature_store.log_append import (
     HISTORY_TTL_SECONDS,
     LOG_MAX_ENTRIES,
@@ -185,6 +185,14 @@ class RedisFeatureStore:
         matched in order and dropped when their caller has gone (redis-py runs its own
         ``asyncio.timeout`` inside, so its calls go under ``wait_for``)."""
         return self._hot is not None
+
+    def shard_of(self, customer_id: str) -> str:
+        """The cluster primary holding ``customer_id``'s keys (``host:port``), so that one
+        primary's failure is not taken for the whole store's; "" on one server."""
+        hot = self._hot
+        if isinstance(hot, HotCluster):
+            return hot.shard_of(keys.customer_key(customer_id, keys.REALTIME))
+        return ""
 
     @property
     def client(self) -> AsyncClient:

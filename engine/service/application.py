@@ -134,13 +134,28 @@ class Application:
         self.writer = writer
         self.feature_timeout = feature_timeout
         self.reserve_timeout = reserve_timeout
+        # One breaker for the store; on a cluster one per primary as well (``shard_of``):
+        # a primary that fails over degrades its own customers only.
         self.breaker = Breaker(breaker_seconds)
+        self._shards: dict[str, Breaker] = {}
+        self._shard_of = getattr(store, "shard_of", None)
         self.core_seconds = 0.0  # moving average of a decision core's time
+
+    def breaker_for(self, customer_id: str) -> Breaker:
+        """The breaker guarding ``customer_id``'s part of the store."""
+        shard = self._shard_of(customer_id) if self._shard_of is not None else ""
+        if not shard:
+            return self.breaker
+        breaker = self._shards.get(shard)
+        if breaker is None:
+            breaker = self._shards[shard] = Breaker(self.breaker.seconds, shard)
+        return breaker
 
     async def _fetch(
         self, customer_id: str, deadline: float | None
     ) -> tuple[CustomerRecord | None, str]:
-        refusal = self.breaker.refusal()
+        breaker = self.breaker_for(customer_id)
+        refusal = breaker.refusal()
         if refusal:
             return None, refusal
         budget = _budget(self.feature_timeout, deadline, ANSWER_MARGIN)
@@ -152,15 +167,15 @@ class Application:
         except TimeoutError:
             reason = f"feature store unavailable: slower than {_ms(budget)} ms"
             if budget >= FAIR_BUDGET:  # a store that misses a fair budget is slow
-                self.breaker.timed_out(reason, customer_id, started)
+                breaker.timed_out(reason, customer_id, started)
             return None, reason
         except ProfileSchemaMismatch as exc:
             return None, _unavailable(exc)  # this profile only: the store itself is fine
         except FeatureStoreUnavailable as exc:
             reason = _unavailable(exc)
-            self._store_failed(exc, reason, customer_id, started, budget)
+            self._store_failed(breaker, exc, reason, customer_id, started, budget)
             return None, reason
-        self.breaker.succeeded()
+        breaker.succeeded()
         return record, ""
 
     async def _within(self, call: Coroutine[Any, Any, T], budget: float) -> T:
@@ -180,7 +195,8 @@ class Application:
         """The offers reserved, or why not. The breaker covers the reservation as it does
         the read: while it is open nothing waits on the store, so a degraded answer takes
         milliseconds, not the read budget plus the reservation's."""
-        refusal = self.breaker.refusal()
+        breaker = self.breaker_for(reservation.customer_id)
+        refusal = breaker.refusal()
         if refusal:
             return refusal
         budget = _budget(self.reserve_timeout, deadline, RESERVE_MARGIN)
@@ -192,20 +208,23 @@ class Application:
         except TimeoutError:
             reason = f"slower than {_ms(budget)} ms"
             if budget >= FAIR_BUDGET:
-                self.breaker.timed_out(
+                breaker.timed_out(
                     f"feature store unavailable: contact reservation {reason}",
                     reservation.customer_id,
                     started,
                 )
             return reason
         except FeatureStoreUnavailable as exc:
-            self._store_failed(exc, _unavailable(exc), reservation.customer_id, started, budget)
+            self._store_failed(
+                breaker, exc, _unavailable(exc), reservation.customer_id, started, budget
+            )
             return str(exc)
-        self.breaker.succeeded()
+        breaker.succeeded()
         return reserved
 
     def _store_failed(
         self,
+        breaker: Breaker,
         exc: FeatureStoreUnavailable,
         reason: str,
         customer_id: str,
@@ -215,9 +234,9 @@ class Application:
         """An error opens the breaker at once; a socket timeout (the store, or our own
         loop, too slow to connect or answer) counts as a slow call, like a budget missed."""
         if not exc.timed_out:
-            self.breaker.failed(reason)
+            breaker.failed(reason)
         elif budget >= FAIR_BUDGET:
-            self.breaker.timed_out(reason, customer_id, started)
+            breaker.timed_out(reason, customer_id, started)
 
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id within the

@@ -37,8 +37,11 @@ BACK_AFTER_SECONDS = 1.0
 
 
 class Breaker:
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, where: str = "") -> None:
+        """``where``: the part of the store it guards (a cluster primary), for its log
+        lines; "" for the whole store."""
         self.seconds = seconds
+        self._where = f" at {where}" if where else ""
         self.opened = 0  # times it opened (diagnostics)
         self._open_until = 0.0
         self._reason = ""
@@ -78,7 +81,8 @@ class Breaker:
                 self._healthy_since = now
             elif now - self._healthy_since >= BACK_AFTER_SECONDS:
                 log.warning(
-                    "feature store back after %.1f s: full answers again",
+                    "feature store%s back after %.1f s: full answers again",
+                    self._where,
                     self._healthy_since - self._down_since,
                 )
                 self._down_since = self._healthy_since = None
@@ -109,8 +113,9 @@ class Breaker:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning(
-                "feature store down (%s): answering degraded, without profiles or"
+                "feature store%s down (%s): answering degraded, without profiles or"
                 " reservations; trying it again every %.1f s",
+                self._where,
                 reason,
                 self.seconds,
             )
