@@ -138,12 +138,12 @@ class Application:
         # a primary that fails over degrades its own customers only.
         self.breaker = Breaker(breaker_seconds)
         self._shards: dict[str, Breaker] = {}
-        self._shard_of = getattr(store, "shard_of", None)
         self.core_seconds = 0.0  # moving average of a decision core's time
 
     def breaker_for(self, customer_id: str) -> Breaker:
         """The breaker guarding ``customer_id``'s part of the store."""
-        shard = self._shard_of(customer_id) if self._shard_of is not None else ""
+        shard_of = getattr(self.store, "shard_of", None)
+        shard = shard_of(customer_id) if shard_of is not None else ""
         if not shard:
             return self.breaker
         breaker = self._shards.get(shard)
