@@ -288,6 +288,10 @@ class HotCluster:
                 return
             raise last or RedisConnectionError("no cluster node answered")
 
+    def shards(self) -> set[str]:
+        """``host:port`` of every primary as last learned."""
+        return {f"{host}:{port}" for host, port in self._known}
+
     def shard_of(self, key: str) -> str:
         """``host:port`` of the primary serving ``key`` as last learned, "" before the
         layout is known."""

@@ -194,6 +194,11 @@ class RedisFeatureStore:
             return hot.shard_of(keys.customer_key(customer_id, keys.REALTIME))
         return ""
 
+    def shards(self) -> set[str]:
+        """Every cluster primary's ``host:port`` as last learned (none on one server)."""
+        hot = self._hot
+        return hot.shards() if isinstance(hot, HotCluster) else set()
+
     @property
     def client(self) -> AsyncClient:
         return self._redis

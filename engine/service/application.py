@@ -147,9 +147,19 @@ class Application:
         if not shard:
             return self.breaker
         breaker = self._shards.get(shard)
-        if breaker is None:
+        if breaker is None:  # a primary not seen before: the layout changed
             breaker = self._shards[shard] = Breaker(self.breaker.seconds, shard)
+            self._retire_shards()
         return breaker
+
+    def _retire_shards(self) -> None:
+        """Drops the breakers of primaries the store no longer has (failed over)."""
+        shards = getattr(self.store, "shards", None)
+        current = shards() if shards is not None else set()
+        if not current:
+            return  # the layout is not known: keep them
+        for gone in [s for s in self._shards if s not in current]:
+            self._shards.pop(gone).retired()
 
     async def _fetch(
         self, customer_id: str, deadline: float | None

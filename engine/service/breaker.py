@@ -54,6 +54,17 @@ class Breaker:
         self._probe_since: float | None = None  # the half-open probe in flight: since when
         self._last_reason = ""  # why it last opened
 
+    def retired(self) -> None:
+        """What it guarded is gone (a cluster primary whose slots another one serves
+        now): an outage it said "down" for ends here."""
+        if self._down_since is not None:
+            log.warning(
+                "feature store%s gone after %.1f s: its slots are served elsewhere",
+                self._where,
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+
     def refusal(self) -> str:
         """Why the store must not be tried now, or "" when it may (during an outage: for
         one caller at a time, the probe)."""

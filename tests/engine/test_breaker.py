@@ -111,3 +111,15 @@ def test_a_probe_that_never_tells_is_given_up(monkeypatch: pytest.MonkeyPatch) -
     clock[0] += 0.6  # past PROBE_SECONDS: another call may find out
     assert breaker.refusal() == ""
     assert breaker.refusal() == "down"
+
+
+def test_a_breaker_retired_while_down_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    breaker = Breaker(1.0, "127.0.0.1:7001")
+    with caplog.at_level(logging.WARNING, logger="engine.service.breaker"):
+        breaker.failed("feature store read failed")
+        breaker.retired()
+        breaker.retired()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("feature store at 127.0.0.1:7001 down (")
+    assert lines[1].startswith("feature store at 127.0.0.1:7001 gone after ")
