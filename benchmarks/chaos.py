@@ -46,6 +46,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from benchmarks.common import start_server
 from common.errors import ConfigurationError
 from engine.api.server import BackgroundServer
 from engine.settings import ServerSettings, load_definitions
@@ -234,12 +235,15 @@ def redis_faults(data_dir: Path, seconds: float = 6.0) -> RedisFaults:
 
 
 @dataclass
-class KillRestart:
-    """Open-loop Decides with a short deadline while Redis is killed and restarted."""
+class Outage:
+    """Open-loop Decides with a short deadline while Redis (or a cluster primary) is
+    killed, and what they got."""
 
     tally: Tally
     worst_ms: float
-    full_after: float  # seconds from Redis answering again to the last degraded answer
+    # seconds to the last degraded answer from Redis answering again (a cluster: from the
+    # primary's kill, its replica taking over meanwhile)
+    full_after: float
     tracebacks: int  # log records with a traceback
     warnings: list[str]  # the WARNING and ERROR lines, in order, without repeats
     served: int  # decisions answered OK
@@ -309,7 +313,7 @@ def kill_restart(
     model: bool = False,
     empty: bool = False,
     blackhole: bool = False,
-) -> KillRestart:
+) -> Outage:
     """Redis (AOF) SIGKILLed at ``kill_at`` and restarted on its port at ``back_at``,
     under ``rate`` Decide/s open loop with a ``deadline`` each, as a user's probe: every
     call should end within its deadline (degraded is fine), full answers again within a
@@ -334,23 +338,10 @@ def kill_restart(
     with contextlib.ExitStack() as stack:
         if workers:
             port = _free_port()
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
-                "REDIS_URL": own.url,
-                "ARBITER_DATA_DIR": str(data_dir),
-                "ARBITER_METRICS_PORT": str(_free_port()),
-            }
             log_file = stack.enter_context(log_path.open("wb"))
-            serve = ["serve", "--port", str(port), "--workers", str(workers)]
-            process = subprocess.Popen(
-                [sys.executable, "-m", "training.cli", *serve],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+            serving = settings.model_copy(update={"redis_url": own.url})
+            process = start_server(serving, port, workers, log=log_file)
             channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
-            grpc.channel_ready_future(channel).result(timeout=120)
-            time.sleep(1.0)  # every worker listening
             call = decision_pb2_grpc.DecisionServiceStub(channel).Decide
 
             def stop() -> None:
@@ -371,20 +362,34 @@ def kill_restart(
     logged_ids = Counter(d["decision_id"] for d in read_decisions(client))
     client.close()
     own.stop()
-    found = records.records
     text = log_path.read_text(errors="replace").splitlines() if workers else []
-    warnings = _lines(found) + [
-        line[24:150] for line in text if " WARNING " in line or " ERROR " in line
-    ]
     tally, served, degraded_at, answered_at, worst = probe
-    after = [t - answered_at for t in degraded_at if t >= answered_at]
-    return KillRestart(
+    return _outage(tally, served, degraded_at, answered_at, worst, records, logged_ids, text)
+
+
+def _outage(
+    tally: Tally,
+    served: list[str],
+    degraded_at: list[float],
+    since: float,
+    worst: float,
+    records: _Records,
+    logged_ids: Counter[str],
+    server_log: list[str],
+) -> Outage:
+    """The figures of an open loop: degraded answers after ``since``, tracebacks and
+    warnings from our log records and ``server_log`` (a server process's lines), and the
+    served decisions against ``logged_ids``."""
+    found = records.records
+    after = [t - since for t in degraded_at if t >= since]
+    return Outage(
         tally=tally,
         worst_ms=worst * 1000,
         full_after=max(after, default=0.0),
         tracebacks=sum(r.exc_info is not None for r in found)
-        + sum(line.startswith("Traceback") for line in text),
-        warnings=warnings,
+        + sum(line.startswith("Traceback") for line in server_log),
+        warnings=_lines(found)
+        + [line[24:150] for line in server_log if " WARNING " in line or " ERROR " in line],
         served=len(served),
         logged=sum(1 for d in served if d in logged_ids),
         doubled=sum(1 for c in logged_ids.values() if c > 1),
@@ -769,18 +774,6 @@ def soak(data_dir: Path, seconds: float = 20.0, window: float = 5.0) -> list[Soa
         return windows
 
 
-@dataclass
-class PrimaryKilled:
-    tally: Tally
-    worst_ms: float
-    whole_after: float  # seconds from the kill to the last degraded answer
-    tracebacks: int
-    warnings: list[str]
-    served: int
-    logged: int
-    doubled: int
-
-
 class _Primary:
     """One primary of a cluster, killed by the open loop (and never started again: its
     replica takes over)."""
@@ -806,7 +799,7 @@ def primary_killed(
     kill_at: float = 3.0,
     rate: float = 150.0,
     deadline: float = 0.2,
-) -> PrimaryKilled:
+) -> Outage:
     """A Redis Cluster (3 primaries, a replica each, node timeout 1 s) under ``rate``
     Decide/s open loop with a ``deadline`` each; one primary SIGKILLed at ``kill_at``:
     its replica takes over; every call within its deadline, full answers again once it
@@ -831,17 +824,7 @@ def primary_killed(
         logged_ids = Counter(d["decision_id"] for d in read_decisions(client))
         client.close()
     logging.getLogger().removeHandler(records)
-    after = [t - victim.killed_at for t in degraded_at if t >= victim.killed_at]
-    return PrimaryKilled(
-        tally=tally,
-        worst_ms=worst * 1000,
-        whole_after=max(after, default=0.0),
-        tracebacks=sum(r.exc_info is not None for r in records.records),
-        warnings=_lines(records.records),
-        served=len(served),
-        logged=sum(1 for d in served if d in logged_ids),
-        doubled=sum(1 for c in logged_ids.values() if c > 1),
-    )
+    return _outage(tally, served, degraded_at, victim.killed_at, worst, records, logged_ids, [])
 
 
 @dataclass
@@ -865,7 +848,7 @@ def served_soak(
     """`arbiter serve` (one worker, a trained model) in its own process under ``rate``
     Decide/s open loop (one RecordEvent in five calls), latency per ``window`` seconds;
     and the server's garbage collections over the run, from its /metrics. ``env``: more
-    settings for the server (ARBITER_*)."""
+    settings for the server, as start_server's ``extra``."""
     from benchmarks.bench_load import collections
 
     own = EmbeddedRedis().start()
@@ -875,22 +858,11 @@ def served_soak(
     client.close()
     _train(settings)
     port, metrics_port = _free_port(), _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--workers", "1"],
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
-            "REDIS_URL": own.url,
-            "ARBITER_DATA_DIR": str(data_dir),
-            "ARBITER_METRICS_PORT": str(metrics_port),
-            **(env or {}),
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    served = settings.model_copy(update={"redis_url": own.url})
+    process = start_server(served, port, 1, log=None, metrics_port=str(metrics_port), **(env or {}))
     windows = []
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=120)
             decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
             event = profile_pb2_grpc.ProfileServiceStub(channel).RecordEvent
             started = time.monotonic()
@@ -992,7 +964,7 @@ def main() -> None:
     c = primary_killed(args.data / "primary")
     print(
         f"  a Redis Cluster's primary SIGKILLed at 3 s (its replica takes over): {c.tally};"
-        f" worst {c.worst_ms:.0f} ms; full answers {c.whole_after:.2f} s after the kill;"
+        f" worst {c.worst_ms:.0f} ms; full answers {c.full_after:.2f} s after the kill;"
         f" log: {c.logged} of {c.served}, {c.doubled} twice; {c.tracebacks} tracebacks"
     )
     e = kill_restart(args.data / "kill-empty", workers=2, model=True, empty=True)

@@ -10,6 +10,7 @@ import time
 import tomllib
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import IO
 
 import grpc
 import numpy as np
@@ -35,11 +36,17 @@ def flush(client: SyncClient) -> None:
 
 
 def start_server(
-    settings: ServerSettings, port: int, workers: int = 1, **extra: str
+    settings: ServerSettings,
+    port: int,
+    workers: int = 1,
+    *,
+    log: IO[bytes] | None = None,
+    **extra: str,
 ) -> subprocess.Popen[bytes]:
     """`arbiter serve` with ``settings``' Redis, data, catalog and reload period on
     ``port``, in a process of its own (``workers`` > 1: a supervisor and its workers),
     once every worker answers. One worker by default: a latency figure is one server's.
+    ``log``: where its output and log lines go (default: its log to our stderr).
     ``extra``: more settings, as ``log_writer="inline"`` (ARBITER_LOG_WRITER)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
@@ -53,7 +60,10 @@ def start_server(
     }
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL
+        [*command, "--workers", str(workers)],
+        env=env,
+        stdout=log or subprocess.DEVNULL,
+        stderr=None if log is None else subprocess.STDOUT,
     )
     options = [("grpc.use_local_subchannel_pool", 1)]
     for _ in range(workers * 4):  # new connections until every worker answers

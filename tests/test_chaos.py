@@ -52,7 +52,7 @@ def test_a_cluster_primary_killed_costs_no_caller_its_deadline(tmp_path: Path) -
     assert k.tally.calls > 500 and k.tally.failed == 0, k.tally
     assert k.worst_ms < 200
     assert 0 < k.tally.degraded < k.tally.calls
-    assert k.whole_after < 4.0  # the replica promoted (node timeout 1 s), then whole
+    assert k.full_after < 4.0  # the replica promoted (node timeout 1 s), then whole
     assert k.tracebacks == 0, k.warnings
     assert k.logged == k.served and k.doubled == 0
 

@@ -141,33 +141,28 @@ def _simulate(args: argparse.Namespace) -> int:
     from training import simulation  # a server and a training loop of its own
     from training.simulation.peers import DEFAULT_VW_ARGS
 
+    days = {
+        "days": args.days,
+        "customers_per_day": args.customers,
+        "world_size": args.world,
+        "policy": args.policy,
+        "epsilon": args.epsilon,
+        "temperature": args.temperature,
+    }
     if args.compare:
         try:
             simulation.compare_seeds(
                 args.out,
                 policies=args.compare,
                 seeds=range(1, args.seeds + 1),
-                days=args.days,
-                customers_per_day=args.customers,
-                world_size=args.world,
-                policy=args.policy,
-                epsilon=args.epsilon,
-                temperature=args.temperature,
                 vw_args=args.vw_args or DEFAULT_VW_ARGS,
+                **days,
             )
         except ValueError as e:
             print(f"arbiter simulate: {e}", file=sys.stderr)
             return 2
         return 0
-    simulation.run(
-        args.out,
-        days=args.days,
-        customers_per_day=args.customers,
-        world_size=args.world,
-        policy=args.policy,
-        epsilon=args.epsilon,
-        temperature=args.temperature,
-    )
+    simulation.run(args.out, **days)
     return 0
 
 
