@@ -313,6 +313,7 @@ def kill_restart(
     model: bool = False,
     empty: bool = False,
     blackhole: bool = False,
+    tree: Path | None = None,
 ) -> Outage:
     """Redis (AOF) SIGKILLed at ``kill_at`` and restarted on its port at ``back_at``,
     under ``rate`` Decide/s open loop with a ``deadline`` each, as a user's probe: every
@@ -323,7 +324,8 @@ def kill_restart(
     Redis comes back without its data (its AOF gone, as a server without persistence).
     ``blackhole``: while Redis is down its port takes no connection and answers no SYN
     (a listener whose queue is full: the kernel drops new SYNs), as a host gone from the
-    network, instead of refusing them."""
+    network, instead of refusing them. ``tree``: the server's code from another checkout
+    (with ``workers``), for a before and after in one run."""
     records = _Records()
     logging.getLogger().addHandler(records)
     own = EmbeddedRedis(data_dir / "redis", options=("--appendonly", "yes"))
@@ -340,7 +342,7 @@ def kill_restart(
             port = _free_port()
             log_file = stack.enter_context(log_path.open("wb"))
             serving = settings.model_copy(update={"redis_url": own.url})
-            process = start_server(serving, port, workers, log=log_file)
+            process = start_server(serving, port, workers, log=log_file, tree=tree)
             channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
             call = decision_pb2_grpc.DecisionServiceStub(channel).Decide
 

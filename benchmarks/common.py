@@ -41,12 +41,15 @@ def start_server(
     workers: int = 1,
     *,
     log: IO[bytes] | None = None,
+    tree: Path | None = None,
     **extra: str,
 ) -> subprocess.Popen[bytes]:
     """`arbiter serve` with ``settings``' Redis, data, catalog and reload period on
     ``port``, in a process of its own (``workers`` > 1: a supervisor and its workers),
     once every worker answers. One worker by default: a latency figure is one server's.
     ``log``: where its output and log lines go (default: its log to our stderr).
+    ``tree``: the server's code from another checkout of the project (its generated code
+    in place), with this environment's packages: a before-and-after in one run.
     ``extra``: more settings, as ``log_writer="inline"`` (ARBITER_LOG_WRITER)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
@@ -58,10 +61,13 @@ def start_server(
         "ARBITER_METRICS_PORT": str(_free_port()),  # servers side by side: one each
         **{f"ARBITER_{name.upper()}": value for name, value in extra.items()},
     }
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--workers", str(workers)],
         env=env,
+        cwd=tree,
         stdout=log or subprocess.DEVNULL,
         stderr=None if log is None else subprocess.STDOUT,
     )

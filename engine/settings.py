@@ -74,7 +74,8 @@ class ServerSettings(CommonSettings):
     # (feature_store/hot_redis.py; one per server or cluster primary; not over TLS)
     # instead of redis-py's pool.
     hot_client: bool = True
-    # After a feature-store failure, answer degraded without trying Redis for this long.
+    # After a feature-store failure, answer degraded without trying Redis for this long at
+    # most (between half of it and all of it, drawn each time: workers do not retry in step).
     breaker_seconds: float = 1.0
     one_per_category: bool = True
     grace_seconds: float = 5.0

@@ -15,12 +15,20 @@ on a new connection (it did not run); a call whose reply is late raises TimeoutE
 closes the connection (the replies behind it would be late too; the call may have run, so
 it is not sent again); a connection lost after a call was written fails that call with
 ConnectionError.
+
+Connecting is shared and backed off: the calls that find no connection wait for one
+attempt together (never one each), and that attempt is cancelled once none of them waits
+for it any more, so it never outlives its callers' budgets. After an attempt fails the
+next one waits a jittered, doubling hold-off (``RECONNECT_FIRST`` up to ``RECONNECT_MAX``)
+during which calls fail at once, without connecting: a Redis that refuses or drops
+connections sees one attempt at a time from a worker, not a storm.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import random
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -36,6 +44,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 def supports(url: str) -> bool:
     """Whether ``url`` names what this client speaks to: one server, no TLS."""
     return urlsplit(url).scheme in ("redis", "unix")
+
+
+# The hold-off after a failed connect: the first, doubled after each failure in a row up to
+# the most, each drawn between half and all of it (jitter: replicas that lost the same
+# Redis do not come back in step). The most stays well below the service breaker's
+# shortest open period (engine/service/breaker.py), so that the breaker's probe always
+# finds the connection free to try.
+RECONNECT_FIRST = 0.01
+RECONNECT_MAX = 0.2
 
 
 def _unwatched(future: asyncio.Future[Any]) -> None:
@@ -85,6 +102,14 @@ class _Connection(asyncio.Protocol):
         return self.lost is None and self.transport is not None and not self.transport.is_closing()
 
 
+class _Attempt:
+    """One connect, awaited by every call that found no connection."""
+
+    def __init__(self, task: asyncio.Task[_Connection]) -> None:
+        self.task = task
+        self.waiting = 0  # calls awaiting it; at 0 it is cancelled
+
+
 class HotRedis:
     """EVALSHA on one connection to one server, made on first use and again after a
     loss; ``timeout_seconds`` bounds connecting and each reply."""
@@ -101,7 +126,11 @@ class HotRedis:
         self._password = unquote(parts.password) if parts.password else None
         self._timeout = timeout_seconds
         self._connection: _Connection | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._attempt: _Attempt | None = None
+        self._failures = 0  # failed connects in a row
+        self._retry_at = 0.0  # loop time before which no connect is tried
+        # why the last connect failed
+        self._failure: RedisConnectionError | RedisTimeoutError = RedisConnectionError()
 
     async def _connect(self) -> _Connection:
         try:
@@ -132,16 +161,58 @@ class HotRedis:
         return protocol
 
     async def _ready(self) -> _Connection:
+        """The connection; else the connect in flight, or a new one (not during the
+        hold-off after a failed one: its error again, at once)."""
         connection = self._connection
         if connection is not None and connection.usable:
             return connection
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:  # one connect for every call that found none
-            connection = self._connection
-            if connection is None or not connection.usable:
-                connection = self._connection = await self._connect()
-            return connection
+        attempt = self._attempt
+        if attempt is None:
+            loop = asyncio.get_running_loop()
+            wait = self._retry_at - loop.time()
+            if wait > 0:
+                # the last failure's kind again: a connect that timed out stays a timeout
+                failure = self._failure
+                raise type(failure)(f"{failure}; next attempt in {wait * 1000:.0f} ms")
+            attempt = self._attempt = _Attempt(loop.create_task(self._connect()))
+            attempt.task.add_done_callback(lambda _: self._attempted(attempt))
+        attempt.waiting += 1
+        try:
+            # shielded: one caller's budget running out ends its wait, not the others'
+            return await asyncio.shield(attempt.task)
+        finally:
+            attempt.waiting -= 1
+            if attempt.waiting == 0 and not attempt.task.done():
+                attempt.task.cancel()  # nobody waits for it: it must not outlive them
+                if self._attempt is attempt:  # its callers' budgets ran out connecting
+                    self._attempt = None
+                    self._failed(RedisTimeoutError("timed out connecting to Redis"))
+
+    def _attempted(self, attempt: _Attempt) -> None:
+        """Keeps the attempt's connection, or starts the hold-off after its failure (a
+        cancelled one was counted when it was given up)."""
+        if self._attempt is attempt:
+            self._attempt = None
+        task = attempt.task
+        if task.cancelled():
+            return
+        failure = task.exception()
+        if failure is None:
+            self._connection = task.result()
+            self._failures, self._retry_at = 0, 0.0
+        elif isinstance(failure, RedisConnectionError | RedisTimeoutError):
+            self._failed(failure)
+        else:  # AUTH or SELECT refused: the server is there, but no call can be made
+            self._failed(RedisConnectionError(f"cannot connect to Redis: {failure}"))
+
+    def _failed(self, failure: RedisConnectionError | RedisTimeoutError) -> None:
+        current = self._connection
+        if current is not None and current.usable:
+            return  # an older attempt, after a newer one succeeded
+        self._failures += 1
+        hold = min(RECONNECT_MAX, RECONNECT_FIRST * 2 ** (self._failures - 1))
+        self._retry_at = asyncio.get_running_loop().time() + hold * random.uniform(0.5, 1.0)
+        self._failure = failure
 
     def _send(self, connection: _Connection, command: Sequence[Any]) -> asyncio.Future[Any]:
         transport = connection.transport
@@ -155,7 +226,8 @@ class HotRedis:
         """A connection like this one (user, password, timeout) to another node."""
         other = copy.copy(self)
         other._unix, other._host, other._port = "", host, port
-        other._connection, other._connecting = None, None
+        other._connection, other._attempt = None, None
+        other._failures, other._retry_at = 0, 0.0
         return other
 
     async def evalsha(
@@ -236,6 +308,9 @@ class HotRedis:
             connection.transport.abort()  # the replies behind it are late too
 
     async def aclose(self) -> None:
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            attempt.task.cancel()
         connection, self._connection = self._connection, None
         if connection is not None and connection.transport is not None:
             connection.transport.close()

@@ -1,6 +1,8 @@
 """The feature-store breaker: after the store failed, decisions answer degraded without
-trying it (neither the read nor the contact reservation), for ``seconds``, so later calls
-do not wait on it again.
+trying it (neither the read nor the contact reservation), for between half of ``seconds``
+and all of it (drawn each time it opens, so that the workers and replicas that lost one
+Redis together do not all try it again in the same millisecond), so later calls do not
+wait on it again.
 
 It opens at the first error, but only after ``TIMEOUTS_TO_OPEN`` calls in a row over their
 budget (reads and reservations alike), for at least two customers: a slow key (one
@@ -25,6 +27,7 @@ dead one: that is not "back" yet).
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 from engine.service import metrics
@@ -116,7 +119,7 @@ class Breaker:
         self._timeouts = 0
         self._slow_customers.clear()
         self.opened += 1
-        self._open_until = time.monotonic() + self.seconds
+        self._open_until = time.monotonic() + self.seconds * random.uniform(0.5, 1.0)
         self._reason = self._last_reason = reason
         self._probe_since = None
         self._tripped = True
@@ -125,7 +128,7 @@ class Breaker:
             self._down_since = time.monotonic()
             log.warning(
                 "feature store%s down (%s): answering degraded, without profiles or"
-                " reservations; trying it again every %.1f s",
+                " reservations; trying it again every %.1f s at most",
                 self._where,
                 reason,
                 self.seconds,

@@ -123,3 +123,21 @@ def test_a_breaker_retired_while_down_says_so_once(caplog: pytest.LogCaptureFixt
     assert len(lines) == 2, lines
     assert lines[0].startswith("feature store at 127.0.0.1:7001 down (")
     assert lines[1].startswith("feature store at 127.0.0.1:7001 gone after ")
+
+
+def test_its_open_period_is_drawn_between_half_and_all_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers and replicas that lost one Redis together do not try it again in step."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    periods = []
+    for _ in range(40):
+        breaker = Breaker(1.0)
+        breaker.failed("down")
+        opened = clock[0]
+        while breaker.refusal():
+            clock[0] += 0.01
+        periods.append(round(clock[0] - opened, 2))
+    assert min(periods) >= 0.5 and max(periods) <= 1.01, periods
+    assert len(set(periods)) > 10, periods

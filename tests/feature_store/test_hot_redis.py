@@ -1,11 +1,17 @@
 """The hot connection (feature_store/hot_redis.py) on a real Redis: replies matched to
 calls with many in flight, scripts reloaded after a flush, a killed connection replaced,
-a stalled server a timeout (and a new connection after it), errors as redis-py's."""
+a stalled server a timeout (and a new connection after it), errors as redis-py's; the
+calls that find no connection share one connect, bounded by their budgets and backed off
+after a failure."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,11 +20,12 @@ import redis
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.errors import FeatureStoreUnavailable
 from engine.settings import Definitions
-from feature_store.embedded import EmbeddedCluster
-from feature_store.hot_redis import HotCluster, HotRedis, supports
+from feature_store.embedded import EmbeddedCluster, EmbeddedRedis
+from feature_store.hot_redis import RECONNECT_MAX, HotCluster, HotRedis, supports
 from feature_store.redis_client import connect
 from feature_store.redis_store import RedisFeatureStore
 
@@ -160,3 +167,142 @@ def test_a_cluster_call_follows_moved_and_ask(
             await hot.aclose()
 
     asyncio.run(main())
+
+
+class _Doorman:
+    """A listener that counts the connections it is asked for and closes each at once,
+    before any reply: a Redis whose every connect fails (our AUTH goes unanswered)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Doorman:
+        async def turn_away(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            writer.close()
+
+        self._server = await asyncio.start_server(turn_away, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+async def _outcome(call: Awaitable[Any], budget: float) -> str:
+    """What became of ``call`` within ``budget`` seconds, by kind."""
+    try:
+        async with asyncio.timeout(budget):
+            await call
+    except TimeoutError:  # the budget (asyncio's) or the client's own (redis-py's)
+        return "timeout"
+    except RedisConnectionError:
+        return "refused"
+    except RedisTimeoutError:
+        return "timeout"
+    except ResponseError:  # the server answered (NOSCRIPT after a restart)
+        return "answered"
+    return "ok"
+
+
+def test_calls_that_find_no_connection_share_one_connect_and_back_off() -> None:
+    async def main() -> None:
+        async with _Doorman() as redis_like:
+            hot = HotRedis(f"redis://:secret@127.0.0.1:{redis_like.port}", timeout_seconds=1)
+            try:
+                # 50 calls at once: one connect between them, its failure theirs
+                outcomes = await asyncio.gather(
+                    *(_outcome(hot.evalsha("0" * 40, [f"k{i}"], []), 1) for i in range(50))
+                )
+                assert outcomes == ["refused"] * 50 and redis_like.accepted == 1
+                # at once again: the hold-off answers, without connecting
+                started = time.perf_counter()
+                assert await _outcome(hot.evalsha("0" * 40, ["k"], []), 1) == "refused"
+                assert time.perf_counter() - started < 0.005 and redis_like.accepted == 1
+                # calls every millisecond for 0.6 s: the attempts back off, doubling
+                # with jitter up to RECONNECT_MAX: about 8 of them, not 600
+                for _ in range(600):
+                    await _outcome(hot.evalsha("0" * 40, ["k"], []), 1)
+                    await asyncio.sleep(0.001)
+                assert 4 <= redis_like.accepted <= 12, redis_like.accepted
+            finally:
+                await hot.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_connect_that_hangs_ends_with_its_callers_budgets() -> None:
+    """A host gone from the network (no SYN answered): the connect is abandoned, its
+    socket closed, once no caller waits for it; the next caller fails at once."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # backlog 0 queues one; the rest wait on their SYN
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+
+    def sockets() -> int:
+        return sum(1 for fd in os.listdir("/proc/self/fd") if "socket" in _link(fd))
+
+    async def main() -> None:
+        hot = HotRedis(f"redis://127.0.0.1:{port}", timeout_seconds=5)  # its own bound: far
+        try:
+            before = sockets()
+            started = time.perf_counter()
+            outcomes = await asyncio.gather(
+                *(_outcome(hot.evalsha("0" * 40, ["k"], []), 0.03) for _ in range(20))
+            )
+            assert outcomes == ["timeout"] * 20
+            assert time.perf_counter() - started < 0.1  # the budgets, not the 5 s
+            started = time.perf_counter()
+            assert await _outcome(hot.evalsha("0" * 40, ["k"], []), 0.03) == "timeout"
+            assert time.perf_counter() - started < 0.003  # the hold-off: no wait
+            assert sockets() == before  # the connect did not outlive its callers
+        finally:
+            await hot.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for s in (listener, *fillers):
+            s.close()
+
+
+def _link(fd: str) -> str:
+    with contextlib.suppress(OSError):
+        return os.readlink(f"/proc/self/fd/{fd}")
+    return ""
+
+
+def test_a_restarted_redis_is_connected_again_within_the_longest_hold_off() -> None:
+    own = EmbeddedRedis().start()
+    sha = redis.Redis.from_url(own.url).script_load(ECHO)
+
+    async def main() -> float:
+        hot = HotRedis(own.url, timeout_seconds=1)
+        try:
+            assert await _outcome(hot.evalsha(sha, ["k"], ["v"]), 1) == "ok"
+            own.kill()
+            for _ in range(300):  # 0.3 s of failed calls: the hold-off at its longest
+                assert await _outcome(hot.evalsha(sha, ["k"], ["v"]), 1) == "refused"
+                await asyncio.sleep(0.001)
+            await asyncio.to_thread(own.start)
+            back = time.perf_counter()
+            while await _outcome(hot.evalsha(sha, ["k"], ["v"]), 1) != "answered":
+                await asyncio.sleep(0.001)
+            return time.perf_counter() - back
+        finally:
+            await hot.aclose()
+
+    try:
+        assert asyncio.run(main()) <= RECONNECT_MAX + 0.05
+    finally:
+        own.stop()
