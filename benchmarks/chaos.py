@@ -246,8 +246,21 @@ class Outage:
     full_after: float
     tracebacks: int  # log records with a traceback
     warnings: list[str]  # the WARNING and ERROR lines, in order, without repeats
-    served: int  # decisions answered OK
+    served: int  # decisions answered OK (Redis restarted empty: from the kill on)
     logged: int  # of them, in the decision log after the graceful stop
+
+    @property
+    def lost(self) -> int:
+        return self.served - self.logged
+
+    def row(self, name: str) -> str:
+        """A line of the chaos table."""
+        return (
+            f"| {name} | {self.tally.calls:,} | {self.tally.failed} | {self.worst_ms:.0f} ms"
+            f" | {self.tally.p99() / 1000:.1f} ms | {self.tally.degraded:,}"
+            f" | {self.full_after:.2f} | {self.lost} / {self.doubled} | {self.tracebacks} |"
+        )
+
     doubled: int  # logged more than once
 
 
@@ -337,56 +350,76 @@ def kill_restart(
     if model:
         _train(settings)
     log_path = data_dir / "serve.log"
-    with contextlib.ExitStack() as stack:
-        if workers:
-            port = _free_port()
-            log_file = stack.enter_context(log_path.open("wb"))
-            serving = settings.model_copy(update={"redis_url": own.url})
-            process = start_server(serving, port, workers, log=log_file, tree=tree)
-            channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
-            call = decision_pb2_grpc.DecisionServiceStub(channel).Decide
-
-            def stop() -> None:
-                process.terminate()
-                process.wait(60)
-
-        else:
-            server = BackgroundServer(settings, own.url)
-            call, stop = server.decisions.Decide, server.stop
-        try:
-            probe = _open_loop(
-                call, own, seconds, kill_at, back_at, rate, deadline, empty, blackhole
-            )
-        finally:
-            stop()  # graceful: the log writer flushes what it holds
+    with _serving(settings, own.url, workers, tree, log_path) as call:
+        probe = _open_loop(call, own, seconds, kill_at, back_at, rate, deadline, empty, blackhole)
     logging.getLogger().removeHandler(records)
     client = redis.Redis.from_url(own.url)
     logged_ids = Counter(d["decision_id"] for d in read_decisions(client))
     client.close()
     own.stop()
     text = log_path.read_text(errors="replace").splitlines() if workers else []
-    tally, served, degraded_at, answered_at, worst = probe
-    return _outage(tally, served, degraded_at, answered_at, worst, records, logged_ids, text)
+    # restarted empty: what was logged before the kill went with Redis's data
+    kept_from = probe.killed_at if empty else 0.0
+    return _outage(probe, probe.answered_at, records, logged_ids, text, kept_from)
+
+
+@contextmanager
+def _serving(
+    settings: ServerSettings,
+    url: str,
+    workers: int,
+    tree: Path | None,
+    log_path: Path,
+    breaker_seconds: float | None = None,
+) -> Iterator[Any]:
+    """Decide on a server for ``url``: `arbiter serve --workers N` in a process of its
+    own (from ``tree``; its output to ``log_path``) when ``workers`` > 0, else one in
+    this process; stopped gracefully at the end (the log writer flushes what it holds)."""
+    if breaker_seconds is not None:
+        settings = settings.model_copy(update={"breaker_seconds": breaker_seconds})
+    if not workers:
+        server = BackgroundServer(settings, url)
+        try:
+            yield server.decisions.Decide
+        finally:
+            server.stop()
+        return
+    serving = settings.model_copy(update={"redis_url": url})
+    port = _free_port()
+    with log_path.open("wb") as log_file:
+        process = start_server(
+            serving,
+            port,
+            workers,
+            log=log_file,
+            tree=tree,
+            breaker_seconds=str(settings.breaker_seconds),
+        )
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                yield decision_pb2_grpc.DecisionServiceStub(channel).Decide
+        finally:
+            process.terminate()
+            process.wait(60)
 
 
 def _outage(
-    tally: Tally,
-    served: list[str],
-    degraded_at: list[float],
+    probe: _Probe,
     since: float,
-    worst: float,
     records: _Records,
     logged_ids: Counter[str],
     server_log: list[str],
+    kept_from: float = 0.0,
 ) -> Outage:
     """The figures of an open loop: degraded answers after ``since``, tracebacks and
     warnings from our log records and ``server_log`` (a server process's lines), and the
-    served decisions against ``logged_ids``."""
+    decisions served from ``kept_from`` on against ``logged_ids``."""
     found = records.records
-    after = [t - since for t in degraded_at if t >= since]
+    after = [t - since for t in probe.degraded_at if t >= since]
+    served = [d for d, at in probe.served if at >= kept_from]
     return Outage(
-        tally=tally,
-        worst_ms=worst * 1000,
+        tally=probe.tally,
+        worst_ms=probe.worst * 1000,
         full_after=max(after, default=0.0),
         tracebacks=sum(r.exc_info is not None for r in found)
         + sum(line.startswith("Traceback") for line in server_log),
@@ -439,15 +472,13 @@ def _open_loop(
     deadline: float,
     empty: bool = False,
     blackhole: bool = False,
-) -> tuple[Tally, list[str], list[float], float, float]:
-    """(the calls, decision ids served, when degraded answers came, when Redis answered
-    again, the worst latency)."""
+) -> _Probe:
     tally = Tally()
-    served: list[str] = []
+    served: list[tuple[str, float]] = []
     degraded_at: list[float] = []
     lock = threading.Lock()
     worst = [0.0]
-    answered_at = 0.0
+    answered_at = killed_at = 0.0
 
     def done(future: Any, sent: float) -> None:
         took = time.monotonic() - sent
@@ -458,7 +489,7 @@ def _open_loop(
         else:
             tally.add("OK", took, reply.degraded, reply.degraded_reason)
             with lock:
-                served.append(reply.decision_id)
+                served.append((reply.decision_id, time.monotonic()))
                 if reply.degraded:
                     degraded_at.append(time.monotonic())
         with lock:
@@ -472,6 +503,7 @@ def _open_loop(
     while (now := time.monotonic() - start) < seconds:
         if not killed and now >= kill_at:
             own.kill()
+            killed_at = time.monotonic()
             if blackhole:
                 hole = _black_hole(own.port)
             killed = True
@@ -495,7 +527,21 @@ def _open_loop(
     for future in pending:
         with contextlib.suppress(grpc.RpcError, grpc.FutureCancelledError):
             future.result(timeout=5)
-    return tally, served, degraded_at, answered_at, worst[0]
+    return _Probe(tally, served, degraded_at, killed_at, answered_at, worst[0])
+
+
+@dataclass
+class _Probe:
+    """What an open loop saw: its calls, the decisions served (id, when), when degraded
+    answers came, when Redis was killed and when it answered again, the worst latency
+    (times ``time.monotonic()``)."""
+
+    tally: Tally
+    served: list[tuple[str, float]]
+    degraded_at: list[float]
+    killed_at: float
+    answered_at: float
+    worst: float
 
 
 @dataclass
@@ -784,10 +830,8 @@ class _Primary:
         self._node = node
         self.data_dir: Path | None = None
         self.port = node.port
-        self.killed_at = 0.0
 
     def kill(self) -> None:
-        self.killed_at = time.monotonic()
         self._node.kill()
 
     def start(self, timeout: float = 10.0) -> object:
@@ -801,32 +845,32 @@ def primary_killed(
     kill_at: float = 3.0,
     rate: float = 150.0,
     deadline: float = 0.2,
+    workers: int = 0,
+    tree: Path | None = None,
 ) -> Outage:
     """A Redis Cluster (3 primaries, a replica each, node timeout 1 s) under ``rate``
     Decide/s open loop with a ``deadline`` each; one primary SIGKILLed at ``kill_at``:
     its replica takes over; every call within its deadline, full answers again once it
-    has, the log whole (its shards on the other primaries and the promoted replica)."""
+    has, the log whole (its shards on the other primaries and the promoted replica).
+    ``workers`` and ``tree`` as kill_restart's."""
     from feature_store.embedded import EmbeddedCluster
 
     records = _Records()
     logging.getLogger().addHandler(records)
     with EmbeddedCluster(masters=3, replicas=1, node_timeout_ms=1000) as cluster:
-        settings = ServerSettings(data_dir=data_dir, port=0, breaker_seconds=0.2)
+        settings = ServerSettings(data_dir=data_dir, port=0)
         client = redis.RedisCluster.from_url(cluster.url.split("?")[0])
         load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
         _train(settings)
-        server = BackgroundServer(settings, cluster.url)
         victim = _Primary(cluster.primaries()[0])
-        try:
-            tally, served, degraded_at, _, worst = _open_loop(
-                server.decisions.Decide, victim, seconds, kill_at, seconds + 1, rate, deadline
-            )
-        finally:
-            server.stop()
+        log_path = data_dir / "serve.log"
+        with _serving(settings, cluster.url, workers, tree, log_path, breaker_seconds=0.2) as call:
+            probe = _open_loop(call, victim, seconds, kill_at, seconds + 1, rate, deadline)
         logged_ids = Counter(d["decision_id"] for d in read_decisions(client))
         client.close()
     logging.getLogger().removeHandler(records)
-    return _outage(tally, served, degraded_at, victim.killed_at, worst, records, logged_ids, [])
+    text = log_path.read_text(errors="replace").splitlines() if workers else []
+    return _outage(probe, probe.killed_at, records, logged_ids, text)
 
 
 @dataclass
@@ -837,6 +881,36 @@ class ServedWindow:
     p50_ms: float
     p99_ms: float
     p999_ms: float
+    slow: int  # calls over the window's p99
+    slow_in_gc: int  # of those, how many were in flight while the server collected
+
+
+@dataclass
+class Collections:
+    """The server's garbage collections over a run, as benchmarks/gc_watch saw them:
+    (wall-clock start, generation, seconds) each."""
+
+    seen: list[tuple[float, int, float]]
+
+    def __str__(self) -> str:
+        parts = []
+        for generation in range(3):
+            took = [s * 1000 for _, g, s in self.seen if g == generation]
+            if took:
+                parts.append(
+                    f"gen{generation} {len(took)} (mean {np.mean(took):.2f} ms,"
+                    f" max {max(took):.1f} ms)"
+                )
+            else:
+                parts.append(f"gen{generation} 0")
+        return ", ".join(parts)
+
+    def during(self, start: float, end: float) -> bool:
+        """Whether a collection ran at some moment between ``start`` and ``end``."""
+        return any(at < end and at + took > start for at, _, took in self.seen)
+
+
+GC_WATCH = Path(__file__).parent / "gc_watch"
 
 
 def served_soak(
@@ -845,23 +919,28 @@ def served_soak(
     seconds: float = 60.0,
     window: float = 10.0,
     rate: float = 150.0,
-    env: dict[str, str] | None = None,
-) -> tuple[list[ServedWindow], str]:
+    tree: Path | None = None,
+    freeze: bool = True,
+) -> tuple[list[ServedWindow], Collections]:
     """`arbiter serve` (one worker, a trained model) in its own process under ``rate``
     Decide/s open loop (one RecordEvent in five calls), latency per ``window`` seconds;
-    and the server's garbage collections over the run, from its /metrics. ``env``: more
-    settings for the server, as start_server's ``extra``."""
-    from benchmarks.bench_load import collections
-
+    and the server's garbage collections over the run (benchmarks/gc_watch: every one
+    timed, whatever the server's code), to tell whether the slowest calls are theirs.
+    ``tree``: the server's code from another checkout; ``freeze=False``: the server
+    without its start-up ``gc.freeze()``."""
     own = EmbeddedRedis().start()
     client = redis.Redis.from_url(own.url)
     settings = ServerSettings(data_dir=data_dir, port=0)
     load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
     client.close()
     _train(settings)
-    port, metrics_port = _free_port(), _free_port()
+    port = _free_port()
     served = settings.model_copy(update={"redis_url": own.url})
-    process = start_server(served, port, 1, log=None, metrics_port=str(metrics_port), **(env or {}))
+    gc_log = data_dir / "gc"
+    watch = {"ARBITER_BENCH_GC_LOG": str(gc_log)}
+    if not freeze:
+        watch["ARBITER_BENCH_GC_FREEZE"] = "off"
+    process = start_server(served, port, 1, tree=tree, pythonpath=[GC_WATCH], environ=watch)
     windows = []
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -870,24 +949,19 @@ def served_soak(
             started = time.monotonic()
             n = 0
             while time.monotonic() - started < seconds:
-                latencies: list[float] = []
-                codes: Counter[str] = Counter()
+                calls: list[tuple[float, float, str]] = []  # (sent, ended, code), wall clock
                 lock = threading.Lock()
 
                 def done(
                     future: Any,
                     sent: float,
-                    latencies: list[float] = latencies,
-                    codes: Counter[str] = codes,
+                    calls: list[tuple[float, float, str]] = calls,
                     lock: threading.Lock = lock,
                 ) -> None:
-                    took = time.monotonic() - sent
-                    code = "OK"
-                    if future.exception() is not None:
-                        code = future.code().name
+                    ended = time.time()
+                    code = "OK" if future.exception() is None else future.code().name
                     with lock:
-                        latencies.append(took * 1000)
-                        codes[code] += 1
+                        calls.append((sent, ended, code))
 
                 futures = []
                 begun = time.monotonic()
@@ -907,7 +981,7 @@ def served_soak(
                             decision_pb2.DecideRequest(customer_id=customer, channel=WEB),
                             timeout=2,
                         )
-                    call.add_done_callback(functools.partial(done, sent=time.monotonic()))
+                    call.add_done_callback(functools.partial(done, sent=time.time()))
                     futures.append(call)
                     n += 1
                     i += 1
@@ -915,24 +989,40 @@ def served_soak(
                 for f in futures:
                     with contextlib.suppress(grpc.RpcError, grpc.FutureCancelledError):
                         f.result(timeout=5)
-                p50, p99, p999 = np.percentile(latencies, [50, 99, 99.9])
-                windows.append(
-                    ServedWindow(
-                        time.monotonic() - started,
-                        len(latencies),
-                        len(latencies) - codes["OK"],
-                        float(p50),
-                        float(p99),
-                        float(p999),
-                    )
-                )
-        time.sleep(1.2)  # the server drains its collections into /metrics every second
-        gc_line = collections(metrics_port)
+                windows.append((time.monotonic() - started, calls))
     finally:
         process.terminate()
         process.wait(60)
         own.stop()
-    return windows, gc_line
+    collections = _collections(gc_log, process.pid)
+    return [_window(at, calls, collections) for at, calls in windows], collections
+
+
+def _collections(gc_log: Path, pid: int) -> Collections:
+    path = gc_log.with_name(f"{gc_log.name}.{pid}")
+    seen = []
+    for line in path.read_text().splitlines():
+        at, generation, took = line.split()
+        seen.append((float(at), int(generation), float(took)))
+    return Collections(seen)
+
+
+def _window(
+    at: float, calls: list[tuple[float, float, str]], collections: Collections
+) -> ServedWindow:
+    latencies = np.array([(ended - sent) * 1000 for sent, ended, _ in calls])
+    p50, p99, p999 = np.percentile(latencies, [50, 99, 99.9])
+    slow = [(sent, ended) for sent, ended, _ in calls if (ended - sent) * 1000 > p99]
+    return ServedWindow(
+        seconds=at,
+        calls=len(calls),
+        failed=sum(code != "OK" for _, _, code in calls),
+        p50_ms=float(p50),
+        p99_ms=float(p99),
+        p999_ms=float(p999),
+        slow=len(slow),
+        slow_in_gc=sum(collections.during(sent, ended) for sent, ended in slow),
+    )
 
 
 def main() -> None:
@@ -941,39 +1031,45 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=120.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--data", type=Path, default=Path("var/chaos"))
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier commit, its code generated (make protos): the outages"
+        " and the soak served by it too, in the same run",
+    )
     args = parser.parse_args()
     print(
         f"RSS at start {rss_mb():.0f} MB (max so far {resource.getrusage(0).ru_maxrss / 1024:.0f})"
     )
 
-    k = kill_restart(args.data / "kill", workers=2, model=True)
+    checkouts: list[tuple[str, Path | None]] = [("now", None)]
+    if args.before is not None:
+        checkouts.insert(0, ("before", args.before.resolve()))
+    outages: dict[str, Callable[..., Outage]] = {
+        "killed, port refusing": functools.partial(kill_restart, workers=2, model=True),
+        "killed, port black-holed": functools.partial(
+            kill_restart, workers=2, model=True, blackhole=True
+        ),
+        "killed, restarted empty": functools.partial(
+            kill_restart, workers=2, model=True, empty=True
+        ),
+        "cluster primary killed": functools.partial(primary_killed, workers=2),
+    }
     print(
-        f"\nredis SIGKILLed at 7 s, restarted at 12 s, 150 Decide/s with a 200 ms deadline:"
-        f" {k.tally}; worst {k.worst_ms:.0f} ms"
+        "\nRedis killed at 7 s and back at 12 s (a cluster's primary killed at 3 s of 10),"
+        " 150 Decide/s open loop with a 200 ms deadline, `arbiter serve --workers 2`:"
     )
     print(
-        f"  full answers {k.full_after:.2f} s after Redis answered again; {k.tracebacks}"
-        f" tracebacks; log: {k.logged} of {k.served} served decisions, {k.doubled} twice"
+        "| scenario | code | calls | errors | worst | p99 | degraded | seconds to full answers"
+        " | log lost / doubled | tracebacks |"
     )
-    for line in k.warnings[:20]:
-        print(f"    {line}")
-    b = kill_restart(args.data / "kill-hole", workers=2, model=True, blackhole=True)
-    print(
-        f"  the same, its port answering no SYN while down: {b.tally}; worst"
-        f" {b.worst_ms:.0f} ms; full answers {b.full_after:.2f} s after; log: {b.logged} of"
-        f" {b.served}, {b.doubled} twice; {b.tracebacks} tracebacks"
-    )
-    c = primary_killed(args.data / "primary")
-    print(
-        f"  a Redis Cluster's primary SIGKILLed at 3 s (its replica takes over): {c.tally};"
-        f" worst {c.worst_ms:.0f} ms; full answers {c.full_after:.2f} s after the kill;"
-        f" log: {c.logged} of {c.served}, {c.doubled} twice; {c.tracebacks} tracebacks"
-    )
-    e = kill_restart(args.data / "kill-empty", workers=2, model=True, empty=True)
-    print(
-        f"  the same, restarted empty: {e.tally}; worst {e.worst_ms:.0f} ms; full answers"
-        f" {e.full_after:.2f} s after; log: {e.logged} of {e.served}, {e.doubled} twice"
-    )
+    said: list[str] = []
+    for name, run in outages.items():
+        for code, tree in checkouts:
+            o = run(args.data / f"{name.replace(',', '').replace(' ', '-')}-{code}", tree=tree)
+            print(o.row(f"{name} | {code}"), flush=True)
+            said += [f"  {name}, {code}:"] + [f"    {line}" for line in o.warnings[:12]]
+    print("\nwhat the servers logged:", *said, sep="\n")
     faults = redis_faults(args.data / "redis")
     print(f"\nredis paused 1 s, then killed and restarted: {faults.tally}")
     print(f"  full answers again {faults.recovered_after:.2f} s after the restart")
@@ -999,19 +1095,30 @@ def main() -> None:
     print(f"  the hot customer's real-time fields after it: {h.hot_fields}")
     print(f"  others at 100/s after it, the hot customer deciding too: {h.after}")
     print(f"  others' p99 after / before: x{h.after.p99() / max(h.quiet.p99(), 1):.2f}")
-    windows, gc_line = served_soak(
-        args.data / "served-soak", seconds=args.soak_seconds, window=args.window
-    )
-    print(
-        f"\nsoak through arbiter serve, 150 calls/s open loop, {args.soak_seconds:g} s in"
-        f" windows of {args.window:g} s:"
-    )
-    for sw in windows:
-        print(
-            f"  {sw.seconds:6.1f} s  {sw.calls} calls, {sw.failed} failed, p50 {sw.p50_ms:.1f}"
-            f" ms, p99 {sw.p99_ms:.1f} ms, p99.9 {sw.p999_ms:.1f} ms"
+    soaks: list[tuple[str, Path | None, bool]] = [
+        *((code, tree, True) for code, tree in checkouts[:-1]),
+        ("now without gc.freeze", None, False),
+        ("now", None, True),
+    ]
+    for code, tree, freeze in soaks:
+        windows, collections = served_soak(
+            args.data / f"served-soak-{code.replace(' ', '-')}",
+            seconds=args.soak_seconds,
+            window=args.window,
+            tree=tree,
+            freeze=freeze,
         )
-    print(f"  the server's garbage collections: {gc_line}")
+        print(
+            f"\nsoak through arbiter serve ({code}), 150 calls/s open loop,"
+            f" {args.soak_seconds:g} s in windows of {args.window:g} s:"
+        )
+        for sw in windows:
+            print(
+                f"  {sw.seconds:6.1f} s  {sw.calls} calls, {sw.failed} failed, p50"
+                f" {sw.p50_ms:.1f} ms, p99 {sw.p99_ms:.1f} ms, p99.9 {sw.p999_ms:.1f} ms;"
+                f" of the {sw.slow} calls over p99, {sw.slow_in_gc} met a collection"
+            )
+        print(f"  the server's garbage collections: {collections}", flush=True)
     print(f"\nsoak, {args.soak_seconds:g} s in windows of {args.window:g} s:")
     for w in soak(args.data / "soak", args.soak_seconds, args.window):
         print(f"  {w.seconds:6.1f} s  RSS {w.rss_mb:5.0f} MB  {w.tally}")

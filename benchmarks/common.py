@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
@@ -42,6 +43,8 @@ def start_server(
     *,
     log: IO[bytes] | None = None,
     tree: Path | None = None,
+    pythonpath: Sequence[Path] = (),
+    environ: Mapping[str, str] | None = None,
     **extra: str,
 ) -> subprocess.Popen[bytes]:
     """`arbiter serve` with ``settings``' Redis, data, catalog and reload period on
@@ -50,6 +53,8 @@ def start_server(
     ``log``: where its output and log lines go (default: its log to our stderr).
     ``tree``: the server's code from another checkout of the project (its generated code
     in place), with this environment's packages: a before-and-after in one run.
+    ``pythonpath``: folders searched first (benchmarks/gc_watch); ``environ``: more
+    variables for the process, as they are.
     ``extra``: more settings, as ``log_writer="inline"`` (ARBITER_LOG_WRITER)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
@@ -61,8 +66,10 @@ def start_server(
         "ARBITER_METRICS_PORT": str(_free_port()),  # servers side by side: one each
         **{f"ARBITER_{name.upper()}": value for name, value in extra.items()},
     }
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+    path = [*pythonpath, *([tree] if tree is not None else [])]
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in path)
+    env.update(environ or {})
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--workers", str(workers)],

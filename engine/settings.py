@@ -74,9 +74,10 @@ class ServerSettings(CommonSettings):
     # (feature_store/hot_redis.py; one per server or cluster primary; not over TLS)
     # instead of redis-py's pool.
     hot_client: bool = True
-    # After a feature-store failure, answer degraded without trying Redis for this long at
-    # most (between half of it and all of it, drawn each time: workers do not retry in step).
-    breaker_seconds: float = 1.0
+    # After a feature-store failure, answer degraded without trying Redis for a while: 50 ms
+    # at first, doubled while it keeps failing, up to this (engine/service/breaker.py). The
+    # service is whole again at most this long after Redis is.
+    breaker_seconds: float = 0.5
     one_per_category: bool = True
     grace_seconds: float = 5.0
     # How often to look for a newly promoted model or a changed catalog (0: never).

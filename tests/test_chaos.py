@@ -29,7 +29,7 @@ def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
     # meanwhile its port refuses connections, or answers no SYN at all.
     k = chaos.kill_restart(
         tmp_path,
-        seconds=5.0,
+        seconds=6.0,  # "back" is said after a second of calls served without a failure
         kill_at=1.5,
         back_at=3.5,
         rate=100,
@@ -37,7 +37,7 @@ def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
         model=True,
         blackhole=blackhole,
     )
-    assert k.tally.calls > 400 and k.tally.failed == 0, k.tally  # each within its deadline
+    assert k.tally.calls > 500 and k.tally.failed == 0, k.tally  # each within its deadline
     assert k.worst_ms < 200
     assert 0 < k.tally.degraded < k.tally.calls  # degraded while down, and only then
     assert k.full_after < 1.0  # full answers within a second of Redis answering again
@@ -96,4 +96,4 @@ def test_a_short_soak_through_the_server_answers_every_call_in_time(tmp_path: Pa
     assert len(windows) == 2
     assert all(w.calls >= 250 and w.failed == 0 for w in windows), windows
     assert all(w.p999_ms < 500 for w in windows), windows  # nothing near the 2 s timeout
-    assert collections.startswith("gen0 "), collections  # the server's own, from /metrics
+    assert collections.seen, collections  # every collection of the server, timed

@@ -124,7 +124,7 @@ class Application:
         ids: DecisionIds,
         feature_timeout: float = 0.03,
         reserve_timeout: float = 0.05,
-        breaker_seconds: float = 1.0,
+        breaker_seconds: float = 0.5,
     ) -> None:
         self.core = core
         self.ids = ids

@@ -1,8 +1,12 @@
 """The feature-store breaker: after the store failed, decisions answer degraded without
-trying it (neither the read nor the contact reservation), for between half of ``seconds``
-and all of it (drawn each time it opens, so that the workers and replicas that lost one
-Redis together do not all try it again in the same millisecond), so later calls do not
-wait on it again.
+trying it (neither the read nor the contact reservation) for a while, so later calls do
+not wait on it again. That while backs off: ``FIRST_OPEN_SECONDS`` the first time,
+doubled each time it opens again without the store having served a call, up to
+``seconds``; each drawn between half of it and all of it (jitter: the workers and
+replicas that lost one Redis together do not try it again in the same millisecond). So a
+blip (a connection reset, a fast failover) degrades for tens of milliseconds, a long
+outage is tried about every ``seconds``, and the service is whole again at most
+``seconds`` after the store is.
 
 It opens at the first error, but only after ``TIMEOUTS_TO_OPEN`` calls in a row over their
 budget (reads and reservations alike), for at least two customers: a slow key (one
@@ -35,6 +39,7 @@ from engine.service import metrics
 log = logging.getLogger(__name__)
 
 TIMEOUTS_TO_OPEN = 3
+FIRST_OPEN_SECONDS = 0.05
 PROBE_SECONDS = 1.0
 BACK_AFTER_SECONDS = 1.0
 
@@ -52,6 +57,7 @@ class Breaker:
         self._slow_customers: set[str] = set()  # whose calls they were
         self._counted_at = float("-inf")  # when the last counted timeout was seen
         self._tripped = False  # opened, and no call has succeeded since: half-open probes
+        self._trips = 0  # times opened since a call last succeeded: the back-off's step
         self._down_since: float | None = None  # the outage said "down": when it began
         self._healthy_since: float | None = None  # since then, serving calls without a failure
         self._probe_since: float | None = None  # the half-open probe in flight: since when
@@ -86,6 +92,7 @@ class Breaker:
 
     def succeeded(self) -> None:
         self._timeouts = 0
+        self._trips = 0
         self._slow_customers.clear()
         self._probe_since = None
         self._tripped = False
@@ -119,7 +126,9 @@ class Breaker:
         self._timeouts = 0
         self._slow_customers.clear()
         self.opened += 1
-        self._open_until = time.monotonic() + self.seconds * random.uniform(0.5, 1.0)
+        self._trips += 1
+        longest = min(self.seconds, FIRST_OPEN_SECONDS * 2 ** min(self._trips - 1, 30))
+        self._open_until = time.monotonic() + longest * random.uniform(0.5, 1.0)
         self._reason = self._last_reason = reason
         self._probe_since = None
         self._tripped = True

@@ -134,6 +134,8 @@ def test_its_open_period_is_drawn_between_half_and_all_of_it(
     periods = []
     for _ in range(40):
         breaker = Breaker(1.0)
+        for _ in range(6):  # its longest by now
+            breaker.failed("down")
         breaker.failed("down")
         opened = clock[0]
         while breaker.refusal():
@@ -141,3 +143,25 @@ def test_its_open_period_is_drawn_between_half_and_all_of_it(
         periods.append(round(clock[0] - opened, 2))
     assert min(periods) >= 0.5 and max(periods) <= 1.01, periods
     assert len(set(periods)) > 10, periods
+
+
+def test_it_backs_off_while_the_store_keeps_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blip degrades for tens of milliseconds; an outage is tried about every
+    ``seconds``; a served call starts the back-off again."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def period(breaker: Breaker) -> float:
+        breaker.failed("down")
+        opened = clock[0]
+        while breaker.refusal():
+            clock[0] += 0.001
+        return clock[0] - opened
+
+    breaker = Breaker(0.5)
+    periods = [period(breaker) for _ in range(8)]
+    assert 0.025 <= periods[0] <= 0.051, periods
+    assert 0.05 <= periods[1] <= 0.101, periods
+    assert all(0.25 <= p <= 0.501 for p in periods[4:]), periods  # at its longest
+    breaker.succeeded()
+    assert period(breaker) <= 0.051
