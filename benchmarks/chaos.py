@@ -946,7 +946,7 @@ def served_soak(
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
             event = profile_pb2_grpc.ProfileServiceStub(channel).RecordEvent
-            started = time.monotonic()
+            started, began = time.monotonic(), time.time()
             n = 0
             while time.monotonic() - started < seconds:
                 calls: list[tuple[float, float, str]] = []  # (sent, ended, code), wall clock
@@ -994,16 +994,19 @@ def served_soak(
         process.terminate()
         process.wait(60)
         own.stop()
-    collections = _collections(gc_log, process.pid)
+    collections = _collections(gc_log, process.pid, began, time.time())
     return [_window(at, calls, collections) for at, calls in windows], collections
 
 
-def _collections(gc_log: Path, pid: int) -> Collections:
+def _collections(gc_log: Path, pid: int, begun: float, ended: float) -> Collections:
+    """The collections process ``pid`` logged between ``begun`` and ``ended`` (wall
+    clock): those under load, not those of its start-up."""
     path = gc_log.with_name(f"{gc_log.name}.{pid}")
     seen = []
     for line in path.read_text().splitlines():
         at, generation, took = line.split()
-        seen.append((float(at), int(generation), float(took)))
+        if begun <= float(at) <= ended:
+            seen.append((float(at), int(generation), float(took)))
     return Collections(seen)
 
 
