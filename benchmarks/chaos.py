@@ -53,6 +53,7 @@ from engine.settings import ServerSettings, load_definitions
 from feature_store.embedded import EmbeddedRedis, _free_port
 from feature_store.loader import load_profiles
 from feature_store.log_reader import read_decisions, read_outcomes
+from training.settings import TrainerSettings
 from training.world import generate
 
 CUSTOMERS = 2000
@@ -436,7 +437,6 @@ def _train(settings: ServerSettings) -> None:
     from dataclasses import replace
 
     from engine.adapters import artifact, compiled
-    from training.settings import TrainerSettings
     from training.synthetic_logs import simulate_logs
     from training.train import train
 
@@ -921,27 +921,36 @@ def served_soak(
     rate: float = 150.0,
     tree: Path | None = None,
     freeze: bool = True,
+    demo: bool = False,
 ) -> tuple[list[ServedWindow], Collections]:
     """`arbiter serve` (one worker, a trained model) in its own process under ``rate``
     Decide/s open loop (one RecordEvent in five calls), latency per ``window`` seconds;
     and the server's garbage collections over the run (benchmarks/gc_watch: every one
     timed, whatever the server's code), to tell whether the slowest calls are theirs.
     ``tree``: the server's code from another checkout; ``freeze=False``: the server
-    without its start-up ``gc.freeze()``."""
+    without its start-up ``gc.freeze()``; ``demo``: `arbiter serve --demo` as a user
+    starts it (the server loads the 50,000 demo customers and, the first time in
+    ``data_dir``, trains the demo model), else this world and a small model."""
     own = EmbeddedRedis().start()
-    client = redis.Redis.from_url(own.url)
     settings = ServerSettings(data_dir=data_dir, port=0)
-    load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
-    client.close()
-    _train(settings)
+    customers = TrainerSettings().demo_customers if demo else CUSTOMERS
+    if not demo:
+        client = redis.Redis.from_url(own.url)
+        load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
+        client.close()
+        _train(settings)
     port = _free_port()
     served = settings.model_copy(update={"redis_url": own.url})
+    data_dir.mkdir(parents=True, exist_ok=True)
     gc_log = data_dir / "gc"
     watch = {"ARBITER_BENCH_GC_LOG": str(gc_log)}
     if not freeze:
         watch["ARBITER_BENCH_GC_FREEZE"] = "off"
-    process = start_server(served, port, 1, tree=tree, pythonpath=[GC_WATCH], environ=watch)
     windows = []
+    with (data_dir / "serve.log").open("wb") as log:
+        process = start_server(
+            served, port, 1, log=log, tree=tree, pythonpath=[GC_WATCH], environ=watch, demo=demo
+        )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             decide = decision_pb2_grpc.DecisionServiceStub(channel).Decide
@@ -967,7 +976,7 @@ def served_soak(
                 begun = time.monotonic()
                 i = 0
                 while (time.monotonic() - begun) < window:
-                    customer = f"cust-{1 + n % CUSTOMERS:06d}"
+                    customer = f"cust-{1 + n * 7919 % customers:06d}"
                     call: Any
                     if n % 5 == 4:
                         call = event.future(
@@ -1110,9 +1119,10 @@ def main() -> None:
             window=args.window,
             tree=tree,
             freeze=freeze,
+            demo=True,
         )
         print(
-            f"\nsoak through arbiter serve ({code}), 150 calls/s open loop,"
+            f"\nsoak through arbiter serve --demo ({code}, one worker), 150 calls/s open loop,"
             f" {args.soak_seconds:g} s in windows of {args.window:g} s:"
         )
         for sw in windows:

@@ -45,6 +45,7 @@ def start_server(
     tree: Path | None = None,
     pythonpath: Sequence[Path] = (),
     environ: Mapping[str, str] | None = None,
+    demo: bool = False,
     **extra: str,
 ) -> subprocess.Popen[bytes]:
     """`arbiter serve` with ``settings``' Redis, data, catalog and reload period on
@@ -54,7 +55,8 @@ def start_server(
     ``tree``: the server's code from another checkout of the project (its generated code
     in place), with this environment's packages: a before-and-after in one run.
     ``pythonpath``: folders searched first (benchmarks/gc_watch); ``environ``: more
-    variables for the process, as they are.
+    variables for the process, as they are. ``demo``: `serve --demo` (the demo world
+    loaded into the Redis and a model trained, in the serving process, when absent).
     ``extra``: more settings, as ``log_writer="inline"`` (ARBITER_LOG_WRITER)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
@@ -71,6 +73,7 @@ def start_server(
         env["PYTHONPATH"] = os.pathsep.join(str(p) for p in path)
     env.update(environ or {})
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
+    command += ["--demo"] if demo else []
     process = subprocess.Popen(
         [*command, "--workers", str(workers)],
         env=env,
@@ -81,7 +84,7 @@ def start_server(
     options = [("grpc.use_local_subchannel_pool", 1)]
     for _ in range(workers * 4):  # new connections until every worker answers
         with grpc.insecure_channel(f"127.0.0.1:{port}", options) as channel:
-            grpc.channel_ready_future(channel).result(timeout=120)
+            grpc.channel_ready_future(channel).result(timeout=600)  # --demo trains first
     if workers > 1:
         time.sleep(1.0)  # the kernel spreads connections only over listening workers
     return process

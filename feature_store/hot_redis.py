@@ -210,7 +210,7 @@ class HotRedis:
         if current is not None and current.usable:
             return  # an older attempt, after a newer one succeeded
         self._failures += 1
-        hold = min(RECONNECT_MAX, RECONNECT_FIRST * 2 ** (self._failures - 1))
+        hold = min(RECONNECT_MAX, RECONNECT_FIRST * 2 ** min(self._failures - 1, 30))
         self._retry_at = asyncio.get_running_loop().time() + hold * random.uniform(0.5, 1.0)
         self._failure = failure
 
