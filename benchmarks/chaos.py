@@ -425,7 +425,7 @@ def _outage(
         tracebacks=sum(r.exc_info is not None for r in found)
         + sum(line.startswith("Traceback") for line in server_log),
         warnings=_lines(found)
-        + [line[24:150] for line in server_log if " WARNING " in line or " ERROR " in line],
+        + [line[24:300] for line in server_log if " WARNING " in line or " ERROR " in line],
         served=len(served),
         logged=sum(1 for d in served if d in logged_ids),
         doubled=sum(1 for c in logged_ids.values() if c > 1),

@@ -61,11 +61,14 @@ class Unavailable(ArbiterError):
 
 class FeatureStoreUnavailable(Unavailable):
     """The online feature store did not answer in time or failed; ``timed_out``: it did
-    not answer in time (a slow store, or a stall of our own), rather than refused."""
+    not answer in time (a slow store, or a stall of our own), rather than refused.
+    ``detail``: what went wrong, in Redis's words and with its address: for the log
+    only, never for a caller."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, timed_out: bool = False, detail: str = "") -> None:
         super().__init__(message)
         self.timed_out = timed_out
+        self.detail = detail
 
 
 class ConfigurationError(ArbiterError):

@@ -10,8 +10,8 @@ to each primary, routes each call by its slot and follows MOVED and ASK. Over TL
 store keeps redis-py's client for these calls too.
 
 Errors are redis-py's, so ``translated`` and the callers treat both clients alike: a call
-that cannot connect, or whose connection is lost before it is written, is sent once more
-on a new connection (it did not run); a call whose reply is late raises TimeoutError and
+whose connection is lost before it is written is sent once more on a new connection (it
+did not run), one that cannot connect fails; a call whose reply is late raises TimeoutError and
 closes the connection (the replies behind it would be late too; the call may have run, so
 it is not sent again); a connection lost after a call was written fails that call with
 ConnectionError.
@@ -235,13 +235,8 @@ class HotRedis:
     ) -> Any:
         """``asking``: preceded by ASKING on the same connection (a cluster's ASK)."""
         command = ("EVALSHA", sha, len(keys), *keys, *args)
-        for attempt in range(2):
-            try:
-                connection = await self._ready()
-            except RedisConnectionError:
-                if attempt:
-                    raise
-                continue
+        for _ in range(2):
+            connection = await self._ready()  # a failed connect is not tried again at once
             if not connection.usable:  # lost between the connect and now: not sent
                 continue
             if asking:  # its OK is read in turn; a failure shows as the command's

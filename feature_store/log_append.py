@@ -65,7 +65,7 @@ class LogAppender:
             oldest = f"{int((now - self._retention_seconds) * 1000)}-0"
             for stream in (*keys.decision_logs(), *keys.outcome_logs()):
                 commands.append(("XTRIM", stream, "MINID", oldest))
-        with translated("decision log write"):
+        with translated("decision log write", quiet=True):  # the decision log reports
             if self._hot is not None:
                 await self._hot.execute(commands)
                 return

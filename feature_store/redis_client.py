@@ -60,23 +60,26 @@ def log_failure(action: str, detail: object) -> None:
         log.warning("%s failed: %s", action, detail)
 
 
-def unavailable(action: str, detail: object) -> FeatureStoreUnavailable:
-    log_failure(action, detail)
+def unavailable(action: str, detail: object, *, quiet: bool = False) -> FeatureStoreUnavailable:
+    """``quiet``: the caller reports the failure itself (the breaker's "down" line, the
+    decision log's "writes failing"), with the exception's ``detail``."""
+    if not quiet:
+        log_failure(action, detail)
     return FeatureStoreUnavailable(
-        f"{action} failed", timed_out=isinstance(detail, RedisTimeoutError)
+        f"{action} failed", timed_out=isinstance(detail, RedisTimeoutError), detail=str(detail)
     )
 
 
 @contextmanager
-def translated(action: str) -> Iterator[None]:
+def translated(action: str, *, quiet: bool = False) -> Iterator[None]:
     """``with translated("feature store read"): await ...``: Redis errors inside become
     ``FeatureStoreUnavailable("feature store read failed")``, the details logged (no
     address or Redis message reaches a caller). Works around awaits too (a plain context
-    manager: nothing is awaited on exit)."""
+    manager: nothing is awaited on exit). ``quiet`` as ``unavailable``'s."""
     try:
         yield
     except REDIS_ERRORS as exc:
-        raise unavailable(action, exc) from exc
+        raise unavailable(action, exc, quiet=quiet) from exc
 
 
 _YES, _NO = ("yes", "true", "1"), ("no", "false", "0")

@@ -236,7 +236,8 @@ class RedisFeatureStore:
 
     async def fetch(self, customer_id: str, now: float | None = None) -> CustomerRecord:
         now = time.time() if now is None else now
-        with translated("feature store read"):
+        # quiet: a failure here is the breaker's to report (engine/service/breaker.py)
+        with translated("feature store read", quiet=True):
             await self.prepare()
             reply = await self._hot_call(
                 self._read, self._keys(customer_id, *READ_KEYS), [now, now - self._horizon]
@@ -366,7 +367,7 @@ class RedisFeatureStore:
 
     async def reserve(self, reservation: Reservation) -> list[str]:
         script_keys, args = self._reserve_call(reservation)
-        with translated("contact reservation"):
+        with translated("contact reservation", quiet=True):  # the breaker's to report
             await self.prepare()
             reserved = await self._hot_call(self._reserve, script_keys, args)
         return [r.decode() for r in reserved]

@@ -20,13 +20,18 @@ def test_redis_paused_then_killed_under_load_fails_no_call(tmp_path: Path) -> No
     assert faults.recovered_after < 2.0
 
 
-@pytest.mark.parametrize("blackhole", [False, True], ids=["refused", "black-holed"])
+@pytest.mark.parametrize(
+    ("blackhole", "empty"),
+    [(False, False), (True, False), (False, True)],
+    ids=["refused", "black-holed", "restarted-empty"],
+)
 def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
-    tmp_path: Path, blackhole: bool
+    tmp_path: Path, blackhole: bool, empty: bool
 ) -> None:
     # The probe of a user: `arbiter serve` (two workers, a trained model) on a Redis with
     # AOF, open-loop Decides with a 200 ms deadline, Redis SIGKILLed and back 2 s later;
-    # meanwhile its port refuses connections, or answers no SYN at all.
+    # meanwhile its port refuses connections, or answers no SYN at all; or it comes back
+    # without its data (no AOF).
     k = chaos.kill_restart(
         tmp_path,
         seconds=6.0,  # "back" is said after a second of calls served without a failure
@@ -36,6 +41,7 @@ def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
         workers=2,
         model=True,
         blackhole=blackhole,
+        empty=empty,
     )
     assert k.tally.calls > 500 and k.tally.failed == 0, k.tally  # each within its deadline
     assert k.worst_ms < 200
@@ -43,8 +49,24 @@ def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
     assert k.full_after < 1.0  # full answers within a second of Redis answering again
     assert k.tracebacks == 0, k.warnings
     assert k.logged == k.served and k.doubled == 0  # the log caught up, nothing twice
+    # One WARNING line per change of state (one worker served): the store down (with what
+    # Redis said, when it said something) and back; the decision log failing and writing
+    # again, when a write failed (behind a black hole it waits on its connect instead).
     said = " | ".join(k.warnings)
-    assert "feature store down" in said and "feature store back after" in said, said
+    assert all(any(change in line for change in CHANGES) for line in k.warnings), said
+    assert said.count("feature store down (") == said.count("feature store back after ") == 1
+    failing, again = (said.count(change) for change in CHANGES[2:])
+    assert failing == again <= 1, said
+    if not blackhole:
+        assert "read failed: cannot connect to Redis" in said, said
+
+
+CHANGES = (
+    "feature store down (",
+    "feature store back after ",
+    "decision log: writes failing (",
+    "decision log: writing again after ",
+)
 
 
 def test_a_cluster_primary_killed_costs_no_caller_its_deadline(tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ class Application:
         """An error opens the breaker at once; a socket timeout (the store, or our own
         loop, too slow to connect or answer) counts as a slow call, like a budget missed."""
         if not exc.timed_out:
-            breaker.failed(reason)
+            breaker.failed(reason, exc.detail)
         elif budget >= FAIR_BUDGET:
             breaker.timed_out(reason, customer_id, started)
 

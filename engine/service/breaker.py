@@ -122,7 +122,9 @@ class Breaker:
         if self._timeouts >= TIMEOUTS_TO_OPEN and len(self._slow_customers) > 1:
             self.failed(reason)
 
-    def failed(self, reason: str) -> None:
+    def failed(self, reason: str, detail: str = "") -> None:
+        """The store failed: ``reason`` is what degraded answers say while it is open;
+        ``detail`` (Redis's words, its address) goes to the "down" line only."""
         self._timeouts = 0
         self._slow_customers.clear()
         self.opened += 1
@@ -139,7 +141,7 @@ class Breaker:
                 "feature store%s down (%s): answering degraded, without profiles or"
                 " reservations; trying it again every %.1f s at most",
                 self._where,
-                reason,
+                f"{reason}: {detail}" if detail else reason,
                 self.seconds,
             )
         metrics.BREAKER_OPENED.inc()

@@ -4,6 +4,8 @@
 log entries and appends them in one pipeline per batch. When the store is unavailable the
 batch is retried with backoff while the bounded queue holds; when the queue is full, new
 decisions are dropped and counted in ``dropped`` (the caller never waits for the log).
+An outage is two WARNING lines: "writes failing" at the first failed write, "writing
+again" at the first one after it, with how many decisions waited and were dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ if TYPE_CHECKING:  # the log process imports this module, not the decision core
     from engine.core.decision import Decision, DecisionRequest
 
 log = logging.getLogger(__name__)
-WARN_EVERY_SECONDS = 5.0  # an outage is one warning line per interval, not one per retry
+# A failed write is tried again after 50 ms, doubled each time up to this: the log catches
+# up within half a second of Redis being back.
+RETRY_MOST = 0.5
 # The writer shares the event loop with the calls: it builds at most this many entries
 # (~50 us each at 100 candidates) before letting them run.
 YIELD_EVERY = 8
@@ -166,7 +170,8 @@ class DecisionLogWriter:
 
     async def _run(self) -> None:
         backoff = 0.05
-        failures, warned = 0, -WARN_EVERY_SECONDS
+        failing_since: float | None = None  # the first failed write of an outage
+        dropped_before = 0  # decisions dropped before it
         while True:
             items = [await self._queue.get()]
             while len(items) < self._batch and not self._queue.empty():
@@ -189,23 +194,31 @@ class DecisionLogWriter:
                     if self._on_written is not None:
                         self._on_written(len(batch))
                     backoff = 0.05
+                    if failing_since is not None:
+                        log.warning(
+                            "decision log: writing again after %.1f s: %d decisions had"
+                            " waited, %d dropped for a full queue",
+                            time.monotonic() - failing_since,
+                            self.pending + len(batch),
+                            self.dropped - dropped_before,
+                        )
+                        failing_since = None
                     break
                 except FeatureStoreUnavailable as exc:
-                    failures += 1
-                    if time.monotonic() - warned >= WARN_EVERY_SECONDS:
-                        warned = time.monotonic()
+                    if failing_since is None:
+                        failing_since, dropped_before = time.monotonic(), self.dropped
                         log.warning(
-                            "decision log: %d writes failed (%s); %d decisions waiting",
-                            failures,
+                            "decision log: writes failing (%s%s); decisions wait in a queue"
+                            " of %d and are written once Redis is back",
                             exc,
-                            self.pending + len(items),
+                            f": {exc.detail}" if exc.detail else "",
+                            self._queue.maxsize,
                         )
-                        failures = 0
                     metrics.LOG_QUEUE.set(self.pending + len(items))
                     # a flush (shutdown) cuts the wait short: try again at once
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._hurry.wait(), backoff)
-                    backoff = 0.05 if self._hurry.is_set() else min(backoff * 2, 2.0)
+                    backoff = 0.05 if self._hurry.is_set() else min(backoff * 2, RETRY_MOST)
                 except Exception:  # a bug, not an outage: drop the batch, keep the writer
                     log.exception("decision log: dropping %d decisions", len(items))
                     self.dropped += len(items)

@@ -113,7 +113,7 @@ def test_json_log_lines_carry_the_caller_s_request_id(
         logging.getLogger().removeHandler(handler)
     assert answer.degraded
     logged = [json.loads(line) for line in lines.getvalue().splitlines()]
-    failures = [e for e in logged if e["logger"] == "feature_store.redis_client"]
+    failures = [e for e in logged if e["logger"] == "engine.service.breaker"]  # "down"
     assert failures and failures[0]["level"] == "WARNING", logged
     assert failures[0]["request_id"] == "req-42"
     assert all(e.get("request_id") in (None, "req-42") for e in logged)
