@@ -5,6 +5,7 @@ test-artifacts/agent-desktop.png."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import http.cookiejar
 import json
 import shutil
@@ -165,6 +166,16 @@ def test_the_desk_is_not_an_open_door(desk: DeskServer, server: ServerThread) ->
     assert status == 400
     assert headers["x-frame-options"] == "DENY"  # the refusal carries the headers too
     assert "default-src 'none'" in headers["content-security-policy"]
+
+    # the sign-in's redirect carries them too (read as is, not followed)
+    connection = http.client.HTTPConnection("127.0.0.1", desk.port, timeout=5)
+    connection.request("GET", desk.sign_in_url.removeprefix(base))
+    redirect = connection.getresponse()
+    assert redirect.status == 303, redirect.status
+    assert redirect.getheader("x-frame-options") == "DENY"
+    assert redirect.getheader("x-content-type-options") == "nosniff"
+    assert "frame-ancestors 'none'" in (redirect.getheader("content-security-policy") or "")
+    connection.close()
 
     agent = Browser(base)
     status, _, _ = agent.send(desk.sign_in_url.removeprefix(base))
