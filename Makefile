@@ -119,10 +119,21 @@ $(FEAST_VENV)/.installed:
 	touch $@
 
 # Faults and hostile callers, full size (a few minutes); `make test` runs them small.
-# CHAOS_ARGS="--fuzz 100000 --soak-seconds 600" for a longer soak.
+# CHAOS_ARGS="--fuzz 100000 --soak-seconds 600" for a longer soak. CHAOS_BEFORE=<commit>:
+# the outages and the soak served by that commit too, in the same run (a checkout of it
+# in var/before/, its gRPC code generated; this environment's packages).
 CHAOS_ARGS ?=
+CHAOS_BEFORE ?=
+BEFORE_TREE := var/before/$(CHAOS_BEFORE)
 chaos: install
-	$(BIN)/python -m benchmarks.chaos $(CHAOS_ARGS)
+ifneq ($(CHAOS_BEFORE),)
+	test -d $(BEFORE_TREE) || git worktree add --detach $(BEFORE_TREE) $(CHAOS_BEFORE)
+	cd $(BEFORE_TREE) && $(abspath $(BIN))/python -m grpc_tools.protoc -Iprotos \
+		--python_out=. --grpc_python_out=. protos/arbiter/v1/*.proto && \
+		touch arbiter/__init__.py arbiter/v1/__init__.py
+endif
+	$(BIN)/python -m benchmarks.chaos $(if $(CHAOS_BEFORE),--before $(BEFORE_TREE)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DASK_VENV) $(LOAD_VENV) $(FEAST_VENV) arbiter var build *.egg-info
+	git worktree prune
