@@ -478,7 +478,6 @@ def _open_loop(
     degraded_at: list[float] = []
     lock = threading.Lock()
     worst = [0.0]
-    answered_at = killed_at = 0.0
 
     def done(future: Any, sent: float) -> None:
         took = time.monotonic() - sent
@@ -495,35 +494,40 @@ def _open_loop(
         with lock:
             worst[0] = max(worst[0], took)
 
-    pending = []
-    hole: list[socket.socket] = []
+    pending: list[Any] = []
+
+    def send() -> None:
+        """The open loop, in a thread of its own: the faults below (a restart can wait
+        seconds for its port) do not hold up its pace. (Redis is started again from this
+        thread: a child dies with the thread that started it.)"""
+        n = 0
+        while time.monotonic() - start < seconds:
+            request = decision_pb2.DecideRequest(
+                customer_id=f"cust-{1 + n % CUSTOMERS:06d}", channel=WEB
+            )
+            sent = time.monotonic()
+            future = decide.future(request, timeout=deadline)
+            future.add_done_callback(functools.partial(done, sent=sent))
+            pending.append(future)
+            n += 1
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+
     start = time.monotonic()
-    killed = restarted = False
-    n = 0
-    while (now := time.monotonic() - start) < seconds:
-        if not killed and now >= kill_at:
-            own.kill()
-            killed_at = time.monotonic()
-            if blackhole:
-                hole = _black_hole(own.port)
-            killed = True
-        if killed and not restarted and now >= back_at:
-            for s in hole:
-                s.close()
-            if empty and own.data_dir is not None:
-                shutil.rmtree(own.data_dir, ignore_errors=True)
-            _start_again(own)
-            answered_at = time.monotonic()
-            restarted = True
-        request = decision_pb2.DecideRequest(
-            customer_id=f"cust-{1 + n % CUSTOMERS:06d}", channel=WEB
-        )
-        sent = time.monotonic()
-        future = decide.future(request, timeout=deadline)
-        future.add_done_callback(functools.partial(done, sent=sent))
-        pending.append(future)
-        n += 1
-        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(max(0.0, start + kill_at - time.monotonic()))
+    own.kill()
+    killed_at, answered_at = time.monotonic(), 0.0
+    hole = _black_hole(own.port) if blackhole else []
+    if back_at < seconds:
+        time.sleep(max(0.0, start + back_at - time.monotonic()))
+        for s in hole:
+            s.close()
+        if empty and own.data_dir is not None:
+            shutil.rmtree(own.data_dir, ignore_errors=True)
+        _start_again(own)
+        answered_at = time.monotonic()
+    sender.join()
     for future in pending:
         with contextlib.suppress(grpc.RpcError, grpc.FutureCancelledError):
             future.result(timeout=5)

@@ -4,6 +4,7 @@ docs/reliability.md)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -57,8 +58,8 @@ def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
     assert said.count("feature store down (") == said.count("feature store back after ") == 1
     failing, again = (said.count(change) for change in CHANGES[2:])
     assert failing == again <= 1, said
-    if not blackhole:
-        assert "read failed: cannot connect to Redis" in said, said
+    if not blackhole:  # what Redis said: refused, or the connection reset by the kill
+        assert re.search(r"feature store down \(.* failed: (cannot connect|connection)", said)
 
 
 CHANGES = (
