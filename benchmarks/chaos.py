@@ -27,7 +27,6 @@ import logging
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -46,7 +45,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
-from benchmarks.common import start_server
+from benchmarks.common import black_hole, start_server
 from common.errors import ConfigurationError
 from engine.api.server import BackgroundServer
 from engine.settings import ServerSettings, load_definitions
@@ -274,28 +273,6 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-def _black_hole(port: int) -> list[socket.socket]:
-    """A listener on ``port`` that never accepts, its queue filled: SYNs to it go
-    unanswered (and the sockets to close when it is over)."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    for _ in range(50):  # the port can stay busy for a moment after a kill
-        try:
-            listener.bind(("127.0.0.1", port))
-            break
-        except OSError:
-            time.sleep(0.02)
-    listener.listen(0)
-    fillers = []
-    for _ in range(3):  # backlog 0 queues one; the rest wait on their SYN
-        filler = socket.socket()
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-        fillers.append(filler)
-    return [listener, *fillers]
-
-
 def _start_again(own: _Killable) -> None:
     for _ in range(50):  # the port can stay busy for a moment after a kill
         try:
@@ -518,7 +495,7 @@ def _open_loop(
     time.sleep(max(0.0, start + kill_at - time.monotonic()))
     own.kill()
     killed_at, answered_at = time.monotonic(), 0.0
-    hole = _black_hole(own.port) if blackhole else []
+    hole = black_hole(own.port) if blackhole else []
     if back_at < seconds:
         time.sleep(max(0.0, start + back_at - time.monotonic()))
         for s in hole:

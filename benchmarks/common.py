@@ -3,7 +3,9 @@ own, percentiles and a catalog of N offers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -118,3 +120,25 @@ def wide_catalog(n: int, path: Path, *, caps: bool = True) -> Path:
         lines.append("")
     path.write_text("\n".join(lines))
     return path
+
+
+def black_hole(port: int) -> list[socket.socket]:
+    """A listener on ``port`` that never accepts, its queue filled: SYNs to it go
+    unanswered (and the sockets to close when it is over)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for _ in range(50):  # the port can stay busy for a moment after a kill
+        try:
+            listener.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            time.sleep(0.02)
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):  # backlog 0 queues one; the rest wait on their SYN
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    return [listener, *fillers]

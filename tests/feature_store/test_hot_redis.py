@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -22,9 +21,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from benchmarks.common import black_hole
 from common.errors import FeatureStoreUnavailable
 from engine.settings import Definitions
-from feature_store.embedded import EmbeddedCluster, EmbeddedRedis
+from feature_store.embedded import EmbeddedCluster, EmbeddedRedis, _free_port
 from feature_store.hot_redis import RECONNECT_MAX, HotCluster, HotRedis, supports
 from feature_store.redis_client import connect
 from feature_store.redis_store import RedisFeatureStore
@@ -237,17 +237,8 @@ def test_calls_that_find_no_connection_share_one_connect_and_back_off() -> None:
 def test_a_connect_that_hangs_ends_with_its_callers_budgets() -> None:
     """A host gone from the network (no SYN answered): the connect is abandoned, its
     socket closed, once no caller waits for it; the next caller fails at once."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    for _ in range(3):  # backlog 0 queues one; the rest wait on their SYN
-        filler = socket.socket()
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(("127.0.0.1", port))
-        fillers.append(filler)
+    port = _free_port()
+    hole = black_hole(port)
 
     def sockets() -> int:
         return sum(1 for fd in os.listdir("/proc/self/fd") if "socket" in _link(fd))
@@ -272,7 +263,7 @@ def test_a_connect_that_hangs_ends_with_its_callers_budgets() -> None:
     try:
         asyncio.run(main())
     finally:
-        for s in (listener, *fillers):
+        for s in hole:
             s.close()
 
 
