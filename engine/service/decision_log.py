@@ -25,8 +25,10 @@ if TYPE_CHECKING:  # the log process imports this module, not the decision core
     from engine.core.decision import Decision, DecisionRequest
 
 log = logging.getLogger(__name__)
-# A failed write is tried again after 50 ms, doubled each time up to this: the log catches
-# up within half a second of Redis being back.
+# A failed write is tried again after 50 ms, doubled each time up to half a second: the log
+# catches up within half a second of Redis being back. While a flush waits (a graceful
+# stop), every 50 ms.
+RETRY_FIRST = 0.05
 RETRY_MOST = 0.5
 # The writer shares the event loop with the calls: it builds at most this many entries
 # (~50 us each at 100 candidates) before letting them run.
@@ -169,7 +171,7 @@ class DecisionLogWriter:
         return self._queue.qsize()
 
     async def _run(self) -> None:
-        backoff = 0.05
+        backoff = RETRY_FIRST
         failing_since: float | None = None  # the first failed write of an outage
         dropped_before = 0  # decisions dropped before it
         while True:
@@ -193,7 +195,7 @@ class DecisionLogWriter:
                     metrics.LOG_QUEUE.set(self.pending)
                     if self._on_written is not None:
                         self._on_written(len(batch))
-                    backoff = 0.05
+                    backoff = RETRY_FIRST
                     if failing_since is not None:
                         log.warning(
                             "decision log: writing again after %.1f s: %d decisions had"
@@ -215,10 +217,7 @@ class DecisionLogWriter:
                             self._queue.maxsize,
                         )
                     metrics.LOG_QUEUE.set(self.pending + len(items))
-                    # a flush (shutdown) cuts the wait short: try again at once
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._hurry.wait(), backoff)
-                    backoff = 0.05 if self._hurry.is_set() else min(backoff * 2, RETRY_MOST)
+                    backoff = await self._pause(backoff)
                 except Exception:  # a bug, not an outage: drop the batch, keep the writer
                     log.exception("decision log: dropping %d decisions", len(items))
                     self.dropped += len(items)
@@ -226,6 +225,18 @@ class DecisionLogWriter:
                     break
             for _ in items:
                 self._queue.task_done()
+
+    async def _pause(self, backoff: float) -> float:
+        """Waits ``backoff`` seconds before a failed write is tried again; the next wait.
+        A flush (a graceful stop) cuts the wait to ``RETRY_FIRST``, never to nothing: a
+        store that stays down is not retried in a spin."""
+        if not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), backoff)
+        if self._hurry.is_set():
+            await asyncio.sleep(RETRY_FIRST)
+            return RETRY_FIRST
+        return min(backoff * 2, RETRY_MOST)
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Waits until everything submitted is written; False on timeout. A writer waiting

@@ -5,10 +5,11 @@ process killed mid-run is replaced and given what it had not acknowledged, and w
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -18,7 +19,12 @@ from arbiter.v1 import common_pb2, decision_pb2
 from engine.service import decision_log, log_process
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.log_process import LogProcess
+from feature_store.embedded import _free_port
+from feature_store.hot_redis import HotRedis
+from feature_store.log_append import LogAppender
 from feature_store.log_reader import read_decisions
+from feature_store.redis_client import connect
+from feature_store.store import LoggedDecision
 from tests.conftest import ServerThread
 
 
@@ -101,3 +107,30 @@ def test_a_decision_that_cannot_be_logged_is_dropped_and_the_rest_written(
     more = _decide(server, range(6, 9))  # the writer goes on
     server.flush_log()
     assert len(read_decisions(loaded)) == len(logged) + len(more)
+
+
+def test_a_flush_while_redis_is_down_retries_without_spinning() -> None:
+    """A graceful stop with Redis gone: the writer tries again every 50 ms until the flush
+    gives up, not as fast as a connect can fail (a spin that held a core for the whole
+    stop)."""
+
+    class Counted(LogAppender):
+        attempts = 0
+
+        async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
+            Counted.attempts += 1
+            await super().append_decisions(decisions)
+
+    async def main() -> tuple[bool, int]:
+        url = f"redis://127.0.0.1:{_free_port()}"  # nothing listens: refused
+        appender = Counted(connect(url), hot=HotRedis(url))
+        writer = DecisionLogWriter(appender, ())
+        writer.start()
+        writer.submit_logged(LoggedDecision("cust-1", {"decision_id": "d1"}, {"offer": "x"}))
+        flushed = await writer.flush(timeout=0.5)
+        await writer.close(timeout=0.1)
+        return flushed, Counted.attempts
+
+    flushed, attempts = asyncio.run(main())
+    assert not flushed
+    assert 3 <= attempts <= 15, attempts  # ~every 50 ms for 0.5 s
