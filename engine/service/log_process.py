@@ -46,6 +46,7 @@ _HEADER = struct.Struct("!HII")  # customer id, entry, summary lengths
 _HURRY = _HEADER.pack(0xFFFF, 0, 0)  # a flush: retry a failed write at once
 _ACK = struct.Struct("!I")
 RESTART_SECONDS = (0.1, 5.0)  # backoff between restarts of a dying log process
+CHILD_EXIT_SECONDS = 0.5  # at a stop, what the child is given once the flush is over
 STEADY_SECONDS = 30.0  # a log process that ran this long restarts after the shortest wait
 CHILD_CLOSE_SECONDS = 10.0  # at end of input: how long the child tries to write the rest
 READY_SECONDS = 10.0  # the server waits at most this for its log process at start
@@ -231,6 +232,10 @@ class LogProcess:
         return True
 
     async def close(self, timeout: float = 5.0) -> None:
+        """Flushes, then ends the log process, within ``timeout`` in all (a store that
+        stays down must not hold the stop for a flush and then the child's own)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
         if not await self.flush(timeout):
             log.error("decision log: %d decisions not written at shutdown", self.pending)
         self._closing = True
@@ -240,7 +245,7 @@ class LogProcess:
             if proc.stdin is not None:
                 proc.stdin.close()  # end of input: the child writes what it has and exits
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                await asyncio.wait_for(proc.wait(), max(CHILD_EXIT_SECONDS, until - loop.time()))
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
