@@ -56,8 +56,9 @@ class Breaker:
         self._timeouts = 0  # calls in a row that missed their budget
         self._slow_customers: set[str] = set()  # whose calls they were
         self._counted_at = float("-inf")  # when the last counted timeout was seen
-        self._tripped = False  # opened, and no call has succeeded since: half-open probes
-        self._trips = 0  # times opened since a call last succeeded: the back-off's step
+        # times opened since a call last succeeded: the back-off's step; while above 0,
+        # calls after an open period are half-open probes
+        self._trips = 0
         self._down_since: float | None = None  # the outage said "down": when it began
         self._healthy_since: float | None = None  # since then, serving calls without a failure
         self._probe_since: float | None = None  # the half-open probe in flight: since when
@@ -83,7 +84,7 @@ class Breaker:
         if self._reason:  # the open period is over: shown closed again
             self._reason = ""
             metrics.BREAKER_OPEN.set(0)
-        if self._tripped:
+        if self._trips:
             probing = self._probe_since
             if probing is not None and now - probing < PROBE_SECONDS:
                 return self._last_reason  # another call is finding out
@@ -95,7 +96,6 @@ class Breaker:
         self._trips = 0
         self._slow_customers.clear()
         self._probe_since = None
-        self._tripped = False
         if self._down_since is not None:
             now = time.monotonic()
             if self._healthy_since is None:
@@ -133,7 +133,6 @@ class Breaker:
         self._open_until = time.monotonic() + longest * random.uniform(0.5, 1.0)
         self._reason = self._last_reason = reason
         self._probe_since = None
-        self._tripped = True
         self._healthy_since = None
         if self._down_since is None:
             self._down_since = time.monotonic()
