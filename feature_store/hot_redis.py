@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import random
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -40,17 +39,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.backoff import jittered
+
 
 def supports(url: str) -> bool:
     """Whether ``url`` names what this client speaks to: one server, no TLS."""
     return urlsplit(url).scheme in ("redis", "unix")
 
 
-# The hold-off after a failed connect: the first, doubled after each failure in a row up to
-# the most, each drawn between half and all of it (jitter: replicas that lost the same
-# Redis do not come back in step). The most stays well below the service breaker's
-# shortest open period (engine/service/breaker.py), so that the breaker's probe always
-# finds the connection free to try.
+# The hold-off after a failed connect (common.backoff.jittered): the first, doubled after
+# each failure in a row up to the most. At each step it is shorter than the service
+# breaker's open period (engine/service/breaker.py: 50 ms doubling to 0.5 s by default),
+# so that the breaker's probe finds the connection free to try.
 RECONNECT_FIRST = 0.01
 RECONNECT_MAX = 0.2
 
@@ -210,8 +210,8 @@ class HotRedis:
         if current is not None and current.usable:
             return  # an older attempt, after a newer one succeeded
         self._failures += 1
-        hold = min(RECONNECT_MAX, RECONNECT_FIRST * 2 ** min(self._failures - 1, 30))
-        self._retry_at = asyncio.get_running_loop().time() + hold * random.uniform(0.5, 1.0)
+        hold = jittered(self._failures, RECONNECT_FIRST, RECONNECT_MAX)
+        self._retry_at = asyncio.get_running_loop().time() + hold
         self._failure = failure
 
     def _send(self, connection: _Connection, command: Sequence[Any]) -> asyncio.Future[Any]:

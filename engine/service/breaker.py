@@ -31,9 +31,9 @@ dead one: that is not "back" yet).
 from __future__ import annotations
 
 import logging
-import random
 import time
 
+from common.backoff import jittered
 from engine.service import metrics
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,8 @@ class Breaker:
         self._slow_customers.clear()
         self.opened += 1
         self._trips += 1
-        longest = min(self.seconds, FIRST_OPEN_SECONDS * 2 ** min(self._trips - 1, 30))
-        self._open_until = time.monotonic() + longest * random.uniform(0.5, 1.0)
+        wait = jittered(self._trips, FIRST_OPEN_SECONDS, self.seconds)
+        self._open_until = time.monotonic() + wait
         self._reason = self._last_reason = reason
         self._probe_since = None
         self._healthy_since = None
