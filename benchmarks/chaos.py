@@ -924,13 +924,18 @@ def served_soak(
     served = settings.model_copy(update={"redis_url": own.url})
     data_dir.mkdir(parents=True, exist_ok=True)
     gc_log = data_dir / "gc"
-    watch = {"ARBITER_BENCH_GC_LOG": str(gc_log)}
-    if not freeze:
-        watch["ARBITER_BENCH_GC_FREEZE"] = "off"
     windows = []
     with (data_dir / "serve.log").open("wb") as log:
         process = start_server(
-            served, port, 1, log=log, tree=tree, pythonpath=[GC_WATCH], environ=watch, demo=demo
+            served,
+            port,
+            1,
+            log=log,
+            tree=tree,
+            pythonpath=[GC_WATCH],
+            demo=demo,
+            bench_gc_log=str(gc_log),  # ARBITER_BENCH_GC_LOG, read by gc_watch
+            bench_gc_freeze="on" if freeze else "off",
         )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO
@@ -46,7 +46,6 @@ def start_server(
     log: IO[bytes] | None = None,
     tree: Path | None = None,
     pythonpath: Sequence[Path] = (),
-    environ: Mapping[str, str] | None = None,
     demo: bool = False,
     **extra: str,
 ) -> subprocess.Popen[bytes]:
@@ -56,9 +55,9 @@ def start_server(
     ``log``: where its output and log lines go (default: its log to our stderr).
     ``tree``: the server's code from another checkout of the project (its generated code
     in place), with this environment's packages: a before-and-after in one run.
-    ``pythonpath``: folders searched first (benchmarks/gc_watch); ``environ``: more
-    variables for the process, as they are. ``demo``: `serve --demo` (the demo world
-    loaded into the Redis and a model trained, in the serving process, when absent).
+    ``pythonpath``: folders searched first (benchmarks/gc_watch). ``demo``: `serve --demo`
+    (the demo world loaded into the Redis and a model trained, in the serving process,
+    when absent).
     ``extra``: more settings, as ``log_writer="inline"`` (ARBITER_LOG_WRITER)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
@@ -73,7 +72,6 @@ def start_server(
     path = [*pythonpath, *([tree] if tree is not None else [])]
     if path:
         env["PYTHONPATH"] = os.pathsep.join(str(p) for p in path)
-    env.update(environ or {})
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
     command += ["--demo"] if demo else []
     process = subprocess.Popen(
