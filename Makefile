@@ -9,7 +9,7 @@ DASK_VENV := .venv-dask
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install browser run test lint bench bench-check bench-scale bench-feast load chaos protos generate clean
+.PHONY: install browser run test lint bench bench-check bench-scale bench-feast load chaos simulate before protos generate clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed $(GENERATED)
@@ -120,19 +120,31 @@ $(FEAST_VENV)/.installed:
 
 # Faults and hostile callers, full size (a few minutes); `make test` runs them small.
 # CHAOS_ARGS="--fuzz 100000 --soak-seconds 600" for a longer soak. CHAOS_BEFORE=<commit>:
-# the outages and the soak served by that commit too, in the same run (a checkout of it
-# in var/before/, its gRPC code generated; this environment's packages).
+# the outages and the soak served by that commit too, in the same run (`make before`).
 CHAOS_ARGS ?=
 CHAOS_BEFORE ?=
-BEFORE_TREE := var/before/$(CHAOS_BEFORE)
 chaos: install
-ifneq ($(CHAOS_BEFORE),)
-	test -d $(BEFORE_TREE) || git worktree add --detach $(BEFORE_TREE) $(CHAOS_BEFORE)
-	cd $(BEFORE_TREE) && $(abspath $(BIN))/python -m grpc_tools.protoc -Iprotos \
+	$(if $(CHAOS_BEFORE),$(MAKE) --no-print-directory before BEFORE=$(CHAOS_BEFORE))
+	$(BIN)/python -m benchmarks.chaos $(if $(CHAOS_BEFORE),--before var/before/$(CHAOS_BEFORE)) $(CHAOS_ARGS)
+
+# The learning loop head to head (docs/simulation.md): Arbiter against Vowpal Wabbit,
+# value-only and random, 3 seeds, 6 simulated days of 5,000 customers with 8 scheduled
+# retrains each (about 40 minutes). SIM_BEFORE=<commit>: that commit's learner runs the
+# same seeds beside it and joins the table as "before".
+SIM_ARGS ?= --compare arbiter,vw,value,random --seeds 3 --days 6 --customers 5000 \
+	--world 50000 --retrains-per-day 8
+SIM_BEFORE ?=
+simulate: install
+	$(if $(SIM_BEFORE),$(MAKE) --no-print-directory before BEFORE=$(SIM_BEFORE))
+	$(BIN)/arbiter simulate $(SIM_ARGS) $(if $(SIM_BEFORE),--before var/before/$(SIM_BEFORE))
+
+# A checkout of BEFORE=<commit> in var/before/, its gRPC code generated (this
+# environment's packages): what `make chaos` and `make simulate` compare with.
+before: install
+	test -d var/before/$(BEFORE) || git worktree add --detach var/before/$(BEFORE) $(BEFORE)
+	cd var/before/$(BEFORE) && $(abspath $(BIN))/python -m grpc_tools.protoc -Iprotos \
 		--python_out=. --grpc_python_out=. protos/arbiter/v1/*.proto && \
 		touch arbiter/__init__.py arbiter/v1/__init__.py
-endif
-	$(BIN)/python -m benchmarks.chaos $(if $(CHAOS_BEFORE),--before $(BEFORE_TREE)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DASK_VENV) $(LOAD_VENV) $(FEAST_VENV) arbiter var build *.egg-info

@@ -12,6 +12,8 @@ STAGES = ("consideration", "evaluation", "purchase", "post_purchase", "at_risk")
 OUTCOMES = ("impression", "click", "accept", "decline", "convert", "dismiss")
 # The customer took the offer: a reward for training, a suppression for the contact policy.
 POSITIVE_OUTCOMES = frozenset({"accept", "convert"})
+# The customer answered for good: a decision's training label need not wait any longer.
+TERMINAL_OUTCOMES = POSITIVE_OUTCOMES | {"decline", "dismiss"}
 
 CHANNEL_CODE = {name: i + 1 for i, name in enumerate(CHANNELS)}
 STAGE_CODE = {name: i + 1 for i, name in enumerate(STAGES)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import ConfigurationError
 from engine.clients import cli
@@ -18,6 +19,9 @@ from engine.clients.cli.command import Command
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
 from feature_store.redis_client import connect_sync
 from training.settings import TrainerSettings
+
+if TYPE_CHECKING:
+    from training.job import TrainingOutcome
 
 
 def prepare_demo(url: str) -> None:
@@ -43,14 +47,38 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         "--window-hours", type=float, help="attribution window (ARBITER_ATTRIBUTION_HOURS)"
     )
     p.add_argument(
+        "--every",
+        type=_duration,
+        help="with --source logs or export: train now and then every DURATION (30m, 1h,"
+        " 1d), until stopped",
+    )
+    p.add_argument(
+        "--shuffled-labels",
+        action="store_true",
+        help="a negative control: learn from shuffled labels; the promotion rule must"
+        " refuse the model",
+    )
+    p.add_argument(
         "--dataset",
         choices=["obd"],
         help="train on a public logged dataset instead (obd: the Open Bandit Dataset sample)",
     )
 
 
+def _duration(text: str) -> float:
+    """Seconds in ``30s``, ``30m``, ``1h`` or ``1d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r}: a number and s, m, h or d (1h)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: longer than nothing")
+    return seconds
+
+
 def _train(args: argparse.Namespace) -> int:
-    from training import job  # lightgbm and the training stack: train only
+    from training import job, retrain  # lightgbm and the training stack: train only
 
     overrides: dict[str, float] = {}
     if args.rows:
@@ -60,31 +88,45 @@ def _train(args: argparse.Namespace) -> int:
     settings = TrainerSettings(**overrides)  # type: ignore[arg-type]
     if args.dataset == "obd":
         return _train_obd(settings.data_dir / "cache")
-    if args.source in ("logs", "export"):
-        if args.source == "logs":
-            client = connect_sync(redis_url(settings))
-            outcome, joined = job.train_from_logs(settings, client, force=args.force)
-        else:
-            outcome, joined = job.train_from_export(
-                settings, settings.export_path, force=args.force
-            )
-        print(
-            f"{joined.used} of {joined.decisions} logged decisions used "
-            f"({joined.too_recent} too recent, {joined.degraded} degraded, "
-            f"{joined.other_schema} with other features)"
+    if args.source == "simulated":
+        if args.every or args.shuffled_labels:
+            raise SystemExit("arbiter train: --every and --shuffled-labels need --source logs")
+        _print_outcome(job.train_demo(settings, force=args.force))
+        return 0
+    client = connect_sync(redis_url(settings)) if args.source == "logs" else None
+
+    def once() -> None:
+        outcome, joined = retrain.train_from_logs(
+            settings,
+            client,
+            export=settings.export_path,
+            force=args.force,
+            shuffled_labels=args.shuffled_labels,
         )
-    else:
-        outcome = job.train_demo(settings, force=args.force)
+        print(joined)
+        _print_outcome(outcome)
+
+    if args.every:
+        retrain.every(args.every, once)
+        return 0
+    try:
+        once()
+    except ConfigurationError as exc:
+        print(f"arbiter train: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_outcome(outcome: TrainingOutcome) -> None:
     if outcome.estimates:
         print("off-policy value per decision on the latest decisions (95% interval):")
         for policy, estimates in outcome.estimates.items():
             cells = "  ".join(f"{name} {estimate}" for name, estimate in estimates.items())
             print(f"  {policy:11s} {cells}")
     state = "promoted" if outcome.promoted else "saved, not promoted"
-    print(f"model {outcome.model.version}: {state}: {outcome.why}")
+    print(f"model {outcome.model.version}: {state}: {outcome.why}", flush=True)
     for name, value in outcome.model.metrics.items():
         print(f"  {name:16s} {value:.4f}" if isinstance(value, float) else f"  {name:16s} {value}")
-    return 0
 
 
 def _train_obd(cache: Path) -> int:
@@ -131,6 +173,19 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
         "--seeds", type=int, default=3, help="with --compare: seeds 1..N (worlds, traffic)"
     )
     p.add_argument(
+        "--before",
+        type=Path,
+        help="with --compare: a checkout of an earlier Arbiter (git worktree) whose own"
+        " learner runs the same seeds beside this one and joins the table as 'before'",
+    )
+    p.add_argument(
+        "--retrains-per-day",
+        type=int,
+        default=4,
+        help="scheduled retrains inside each simulated day, evenly spaced (the last after"
+        " the day's final answers)",
+    )
+    p.add_argument(
         "--vw-args",
         default=None,
         help="Vowpal Wabbit's options for the vw policy (default: cb_explore_adf, squarecb)",
@@ -148,7 +203,11 @@ def _simulate(args: argparse.Namespace) -> int:
         "policy": args.policy,
         "epsilon": args.epsilon,
         "temperature": args.temperature,
+        "retrains_per_day": args.retrains_per_day,
     }
+    if args.retrains_per_day < 1:
+        print("arbiter simulate: --retrains-per-day: at least 1", file=sys.stderr)
+        return 2
     if args.compare:
         try:
             simulation.compare_seeds(
@@ -156,6 +215,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 policies=args.compare,
                 seeds=range(1, args.seeds + 1),
                 vw_args=args.vw_args or DEFAULT_VW_ARGS,
+                before=args.before,
                 **days,
             )
         except ValueError as e:

@@ -1,36 +1,27 @@
-"""Training jobs: train on simulated or logged decisions, evaluate against the promoted
-model, and promote only a better one.
+"""Training jobs: train on simulated decisions, evaluate against the promoted model, and
+promote only a better one; the pieces every training run shares (the outcome, compiling,
+the champion).
 
-``train_demo`` learns from simulated logs of the demo world; ``train_from_logs`` from the
-decision and outcome logs in Redis (``train_from_export``: as exported to Parquet), and
-also estimates off-policy what the new model's policy, the current one's, value-only and
-random would earn.
+``train_demo`` learns from simulated logs of the demo world and keeps them as the base
+rows every retrain from the logs learns from too (training/retrain.py).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
-from common.errors import ConfigurationError
-from common.vocabulary import POSITIVE_OUTCOMES
 from engine.adapters import artifact, compiled
 from engine.adapters.artifact import ModelArtifact
-from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.core.model_input import model_feature_names
-from engine.core.scoring import Scorer
 from engine.service.registry import shared_models
 from engine.settings import Definitions, load_definitions
 from feature_store.embedded import running_url
-from feature_store.log_reader import read_logs
-from feature_store.redis_client import SyncClient
-from training.evaluation import Estimate, contexts_from_logs, evaluate_policies
-from training.logs import JoinReport, join_logs, rewarder
+from training import dataset
+from training.evaluation import Estimate
+from training.promotion import Lift
 from training.rows import TrainingRows
 from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
@@ -38,9 +29,6 @@ from training.train import evaluate, train
 from training.world import generate
 
 log = logging.getLogger(__name__)
-# Off-policy estimates are made on at most this many of the latest logged decisions: their
-# contexts are held in memory, and 50,000 already give intervals of a few percent.
-OPE_MAX_DECISIONS = 50_000
 
 
 @dataclass(frozen=True)
@@ -50,8 +38,9 @@ class TrainingOutcome:
     why: str
     champion: str | None = None  # the version promoted before, when it was compared
     champion_metrics: Mapping[str, float] = field(default_factory=dict)
-    # policy -> estimator -> estimate (training from logs only)
+    # policy -> estimator -> estimate
     estimates: Mapping[str, Mapping[str, Estimate]] = field(default_factory=dict)
+    lift: Lift | None = None  # from the logs: the challenger's value over the champion's
 
 
 def train_demo(
@@ -74,113 +63,11 @@ def train_demo(
         seed=seed,
         progress=progress,
     )
-    return train_and_promote(logs, definitions, settings, {"simulation_seed": seed}, force=force)
-
-
-def train_from_logs(
-    settings: TrainerSettings, client: SyncClient, *, force: bool = False
-) -> tuple[TrainingOutcome, JoinReport]:
-    """Trains on the decision and outcome logs in Redis (features as served), evaluated
-    on the latest 20% of decisions (a time-based holdout), and promotes as ``train_demo``."""
-    decisions, outcomes = read_logs(client)
-    return _train_on_logs(
-        settings,
-        lambda: iter(decisions),
-        outcomes,
-        lambda until, share: holdout_decisions(decisions, until, share),
-        {"source": "logs"},
-        force=force,
-    )
-
-
-def train_from_export(
-    settings: TrainerSettings, dest: Path, *, force: bool = False
-) -> tuple[TrainingOutcome, JoinReport]:
-    """``train_from_logs`` on the Parquet dataset `arbiter export-logs` wrote to ``dest``,
-    read a day at a time: what stays in memory is the training rows and the outcomes,
-    not the logs."""
-    from training import export  # pyarrow: this job only
-
-    def holdout(until: float, share: float) -> Sequence[Mapping[str, Any]]:
-        stamps = export.exported_stamps(dest)
-        matured = stamps[stamps <= until]
-        kept = int(matured.shape[0] * share)
-        if kept == 0:
-            return []
-        since = float(matured[matured.shape[0] - kept])
-        return [d for d in export.exported_decisions(dest, since=since) if d["ts"] <= until]
-
-    return _train_on_logs(
-        settings,
-        lambda: export.exported_decisions(dest),
-        export.exported_outcomes(dest),
-        holdout,
-        {"source": "export"},
-        force=force,
-    )
-
-
-def _train_on_logs(
-    settings: TrainerSettings,
-    decisions: Callable[[], Iterable[Mapping[str, Any]]],
-    outcomes: Sequence[Mapping[str, Any]],
-    holdout: Callable[[float, float], Sequence[Mapping[str, Any]]],
-    info: Mapping[str, object],
-    *,
-    force: bool,
-) -> tuple[TrainingOutcome, JoinReport]:
-    """Trains on logged ``decisions`` (oldest first, read once) joined with ``outcomes``;
-    ``holdout(until, share)`` gives the latest ``share`` of the decisions made by
-    ``until``, where the off-policy estimates are made (at most ``OPE_MAX_DECISIONS``
-    of them, the latest)."""
-    definitions = load_definitions(settings)
-    window = settings.attribution_hours * 3600
-    now = time.time()
-    rows, report = join_logs(
-        decisions(), outcomes, definitions.schema, window_seconds=window, until=now
-    )
-    if rows.rows < 100 or len(set(rows.reward.tolist())) < 2:
-        raise ConfigurationError(
-            f"not enough labelled decisions to train: {rows.rows} rows from {report.used} "
-            f"decisions older than {settings.attribution_hours:g} h "
-            f"({report.too_recent} too recent, {report.degraded} degraded)"
-        )
-    info = {**info, "attribution_hours": settings.attribution_hours, "until": now}
-    champion = _compatible_champion(settings, model_feature_names(definitions.schema))
-    # Off-policy estimates of the new model's policy and the alternatives, on the decisions
-    # of the holdout (the latest ones), which the new model did not learn from.
-    latest = holdout(now - window, settings.holdout)
-    contexts = contexts_from_logs(
-        latest[-OPE_MAX_DECISIONS:],
-        rewarder(outcomes, window, POSITIVE_OUTCOMES),
-        definitions.schema,
-        definitions.catalog,
-    )
-    del latest
-    catalog = definitions.catalog
-
-    def off_policy(model: ModelArtifact) -> Mapping[str, Mapping[str, Estimate]]:
-        if not contexts:
-            return {}
-        new = LightGBMScorer(model)
-        models: dict[str, Scorer] = {"new": new}
-        if champion is not None:
-            models["current"] = LightGBMScorer(champion)
-        return evaluate_policies(contexts, models, catalog, new, catalog.exploration)
-
-    outcome = train_and_promote(
-        rows, definitions, settings, info, by_time=True, force=force, off_policy=off_policy
-    )
-    return outcome, report
-
-
-def holdout_decisions(
-    decisions: Sequence[Mapping[str, Any]], until: float, share: float
-) -> Sequence[Mapping[str, Any]]:
-    """The latest ``share`` of the decisions made by ``until`` (in log order): where a model
-    trained from the logs is evaluated, off-policy too."""
-    matured = [d for d in decisions if d["ts"] <= until]
-    return matured[len(matured) - int(len(matured) * share) :]
+    # Kept: every retrain from the logs learns from these rows too.
+    base = f"simulated-{settings.world_seed}-{seed}-{logs.rows}"
+    dataset.save_base(settings.model_dir, base, logs)
+    info = {"simulation_seed": seed, "base_rows": base}
+    return train_and_promote(logs, definitions, settings, info, force=force)
 
 
 def train_and_promote(
@@ -189,34 +76,32 @@ def train_and_promote(
     settings: TrainerSettings,
     info: Mapping[str, object],
     *,
-    by_time: bool = False,
     force: bool = False,
-    off_policy: Callable[[ModelArtifact], Mapping[str, Mapping[str, Estimate]]] | None = None,
 ) -> TrainingOutcome:
     """Trains, saves the artifact, and promotes it when it beats the promoted model by
     ``settings.promote_margin`` (AUC on the same holdout), when no promoted model fits the
-    schema, or when ``force``. With ``off_policy`` (policy -> estimator -> estimate), the
-    new policy's SNIPS estimate must also be known to within
-    ``settings.promote_max_ope_halfwidth`` of its value."""
-    outcome = _judge(rows, definitions, settings, info, by_time=by_time, force=force)
-    if off_policy is not None:
-        outcome = replace(outcome, estimates=off_policy(outcome.model))
-        snips = outcome.estimates.get("new", {}).get("snips")
-        if outcome.promoted and outcome.champion is not None and not force and snips:
-            half = (snips.high - snips.low) / 2
-            # no rewarded decision, or no overlap at all (nan): nothing can be told
-            relative = half / snips.value if snips.value > 0 else math.inf
-            if not relative <= settings.promote_max_ope_halfwidth:
-                outcome = replace(
-                    outcome,
-                    promoted=False,
-                    why=f"{outcome.why}; the new policy's off-policy estimate is too uncertain:"
-                    f" {snips} is +/-{relative:.0%}, at most"
-                    f" {settings.promote_max_ope_halfwidth:.0%} to promote",
-                )
-    # Compiled before it is promoted: servers swap in the compiled form from the start.
+    schema, or when ``force``. (Training from the logs promotes on a bound instead:
+    training/retrain.py.)"""
+    return save_and_promote(settings, _judge(rows, definitions, settings, info, force=force))
+
+
+def save_and_promote(
+    settings: TrainerSettings, outcome: TrainingOutcome, *, unless_changed_from: str | None = None
+) -> TrainingOutcome:
+    """Saves the model, and promotes it when ``outcome.promoted``: compiled first (servers
+    swap in the compiled form from the start), and only if the promoted version is still
+    ``unless_changed_from`` when given (another trainer may have promoted meanwhile)."""
     folder = artifact.save(settings.model_dir, outcome.model, promote=False)
     outcome = replace(outcome, model=replace(outcome.model, folder=folder))
+    if outcome.promoted and unless_changed_from is not None:
+        current = artifact.current_version(settings.model_dir)
+        if current != unless_changed_from:
+            outcome = replace(
+                outcome,
+                promoted=False,
+                why=f"{outcome.why}; not promoted: {current} was promoted while this model"
+                f" was judged against {unless_changed_from}",
+            )
     if outcome.promoted:
         if settings.compile_trees:
             compile_trees(outcome.model)
@@ -253,19 +138,23 @@ def _judge(
     settings: TrainerSettings,
     info: Mapping[str, object],
     *,
-    by_time: bool,
     force: bool,
 ) -> TrainingOutcome:
     """A new model trained on ``rows``, and whether it should be promoted (by AUC)."""
-    model = train(rows, definitions.schema, definitions.catalog, settings, by_time=by_time)
+    names = model_feature_names(definitions.schema)
+    champion = compatible_champion(settings, names)
+    model = train(
+        rows,
+        definitions.schema,
+        definitions.catalog,
+        settings,
+        previous=champion.vocabulary if champion else None,
+    )
     model = replace(model, training={**model.training, **info})
-    champion = _compatible_champion(settings, model.features)
     if champion is None:
         outcome = TrainingOutcome(model, True, "no promoted model fits the schema")
     else:
-        scores = evaluate(
-            champion, rows, definitions.schema, definitions.catalog, settings, by_time=by_time
-        )
+        scores = evaluate(champion, rows, definitions.schema, definitions.catalog, settings)
         gain = model.metrics["auc"] - scores["auc"]
         positives = int(model.metrics["holdout_positives"])
         enough = positives >= settings.min_holdout_positives
@@ -290,7 +179,7 @@ def _judge(
     return outcome
 
 
-def _compatible_champion(
+def compatible_champion(
     settings: TrainerSettings, features: tuple[str, ...]
 ) -> ModelArtifact | None:
     if artifact.current_version(settings.model_dir) is None:

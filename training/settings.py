@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from engine.settings import CommonSettings
 
 
@@ -23,15 +25,30 @@ class TrainerSettings(CommonSettings):
     training_seed: int = 3
     # Share of the rows held out to evaluate and compare models.
     holdout: float = 0.2
-    # A new model is promoted only when its holdout AUC beats the promoted one's by this.
+    # Simulated logs (the demo bootstrap): a new model is promoted only when its holdout
+    # AUC beats the promoted one's by this, on a holdout with at least this many positive
+    # outcomes (a small holdout's AUC is too noisy to replace a model on).
     promote_margin: float = 0.001
-    # ...measured on a holdout with at least this many positive outcomes (a small holdout's
-    # AUC is too noisy to replace a model on).
     min_holdout_positives: int = 200
-    # From logs, also: the new policy's off-policy estimate (SNIPS, 95%) must be known to
-    # within this share of its value; a policy far from the logging one cannot be told.
-    promote_max_ope_halfwidth: float = 0.1
-    # Outcomes count towards a decision when reported within this many hours of it.
+    # From the logs (training/retrain.py): promoted when the paired lower bound of its value
+    # lift over the champion is above zero, judged on at least this many answered decisions
+    # made since the champion's data ended; and its guardrails hold: AUC at most this much
+    # below the champion's, calibration error at most this much above.
+    min_holdout_decisions: int = 500
+    # "value": only that bound. "value-or-prediction": also when the challenger predicts the
+    # champion's own decisions better (paired log loss, lower bound above zero) and its
+    # value lift is not shown negative (docs/simulation.md measures both).
+    promotion_rule: Literal["value", "value-or-prediction"] = "value-or-prediction"
+    guard_auc_drop: float = 0.01
+    guard_calibration: float = 0.02
+    # Logged decisions older than this are no longer trained on (the base rows always are).
+    training_window_days: float = 30.0
+    # Minutes each channel's decision waits for an answer before "no response" is its label
+    # (JSON, e.g. ARBITER_REWARD_WINDOW_MINUTES='{"web": 15}'; channels left out keep the
+    # defaults of training/logs.py: web and app 30, call center 60, email 3 days, SMS 2).
+    reward_window_minutes: dict[str, float] = Field(default_factory=dict)
+    # An answer counts for its decision when it comes within this many hours of it (late
+    # answers, after the channel's window, relabel the decision at the next run).
     attribution_hours: float = 72.0
     # "local", or "dask": LightGBM's distributed learner on a Dask cluster (the `dask`
     # extra); dask_scheduler is its address, or unset for a local cluster.

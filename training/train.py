@@ -8,6 +8,7 @@ decisions of real logs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from engine.adapters.artifact import ModelArtifact, new_version
 from engine.core.catalog import Catalog
 from engine.core.model_input import CATEGORICAL, Vocabulary, build_matrix, model_feature_names
 from feature_store.schema import FeatureSchema
-from training.metrics import auc, log_loss
+from training.metrics import auc, calibration_error, log_loss
 from training.rows import TrainingRows
 from training.settings import TrainerSettings
 
@@ -59,14 +60,49 @@ def train(
     *,
     by_time: bool = False,
     source: str = "simulated",
+    previous: Vocabulary | None = None,
 ) -> ModelArtifact:
     """Trains on ``logs`` less the holdout (``holdout_mask``: the latest rows when
-    ``by_time``, else a random share) and returns an unsaved artifact with metrics."""
-    vocabulary = Vocabulary.from_catalog(catalog)
-    names = model_feature_names(schema)
+    ``by_time``, else a random share) and returns an unsaved artifact with metrics. The
+    vocabulary extends ``previous`` (the promoted model's): no index moves."""
+    vocabulary = Vocabulary.from_catalog(catalog, previous)
     matrix = training_matrix(logs, schema, catalog, vocabulary)
-    labels = logs.reward.astype(np.float64)
     test = holdout_mask(logs.rows, settings, by_time=by_time)
+    model = fit(
+        matrix,
+        logs.reward,
+        test,
+        model_feature_names(schema),
+        vocabulary,
+        schema,
+        settings,
+        true_propensity=logs.true_propensity,
+    )
+    return replace(
+        model,
+        training={
+            **model.training,
+            "source": source,
+            "holdout": "latest" if by_time else "random",
+        },
+    )
+
+
+def fit(
+    matrix: np.ndarray,
+    reward: np.ndarray,
+    test: np.ndarray,
+    names: tuple[str, ...],
+    vocabulary: Vocabulary,
+    schema: FeatureSchema,
+    settings: TrainerSettings,
+    *,
+    true_propensity: np.ndarray | None = None,
+) -> ModelArtifact:
+    """LightGBM on the rows of ``matrix`` outside ``test`` (a boolean mask), evaluated on
+    those inside it (all rows, and no metrics, when ``test`` is empty); an unsaved
+    artifact."""
+    labels = reward.astype(np.float64)
     params: dict[str, Any] = {
         "objective": "binary",
         "num_leaves": settings.num_leaves,
@@ -101,19 +137,22 @@ def train(
             free_raw_data=True,
         )
         booster = lgb.train(params, train_set, num_boost_round=settings.num_trees)
-    predicted = np.asarray(booster.predict(matrix[test], num_threads=2))
-    metrics = {
-        "auc": auc(labels[test], predicted),
-        "log_loss": log_loss(labels[test], predicted),
+    metrics: dict[str, float] = {
         "base_rate": float(labels.mean()),
         "train_rows": int((~test).sum()),
         "test_rows": int(test.sum()),
         "holdout_positives": int(labels[test].sum()),
     }
-    if logs.true_propensity is not None:  # the simulation knows the best possible scores
-        truth = logs.true_propensity[test]
-        metrics["oracle_auc"] = auc(labels[test], truth)
-        metrics["oracle_log_loss"] = log_loss(labels[test], truth)
+    check = matrix[test] if test.any() else matrix
+    if test.any():
+        predicted = np.asarray(booster.predict(matrix[test], num_threads=2))
+        metrics["auc"] = auc(labels[test], predicted)
+        metrics["log_loss"] = log_loss(labels[test], predicted)
+        metrics["calibration_error"] = calibration_error(labels[test], predicted)
+        if true_propensity is not None:  # the simulation knows the best possible scores
+            truth = true_propensity[test]
+            metrics["oracle_auc"] = auc(labels[test], truth)
+            metrics["oracle_log_loss"] = log_loss(labels[test], truth)
     model_text = booster.model_to_string()
     now = datetime.now(UTC)
     return ModelArtifact(
@@ -126,13 +165,11 @@ def train(
         created_at=now.isoformat(timespec="milliseconds"),
         metrics=metrics,
         training={
-            "source": source,
-            "rows": logs.rows,
+            "rows": int(labels.shape[0]),
             "num_trees": settings.num_trees,
-            "holdout": "latest" if by_time else "random",
             "engine": settings.training_engine,
         },
-        check_rows=np.ascontiguousarray(matrix[test][:CHECK_ROWS], dtype=np.float64),
+        check_rows=np.ascontiguousarray(check[:CHECK_ROWS], dtype=np.float64),
     )
 
 
@@ -151,4 +188,8 @@ def evaluate(
     matrix = training_matrix(logs, schema, catalog, model.vocabulary, rows)
     predicted = np.asarray(lgb.Booster(model_str=model.model_text).predict(matrix))
     labels = logs.reward[rows]
-    return {"auc": auc(labels, predicted), "log_loss": log_loss(labels, predicted)}
+    return {
+        "auc": auc(labels, predicted),
+        "log_loss": log_loss(labels, predicted),
+        "calibration_error": calibration_error(labels, predicted),
+    }

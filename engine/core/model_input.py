@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,17 +122,33 @@ class ServedInputs:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Indices of categorical values, fixed at training time and shipped in the artifact."""
+    """Indices of categorical values, fixed at training time and shipped in the artifact.
+
+    Append-only across a model's successors: an offer or category keeps its index for
+    good, a new one takes the next free index, and one that left the catalog keeps its
+    place (it may come back). A model that never saw an offer scores it as unknown (NaN).
+    """
 
     offer_ids: Mapping[str, int]
     categories: Mapping[str, int]
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog) -> Vocabulary:
+    def from_catalog(cls, catalog: Catalog, previous: Vocabulary | None = None) -> Vocabulary:
+        """``previous``'s indices, then the catalog's values it lacks, sorted, after them."""
         return cls(
-            offer_ids={oid: i for i, oid in enumerate(sorted(catalog.by_id))},
-            categories={c: i for i, c in enumerate(sorted({o.category for o in catalog.offers}))},
+            offer_ids=_appended(previous.offer_ids if previous else {}, catalog.by_id),
+            categories=_appended(
+                previous.categories if previous else {}, {o.category for o in catalog.offers}
+            ),
         )
+
+
+def _appended(known: Mapping[str, int], values: Iterable[str]) -> dict[str, int]:
+    out = dict(known)
+    start = max(out.values(), default=-1) + 1
+    for i, value in enumerate(sorted(v for v in set(values) if v not in out)):
+        out[value] = start + i
+    return out
 
 
 def build_matrix(

@@ -10,7 +10,7 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine.settings import Definitions
 from tests.conftest import ServerThread, accept
-from training.logs import rows_from_redis
+from training.logs import RewardWindows, rows_from_redis
 
 CUSTOMER = "cust-000042"
 
@@ -40,7 +40,7 @@ def test_a_forgotten_customer_is_gone_from_state_and_training(
     profile = server.profiles.GetProfile(profile_pb2.GetProfileRequest(customer_id=CUSTOMER))
     assert not profile.known and not profile.recent_events and not profile.recent_decisions
     rows, report = rows_from_redis(
-        loaded, definitions.schema, window_seconds=0.0, until=time.time() + 1
+        loaded, definitions.schema, windows=RewardWindows.uniform(0.0), until=time.time() + 1
     )
     assert report.decisions == 1  # the other customer's decision only
     assert rows.rows == 1

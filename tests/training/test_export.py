@@ -15,7 +15,7 @@ from arbiter.v1 import common_pb2, decision_pb2
 from feature_store.log_reader import read_logs
 from tests.conftest import ServerThread, accept
 from training import export
-from training.job import train_from_export, train_from_logs
+from training.retrain import train_from_export, train_from_logs
 from training.settings import TrainerSettings
 
 
@@ -97,16 +97,30 @@ def test_training_from_the_export_learns_what_training_from_redis_learns(
     server: ServerThread, loaded: redis.Redis, tmp_path: Path
 ) -> None:
     decide_and_accept(server, range(1, 161))
-    time.sleep(1.0)  # every decision is now older than the attribution window
-    settings = TrainerSettings(
-        data_dir=tmp_path, attribution_hours=0.0002, num_trees=20, compile_trees=False
-    )
-    export.export_logs(loaded, settings.export_path)
+    time.sleep(1.0)  # every decision is now older than its channel's reward window
 
-    from_redis, joined_redis = train_from_logs(settings, loaded)
-    from_export, joined_export = train_from_export(settings, settings.export_path)
+    def settings(folder: str) -> TrainerSettings:
+        return TrainerSettings(
+            data_dir=tmp_path / folder,
+            export_dir=tmp_path / "exported",
+            reward_window_minutes={"web": 0.01},
+            num_trees=20,
+            min_holdout_decisions=50,
+            compile_trees=False,
+        )
+
+    export.export_logs(loaded, settings("x").export_path)
+
+    from_redis, joined_redis = train_from_logs(settings("redis"), loaded)
+    from_export, joined_export = train_from_export(settings("export"), settings("x").export_path)
+    # Both together: the export and Redis hold the same decisions, each trained on once.
+    from_both, joined_both = train_from_logs(
+        settings("both"), loaded, export=settings("x").export_path
+    )
 
     assert joined_export == joined_redis and joined_export.used == 160
     assert from_export.model.model_text == from_redis.model.model_text  # same rows, same order
     assert from_export.model.training["source"] == "export"
-    assert from_export.estimates["new"]["snips"] == from_redis.estimates["new"]["snips"]
+    assert joined_both.used == 160 and joined_both.duplicates == 160
+    assert from_both.model.model_text == from_redis.model.model_text
+    assert from_both.model.training["source"] == "export+logs"

@@ -11,17 +11,13 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from common.errors import ConfigurationError
 from common.vocabulary import POSITIVE_OUTCOMES
-from engine.adapters import artifact
 from engine.core.model_input import build_matrix
 from engine.settings import Definitions
 from feature_store.log_reader import read_decisions, read_logs
 from tests.conftest import ServerThread, accept
 from training.evaluation import contexts_from_logs, evaluate_policies
-from training.job import train_from_logs
-from training.logs import rewarder, rows_from_redis
-from training.settings import TrainerSettings
+from training.logs import RewardWindows, rewarder, rows_from_redis
 from training.simulation import exploring_catalog
 
 
@@ -62,7 +58,7 @@ def test_a_logged_row_rebuilds_exactly_what_was_served(
     logged = {d["decision_id"]: d for d in read_decisions(loaded)}
 
     rows, report = rows_from_redis(
-        loaded, definitions.schema, window_seconds=3600, until=time.time() + 3600
+        loaded, definitions.schema, windows=RewardWindows.uniform(3600), until=time.time() + 3600
     )
 
     assert report.used == report.decisions == len(logged) > 20
@@ -82,48 +78,16 @@ def test_a_logged_row_rebuilds_exactly_what_was_served(
     features = rows.features(len(definitions.schema.names))
     assert np.any(features[:, definitions.schema.names.index("product_views_24h")] == 2)
 
+    # An hour later, every action is a row; now, only the answered ones are: a decision
+    # need not wait for its channel's window once its answer is known.
     young, report = rows_from_redis(
-        loaded, definitions.schema, window_seconds=3600, until=time.time()
+        loaded, definitions.schema, windows=RewardWindows.uniform(3600), until=time.time()
     )
-    assert young.rows == 0 and report.too_recent == report.decisions
-
-
-def test_train_from_the_logs_and_promote(
-    server: ServerThread, loaded: redis.Redis, tmp_path: Path
-) -> None:
-    settings = TrainerSettings(data_dir=tmp_path, attribution_hours=0.0002, num_trees=20)
-    with pytest.raises(ConfigurationError, match="not enough labelled decisions"):
-        train_from_logs(settings, loaded)
-    made = 0
-    for n in range(1, 161):
-        cid = f"cust-{n:06d}"
-        response = server.decisions.Decide(
-            decision_pb2.DecideRequest(customer_id=cid, channel=common_pb2.CHANNEL_WEB, limit=2),
-            timeout=5,
-        )
-        made += 1
-        if response.actions and n % 4 == 0:
-            accept(server, response, cid)
-    server.flush_log()
-    time.sleep(1.0)  # every decision is now older than the attribution window
-
-    outcome, joined = train_from_logs(settings, loaded)
-
-    assert joined.used == joined.decisions == made
-    assert outcome.promoted and outcome.why == "no promoted model fits the schema"
-    assert outcome.model.training["source"] == "logs"
-    assert outcome.model.training["holdout"] == "latest"
-    assert artifact.current_version(tmp_path / "models") == outcome.model.version
-    assert set(outcome.estimates) == {"new", "value-only", "random", "logged"}
-    for policy in ("new", "value-only", "random"):
-        assert set(outcome.estimates[policy]) == {"ips", "snips", "dr"}
-        ips = outcome.estimates[policy]["ips"]
-        assert 0 <= ips.low <= ips.value <= ips.high
-    realised = outcome.estimates["logged"]["realised"].value
-    assert 0 < realised < 1  # about one decision in four was accepted
-    # The logging policy was greedy by the served model, so "value-only" only gets credit
-    # where it agrees: its IPS estimate cannot exceed the logged rewards it matches.
-    assert outcome.estimates["value-only"]["ips"].value <= realised
+    assert report.waiting == 0 and report.used == report.decisions
+    assert young.decision_ids is not None
+    answered = accepted | declined
+    assert {(d, o) for d, o in zip(young.decision_ids, young.offer_ids, strict=True)} == answered
+    assert young.rows == len(answered) < rows.rows
 
 
 def test_the_serving_policy_replayed_on_its_own_logs_gets_weight_one(
@@ -170,52 +134,6 @@ def test_the_serving_policy_replayed_on_its_own_logs_gets_weight_one(
     assert as_served["served"]["ips"].value == pytest.approx(realised, abs=1e-9)
     assert as_served["served"]["snips"].value == pytest.approx(realised, abs=1e-9)
     assert greedy["served"]["ips"].value != pytest.approx(realised, abs=1e-6)
-
-
-def test_a_policy_whose_value_cannot_be_told_is_not_promoted(
-    server: ServerThread, loaded: redis.Redis, tmp_path: Path
-) -> None:
-    for n in range(1, 401):
-        cid = f"cust-{n:06d}"
-        response = server.decisions.Decide(
-            decision_pb2.DecideRequest(customer_id=cid, channel=common_pb2.CHANNEL_WEB),
-            timeout=5,
-        )
-        if response.actions and n % 3 == 0:
-            accept(server, response, cid)
-    server.flush_log()
-    time.sleep(1.0)
-
-    # Every model beats the promoted one by AUC here (margin -1) and a tiny holdout is
-    # enough: only the off-policy gate can refuse.
-    def settings(
-        num_trees: int, promote_margin: float = 0.001, halfwidth: float = 0.1
-    ) -> TrainerSettings:
-        return TrainerSettings(
-            data_dir=tmp_path,
-            attribution_hours=0.0002,
-            min_holdout_positives=1,
-            num_trees=num_trees,  # another model each time, so another version
-            promote_margin=promote_margin,
-            promote_max_ope_halfwidth=halfwidth,
-        )
-
-    first, _ = train_from_logs(settings(20), loaded)
-    assert first.promoted
-
-    strict = settings(21, promote_margin=-1.0, halfwidth=0.001)
-    refused, _ = train_from_logs(strict, loaded)
-    snips = refused.estimates["new"]["snips"]
-    assert snips.high - snips.low > 0.002 * snips.value
-    assert not refused.promoted
-    assert "off-policy estimate is too uncertain" in refused.why
-    assert artifact.current_version(tmp_path / "models") == first.model.version
-
-    lenient = settings(22, promote_margin=-1.0, halfwidth=100.0)
-    accepted, _ = train_from_logs(lenient, loaded)
-    assert accepted.promoted, accepted.why
-    assert accepted.model.version != first.model.version
-    assert artifact.current_version(tmp_path / "models") == accepted.model.version
 
 
 def test_an_idempotency_key_counts_once_in_training() -> None:

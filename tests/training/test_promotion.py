@@ -27,7 +27,7 @@ def test_promotion_only_when_better_and_rollback(
     second = train_demo(settings(tmp_path, promote_margin=1.0), progress=False)
     assert not second.promoted
     assert second.champion == first.model.version
-    assert set(second.champion_metrics) == {"auc", "log_loss"}
+    assert set(second.champion_metrics) == {"auc", "log_loss", "calibration_error"}
     assert "margin 1" in second.why
     assert artifact.current_version(tmp_path / "models") == first.model.version
 

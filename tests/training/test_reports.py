@@ -14,7 +14,7 @@ from engine.adapters import artifact
 from training import experiments, whatif
 from training.evaluation import Estimate
 from training.simulation import compare
-from training.simulation.report import DayResult, PeerDay, write_report
+from training.simulation.report import DayResult, PeerDay, Retrain, write_report
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 # Label boxes of one plot that overlap (the text of each SVG, as the browser lays it out).
@@ -46,8 +46,10 @@ def day(seed: int, d: int) -> DayResult:
         realised=40.0,
         acceptance=0.18 + 0.01 * rng.normal(),
         expected_acceptance=0.18,
-        ope_next=Estimate(0.18, 0.16, 0.2),
-        ope_next_dr=Estimate(0.181, 0.165, 0.197),
+        retrains=(
+            Retrain(500, "v2", True, "better", Estimate(0.4, 0.1, 0.7), 0.5),
+            Retrain(1000, "v3", False, "not better", Estimate(-0.1, -0.5, 0.3), -0.2),
+        ),
         peers={
             "vw": PeerDay(oracle * 0.91, 0.17, 0.17),
             "value": PeerDay(33.0, 0.09, 0.09),

@@ -20,6 +20,8 @@ def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         epsilon=0.2,
         world_size=1000,
         progress=False,
+        retrains_per_day=2,
+        min_holdout_decisions=50,
     )
 
     assert [r.day for r in results] == [1, 2]
@@ -30,16 +32,18 @@ def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert r.oracle >= r.value_only
         assert 0 <= r.acceptance <= 1
         assert 0 < r.expected_acceptance < 1
-        assert r.next_model and r.ope_next is not None
-        assert r.ope_next.low <= r.ope_next.value <= r.ope_next.high
-        assert r.ope_truth is not None and 0 < r.ope_truth < 1
+        assert [t.after for t in r.retrains] == [75, 150]
+    retrains = [t for r in results for t in r.retrains]
+    assert all(t.version for t in retrains), [t.why for t in retrains]  # each judged and saved
+    judged = [t for t in retrains if t.lift is not None]
+    assert judged and all(t.true_lift is not None for t in judged)
+    assert all(t.lift is not None and t.lift.low <= t.lift.value <= t.lift.high for t in judged)
     report = (tmp_path / "sim" / "report.html").read_text()
     assert "<svg" in report and "greedy/oracle" in report
     assert len((tmp_path / "sim" / "days.csv").read_text().splitlines()) == 3
     printed = capsys.readouterr().out
     assert "served/oracle" in printed and "report: " in printed
-    assert "SNIPS estimate of the next day's acceptance: off the realised by" in printed
-    assert "off its true value on the decisions it was estimated from" in printed
+    assert "lift estimates (paired DR): the true lift inside the 95% interval" in printed
 
 
 @pytest.mark.parametrize("seconds", [1_764_000_000.25, 1_764_000_000.95, 1_764_000_000.999])

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import tomli_w
 
+from common.vocabulary import CHANNELS
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api.server import BackgroundServer
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
@@ -94,6 +95,7 @@ def stack(
     temperature: float = DEFAULT_TEMPERATURE,
     seed: int = 1,
     first_rows: int = 30_000,
+    min_holdout_decisions: int = 500,
 ) -> Iterator[Served]:
     """A fresh embedded Redis holding the world's profiles, a first model trained on
     simulated logs, and a server of its own exploring with ``policy`` (its catalog:
@@ -109,7 +111,12 @@ def stack(
         catalog_path=catalog,
         demo_customers=world_size,
         train_rows=first_rows,  # the first model's simulated logs; retraining reads the logs
-        attribution_hours=0.0001,  # outcomes arrive within seconds of their decision
+        # Simulated hours pass in seconds: a decision's answer comes at once, and one
+        # without an answer is "no response" a fraction of a second later.
+        attribution_hours=0.0001,
+        reward_window_minutes=dict.fromkeys(CHANNELS, 0.003),
+        min_holdout_decisions=min_holdout_decisions,
+        compile_trees=False,  # serving on LightGBM: compiling takes longer than a day here
         world_seed=TrainerSettings().world_seed + seed - 1,
         simulation_seed=1_000 + seed,  # known, so that VW can learn from the same logs
     )
@@ -147,9 +154,12 @@ def run(
     seed: int = 1,
     peers: Sequence[str] = (),
     vw_args: str = DEFAULT_VW_ARGS,
+    retrains_per_day: int = 1,
+    min_holdout_decisions: int = 500,
 ) -> list[DayResult]:
     """The whole loop on a fresh embedded Redis and a server of its own (`stack`),
-    exploring with ``policy`` (epsilon or softmax), retraining after every day; writes
+    exploring with ``policy`` (epsilon or softmax), retraining ``retrains_per_day`` times
+    a day (evenly through it; the last after the day's final answers); writes
     ``report.html`` and ``days.csv`` into ``workdir``. ``peers`` (vw, value, random)
     choose beside the served policy on every decision; VW first learns from the same
     logs as the first model."""
@@ -160,6 +170,7 @@ def run(
         epsilon=epsilon,
         temperature=temperature,
         seed=seed,
+        min_holdout_decisions=min_holdout_decisions,
     ) as w:
         definitions = w.definitions
         rivals = peers_by_name(
@@ -181,13 +192,17 @@ def run(
             results = []
             print(table([]), flush=True)
             for day in range(1, days + 1):
-                result = simulation.retrain(
-                    simulation.run_day(day, customers_per_day, progress=progress)
+                result = simulation.run_day(
+                    day, customers_per_day, progress=progress, retrains=retrains_per_day
                 )
                 results.append(result)
                 print(table(results).splitlines()[len(results)], flush=True)
-                if not result.promoted and result.why:
-                    print(f"     not promoted: {result.why}", flush=True)
+                for retrain in result.retrains:
+                    state = "promoted" if retrain.promoted else "not promoted"
+                    truth = (
+                        "" if retrain.true_lift is None else f" [true lift {retrain.true_lift:.4f}]"
+                    )
+                    print(f"     after {retrain.after}: {state}: {retrain.why}{truth}", flush=True)
             scorer = w.server.application.core.scorer
             model = scorer.artifact if isinstance(scorer, LightGBMScorer) else None
         finally:
@@ -214,9 +229,13 @@ def compare_seeds(
     epsilon: float = DEFAULT_EPSILON,
     temperature: float = DEFAULT_TEMPERATURE,
     vw_args: str = DEFAULT_VW_ARGS,
+    retrains_per_day: int = 1,
+    before: Path | None = None,
 ) -> list[list[DayResult]]:
     """`run` once per seed with the peers among ``policies``, then the head-to-head table
-    (printed, and ``compare.csv`` with every seed's figures)."""
+    (printed, and ``compare.csv`` with every seed's figures). ``before``: a checkout of an
+    earlier Arbiter whose own `arbiter simulate --compare arbiter` runs beside this one
+    (same seeds, so the same worlds and traffic) and joins the table as "before"."""
     unknown = [p for p in policies if p not in compare.POLICIES]
     if unknown:
         raise ValueError(
@@ -227,6 +246,19 @@ def compare_seeds(
     if not seeds:
         raise ValueError("--seeds: at least one")
     peers = [p for p in policies if p != "arbiter"]
+    earlier = None
+    if before is not None:
+        earlier = compare.start_before(
+            before,
+            workdir / "before",
+            seeds=len(seeds),
+            days=days,
+            customers=customers_per_day,
+            world=world_size,
+            policy=policy,
+            epsilon=epsilon,
+            temperature=temperature,
+        )
     runs = []
     for seed in seeds:
         print(f"\nseed {seed}:", flush=True)
@@ -243,8 +275,12 @@ def compare_seeds(
                 seed=seed,
                 peers=peers,
                 vw_args=vw_args,
+                retrains_per_day=retrains_per_day,
             )
         )
+    if earlier is not None:
+        runs = compare.join_before(earlier, workdir / "before", runs, seeds)
+        policies = [*policies, "before"]
     print()
     print(compare.table(runs, policies, seeds))
     compare.write_csv(runs, policies, seeds, workdir / "compare.csv")

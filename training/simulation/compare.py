@@ -6,16 +6,76 @@ the seeds (Student's t), and Arbiter's lead over each peer paired by seed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from training.simulation.report import DayResult
+from training.simulation.report import DayResult, PeerDay
 
 POLICIES = ("arbiter", "vw", "value", "random")
+
+
+def start_before(
+    tree: Path,
+    out: Path,
+    *,
+    seeds: int,
+    days: int,
+    customers: int,
+    world: int,
+    policy: str,
+    epsilon: float,
+    temperature: float,
+) -> subprocess.Popen[bytes]:
+    """An earlier checkout's own `arbiter simulate --compare arbiter` on seeds 1..``seeds``
+    (its gRPC code generated, this environment's packages), writing into ``out``; its
+    output goes to ``out``/simulate.log."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "training.cli", "simulate", "--compare", "arbiter",
+        "--seeds", str(seeds), "--days", str(days), "--customers", str(customers),
+        "--world", str(world), "--policy", policy, "--epsilon", str(epsilon),
+        "--temperature", str(temperature), "--out", str(out.resolve()),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+    with (out / "simulate.log").open("wb") as log:
+        return subprocess.Popen(command, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def join_before(
+    process: subprocess.Popen[bytes],
+    out: Path,
+    runs: Sequence[Sequence[DayResult]],
+    seeds: Sequence[int],
+) -> list[list[DayResult]]:
+    """Waits for the earlier checkout's run and adds its Arbiter to each day as the peer
+    "before". Its worlds and traffic are this run's, but its own choices shaped its own
+    candidates (caps, cool-downs): its share of *its* oracle is what is kept (its value
+    is that share of this run's oracle)."""
+    if process.wait() != 0:
+        raise RuntimeError(f"the earlier checkout's simulation failed: see {out / 'simulate.log'}")
+    shares: dict[tuple[int, int], tuple[float, float]] = {}
+    for line in (out / "compare.csv").read_text().splitlines()[1:]:
+        cells = line.split(",")
+        if cells[2] == "arbiter":
+            shares[(int(cells[0]), int(cells[1]))] = (float(cells[5]), float(cells[6]))
+    joined = []
+    for seed, run in zip(seeds, runs, strict=True):
+        days = []
+        for r in run:
+            share, acceptance = shares[(seed, r.day)]
+            value = share * r.oracle
+            days.append(
+                replace(r, peers={**r.peers, "before": PeerDay(value, acceptance, acceptance)})
+            )
+        joined.append(days)
+    return joined
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,8 @@ from engine.core.arbitration import GREEDY, slot_probabilities
 from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs
 from engine.core.scoring import Scorer
-from feature_store.log_reader import read_decisions
-from feature_store.redis_client import SyncClient
 from feature_store.schema import FeatureSchema
 from training.evaluation import contexts_from_logs, model_propensities
-from training.job import holdout_decisions
 from training.world import World, true_propensity
 
 
@@ -57,34 +54,34 @@ def expected_values(
     return out
 
 
-def true_acceptance(
-    client: SyncClient,
+def true_value(
+    entries: Sequence[Mapping[str, Any]],
     world: World,
     catalog: Catalog,
     schema: FeatureSchema,
     scorer: Scorer,
-    until: float,
-    holdout: float,
 ) -> float:
-    """What the hidden model says ``scorer``'s policy, as deployed, earns in acceptance
-    on the decisions its off-policy estimate was computed from: the estimand, so the
-    estimate's distance to it is the estimator's own error."""
-    decisions = read_decisions(client)
+    """What the hidden model says ``scorer``'s policy, as deployed, earns in value per
+    decision on the logged decisions ``entries`` (among their candidates): the estimand of
+    a paired lift, so an estimate's distance to it is the estimator's own error."""
     exploration = catalog.exploration
     values = []
-    for entry in holdout_decisions(decisions, until, holdout):
+    for entry in entries:
         contexts = contexts_from_logs([entry], _unrewarded, schema, catalog)
         if not contexts:
             continue
         context = contexts[0]
         truth = expected_values(entry, world, catalog, schema.names)
         offers = [catalog.by_id[o] for o in context.candidates]
-        priority = model_propensities(context, scorer, catalog) * np.array(
-            [o.value * o.lever for o in offers]
+        value = np.array([o.value for o in offers])
+        priority = (
+            model_propensities(context, scorer, catalog)
+            * value
+            * np.array([o.lever for o in offers])
         )
         explores = exploration.applies(context.served.channel, context.placement)
         p = slot_probabilities(priority, exploration if explores else GREEDY)
-        values.append(float(p @ np.array([truth[o] for o in context.candidates])))
+        values.append(float(p @ (np.array([truth[o] for o in context.candidates]) * value)))
     return float(np.mean(values)) if values else float("nan")
 
 

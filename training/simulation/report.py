@@ -3,12 +3,9 @@ estimators' errors, an HTML page with an SVG chart, and a CSV."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from engine.adapters.artifact import ModelArtifact
 from training import figures
@@ -25,6 +22,18 @@ class PeerDay:
 
 
 @dataclass(frozen=True)
+class Retrain:
+    """One scheduled retrain inside a simulated day."""
+
+    after: int  # decisions served that day before it ran
+    version: str  # the model it trained ("" when the run stopped: nothing to judge on)
+    promoted: bool
+    why: str
+    lift: Estimate | None = None  # estimated value lift over the champion (paired DR)
+    true_lift: float | None = None  # the same by the hidden model, on the same decisions
+
+
+@dataclass(frozen=True)
 class DayResult:
     day: int
     model_version: str
@@ -37,54 +46,45 @@ class DayResult:
     realised: float  # value per decision actually earned
     acceptance: float  # accepted decisions / decisions
     expected_acceptance: float  # mean true acceptance probability of the served offers
-    next_model: str = ""
-    promoted: bool = False
-    why: str = ""  # why the next model was (not) promoted
-    ope_next: Estimate | None = None  # SNIPS acceptance of tomorrow's policy, from the logs
-    ope_next_dr: Estimate | None = None  # the doubly robust estimate of the same
-    ope_truth: float | None = None  # its true value on the decisions it was estimated from
+    retrains: tuple[Retrain, ...] = ()
     peers: Mapping[str, PeerDay] = field(default_factory=dict)  # name -> the same day
     # (the model's propensity, the true probability) of each served offer
     calibration: tuple[tuple[float, float], ...] = field(default=(), repr=False)
 
 
+def promotions(result: DayResult) -> int:
+    return sum(r.promoted for r in result.retrains)
+
+
 def table(results: Sequence[DayResult]) -> str:
-    """One line per day, then how far each off-policy estimate was from what its policy
-    then realised, and from its own estimand (the policy's true value, by the hidden
-    model, on the decisions the estimate was computed from)."""
+    """One line per day, then how the retrains' lift estimates compare with the true lift
+    (by the hidden model, on the decisions each was judged on)."""
     lines = [
         "day  decisions  served  greedy  oracle  random  value-only  served/oracle"
-        "  greedy/oracle  realised  acceptance  expected  promoted  OPE of tomorrow's acceptance",
+        "  greedy/oracle  realised  acceptance  expected  promoted",
     ]
     for r in results:
-        ope = str(r.ope_next) if r.ope_next else "-"
         lines.append(
             f"{r.day:>3}  {r.decisions:>9}  {r.policy:6.2f}  {r.greedy:6.2f}  {r.oracle:6.2f}"
             f"  {r.random:6.2f}  {r.value_only:10.2f}  {_share(r.policy, r.oracle):>13}"
             f"  {_share(r.greedy, r.oracle):>13}  {r.realised:8.2f}  {r.acceptance:10.4f}"
-            f"  {r.expected_acceptance:8.4f}  {'yes' if r.promoted else 'no':>8}  {ope}"
+            f"  {r.expected_acceptance:8.4f}  {promotions(r):>3} of {len(r.retrains):<3}"
         )
-    for name, attribute in (("SNIPS", "ope_next"), ("DR", "ope_next_dr")):
-        pairs = [
-            (estimate, a, b)
-            for a, b in itertools.pairwise(results)
-            if (estimate := getattr(a, attribute)) is not None and b.acceptance
-        ]
-        if not pairs:
-            continue
-        realised = [abs(e.value - b.acceptance) / b.acceptance for e, _, b in pairs]
-        covered = sum(e.low <= b.acceptance <= e.high for e, _, b in pairs)
-        own = [abs(e.value - a.ope_truth) / a.ope_truth for e, a, _ in pairs if a.ope_truth]
+    judged = [
+        t for r in results for t in r.retrains if t.lift is not None and t.true_lift is not None
+    ]
+    if judged:
+        covered = sum(
+            t.lift.low <= t.true_lift <= t.lift.high
+            for t in judged
+            if t.lift and t.true_lift is not None
+        )
+        promoted = [t for t in judged if t.promoted]
+        worse = sum(t.true_lift < 0 for t in promoted if t.true_lift is not None)
         lines.append(
-            f"{name} estimate of the next day's acceptance: off the realised by mean"
-            f" {np.mean(realised):.1%}, worst {max(realised):.1%} (inside its 95% interval"
-            f" {covered} of {len(pairs)} days)"
-            + (
-                f"; off its true value on the decisions it was estimated from by mean"
-                f" {np.mean(own):.1%}, worst {max(own):.1%}"
-                if own
-                else ""
-            )
+            f"lift estimates (paired DR): the true lift inside the 95% interval {covered} of"
+            f" {len(judged)}; {len(promoted)} promoted, {worse} of them truly worse than their"
+            " champion on the decisions they were judged on"
         )
     return "\n".join(lines)
 
@@ -118,25 +118,23 @@ def write_report(
             ),
         )
     ]
-    labels: list[str] = []
-    estimates: list[tuple[float, float, float]] = []
-    realised: list[float] = []
-    for a, b in itertools.pairwise(results):
-        for name, e in (("SNIPS", a.ope_next), ("DR", a.ope_next_dr)):
-            if e is not None:
-                labels.append(f"day {b.day}, {name} (from day {a.day})")
-                estimates.append((e.value, e.low, e.high))
-                realised.append(b.acceptance)
-    if labels:
+    judged = [
+        (f"day {r.day}, after {t.after}", t.lift, t.true_lift)
+        for r in results
+        for t in r.retrains
+        if t.lift is not None and t.true_lift is not None
+    ]
+    if judged:
         sections.append(
             (
-                "Off-policy estimates of the next day's acceptance",
+                "Each retrain's estimated lift over its champion, against the truth",
                 figures.estimates_against_truth(
-                    labels,
-                    estimates,
-                    {"realised the next day": realised},
-                    "acceptance per decision",
-                    "Estimated before the day, against what it realised",
+                    [label for label, _, _ in judged],
+                    [(e.value, e.low, e.high) for _, e, _ in judged if e is not None],
+                    {"true lift": [float(t) for _, _, t in judged if t is not None]},
+                    "value per decision, challenger - champion",
+                    "Paired DR with its 95% interval; the hidden model's lift on the same"
+                    " decisions",
                 ),
             )
         )
@@ -172,14 +170,12 @@ def write_report(
 def write_csv(results: Sequence[DayResult], path: Path) -> None:
     path.write_text(
         "day,model,decisions,served,greedy,oracle,random,value_only,realised,acceptance,"
-        "expected_acceptance,promoted,ope_next,ope_next_dr,ope_truth\n"
+        "expected_acceptance,retrains,promotions\n"
         + "".join(
             f"{r.day},{r.model_version},{r.decisions},{r.policy:.4f},{r.greedy:.4f},"
             f"{r.oracle:.4f},{r.random:.4f},{r.value_only:.4f},{r.realised:.4f},"
-            f"{r.acceptance:.4f},{r.expected_acceptance:.4f},{r.promoted},"
-            f"{r.ope_next.value if r.ope_next else ''},"
-            f"{r.ope_next_dr.value if r.ope_next_dr else ''},"
-            f"{'' if r.ope_truth is None else r.ope_truth}\n"
+            f"{r.acceptance:.4f},{r.expected_acceptance:.4f},{len(r.retrains)},"
+            f"{promotions(r)}\n"
             for r in results
         )
     )

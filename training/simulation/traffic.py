@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from common.errors import ConfigurationError
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api import proto
 from engine.api.server import BackgroundServer
@@ -21,11 +22,12 @@ from engine.settings import load_definitions
 from feature_store import keys, scripts
 from feature_store.log_reader import read_decisions
 from feature_store.redis_client import SyncClient, translated
-from training.job import train_from_logs
+from training.logs import RewardWindows
+from training.retrain import train_from_logs
 from training.settings import TrainerSettings
-from training.simulation.oracle import expected_values, true_acceptance
+from training.simulation.oracle import expected_values, true_value
 from training.simulation.peers import Peer
-from training.simulation.report import DayResult, PeerDay
+from training.simulation.report import DayResult, PeerDay, Retrain
 from training.world import TOPICS, World
 
 _BROWSING = (keys.REALTIME, keys.WINDOWS, keys.SESSION, keys.EVENTS)
@@ -107,57 +109,66 @@ class Simulation:
             pipe.execute()
         age_contact_state(self.client, customers, _DAY)
 
-    def run_day(self, day: int, customers: int, *, progress: bool = False) -> DayResult:
+    def run_day(
+        self, day: int, customers: int, *, progress: bool = False, retrains: int = 0
+    ) -> DayResult:
+        """A day of ``customers``, each answering at once. With ``retrains``, the loop
+        retrains that many times, evenly spaced, the last after the day's final answers."""
         self._new_day()
         chosen = self.rng.choice(self.world.size, size=customers, replace=False)
-        version = ""
-        for index in tqdm(
-            chosen.tolist(), disable=not progress, desc=f"day {day}", unit="customers"
-        ):
-            self._browse(index)
-            response = self.server.decisions.Decide(
-                decision_pb2.DecideRequest(
-                    customer_id=self.world.customer_id(index),
-                    channel=common_pb2.CHANNEL_WEB,
-                    placement="home_hero",
-                ),
-                timeout=5,
-            )
-            version = response.model_version
-        self.server.flush_log()
-        entries = read_decisions(self.client)[self._logged :]
-        self._logged += len(entries)
-        policy, greedy, oracle, random, value_only = [], [], [], [], []
-        chance, realised, accepted = [], 0.0, 0
-        calibration: list[tuple[float, float]] = []
-        peer_value: dict[str, list[float]] = {name: [] for name in self.peers}
-        peer_chance: dict[str, list[float]] = {name: [] for name in self.peers}
-        peer_accepted = dict.fromkeys(self.peers, 0)
+        tally = _Tally(list(self.peers))
+        done: list[Retrain] = []
+        bar = tqdm(total=customers, disable=not progress, desc=f"day {day}", unit="customers")
+        for part in np.array_split(chosen, max(retrains, 1)):
+            for index in part.tolist():
+                self._browse(index)
+                response = self.server.decisions.Decide(
+                    decision_pb2.DecideRequest(
+                        customer_id=self.world.customer_id(index),
+                        channel=common_pb2.CHANNEL_WEB,
+                        placement="home_hero",
+                    ),
+                    timeout=5,
+                )
+                tally.version = response.model_version
+                bar.update()
+            self.server.flush_log()
+            entries = read_decisions(self.client)[self._logged :]
+            self._logged += len(entries)
+            self._answer(entries, tally)
+            if retrains:
+                done.append(self.retrain(len(tally.policy)))
+        bar.close()
+        return tally.result(day, tuple(done))
+
+    def _answer(self, entries: Sequence[Mapping[str, Any]], tally: _Tally) -> None:
+        """Each decision answered as the hidden model says, the peers choosing among the
+        same candidates; what each policy earns, by the hidden model, into ``tally``."""
         for entry in entries:
             if not entry["actions"]:
                 continue
             truth = expected_values(entry, self.world, self.catalog, self.schema.names)
             value = {o: self.catalog.by_id[o].value for o in truth}
             action = entry["actions"][0]["offer_id"]
-            policy.append(truth[action] * value[action])
-            chance.append(truth[action])
-            calibration.append((float(entry["actions"][0]["propensity"]), truth[action]))
+            tally.policy.append(truth[action] * value[action])
+            tally.chance.append(truth[action])
+            tally.calibration.append((float(entry["actions"][0]["propensity"]), truth[action]))
             # the model's own greedy choice: the highest propensity x value x lever
             best_priority = max(
                 entry["candidates"],
                 key=lambda c: c[1] * value[c[0]] * self.catalog.by_id[c[0]].lever,
             )[0]
-            greedy.append(truth[best_priority] * value[best_priority])
-            oracle.append(max(truth[o] * value[o] for o in truth))
-            random.append(float(np.mean([truth[o] * value[o] for o in truth])))
+            tally.greedy.append(truth[best_priority] * value[best_priority])
+            tally.oracle.append(max(truth[o] * value[o] for o in truth))
+            tally.random.append(float(np.mean([truth[o] * value[o] for o in truth])))
             best = max(truth, key=lambda o: value[o] * self.catalog.by_id[o].lever)
-            value_only.append(truth[best] * value[best])
+            tally.value_only.append(truth[best] * value[best])
             self._report(entry, action, "impression")
             draw = self._answers.random()  # the customer's answer, the same for every policy
             if draw < truth[action]:
                 self._report(entry, action, "accept")
-                realised += value[action]
-                accepted += 1
+                tally.realised += value[action]
+                tally.accepted += 1
             if self.peers:
                 served = ServedInputs.from_log(entry, self.schema.names)
                 assert served is not None, "a decision logged with another feature schema"
@@ -166,34 +177,9 @@ class Simulation:
                     choice = peer.choose(served, candidates, self._peer_rng)
                     took = draw < truth[choice.offer_id]
                     peer.learn(served, candidates, choice, value[choice.offer_id] if took else 0.0)
-                    peer_value[name].append(truth[choice.offer_id] * value[choice.offer_id])
-                    peer_chance[name].append(truth[choice.offer_id])
-                    peer_accepted[name] += took
-        n = max(len(policy), 1)
-
-        def mean(values: list[float]) -> float:
-            return float(np.mean(values)) if values else 0.0
-
-        return DayResult(
-            day=day,
-            model_version=version,
-            decisions=len(policy),
-            policy=mean(policy),
-            greedy=mean(greedy),
-            oracle=mean(oracle),
-            random=mean(random),
-            value_only=mean(value_only),
-            realised=realised / n,
-            acceptance=accepted / n,
-            expected_acceptance=mean(chance),
-            calibration=tuple(calibration),
-            peers={
-                name: PeerDay(
-                    mean(peer_value[name]), peer_accepted[name] / n, mean(peer_chance[name])
-                )
-                for name in self.peers
-            },
-        )
+                    tally.peer_value[name].append(truth[choice.offer_id] * value[choice.offer_id])
+                    tally.peer_chance[name].append(truth[choice.offer_id])
+                    tally.peer_accepted[name] += took
 
     def _report(self, entry: Mapping[str, Any], offer_id: str, outcome: str) -> None:
         self.server.decisions.ReportOutcome(
@@ -208,41 +194,82 @@ class Simulation:
             timeout=5,
         )
 
-    def retrain(self, result: DayResult) -> DayResult:
-        """Trains on every logged decision so far, promotes if better, swaps it in."""
-        time.sleep(max(0.0, self.settings.attribution_hours * 3600 + 0.05))
-        outcome, _ = train_from_logs(self.settings, self.client)
+    def retrain(self, served_today: int = 0) -> Retrain:
+        """A scheduled retrain (training/retrain.py) once the answers so far have matured;
+        a promoted model is swapped in. Measured against the truth: the true value lift
+        of the new model's policy over the serving one on the decisions it was judged on."""
+        windows = RewardWindows.of(self.settings.reward_window_minutes, 0.0)
+        time.sleep(windows.wait("web") + 0.05)
+        scorer = self.server.application.core.scorer
+        champion = scorer if isinstance(scorer, LightGBMScorer) else None
+        cutoff = float(champion.artifact.training.get("until", 0.0)) if champion else 0.0
+        try:
+            outcome, _ = train_from_logs(self.settings, self.client)
+        except ConfigurationError as exc:  # nothing new enough to judge on yet
+            return Retrain(served_today, "", False, str(exc))
         if outcome.promoted:
             self.server.run(self.server.reloader.check())
-        # The estimate that can be checked tomorrow: of the policy that will then serve.
-        serving = "new" if outcome.promoted else "current"
-        snips = outcome.estimates.get(serving, {}).get("snips")
-        dr = outcome.estimates.get(serving, {}).get("dr")
-        truth = None
-        if snips is not None:
-            scorer = (
-                LightGBMScorer(outcome.model)
-                if outcome.promoted
-                else self.server.application.core.scorer
+        true_lift = None
+        if outcome.lift is not None and champion is not None:
+            judged = [d for d in read_decisions(self.client) if d["ts"] > cutoff and d["actions"]]
+            new = LightGBMScorer(outcome.model)
+            true_lift = true_value(judged, self.world, self.catalog, self.schema, new) - (
+                true_value(judged, self.world, self.catalog, self.schema, champion)
             )
-            until = float(outcome.model.training["until"]) - self.settings.attribution_hours * 3600
-            truth = true_acceptance(
-                self.client,
-                self.world,
-                self.catalog,
-                self.schema,
-                scorer,
-                until,
-                self.settings.holdout,
-            )
+        return Retrain(
+            served_today,
+            outcome.model.version,
+            outcome.promoted,
+            outcome.why,
+            outcome.lift.difference if outcome.lift else None,
+            true_lift,
+        )
+
+
+class _Tally:
+    """What each policy earned over a day, decision by decision."""
+
+    def __init__(self, peers: Sequence[str]) -> None:
+        self.version = ""
+        self.policy: list[float] = []
+        self.greedy: list[float] = []
+        self.oracle: list[float] = []
+        self.random: list[float] = []
+        self.value_only: list[float] = []
+        self.chance: list[float] = []
+        self.calibration: list[tuple[float, float]] = []
+        self.realised = 0.0
+        self.accepted = 0
+        self.peer_value: dict[str, list[float]] = {name: [] for name in peers}
+        self.peer_chance: dict[str, list[float]] = {name: [] for name in peers}
+        self.peer_accepted = dict.fromkeys(peers, 0)
+
+    def result(self, day: int, retrains: tuple[Retrain, ...]) -> DayResult:
+        n = max(len(self.policy), 1)
+
+        def mean(values: list[float]) -> float:
+            return float(np.mean(values)) if values else 0.0
+
         return DayResult(
-            **{
-                **result.__dict__,
-                "next_model": outcome.model.version,
-                "promoted": outcome.promoted,
-                "why": outcome.why,
-                "ope_next": snips,
-                "ope_next_dr": dr,
-                "ope_truth": truth,
-            }
+            day=day,
+            model_version=self.version,
+            decisions=len(self.policy),
+            policy=mean(self.policy),
+            greedy=mean(self.greedy),
+            oracle=mean(self.oracle),
+            random=mean(self.random),
+            value_only=mean(self.value_only),
+            realised=self.realised / n,
+            acceptance=self.accepted / n,
+            expected_acceptance=mean(self.chance),
+            calibration=tuple(self.calibration),
+            retrains=retrains,
+            peers={
+                name: PeerDay(
+                    mean(self.peer_value[name]),
+                    self.peer_accepted[name] / n,
+                    mean(self.peer_chance[name]),
+                )
+                for name in self.peer_value
+            },
         )
