@@ -65,6 +65,9 @@ LEGACY_DECISION_LOG = f"{PREFIX}:log:decisions"
 LEGACY_OUTCOME_LOG = f"{PREFIX}:log:outcomes"
 # Hash describing what bulk loads wrote (data set fingerprint, row count, time).
 LOAD_META = f"{PREFIX}:meta:load"
+# Each offer's model, watched (training/monitor.py): the latest report, JSON; written by
+# every training run from the logs, read by `arbiter models` and /metrics.
+OFFER_HEALTH = f"{PREFIX}:models:offers"
 
 # Profile hash fields.
 FIELD_VECTOR = b"v"

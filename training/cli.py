@@ -8,7 +8,9 @@ composed here: engine's table (engine/clients/cli), with the demo bootstrap for
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -412,8 +414,52 @@ COMMANDS = [
 ]
 
 
+def offers_view(args: argparse.Namespace, fresh: bool) -> None:
+    """`arbiter models`: the latest published report of each offer's model; `arbiter models
+    offers`: computed from the logs now (and published), ``--html`` written."""
+    from training import monitor
+    from training.logs import RewardWindows
+
+    settings = TrainerSettings()
+    client = connect_sync(redis_url(settings))
+    if not fresh:
+        report = monitor.published(client)
+        if report is None:
+            print(
+                "\neach offer's model: no report yet (`arbiter models offers`, or a training run)"
+            )
+            return
+    else:
+        from engine.adapters import artifact
+        from feature_store import keys, log_codec
+        from feature_store.log_reader import read_merged, read_outcomes
+
+        now = time.time()
+        days = args.days if args.days is not None else settings.monitor_days
+        serving = (
+            artifact.load(settings.model_dir)
+            if artifact.current_version(settings.model_dir)
+            else None
+        )
+        report = monitor.offer_health(
+            read_merged(client, keys.decision_logs(), log_codec.decode_decision),
+            read_outcomes(client),
+            RewardWindows.of(settings.reward_window_minutes, settings.attribution_hours),
+            now=now,
+            since=now - days * 86400,
+            model_version=serving.version if serving else "",
+            model_auc=float(serving.metrics.get("auc", math.nan)) if serving else math.nan,
+        )
+        monitor.publish(client, report)
+    print()
+    print(monitor.table(report))
+    if args.html:
+        monitor.write_report(report, args.html)
+        print(f"report: {args.html}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return cli.main([*cli.commands(prepare_demo), *COMMANDS], argv)
+    return cli.main([*cli.commands(prepare_demo, offers_view), *COMMANDS], argv)
 
 
 if __name__ == "__main__":

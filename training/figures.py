@@ -158,6 +158,74 @@ def arms(
     return _svg(fig)
 
 
+def bubbles(
+    labels: Sequence[str],
+    x: Sequence[float],
+    y: Sequence[float],
+    sizes: Sequence[int],
+    flagged: Sequence[bool],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> str:
+    """Pega's view of its adaptive models: one bubble per label at (x, y), its area by
+    ``sizes``, red when ``flagged``; each labelled. Points with a NaN are left out."""
+    fig, ax = _figure(7.0, 4.6)
+    keep = [i for i in range(len(labels)) if np.isfinite(x[i]) and np.isfinite(y[i])]
+    if keep:
+        top = max(max(sizes[i] for i in keep), 1)
+        area = [30 + 900 * sizes[i] / top for i in keep]
+        colors = ["#b42318" if flagged[i] else "#1f6feb" for i in keep]
+        ax.scatter([x[i] for i in keep], [y[i] for i in keep], s=area, c=colors, alpha=0.45,
+                   edgecolors="#24292f", linewidths=0.6)  # fmt: skip
+        for i in keep:
+            ax.annotate(labels[i], (x[i], y[i]), fontsize=7, ha="center", va="center")
+        ax.axhline(0.5, color="#999", linestyle="--", linewidth=1)
+    else:
+        ax.text(0.5, 0.5, "no answered decisions yet", ha="center", transform=ax.transAxes)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left", fontsize=11)
+    return _svg(fig)
+
+
+def calibration_grid(
+    labels: Sequence[str],
+    bins: Sequence[Sequence[Sequence[float]]],
+    flagged: Sequence[bool],
+    columns: int = 4,
+) -> str:
+    """A small calibration plot per label: realised rate against mean predicted, per bin
+    (``bins``: (predicted, realised, rows) each), with the diagonal."""
+    if not labels:
+        fig, ax = _figure(4.0, 1.2)
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no answered decisions yet", ha="center", transform=ax.transAxes)
+        return _svg(fig)
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(labels) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(9.0, 2.2 * rows), layout="constrained", squeeze=False
+    )
+    for k, ax in enumerate(axes.flat):
+        if k >= len(labels):
+            ax.axis("off")
+            continue
+        xs = [b[0] for b in bins[k]]
+        ys = [b[1] for b in bins[k]]
+        top = max(max(xs), max(ys), 0.01) * 1.1
+        ax.plot([0, top], [0, top], color="#999", linestyle="--", linewidth=1)
+        ax.plot(xs, ys, marker="o", markersize=3, color="#b42318" if flagged[k] else "#1f6feb")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_title(_wrap(labels[k], 34), fontsize=8, loc="left")
+        ax.tick_params(labelsize=7)
+    fig.supxlabel("predicted propensity", fontsize=9)
+    fig.supylabel("realised rate", fontsize=9)
+    return _svg(fig)
+
+
 def page(title: str, sections: Sequence[tuple[str, str]], text: str = "") -> str:
     """A self-contained page: a heading, each section's heading and figure (or HTML),
     and the plain-text report."""

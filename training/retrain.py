@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import ConfigurationError
+from engine.adapters import artifact
 from engine.adapters.artifact import ModelArtifact
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.core.model_input import Vocabulary, model_feature_names
@@ -45,7 +46,7 @@ from engine.settings import Definitions, load_definitions
 from feature_store import keys, log_codec
 from feature_store.log_reader import read_merged, read_outcomes
 from feature_store.redis_client import SyncClient, translated
-from training import dataset
+from training import dataset, monitor
 from training.dataset import TrainingSet
 from training.job import TrainingOutcome, compatible_champion, save_and_promote
 from training.logs import JoinReport, RewardWindows
@@ -151,11 +152,25 @@ def _run(
     decisions, outcomes = _sources(client, export, now - settings.training_window_days * 86400)
     windows = RewardWindows.of(settings.reward_window_minutes, settings.attribution_hours)
     vocabulary = Vocabulary.from_catalog(catalog, champion.vocabulary if champion else None)
+    # Each offer's model watched, from the same pass over the logs (training/monitor.py).
+    tally = monitor.Tally(now - settings.monitor_days * 86400, now)
     data = dataset.build(
-        schema, catalog, vocabulary, windows, now=now, base=base, decisions=decisions,
-        outcomes=outcomes,
+        schema, catalog, vocabulary, windows, now=now, base=base,
+        decisions=[_tapped(source, tally.add) for source in decisions], outcomes=outcomes,
     )  # fmt: skip
     report = data.report
+    if client is not None:
+        serving = artifact.load(settings.model_dir) if artifact.current_version(
+            settings.model_dir) else None  # fmt: skip
+        monitor.publish(
+            client,
+            tally.report(
+                outcomes,
+                windows,
+                model_version=serving.version if serving else "",
+                model_auc=float(serving.metrics.get("auc", math.nan)) if serving else math.nan,
+            ),
+        )
     if data.rows < 100 or len(set(data.reward.tolist())) < 2:
         raise ConfigurationError(
             f"not enough labelled decisions to train: {data.rows} rows; {report}"
@@ -198,6 +213,14 @@ def _run(
     return save_and_promote(
         settings, outcome, unless_changed_from=champion.version if champion else None
     ), report
+
+
+def _tapped(
+    decisions: Iterable[Mapping[str, Any]], tap: Callable[[Mapping[str, Any]], None]
+) -> Iterator[Mapping[str, Any]]:
+    for d in decisions:
+        tap(d)
+        yield d
 
 
 def _champion_cutoff(champion: ModelArtifact | None) -> float:

@@ -43,6 +43,8 @@ class TrainerSettings(CommonSettings):
     guard_calibration: float = 0.02
     # Logged decisions older than this are no longer trained on (the base rows always are).
     training_window_days: float = 30.0
+    # Each offer's model is watched over the decisions of this many days (training/monitor.py).
+    monitor_days: float = 7.0
     # Minutes each channel's decision waits for an answer before "no response" is its label
     # (JSON, e.g. ARBITER_REWARD_WINDOW_MINUTES='{"web": 15}'; channels left out keep the
     # defaults of training/logs.py: web and app 30, call center 60, email 3 days, SMS 2).

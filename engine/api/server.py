@@ -290,7 +290,11 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
     store = redis_store_for(settings, redis_url, definitions)
     running, reloader = await launch(settings, store, definitions, reuse_port=reuse_port)
     if settings.metrics_port is not None and not reuse_port:  # workers: the supervisor's
-        metrics.expose(settings.host, settings.metrics_port)
+        metrics.expose(
+            settings.host,
+            settings.metrics_port,
+            offer_health=metrics.offer_health_reader(redis_url),
+        )
     # What start-up built (schema, catalog, model, grpc) lives as long as the process:
     # out of the collector's sight, full collections no longer walk it (measured: 20-40 ms
     # pauses of the event loop without this).
@@ -360,7 +364,13 @@ class BackgroundServer:
         running, self.reloader = await launch(local, store, definitions)
         # /metrics only when asked for (tests, the simulation): not on the default port.
         if "metrics_port" in settings.model_fields_set and settings.metrics_port is not None:
-            self.metrics_port = metrics.expose(local.host, settings.metrics_port)
+            self.metrics_port = metrics.expose(
+                local.host,
+                settings.metrics_port,
+                offer_health=(
+                    metrics.offer_health_reader(backend) if isinstance(backend, str) else None
+                ),
+            )
         return running
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

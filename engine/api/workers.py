@@ -144,7 +144,12 @@ def run(settings: ServerSettings, redis_url: str, count: int) -> int:
     # variable is set before they start, so they import prometheus_client with it).
     folder = metrics.multiprocess_folder()
     if settings.metrics_port is not None:
-        metrics.expose(settings.host, settings.metrics_port, workers_folder=folder)
+        metrics.expose(
+            settings.host,
+            settings.metrics_port,
+            workers_folder=folder,
+            offer_health=metrics.offer_health_reader(redis_url),
+        )
     supervisor = Supervisor(settings, redis_url, count)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:

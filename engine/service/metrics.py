@@ -14,26 +14,34 @@ one process, ~20 us under ``--workers`` (values in shared files), ~1% of a decis
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import math
 import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    Metric,
     start_http_server,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from common.errors import ArbiterError
 from engine.core.timing import StageTimer
+from feature_store import keys, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +196,92 @@ def watch_collections() -> Callable[[], None]:
     return drain
 
 
-def expose(host: str, port: int, *, workers_folder: Path | None = None) -> int | None:
+class OfferHealth(Collector):
+    """Each offer's model, as the latest training run published it (training/monitor.py,
+    ``arb:models:offers``): per offer and channel, its evidence, success rate, AUC,
+    calibration error and drift flag over the run's window. Labels are the catalog's
+    offers and the five channels. Read from Redis at most every ``every`` seconds (a
+    scrape never waits more than the client's timeout; a failed read keeps the last)."""
+
+    def __init__(self, read: Callable[[], bytes | None], every: float = 15.0) -> None:
+        self._read = read
+        self._every = every
+        self._at = -math.inf
+        self._report: dict[str, Any] | None = None
+
+    def read_with(self, read: Callable[[], bytes | None]) -> None:
+        self._read, self._at = read, -math.inf
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.monotonic()
+        if now - self._at >= self._every:
+            self._at = now
+            try:
+                raw = self._read()
+                self._report = None if raw is None else json.loads(raw)
+            except (ArbiterError, ValueError) as exc:
+                log.warning("offers' health not read for /metrics: %s", exc)
+        report = self._report or {"offers": [], "computed_at": 0.0}
+        computed = GaugeMetricFamily(
+            "arbiter_offer_health_computed_timestamp_seconds",
+            "When the offers' health was last computed (0: never)",
+        )
+        computed.add_metric([], float(report["computed_at"]))
+        yield computed
+        for field, name, text in _OFFER_SERIES:
+            family = GaugeMetricFamily(name, text, labels=["offer", "channel"])
+            for o in report["offers"]:
+                value = float(bool(o["drift"])) if field == "drift" else float(o[field])
+                family.add_metric([o["offer_id"], o["channel"]], value)
+            yield family
+
+
+def offer_health_reader(redis_url: str) -> Callable[[], bytes | None]:
+    """Reads the published offers' health from the Redis at ``redis_url`` (0.5 s timeout)."""
+    client = redis_client.connect_sync(redis_url, timeout_seconds=0.5)
+
+    def read() -> bytes | None:
+        with redis_client.translated("reading the offers' health", quiet=True):
+            raw = client.get(keys.OFFER_HEALTH)
+        return raw  # type: ignore[return-value]
+
+    return read
+
+
+_OFFER_SERIES = (
+    ("answered", "arbiter_offer_answered_decisions", "Decisions answered, or past their window"),
+    ("positives", "arbiter_offer_positive_answers", "Accepted or converted"),
+    ("success_rate", "arbiter_offer_success_ratio", "Positive answers / answered decisions"),
+    ("auc", "arbiter_offer_auc", "AUC of the served propensities against the answers"),
+    ("calibration_error", "arbiter_offer_calibration_error", "Predicted against realised"),
+    ("drift", "arbiter_offer_drift", "1 when flagged for drift (calibration or AUC)"),
+)
+
+
+def expose(
+    host: str,
+    port: int,
+    *,
+    workers_folder: Path | None = None,
+    offer_health: Callable[[], bytes | None] | None = None,
+) -> int | None:
     """Serves ``/metrics`` on ``host:port`` in a thread; returns the bound port (``port``
-    0: a free one). ``workers_folder``: the view of every worker's files. A busy port is
+    0: a free one). ``workers_folder``: the view of every worker's files;
+    ``offer_health``: reads the published offers' health (``OfferHealth``). A busy port is
     logged, not fatal: the decisions matter more than their metrics (None)."""
     registry = None
     if workers_folder is not None:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=str(workers_folder))  # type: ignore[no-untyped-call]
+    if offer_health is not None and registry is not None:
+        registry.register(OfferHealth(offer_health))
+    elif offer_health is not None:  # the process's registry: one collector, the latest reader
+        global _offer_health
+        if _offer_health is None:
+            _offer_health = OfferHealth(offer_health)
+            REGISTRY.register(_offer_health)
+        else:
+            _offer_health.read_with(offer_health)
     try:
         if registry is None:
             server, _thread = start_http_server(port, addr=host)
@@ -216,6 +302,7 @@ def expose(host: str, port: int, *, workers_folder: Path | None = None) -> int |
 
 
 _servers: list[WSGIServer] = []
+_offer_health: OfferHealth | None = None
 
 
 def stop_exposing() -> None:

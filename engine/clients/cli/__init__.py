@@ -20,6 +20,10 @@ from engine.clients.cli.command import Command, main
 __all__ = ["Command", "commands", "main"]
 
 
-def commands(prepare: Callable[[str], None] | None = None) -> list[Command]:
-    """Engine's commands; ``prepare(redis_url)`` runs before `serve --demo` serves."""
-    return [serve.command(prepare), *calls.COMMANDS, *admin.COMMANDS]
+def commands(
+    prepare: Callable[[str], None] | None = None, offers: admin.OffersView | None = None
+) -> list[Command]:
+    """Engine's commands; ``prepare(redis_url)`` runs before `serve --demo` serves;
+    ``offers`` shows each offer's model under `arbiter models`."""
+    others = [c for c in admin.COMMANDS if c.name != "models"]
+    return [serve.command(prepare), *calls.COMMANDS, admin.models_command(offers), *others]

@@ -4,7 +4,7 @@ a version, run a challenger)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +76,37 @@ def _models_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=["list", "promote", "challenge", "end-challenge"],
+        choices=["list", "promote", "challenge", "end-challenge", "offers"],
         default="list",
+        help="offers: each offer's model, computed from the logs now",
     )
     p.add_argument("version", nargs="?")
     p.add_argument("--share", type=float, default=0.1, help="challenger share of customers")
+    p.add_argument("--days", type=float, help="offers: the window (ARBITER_MONITOR_DAYS, 7)")
+    p.add_argument("--html", type=Path, help="offers: also write the report as HTML")
+
+
+# Each offer's model (`arbiter models`, `arbiter models offers`): the training layer's,
+# given to ``models_command``; called with the arguments and whether to compute it now
+# (else the latest published report is shown).
+OffersView = Callable[[argparse.Namespace, bool], None]
+
+
+def models_command(offers: OffersView | None = None) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        if args.action == "offers" and offers is None:
+            raise SystemExit("arbiter models offers: needs the training package")
+        status = _models(args)
+        if offers is not None and args.action in ("list", "offers"):
+            offers(args, args.action == "offers")
+        return status
+
+    return Command(
+        "models",
+        "list model versions and each offer's health; promote one (rollback); run a challenger",
+        _models_arguments,
+        run,
+    )
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -105,6 +131,8 @@ def _models(args: argparse.Namespace) -> int:
         else:
             artifact.set_challenger(settings.model_dir, version, args.share)
         print(f"{version} now serves {args.share:.0%} of customers (stable by customer id)")
+    elif action == "offers":
+        pass  # the training layer's view (models_command)
     elif action == "end-challenge":
         if shared is not None:
             shared.challenge(None)
@@ -167,12 +195,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("load", "bulk-load profiles from a JSON Lines file", _load_arguments, _load),
-    Command(
-        "models",
-        "list model versions; promote one (rollback); run a challenger",
-        _models_arguments,
-        _models,
-    ),
+    models_command(),
     Command(
         "keys", "make an API key: prints its secret and the TOML entry", _keys_arguments, _keys
     ),
