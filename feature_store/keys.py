@@ -142,6 +142,12 @@ def decision_log(shard: int) -> str:
     return f"{PREFIX}:log:decisions:{{{shard}}}"
 
 
+def logged_ids(shard: int) -> str:
+    """``arb:log:decided:{<shard>}``: the decision ids a shard took in the last minutes
+    (sorted set, scored by when), so that a batch written again is written once."""
+    return f"{PREFIX}:log:decided:{{{shard}}}"
+
+
 def outcome_log(shard: int) -> str:
     return f"{PREFIX}:log:outcomes:{{{shard}}}"
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from feature_store import keys, log_codec
+from feature_store import keys, log_codec, scripts
 from feature_store.hot_redis import HotRedis
 from feature_store.redis_client import AsyncClient, translated
 from feature_store.store import DECISIONS_KEPT, LoggedDecision, encoded
@@ -20,6 +20,10 @@ HISTORY_TTL_SECONDS = 90 * 86400
 LOG_MAX_ENTRIES = 1_000_000  # over all shards
 LOG_RETENTION_SECONDS = 30 * 86400
 LOG_TRIM_EVERY_SECONDS = 5.0
+# A decision id written in the last this many seconds is not written again: retries come
+# within seconds (the writer's back-off is at most 0.5 s, a log process restarts within
+# 5 s). ~80 bytes an id: 2,000 decisions/s keep ~20 MB.
+DEDUPE_SECONDS = 120.0
 
 
 class LogAppender:
@@ -45,21 +49,30 @@ class LogAppender:
         self._trimmed_at = 0.0
 
     async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
+        """Each decision once into its customer's shard of the log (a batch sent again
+        after a lost reply adds nothing: ``scripts.APPEND_DECISIONS``), and its summary
+        at the head of the customer's list."""
         commands: list[tuple[Any, ...]] = []
-        maxlen = self._shard_max_entries
+        now = time.time()
         for i, d in enumerate(decisions, start=1):
             if i % 8 == 0:  # compressing an entry takes ~20-60 us: let calls in between
                 await asyncio.sleep(0)
-            key = keys.customer_key(d.customer_id, keys.DECISIONS)
-            stream = keys.decision_log(keys.log_shard(d.customer_id))
+            shard = keys.log_shard(d.customer_id)
             ((field, blob),) = log_codec.encode_decision(d.entry).items()
-            commands.append(("XADD", stream, "MAXLEN", "~", maxlen, "*", field, blob))
-            commands.append(("LPUSH", key, encoded(d.summary)))
-            commands.append(("LTRIM", key, 0, DECISIONS_KEPT - 1))
-            commands.append(("EXPIRE", key, HISTORY_TTL_SECONDS))
+            # One script a decision, in decision order: the shards' entry ids then follow
+            # the decisions' times, as the readers merge them (log_reader.log_order).
+            commands.append(
+                ("EVAL", scripts.APPEND_DECISIONS, 2, keys.decision_log(shard),
+                 keys.logged_ids(shard), self._shard_max_entries, now, DEDUPE_SECONDS,
+                 d.id, field, blob)
+            )  # fmt: skip
+            history = keys.customer_key(d.customer_id, keys.DECISIONS)
+            commands.append(
+                ("EVAL", scripts.APPEND_SUMMARY, 1, history, encoded(d.summary), DECISIONS_KEPT,
+                 HISTORY_TTL_SECONDS)
+            )  # fmt: skip
         # Retention by age too: entries older than the retention leave both logs (stream
         # ids are milliseconds), checked every few seconds.
-        now = time.time()
         if now - self._trimmed_at >= self._trim_every:
             self._trimmed_at = now
             oldest = f"{int((now - self._retention_seconds) * 1000)}-0"

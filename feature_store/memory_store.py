@@ -93,6 +93,7 @@ class MemoryStore:
         self._session_seconds = session_seconds
         self._customers: dict[str, _Customer] = {}
         self._decision_log: list[Any] = []
+        self._logged_ids: set[str] = set()
         self._outcome_log: list[Any] = []
 
     def _customer(self, customer_id: str) -> _Customer:
@@ -316,6 +317,9 @@ class MemoryStore:
 
     async def append_decisions(self, decisions: Sequence[LoggedDecision]) -> None:
         for d in decisions:
+            if d.id in self._logged_ids:  # each decision once, as in Redis
+                continue
+            self._logged_ids.add(d.id)
             self._decision_log.append(orjson.loads(encoded(d.entry)))
             c = self._customer(d.customer_id)
             c.decisions = [orjson.loads(encoded(d.summary)), *c.decisions][:DECISIONS_KEPT]

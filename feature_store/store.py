@@ -146,6 +146,15 @@ class LoggedDecision:
     # JSON-able, or its JSON already (the log process gets entries as bytes)
     entry: Mapping[str, Any] | bytes  # features as served, candidates, scores, ...
     summary: Mapping[str, Any] | bytes  # what GetProfile shows under recent_decisions
+    decision_id: str = ""  # the entry's, when the entry is bytes (read from it otherwise)
+
+    @property
+    def id(self) -> str:
+        """The decision's id: each is logged once under it."""
+        if self.decision_id:
+            return self.decision_id
+        entry = self.entry if not isinstance(self.entry, bytes) else orjson.loads(self.entry)
+        return str(entry["decision_id"])
 
 
 def encoded(value: Mapping[str, Any] | bytes) -> bytes:

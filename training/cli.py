@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.errors import ConfigurationError
+from common.errors import ArbiterError, ConfigurationError
 from engine.clients import cli
 from engine.clients.cli.admin import redis_url
 from engine.clients.cli.command import Command
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
+from feature_store.embedded import running_url
 from feature_store.redis_client import connect_sync
 from training.settings import TrainerSettings
 
@@ -421,9 +422,16 @@ def offers_view(args: argparse.Namespace, fresh: bool) -> None:
     from training.logs import RewardWindows
 
     settings = TrainerSettings()
-    client = connect_sync(redis_url(settings))
     if not fresh:
-        report = monitor.published(client)
+        url = settings.redis_url or running_url(settings.embedded_redis_dir)
+        if url is None:
+            print("\neach offer's model: in Redis (set REDIS_URL, or start `arbiter serve`)")
+            return
+        try:
+            report = monitor.published(connect_sync(url, timeout_seconds=2))
+        except ArbiterError as exc:
+            print(f"\neach offer's model: not read ({exc})")
+            return
         if report is None:
             print(
                 "\neach offer's model: no report yet (`arbiter models offers`, or a training run)"
@@ -434,6 +442,7 @@ def offers_view(args: argparse.Namespace, fresh: bool) -> None:
         from feature_store import keys, log_codec
         from feature_store.log_reader import read_merged, read_outcomes
 
+        client = connect_sync(redis_url(settings))
         now = time.time()
         days = args.days if args.days is not None else settings.monitor_days
         serving = (

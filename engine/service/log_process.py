@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CONFIG_ENV = "ARBITER_LOG_PROCESS"  # the child's settings (JSON), the Redis URL among them
-_HEADER = struct.Struct("!HII")  # customer id, entry, summary lengths
-_HURRY = _HEADER.pack(0xFFFF, 0, 0)  # a flush: retry a failed write at once
+_HEADER = struct.Struct("!HHII")  # customer id, decision id, entry, summary lengths
+_HURRY = _HEADER.pack(0xFFFF, 0, 0, 0)  # a flush: retry a failed write at once
 _ACK = struct.Struct("!I")
 RESTART_SECONDS = (0.1, 5.0)  # backoff between restarts of a dying log process
 CHILD_EXIT_SECONDS = 0.5  # at a stop, what the child is given once the flush is over
@@ -53,9 +53,10 @@ READY_SECONDS = 10.0  # the server waits at most this for its log process at sta
 
 
 def frame(logged: LoggedDecision) -> bytes:
-    cid = logged.customer_id.encode()
+    cid, did = logged.customer_id.encode(), logged.id.encode()
     entry, summary = encoded(logged.entry), encoded(logged.summary)
-    return b"".join((_HEADER.pack(len(cid), len(entry), len(summary)), cid, entry, summary))
+    header = _HEADER.pack(len(cid), len(did), len(entry), len(summary))
+    return b"".join((header, cid, did, entry, summary))
 
 
 class LogProcess:
@@ -294,9 +295,12 @@ async def _child(config: dict[str, Any]) -> None:
             flushes.add(flushing)
             flushing.add_done_callback(flushes.discard)
             continue
-        a, b, c = _HEADER.unpack(header)
-        body = await reader.readexactly(a + b + c)
-        writer.submit_logged(LoggedDecision(body[:a].decode(), body[a : a + b], body[a + b :]))
+        a, d, b, c = _HEADER.unpack(header)
+        body = await reader.readexactly(a + d + b + c)
+        cid, did = body[:a].decode(), body[a : a + d].decode()
+        writer.submit_logged(
+            LoggedDecision(cid, body[a + d : a + d + b], body[a + d + b :], decision_id=did)
+        )
     await writer.close(CHILD_CLOSE_SECONDS)
     if hot is not None:
         await hot.aclose()

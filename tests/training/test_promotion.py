@@ -42,8 +42,10 @@ def test_promotion_only_when_better_and_rollback(
 
     monkeypatch.setenv("ARBITER_DATA_DIR", str(tmp_path))
     assert main(["models"]) == 0
-    listed = capsys.readouterr().out.splitlines()
+    listed, _, offers = capsys.readouterr().out.partition("\n\n")
+    listed = listed.splitlines()
     assert len(listed) == 5  # header and four versions, oldest first
+    assert offers.startswith("each offer's model")  # then each offer's, from Redis
     assert listed[4].startswith(f"* {forced.model.version}")
     assert main(["models", "promote", first.model.version]) == 0  # rollback
     assert artifact.current_version(tmp_path / "models") == first.model.version
