@@ -68,6 +68,8 @@ LOAD_META = f"{PREFIX}:meta:load"
 # Each offer's model, watched (training/monitor.py): the latest report, JSON; written by
 # every training run from the logs, read by `arbiter models` and /metrics.
 OFFER_HEALTH = f"{PREFIX}:models:offers"
+# Held by a training run from the logs (a token, with an expiry): one trainer at a time.
+TRAINER_LOCK = f"{PREFIX}:trainer:lock"
 
 # Profile hash fields.
 FIELD_VECTOR = b"v"

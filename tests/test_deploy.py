@@ -63,7 +63,13 @@ def test_what_the_manifests_promise() -> None:
     assert env["ARBITER_MODEL_REGISTRY"]["value"] == "redis"  # replicas share no folder
     assert "secretKeyRef" in env["REDIS_URL"]["valueFrom"]  # no secret in the manifest
     job = kinds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert "arbiter export-logs" in job["command"][-1] and "--source export" in job["command"][-1]
+    assert "arbiter export-logs" in job["command"][-1] and "--source logs" in job["command"][-1]
+    # The trainer's data folder is the volume: the base rows the first model learnt from
+    # outlive the pod, and the export beside them.
+    trainer_env = {e["name"]: e.get("value") for e in job["env"]}
+    mounted = {m["mountPath"] for m in job["volumeMounts"]}
+    assert trainer_env["ARBITER_DATA_DIR"] in mounted
+    assert kinds["CronJob"]["spec"]["concurrencyPolicy"] == "Forbid"
 
 
 def test_the_configmap_is_the_defaults_rendered() -> None:

@@ -148,6 +148,8 @@ def build(
             if reward is None or offer is None:
                 continue
             report.late += late
+            report.rows += 1
+            report.positives += reward
             out.add(build_matrix(served, [offer], vocabulary)[0], reward, offer.offer_id,
                     served.channel, ts)  # fmt: skip
         first_reward = labels[0][0] if d["actions"] else None

@@ -151,13 +151,16 @@ class JoinReport:
     duplicates: int = 0  # a decision id read again (Redis and the export; a retried write)
     late: int = 0  # rows whose positive answer came after the channel's window
     base_rows: int = 0  # rows of the data the first model learnt from
+    rows: int = 0  # logged rows (matured actions)
+    positives: int = 0  # of them, answered positively
 
     def __str__(self) -> str:
         return (
             f"{self.used} of {self.decisions} logged decisions used ({self.waiting} waiting"
             f" for an answer, {self.degraded} degraded, {self.other_schema} with other"
-            f" features, {self.duplicates} read twice), {self.late} answers after their"
-            f" channel's window, {self.base_rows} base rows"
+            f" features, {self.duplicates} read twice): {self.rows} rows, {self.positives}"
+            f" positive ({self.late} answered after their channel's window); and"
+            f" {self.base_rows} base rows"
         )
 
 
@@ -196,6 +199,8 @@ def join_logs(
             if reward is None:
                 continue
             report.late += late
+            report.rows += 1
+            report.positives += reward
             served_rows.append(served)
             offers.append(action["offer_id"])
             probs.append(float(action["probability"]))

@@ -42,8 +42,10 @@ from engine.adapters import artifact
 from engine.adapters.artifact import ModelArtifact
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.core.model_input import Vocabulary, model_feature_names
+from engine.service.registry import shared_models
 from engine.settings import Definitions, load_definitions
 from feature_store import keys, log_codec
+from feature_store.embedded import running_url
 from feature_store.log_reader import read_merged, read_outcomes
 from feature_store.redis_client import SyncClient, translated
 from training import dataset, monitor
@@ -55,7 +57,7 @@ from training.settings import TrainerSettings
 from training.train import fit
 
 log = logging.getLogger(__name__)
-LOCK_KEY = f"{keys.PREFIX}:trainer:lock"
+LOCK_KEY = keys.TRAINER_LOCK
 LOCK_SECONDS = 3600  # a run that dies leaves the lock for at most this long
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -146,6 +148,12 @@ def _run(
     schema, catalog = definitions.schema, definitions.catalog
     names = model_feature_names(schema)
     now = time.time()
+    if client is not None and settings.model_registry != "local":
+        shared = shared_models(
+            settings, settings.redis_url or running_url(settings.embedded_redis_dir)
+        )
+        if shared is not None:  # the champion is what the registry says (a rollback, too)
+            shared.sync()
     champion = compatible_champion(settings, names)
     base_name = str(champion.training.get("base_rows", "")) if champion else ""
     base = dataset.load_base(settings.model_dir, base_name) if base_name else None

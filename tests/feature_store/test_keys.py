@@ -26,6 +26,9 @@ def test_customer_keys_share_one_hash_tag() -> None:
     assert keys.decision_logs()[-1] == keys.LEGACY_DECISION_LOG == "arb:log:decisions"
     assert keys.outcome_logs()[-1] == keys.LEGACY_OUTCOME_LOG == "arb:log:outcomes"
     assert keys.LOAD_META == "arb:meta:load"
+    assert keys.logged_ids(2) == "arb:log:decided:{2}"  # the shard's tag: one slot, one script
+    assert keys.OFFER_HEALTH == "arb:models:offers"
+    assert keys.TRAINER_LOCK == "arb:trainer:lock"
     for kind, name in [
         (keys.WINDOWS, "win"),
         (keys.SESSION, "session"),

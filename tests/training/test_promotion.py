@@ -42,8 +42,8 @@ def test_promotion_only_when_better_and_rollback(
 
     monkeypatch.setenv("ARBITER_DATA_DIR", str(tmp_path))
     assert main(["models"]) == 0
-    listed, _, offers = capsys.readouterr().out.partition("\n\n")
-    listed = listed.splitlines()
+    versions, _, offers = capsys.readouterr().out.partition("\n\n")
+    listed = versions.splitlines()
     assert len(listed) == 5  # header and four versions, oldest first
     assert offers.startswith("each offer's model")  # then each offer's, from Redis
     assert listed[4].startswith(f"* {forced.model.version}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
@@ -30,6 +31,7 @@ from training.simulation.peers import Peer
 from training.simulation.report import DayResult, PeerDay, Retrain
 from training.world import TOPICS, World
 
+REPORT_ATTEMPTS = 6
 _BROWSING = (keys.REALTIME, keys.WINDOWS, keys.SESSION, keys.EVENTS)
 _DAY = 86_400
 
@@ -182,17 +184,25 @@ class Simulation:
                     tally.peer_accepted[name] += took
 
     def _report(self, entry: Mapping[str, Any], offer_id: str, outcome: str) -> None:
-        self.server.decisions.ReportOutcome(
-            decision_pb2.ReportOutcomeRequest(
-                decision_id=entry["decision_id"],
-                customer_id=entry["customer_id"],
-                offer_id=offer_id,
-                outcome=proto.outcome(outcome),
-                # the customer answers right after seeing it (inside the attribution window)
-                occurred_at=outcome_timestamp(entry["ts"] + 0.1),
-            ),
-            timeout=5,
+        """Reported as a careful client does: with an idempotency key, and again while the
+        service answers UNAVAILABLE (a busy machine's Redis timing out a write)."""
+        request = decision_pb2.ReportOutcomeRequest(
+            decision_id=entry["decision_id"],
+            customer_id=entry["customer_id"],
+            offer_id=offer_id,
+            outcome=proto.outcome(outcome),
+            # the customer answers right after seeing it (inside the attribution window)
+            occurred_at=outcome_timestamp(entry["ts"] + 0.1),
+            idempotency_key=f"{entry['decision_id']}:{offer_id}:{outcome}",
         )
+        for attempt in range(REPORT_ATTEMPTS):
+            try:
+                self.server.decisions.ReportOutcome(request, timeout=5)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == REPORT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * 2**attempt)
 
     def retrain(self, served_today: int = 0) -> Retrain:
         """A scheduled retrain (training/retrain.py) once the answers so far have matured;
