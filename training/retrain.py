@@ -168,17 +168,7 @@ def _run(
     )  # fmt: skip
     report = data.report
     if client is not None:
-        serving = artifact.load(settings.model_dir) if artifact.current_version(
-            settings.model_dir) else None  # fmt: skip
-        monitor.publish(
-            client,
-            tally.report(
-                outcomes,
-                windows,
-                model_version=serving.version if serving else "",
-                model_auc=float(serving.metrics.get("auc", math.nan)) if serving else math.nan,
-            ),
-        )
+        _publish_health(client, tally, outcomes, windows, settings)
     if data.rows < 100 or len(set(data.reward.tolist())) < 2:
         raise ConfigurationError(
             f"not enough labelled decisions to train: {data.rows} rows; {report}"
@@ -223,6 +213,26 @@ def _run(
     ), report
 
 
+def _publish_health(
+    client: SyncClient,
+    tally: monitor.Tally,
+    outcomes: list[Mapping[str, Any]],
+    windows: RewardWindows,
+    settings: TrainerSettings,
+) -> None:
+    """Each offer's model as the promoted one serves it (its holdout AUC the reference)."""
+    serving = (
+        artifact.load(settings.model_dir) if artifact.current_version(settings.model_dir) else None
+    )
+    health = tally.report(
+        outcomes,
+        windows,
+        model_version=serving.version if serving else "",
+        model_auc=float(serving.metrics.get("auc", math.nan)) if serving else math.nan,
+    )
+    monitor.publish(client, health)
+
+
 def _tapped(
     decisions: Iterable[Mapping[str, Any]], tap: Callable[[Mapping[str, Any]], None]
 ) -> Iterator[Mapping[str, Any]]:
@@ -259,11 +269,9 @@ def _judge(
     names = model_feature_names(schema)
     stamps = np.unique(data.context_ts[fresh])
     fold_of_stamp = dict(zip(stamps.tolist(), itertools.cycle((0, 1)), strict=False))
-    row_fresh = data.logged & (data.decision_ts > cutoff)
-    row_fold = np.array(
-        [fold_of_stamp.get(t, -1) if f else -1 for t, f in zip(data.decision_ts.tolist(),
-                                                               row_fresh.tolist(), strict=True)]
-    )  # fmt: skip
+    # A row's fold is its decision's (base rows, and rows of decisions not judged: -1).
+    row_fold = np.array([fold_of_stamp.get(t, -1) for t in data.decision_ts.tolist()])
+    row_fold[~(data.logged & (data.decision_ts > cutoff))] = -1
     contexts = [c for c, f in zip(data.contexts, fresh.tolist(), strict=True) if f]
     context_fold = [fold_of_stamp[t] for t in data.context_ts[fresh].tolist()]
     new_values: list[np.ndarray] = []
