@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,8 +151,9 @@ def build(
             report.late += late
             report.rows += 1
             report.positives += reward
-            out.add(build_matrix(served, [offer], vocabulary)[0], reward, offer.offer_id,
-                    served.channel, ts)  # fmt: skip
+            row = build_matrix(served, [offer], vocabulary)[0]
+            # the catalog's id and an interned channel: one string each, not one a row
+            out.add(row, reward, offer.offer_id, sys.intern(served.channel), ts)
         first_reward = labels[0][0] if d["actions"] else None
         candidates = tuple(c[0] for c in d["candidates"])
         if first_reward is not None and all(c in catalog.by_id for c in candidates):

@@ -35,21 +35,36 @@ from engine.core.scoring import Scorer
 from training.evaluation import Z95, Context, Estimate, mean_interval
 from training.metrics import auc, auc_standard_error, calibration_error
 
+# Past this share of the challenger's choices on offers the logging policy could not show,
+# its value cannot be told from the logs (as `arbiter whatif` refuses).
+MAX_UNSUPPORTED = 0.10
+
 
 @dataclass(frozen=True)
 class Lift:
     """Value per decision of the challenger and the champion, and their paired
-    difference (challenger minus champion), DR, 95% intervals, on ``decisions``."""
+    difference (challenger minus champion), DR, 95% intervals, on ``decisions``;
+    ``unsupported``: the mean share of the challenger's choice the logs cannot show."""
 
     challenger: Estimate
     champion: Estimate
     difference: Estimate
     decisions: int
+    unsupported: float = 0.0
 
     @classmethod
-    def of(cls, new: np.ndarray, old: np.ndarray) -> Lift:
-        """From per-decision values of the two policies on the same decisions."""
-        return cls(mean_interval(new), mean_interval(old), mean_interval(new - old), len(new))
+    def of(cls, paired: Sequence[Paired]) -> Lift:
+        """Pooled from per-decision values of the two policies on the same decisions."""
+        new = np.concatenate([p.new for p in paired])
+        old = np.concatenate([p.old for p in paired])
+        unsupported = float(np.concatenate([p.unsupported for p in paired]).mean())
+        return cls(
+            mean_interval(new), mean_interval(old), mean_interval(new - old), len(new), unsupported
+        )
+
+    @property
+    def supported(self) -> bool:
+        return self.unsupported <= MAX_UNSUPPORTED
 
 
 def _row_log_loss(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -73,24 +88,37 @@ def candidate_propensities(
     return np.split(scores, np.cumsum([p.shape[0] for p in parts])[:-1])
 
 
-def dr_values(
+def deployed(
     contexts: Sequence[Context],
     propensities: Sequence[np.ndarray] | None,
-    fitted: Sequence[np.ndarray],
     catalog: Catalog,
     exploration: Exploration,
-) -> np.ndarray:
-    """Per decision, the DR estimate of the value a policy earns: the policy ranks by
-    propensity x value x lever (``propensities`` None: by value x lever alone), with
-    ``exploration`` where it applies; ``fitted`` is the reward model's propensities."""
-    out = np.empty(len(contexts))
+) -> list[np.ndarray]:
+    """Per decision, the policy's probability of each candidate: it ranks by propensity x
+    value x lever (``propensities`` None: by value x lever alone), with ``exploration``
+    where it applies."""
+    out = []
     for i, c in enumerate(contexts):
         offers = [catalog.by_id[o] for o in c.candidates]
-        value = np.array([o.value for o in offers])
-        weight = value * np.array([o.lever for o in offers])
+        weight = np.array([o.value * o.lever for o in offers])
         priority = weight if propensities is None else propensities[i] * weight
         explore = exploration if exploration.applies(c.served.channel, c.placement) else GREEDY
-        pi = slot_probabilities(priority, explore)
+        out.append(slot_probabilities(priority, explore))
+    return out
+
+
+def dr_values(
+    contexts: Sequence[Context],
+    policy: Sequence[np.ndarray],
+    fitted: Sequence[np.ndarray],
+    catalog: Catalog,
+) -> np.ndarray:
+    """Per decision, the DR estimate of the value ``policy`` (each candidate's
+    probability) earns; ``fitted`` is the reward model's propensities."""
+    out = np.empty(len(contexts))
+    for i, c in enumerate(contexts):
+        value = np.array([catalog.by_id[o].value for o in c.candidates])
+        pi = policy[i]
         a = c.candidates.index(c.action)
         out[i] = (
             float(pi @ (fitted[i] * value))
@@ -99,21 +127,40 @@ def dr_values(
     return out
 
 
+@dataclass(frozen=True)
+class Paired:
+    """Per decision: the challenger's value, the champion's, and the share of the
+    challenger's choice that falls on offers the champion (the logging policy) could not
+    have shown there: where only the reward model speaks for it."""
+
+    new: np.ndarray
+    old: np.ndarray
+    unsupported: np.ndarray
+
+
 def paired_values(
     contexts: Sequence[Context],
     challenger: Scorer,
     champion: Scorer | None,
     catalog: Catalog,
     exploration: Exploration,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per decision, the challenger's value and the champion's (None: value x lever
-    alone) on the same ``contexts``, the challenger as the reward model."""
+) -> Paired:
+    """The challenger's and the champion's (None: value x lever alone) values on the same
+    ``contexts``, the challenger as the reward model."""
     fitted = candidate_propensities(contexts, challenger, catalog)
-    new = dr_values(contexts, fitted, fitted, catalog, exploration)
-    old_propensities = (
-        None if champion is None else candidate_propensities(contexts, champion, catalog)
+    new = deployed(contexts, fitted, catalog, exploration)
+    old = deployed(
+        contexts,
+        None if champion is None else candidate_propensities(contexts, champion, catalog),
+        catalog,
+        exploration,
     )
-    return new, dr_values(contexts, old_propensities, fitted, catalog, exploration)
+    unsupported = np.array([float(n[o <= 0].sum()) for n, o in zip(new, old, strict=True)])
+    return Paired(
+        dr_values(contexts, new, fitted, catalog),
+        dr_values(contexts, old, fitted, catalog),
+        unsupported,
+    )
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ One run (`arbiter train --source logs`, or each tick of ``--every``):
    ``min_holdout_decisions``) and the run stops there, saying so: nothing new to learn
    or to judge with (so a run with nothing new is idempotent);
 3. two challengers are trained on everything except one half of the fresh decisions
-   each (halves interleaved in time), and each judges the half it did not see: the
-   paired value lift over the champion and the guardrails (training/promotion.py) pool
-   both halves, so every decision is judged by a model that never learnt from it;
+   each (halves drawn by a hash of each decision's time), and each judges the half it
+   did not see: the paired value lift over the champion and the guardrails
+   (training/promotion.py) pool both halves, so every decision is judged by a model
+   that never learnt from it;
 4. the model that is saved (and promoted when the verdict says so) is trained on
    everything, fresh decisions included: an outcome reported before the run is in it.
 
@@ -24,11 +25,12 @@ promoted model.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import secrets
+import struct
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -52,7 +54,7 @@ from training import dataset, monitor
 from training.dataset import TrainingSet
 from training.job import TrainingOutcome, compatible_champion, save_and_promote
 from training.logs import JoinReport, RewardWindows
-from training.promotion import Guards, Lift, paired_values
+from training.promotion import Guards, Lift, Paired, paired_values
 from training.settings import TrainerSettings
 from training.train import fit
 
@@ -267,15 +269,16 @@ def _judge(
     metrics (the saved model's)."""
     schema, catalog = definitions.schema, definitions.catalog
     names = model_feature_names(schema)
-    stamps = np.unique(data.context_ts[fresh])
-    fold_of_stamp = dict(zip(stamps.tolist(), itertools.cycle((0, 1)), strict=False))
+    # Halves drawn by a hash of each decision's time: fixed for a decision, and blind to
+    # any pattern in the traffic (alternating by time put every accept in one half of a
+    # feed that alternated accepts and declines).
+    fold_of_stamp = {t: _half(t) for t in data.context_ts[fresh].tolist()}
     # A row's fold is its decision's (base rows, and rows of decisions not judged: -1).
     row_fold = np.array([fold_of_stamp.get(t, -1) for t in data.decision_ts.tolist()])
     row_fold[~(data.logged & (data.decision_ts > cutoff))] = -1
     contexts = [c for c, f in zip(data.contexts, fresh.tolist(), strict=True) if f]
     context_fold = [fold_of_stamp[t] for t in data.context_ts[fresh].tolist()]
-    new_values: list[np.ndarray] = []
-    old_values: list[np.ndarray] = []
+    paired: list[Paired] = []
     predicted = np.full(data.rows, np.nan)
     champion_scorer = LightGBMScorer(champion) if champion is not None else None
     for fold in (0, 1):
@@ -287,16 +290,16 @@ def _judge(
         predicted[held] = scorer.predict(data.matrix[held])
         mine = [c for c, f in zip(contexts, context_fold, strict=True) if f == fold]
         if mine:
-            new, old = paired_values(mine, scorer, champion_scorer, catalog, catalog.exploration)
-            new_values.append(new)
-            old_values.append(old)
+            paired.append(
+                paired_values(mine, scorer, champion_scorer, catalog, catalog.exploration)
+            )
     held = row_fold >= 0
     truth = data.reward[held]  # judged on the real answers, whatever was learnt from
     served = None
     if champion is not None and champion_scorer is not None:
         served = champion_scorer.predict(_for_champion(data.matrix[held], names, champion))
     guards = Guards.measure(truth, predicted[held], served)
-    lift = Lift.of(np.concatenate(new_values), np.concatenate(old_values)) if new_values else None
+    lift = Lift.of(paired) if paired else None
     metrics = {
         "auc": guards.auc,
         "auc_low": guards.auc_low,
@@ -305,6 +308,10 @@ def _judge(
         "holdout_positives": int(truth.sum()),
     }
     return _verdict(lift, guards, champion, settings), metrics
+
+
+def _half(ts: float) -> int:
+    return zlib.crc32(struct.pack("<d", ts)) & 1
 
 
 def _for_champion(
@@ -346,20 +353,37 @@ def _verdict(
     gain = guards.log_loss_gain
     if gain is not None:
         parts.append(f"log loss gain {gain} (paired, 95%)")
+    told = lift is not None and lift.supported
+    if lift is not None and not told:
+        parts.append(
+            f"its value cannot be told from these logs: {lift.unsupported:.0%} of its choices"
+            " are offers the logging policy could not show there (it explores too little:"
+            " [exploration] in the catalog)"
+        )
+    beats = told and lift is not None and lift.difference.low > 0
+    lower = told and lift is not None and not lift.difference.high > 0
+    predicts = (
+        settings.promotion_rule == "value-or-prediction" and gain is not None and gain.low > 0
+    )
     if champion is None:
-        if lift is not None and not lift.difference.low > 0:
-            failures.insert(0, "it does not beat value x lever alone beyond the interval")
-    elif lift is None or not lift.difference.low > 0:
-        # The value lift cannot tell yet. With the "value-or-prediction" rule, a challenger
-        # that answers the champion's own decisions better (paired log loss, beyond the
-        # interval) is promoted unless its value is shown lower.
-        predicts = settings.promotion_rule == "value-or-prediction" and gain is not None
-        if not (predicts and gain is not None and gain.low > 0):
-            failures.insert(0, "the lift's lower bound is not above zero")
-        elif lift is not None and not lift.difference.high > 0:
-            failures.insert(0, "it predicts better, but its value is shown lower")
+        # No model to beat: a model that ranks (the AUC guard) serves unless its value is
+        # shown below value x lever's.
+        if lower:
+            failures.insert(0, "its value is shown lower than value x lever alone")
         else:
-            parts.append("promoted on its predictions: its value is not shown lower")
+            parts.append("no promoted model fits the schema")
+    elif beats:
+        pass
+    elif predicts and not lower:
+        # The value lift cannot tell (yet); it answers the champion's own decisions
+        # better, beyond the interval, and is not shown to earn less.
+        parts.append("promoted on its predictions: its value is not shown lower")
+    elif predicts:
+        failures.insert(0, "it predicts better, but its value is shown lower")
+    elif told:
+        failures.insert(0, "the lift's lower bound is not above zero")
+    else:
+        failures.insert(0, "its value cannot be told and its predictions are not better")
     why = "; ".join(parts)
     if failures:
         return Verdict(False, f"{why}; refused: {'; '.join(failures)}", lift, guards)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,12 @@ from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs
 from engine.settings import Definitions
 from feature_store.log_reader import read_decisions, read_logs
-from tests.conftest import ServerThread, accept
+from tests.conftest import ServerThread, accept, report
 from training import dataset, retrain, simulation
 from training.evaluation import Context
 from training.job import TrainingOutcome, save_and_promote
 from training.logs import Outcomes, RewardWindows
-from training.promotion import dr_values
+from training.promotion import deployed, dr_values
 from training.simulation.traffic import Simulation
 
 MINUTE = 60.0
@@ -86,8 +87,13 @@ def test_reward_windows_are_settings_and_unknown_channels_are_refused() -> None:
 
 
 def test_a_decision_read_twice_counts_once(
-    server: ServerThread, loaded: redis.Redis, definitions: Definitions
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    definitions: Definitions,
 ) -> None:
+    # Budgets a loaded machine cannot miss: no decision is degraded (left out of training).
+    server = server_factory(redis_url, feature_timeout_ms=2000, reserve_timeout_ms=2000)
     for n in range(1, 21):
         response = server.decisions.Decide(
             decision_pb2.DecideRequest(customer_id=f"cust-{n:06d}", channel=common_pb2.CHANNEL_WEB),
@@ -144,13 +150,13 @@ def test_the_value_of_a_policy_is_its_doubly_robust_estimate(definitions: Defini
     logged = Context(served, "home_hero", (a.offer_id, b.offer_id), b.offer_id, 0.25, 1.0)
     fitted = [np.array([0.2, 0.1])]
     # A greedy policy that puts b first: the model's value of b, corrected by its error.
-    picks_b = [np.array([0.0, 1.0])]
-    value = dr_values([logged], picks_b, fitted, catalog, GREEDY)[0]
+    picks_b = deployed([logged], [np.array([0.0, 1.0])], catalog, GREEDY)
+    value = dr_values([logged], picks_b, fitted, catalog)[0]
     expected = 0.1 * b.value + 1 / 0.25 * (1.0 - 0.1) * b.value
     assert value == pytest.approx(expected)
     # One that puts a first never took the logged action: the model's value of a alone.
-    picks_a = [np.array([1.0, 0.0])]
-    assert dr_values([logged], picks_a, fitted, catalog, GREEDY)[0] == pytest.approx(0.2 * a.value)
+    picks_a = deployed([logged], [np.array([1.0, 0.0])], catalog, GREEDY)
+    assert dr_values([logged], picks_a, fitted, catalog)[0] == pytest.approx(0.2 * a.value)
 
 
 def test_a_model_learnt_from_shuffled_labels_is_refused_every_time(tmp_path: Path) -> None:
@@ -249,3 +255,36 @@ def test_nothing_new_to_judge_on_is_said_and_changes_nothing(
         retrain.train_from_logs(settings, loaded)
 
     assert artifact.current_version(settings.model_dir) == champion.version
+
+
+def test_a_greedy_log_cannot_tell_a_new_models_value(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    from training.settings import TrainerSettings
+
+    server = server_factory(redis_url, feature_timeout_ms=2000, reserve_timeout_ms=2000)
+    settings = TrainerSettings(
+        data_dir=tmp_path, min_holdout_decisions=300, num_trees=30, compile_trees=False
+    )
+    artifact.save(settings.model_dir, artifact.load(model_dir))  # the champion that served
+    for n in range(1, 601):
+        cid = f"cust-{n:06d}"
+        response = server.decisions.Decide(
+            decision_pb2.DecideRequest(customer_id=cid, channel=common_pb2.CHANNEL_WEB),
+            timeout=5,
+        )
+        answer = (common_pb2.OUTCOME_ACCEPT, common_pb2.OUTCOME_DECLINE)[n % 2]
+        report(server, response, cid, answer)
+    server.flush_log()
+
+    outcome, _ = retrain.train_from_logs(settings, loaded)
+
+    # The demo catalog does not explore: every candidate but the champion's best had no
+    # chance, so where the new model would choose otherwise only its own belief speaks.
+    assert outcome.lift is not None and outcome.lift.unsupported > 0.1
+    assert "its value cannot be told from these logs" in outcome.why
+    assert "explores too little" in outcome.why
