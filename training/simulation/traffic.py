@@ -5,7 +5,8 @@ says (``ReportOutcome``); between days the loop retrains and promotes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import grpc
@@ -83,6 +84,7 @@ class Simulation:
         self.peers = dict(peers or {})
         self._peer_rng = np.random.default_rng(seed + 1_000_003)  # the traffic stays the same
         self._logged = 0
+        self._events = 0
 
     def _browse(self, index: int) -> None:
         interest = TOPICS[int(self.world.interest[index])]
@@ -90,15 +92,15 @@ class Simulation:
             topic = (
                 interest if self.rng.random() < 0.6 else TOPICS[int(self.rng.integers(len(TOPICS)))]
             )
-            self.server.profiles.RecordEvent(
-                profile_pb2.RecordEventRequest(
-                    customer_id=self.world.customer_id(index),
-                    channel=common_pb2.CHANNEL_WEB,
-                    event_type="product_view",
-                    attributes={"category": topic},
-                ),
-                timeout=5,
+            self._events += 1
+            request = profile_pb2.RecordEventRequest(
+                customer_id=self.world.customer_id(index),
+                channel=common_pb2.CHANNEL_WEB,
+                event_type="product_view",
+                attributes={"category": topic},
             )
+            key = (("idempotency-key", f"sim-event-{self._events}"),)
+            _retried(partial(self.server.profiles.RecordEvent, request, timeout=5, metadata=key))
 
     def _new_day(self) -> None:
         """Simulated days last minutes: let a day pass. Yesterday's browsing would still be
@@ -184,8 +186,8 @@ class Simulation:
                     tally.peer_accepted[name] += took
 
     def _report(self, entry: Mapping[str, Any], offer_id: str, outcome: str) -> None:
-        """Reported as a careful client does: with an idempotency key, and again while the
-        service answers UNAVAILABLE (a busy machine's Redis timing out a write)."""
+        """Reported as a careful client does: with an idempotency key, again while the
+        service answers UNAVAILABLE."""
         request = decision_pb2.ReportOutcomeRequest(
             decision_id=entry["decision_id"],
             customer_id=entry["customer_id"],
@@ -195,14 +197,7 @@ class Simulation:
             occurred_at=outcome_timestamp(entry["ts"] + 0.1),
             idempotency_key=f"{entry['decision_id']}:{offer_id}:{outcome}",
         )
-        for attempt in range(REPORT_ATTEMPTS):
-            try:
-                self.server.decisions.ReportOutcome(request, timeout=5)
-                return
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == REPORT_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.1 * 2**attempt)
+        _retried(lambda: self.server.decisions.ReportOutcome(request, timeout=5))
 
     def retrain(self, served_today: int = 0) -> Retrain:
         """A scheduled retrain (training/retrain.py) once the answers so far have matured;
@@ -234,6 +229,19 @@ class Simulation:
             outcome.lift.difference if outcome.lift else None,
             true_lift,
         )
+
+
+def _retried(call: Callable[[], object]) -> None:
+    """``call`` (safe to repeat: it carries an idempotency key), again while the service
+    answers UNAVAILABLE (a busy machine's Redis timing out a write)."""
+    for attempt in range(REPORT_ATTEMPTS):
+        try:
+            call()
+            return
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == REPORT_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1 * 2**attempt)
 
 
 class _Tally:
