@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import json
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +54,6 @@ class TrainingSet:
 
     matrix: np.ndarray  # (rows, features) float64, as build_matrix makes it
     reward: np.ndarray  # int8
-    offer_ids: np.ndarray  # object (str): the offer of each row
-    channels: np.ndarray  # object (str)
     decision_ts: np.ndarray  # float64
     contexts: tuple[Context, ...]
     context_ts: np.ndarray  # float64, one per context
@@ -81,11 +78,9 @@ class _Rows:
         self.current = np.empty((CHUNK, width))
         self.filled = 0
         self.reward: list[int] = []
-        self.offer_ids: list[str] = []
-        self.channels: list[str] = []
         self.ts: list[float] = []
 
-    def add(self, row: np.ndarray, reward: int, offer_id: str, channel: str, ts: float) -> None:
+    def add(self, row: np.ndarray, reward: int, ts: float) -> None:
         if self.filled == CHUNK:
             self.chunks.append(self.current)
             self.current = np.empty((CHUNK, self.width))
@@ -93,8 +88,6 @@ class _Rows:
         self.current[self.filled] = row
         self.filled += 1
         self.reward.append(reward)
-        self.offer_ids.append(offer_id)
-        self.channels.append(channel)
         self.ts.append(ts)
 
     def matrix(self) -> np.ndarray:
@@ -124,8 +117,9 @@ def build(
             offer = catalog.by_id.get(base.offer_ids[r])
             if offer is None:
                 continue
-            row = build_matrix(base.served[r], [offer], vocabulary)[0]
-            out.add(row, int(base.reward[r]), offer.offer_id, base.served[r].channel, np.nan)
+            out.add(
+                build_matrix(base.served[r], [offer], vocabulary)[0], int(base.reward[r]), np.nan
+            )
             report.base_rows += 1
     contexts: collections.deque[tuple[float, Context]] = collections.deque(maxlen=OPE_MAX_DECISIONS)
     seen: set[str] = set()
@@ -136,7 +130,7 @@ def build(
             continue
         seen.add(d["decision_id"])
         served = usable(d, schema, report)
-        if served is None:
+        if served is None or not d["actions"]:  # nothing was offered: nothing to learn
             continue
         labels = [index.label(d, a["offer_id"], windows, now) for a in d["actions"]]
         if all(reward is None for reward, _ in labels):
@@ -151,35 +145,36 @@ def build(
             report.late += late
             report.rows += 1
             report.positives += reward
-            row = build_matrix(served, [offer], vocabulary)[0]
-            # the catalog's id and an interned channel: one string each, not one a row
-            out.add(row, reward, offer.offer_id, sys.intern(served.channel), ts)
-        first_reward = labels[0][0] if d["actions"] else None
-        candidates = tuple(c[0] for c in d["candidates"])
-        if first_reward is not None and all(c in catalog.by_id for c in candidates):
-            first = d["actions"][0]
-            contexts.append(
-                (
-                    ts,
-                    Context(
-                        served=served,
-                        placement=d.get("placement", ""),
-                        candidates=candidates,
-                        action=first["offer_id"],
-                        probability=float(first["probability"]),
-                        reward=float(first_reward),
-                    ),
-                )
-            )
+            out.add(build_matrix(served, [offer], vocabulary)[0], reward, ts)
+        context = _context(d, served, labels[0][0], catalog)
+        if context is not None:
+            contexts.append((ts, context))
     return TrainingSet(
         matrix=out.matrix(),
         reward=np.array(out.reward, dtype=np.int8),
-        offer_ids=np.array(out.offer_ids, dtype=object),
-        channels=np.array(out.channels, dtype=object),
         decision_ts=np.array(out.ts, dtype=np.float64),
         contexts=tuple(c for _, c in contexts),
         context_ts=np.array([t for t, _ in contexts], dtype=np.float64),
         report=report,
+    )
+
+
+def _context(
+    d: Mapping[str, Any], served: ServedInputs, reward: int | None, catalog: Catalog
+) -> Context | None:
+    """The decision's first slot, for off-policy evaluation: when its label is known and
+    every candidate is still in the catalog."""
+    candidates = tuple(c[0] for c in d["candidates"])
+    if reward is None or not all(c in catalog.by_id for c in candidates):
+        return None
+    first = d["actions"][0]
+    return Context(
+        served=served,
+        placement=d.get("placement", ""),
+        candidates=candidates,
+        action=first["offer_id"],
+        probability=float(first["probability"]),
+        reward=float(reward),
     )
 
 

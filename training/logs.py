@@ -188,7 +188,7 @@ def join_logs(
             continue
         seen.add(d["decision_id"])
         served = usable(d, schema, report)
-        if served is None:
+        if served is None or not d["actions"]:  # nothing was offered: nothing to learn
             continue
         labels = [index.label(d, a["offer_id"], windows, until) for a in d["actions"]]
         if all(reward is None for reward, _ in labels):
