@@ -1,6 +1,5 @@
-"""Promotion on a bound: a challenger replaces the champion only when its value per
-decision beats the champion's on the same recent decisions, with a paired 95% interval
-whose lower bound is above zero, and its guardrails hold.
+"""Promotion on a bound: what a challenger must show to replace the champion, on the
+same recent decisions (training/retrain.py draws them and decides).
 
 The value of a policy on a logged decision is the doubly robust (DR) estimate of the
 offer value it earns (the first slot): the reward model's expected value under the policy,
@@ -14,6 +13,14 @@ came, what they answered) cancels. The reward model is the challenger trained wi
 these decisions: every decision it scores is out of its sample, which is what
 cross-fitting (training/obd.py) ensures there. With the logged probabilities right, the
 estimate is unbiased whatever the reward model; a good one only narrows the interval.
+It needs support: where the challenger would choose an offer the logging policy had no
+chance of showing (a greedy log), only the reward model speaks for it; past
+``MAX_UNSUPPORTED`` of its choice there, the value cannot be told (``Lift.supported``).
+
+The value lift needs many decisions (its interval is wide: the offers' values differ by
+ten times and the answers are yes or no). The challenger's predictions are told sooner:
+the champion's per-row log loss minus the challenger's on the answers to the champion's
+own choices, paired (``Guards.log_loss_gain``). The rule that reads both is retrain's.
 
 Guardrails, on the rows of the same decisions: the challenger's AUC is above 0.5 beyond
 its standard error (Hanley and McNeil) and no more than ``guard_auc_drop`` below the
