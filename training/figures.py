@@ -20,6 +20,7 @@ COLORS = {
     "value": "#9a6700",
     "value-only": "#9a6700",
     "random": "#b42318",
+    "before": "#6e7781",  # an earlier checkout's learner
 }
 
 
