@@ -103,7 +103,7 @@ $(LOAD_VENV)/.installed:
 FEAST_VENV := .venv-feast
 # Past one machine (docs/scale.md): Decide on a Redis Cluster of our own against one
 # server, then 1M logged decisions exported to Parquet and trained on, with peak memory
-# (about 10 minutes, ~10 GB of memory at the peak).
+# (about 10 minutes, ~3.3 GB of memory at the peak).
 bench-scale: install
 	$(BIN)/python -m benchmarks.bench_cluster
 	$(BIN)/python -m benchmarks.bench_export
