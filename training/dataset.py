@@ -33,7 +33,7 @@ from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs, Vocabulary, build_matrix, model_feature_names
 from feature_store.schema import FeatureSchema
 from training.evaluation import Context
-from training.logs import JoinReport, Outcomes, RewardWindows, usable
+from training.logs import JoinReport, Outcomes, RewardWindows, matured
 from training.rows import TrainingRows
 
 # Off-policy estimates are made on at most this many of the latest logged decisions: their
@@ -122,29 +122,13 @@ def build(
             )
             report.base_rows += 1
     contexts: collections.deque[tuple[float, Context]] = collections.deque(maxlen=OPE_MAX_DECISIONS)
-    seen: set[str] = set()
-    for d in _each(decisions):
-        report.decisions += 1
-        if d["decision_id"] in seen:
-            report.duplicates += 1
-            continue
-        seen.add(d["decision_id"])
-        served = usable(d, schema, report)
-        if served is None or not d["actions"]:  # nothing was offered: nothing to learn
-            continue
-        labels = [index.label(d, a["offer_id"], windows, now) for a in d["actions"]]
-        if all(reward is None for reward, _ in labels):
-            report.waiting += 1
-            continue
-        report.used += 1
+    for d, served, labels in matured(_each(decisions), index, schema, windows, now, report):
         ts = float(d["ts"])
         for action, (reward, late) in zip(d["actions"], labels, strict=True):
             offer = catalog.by_id.get(action["offer_id"])
             if reward is None or offer is None:
                 continue
-            report.late += late
-            report.rows += 1
-            report.positives += reward
+            report.count(reward, late)
             out.add(build_matrix(served, [offer], vocabulary)[0], reward, ts)
         context = _context(d, served, labels[0][0], catalog)
         if context is not None:

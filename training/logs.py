@@ -21,7 +21,7 @@ defaults, not from the customer) are left out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +154,12 @@ class JoinReport:
     rows: int = 0  # logged rows (matured actions)
     positives: int = 0  # of them, answered positively
 
+    def count(self, reward: int, late: bool) -> None:
+        """A matured row."""
+        self.rows += 1
+        self.positives += reward
+        self.late += late
+
     def __str__(self) -> str:
         return (
             f"{self.used} of {self.decisions} logged decisions used ({self.waiting} waiting"
@@ -162,6 +168,35 @@ class JoinReport:
             f" positive ({self.late} answered after their channel's window); and"
             f" {self.base_rows} base rows"
         )
+
+
+def matured(
+    decisions: Iterable[Mapping[str, Any]],
+    index: Outcomes,
+    schema: FeatureSchema,
+    windows: RewardWindows,
+    now: float,
+    report: JoinReport,
+) -> Iterator[tuple[Mapping[str, Any], ServedInputs, list[tuple[int | None, bool]]]]:
+    """(decision, its inputs as served, each action's (reward, late)) of every decision
+    that can be trained on and has an action matured as of ``now``, each decision id once;
+    the rest counted in ``report``."""
+    seen: set[str] = set()
+    for d in decisions:
+        report.decisions += 1
+        if d["decision_id"] in seen:
+            report.duplicates += 1
+            continue
+        seen.add(d["decision_id"])
+        served = usable(d, schema, report)
+        if served is None or not d["actions"]:  # nothing was offered: nothing to learn
+            continue
+        labels = [index.label(d, a["offer_id"], windows, now) for a in d["actions"]]
+        if all(reward is None for reward, _ in labels):
+            report.waiting += 1
+            continue
+        report.used += 1
+        yield d, served, labels
 
 
 def join_logs(
@@ -180,27 +215,11 @@ def join_logs(
     served_rows: list[ServedInputs] = []
     offers, probs, rewards, ids = [], [], [], []
     report = JoinReport()
-    seen: set[str] = set()
-    for d in decisions:
-        report.decisions += 1
-        if d["decision_id"] in seen:
-            report.duplicates += 1
-            continue
-        seen.add(d["decision_id"])
-        served = usable(d, schema, report)
-        if served is None or not d["actions"]:  # nothing was offered: nothing to learn
-            continue
-        labels = [index.label(d, a["offer_id"], windows, until) for a in d["actions"]]
-        if all(reward is None for reward, _ in labels):
-            report.waiting += 1
-            continue
-        report.used += 1
+    for d, served, labels in matured(decisions, index, schema, windows, until, report):
         for action, (reward, late) in zip(d["actions"], labels, strict=True):
             if reward is None:
                 continue
-            report.late += late
-            report.rows += 1
-            report.positives += reward
+            report.count(reward, late)
             served_rows.append(served)
             offers.append(action["offer_id"])
             probs.append(float(action["probability"]))

@@ -183,7 +183,10 @@ def test_a_model_learnt_from_shuffled_labels_is_refused_every_time(tmp_path: Pat
     assert real.model.metrics["auc_low"] > 0.5, real.why
     for refused in refusals:
         assert not refused.promoted
-        assert "refused:" in refused.why and "has not learnt to rank" in refused.why
+        # Its ranking is what gives it away: no better than chance beyond its error, or
+        # (where chance flatters it) far below the champion's.
+        reasons = refused.why.partition("refused: ")[2]
+        assert "has not learnt to rank" in reasons or "below the champion's" in reasons, reasons
         assert refused.model.training["shuffled_labels"] is True
 
 
