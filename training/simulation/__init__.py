@@ -2,15 +2,16 @@
 
 Each simulated day, customers of the demo world browse (``RecordEvent``), get a decision
 (``Decide``: the running service with its exploring policy), and answer as the hidden
-response model says (``ReportOutcome``). After the day the loop retrains on the logs and
-promotes the new model only when it is better; the service swaps it in live.
+response model says (``ReportOutcome``). The scheduled retrain (training/retrain.py)
+runs a given number of times a day, evenly through it, and promotes the new model only
+on its bound; the service swaps it in live.
 
 Per day it reports the expected value per decision of the served policy (exploring), of
 the promoted model's own greedy choice, of the oracle (which knows the true response
 probabilities and takes the best eligible offer), of a uniformly random and of a
-value-only policy, all on the same decisions and candidates, plus what was realised, and
-the off-policy estimate of the next model next to the acceptance that model then realises
-(drawn, and expected under the hidden model).
+value-only policy, all on the same decisions and candidates, plus what was realised; and
+for each retrain its estimated value lift over the champion next to the true lift (by
+the hidden model, on the decisions it was judged on).
 
 With ``compare``, peer policies (Vowpal Wabbit's contextual bandit, value-only, random)
 choose among the same candidates on every decision, once per seed (`compare_seeds`).
