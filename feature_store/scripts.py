@@ -1,7 +1,8 @@
 """The Lua scripts Arbiter runs in Redis (6.2-compatible: EVAL/EVALSHA, no functions).
 
-Every script touches the keys of one customer only (one hash tag), so each runs
-atomically on a single node of a cluster too. Shared pieces:
+Every script touches the keys of one hash tag only (a customer's, or one shard of the
+decision log's) or a single key, so each runs atomically on a single node of a cluster
+too. Shared pieces:
 
 - windowed counters live in the customer's ``win`` hash as ring slots: field
   ``<name>|<bucket seconds>|<slot>``, value ``<bucket number>:<count>``, for three
@@ -390,6 +391,13 @@ if not redis.call('LPOS', KEYS[1], ARGV[1]) then
   redis.call('LTRIM', KEYS[1], 0, ARGV[2] - 1)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 0
+"""
+
+# Releases a lock (the trainer's) only when it is still held with the caller's token.
+# KEYS: the lock; ARGV: the token. Returns 1 when released.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 

@@ -46,7 +46,7 @@ from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.core.model_input import Vocabulary, model_feature_names
 from engine.service.registry import shared_models
 from engine.settings import Definitions, load_definitions
-from feature_store import keys, log_codec
+from feature_store import keys, log_codec, scripts
 from feature_store.embedded import running_url
 from feature_store.log_reader import read_merged, read_outcomes
 from feature_store.redis_client import SyncClient, translated
@@ -61,10 +61,6 @@ from training.train import fit
 log = logging.getLogger(__name__)
 LOCK_KEY = keys.TRAINER_LOCK
 LOCK_SECONDS = 3600  # a run that dies leaves the lock for at most this long
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class TrainerBusy(ConfigurationError):
@@ -94,7 +90,7 @@ def trainer_lock(client: SyncClient | None) -> Iterator[None]:
         yield
     finally:
         with translated("releasing the trainer lock"):
-            client.eval(_RELEASE, 1, LOCK_KEY, token)
+            client.eval(scripts.RELEASE_LOCK, 1, LOCK_KEY, token)
 
 
 def train_from_logs(
