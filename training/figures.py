@@ -179,8 +179,20 @@ def bubbles(
         colors = ["#b42318" if flagged[i] else "#1f6feb" for i in keep]
         ax.scatter([x[i] for i in keep], [y[i] for i in keep], s=area, c=colors, alpha=0.45,
                    edgecolors="#24292f", linewidths=0.6)  # fmt: skip
+        # Beside each bubble, above it when it is the higher of it and its nearest
+        # neighbour, else below: two close bubbles' labels part the way they do.
+        span_x = (max(x[i] for i in keep) - min(x[i] for i in keep)) or 1.0
+        span_y = (max(y[i] for i in keep) - min(y[i] for i in keep)) or 1.0
         for i in keep:
-            ax.annotate(labels[i], (x[i], y[i]), fontsize=7, ha="center", va="center")
+            others = [j for j in keep if j != i]
+            nearest = min(
+                others,
+                key=lambda j: ((x[j] - x[i]) / span_x) ** 2 + ((y[j] - y[i]) / span_y) ** 2,
+                default=i,
+            )
+            up = y[i] >= y[nearest]
+            ax.annotate(labels[i], (x[i], y[i]), xytext=(7, 6 if up else -8),
+                        textcoords="offset points", fontsize=7, ha="left", va="center")  # fmt: skip
         ax.axhline(0.5, color="#999", linestyle="--", linewidth=1)
     else:
         ax.text(0.5, 0.5, "no answered decisions yet", ha="center", transform=ax.transAxes)
