@@ -396,7 +396,7 @@ class RedisFeatureStore:
             events, decisions, outcomes = await pipe.execute()
         return CustomerHistory(
             events=[orjson.loads(e) for e in events],
-            decisions=[orjson.loads(d) for d in decisions],
+            decisions=newest_once([orjson.loads(d) for d in decisions]),
             outcomes=[orjson.loads(o) for o in outcomes],
         )
 
@@ -532,3 +532,18 @@ class RedisFeatureStore:
                 start = f"({entries[-1][0].decode()}"
         out.sort(key=lambda pair: pair[0])
         return [entry for _, entry in out]
+
+
+def newest_once(summaries: list[Any]) -> list[Any]:
+    """A customer's decision summaries newest first, each decision once: a log batch
+    written again pushes its summaries again, on top of newer ones."""
+    seen: set[object] = set()
+    out = []
+    for s in summaries:
+        key = s.get("decision_id") if isinstance(s, dict) else None
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(s)
+    return sorted(out, key=lambda s: -float(s.get("ts", 0.0)) if isinstance(s, dict) else 0.0)

@@ -366,32 +366,19 @@ return 0
 
 # Appends decisions to one shard of the decision log, each decision id once: a batch sent
 # again (its reply lost to a Redis restart, or a log process restarted before it
-# acknowledged) adds nothing. The ids written in the last ARGV[3] seconds are kept in a
-# sorted set beside the shard (same hash tag), scored by when.
-# KEYS: the shard's stream, its recent ids; ARGV: max length, now, keep seconds, then
-# (decision id, field, entry) per decision. Returns how many were appended.
+# acknowledged) adds nothing. The ids written lately are kept in a sorted set beside the
+# shard (same hash tag), scored by when (the appender trims it with the streams).
+# KEYS: the shard's stream, its recent ids; ARGV: max length, now, then (decision id,
+# field, entry) per decision. Returns how many were appended.
 APPEND_DECISIONS = """
 local written = 0
-for i = 4, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[i]) == 1 then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[i + 1], ARGV[i + 2])
     written = written + 1
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2] - ARGV[3])
 return written
-"""
-
-# Pushes a decision's summary at the head of its customer's list, once (the same bytes,
-# sent again with their batch, are already there), keeping the newest ARGV[2].
-# KEYS: the customer's decisions; ARGV: summary, how many kept, TTL seconds.
-APPEND_SUMMARY = """
-if not redis.call('LPOS', KEYS[1], ARGV[1]) then
-  redis.call('LPUSH', KEYS[1], ARGV[1])
-  redis.call('LTRIM', KEYS[1], 0, ARGV[2] - 1)
-end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 0
 """
 
 # Releases a lock (the trainer's) only when it is still held with the caller's token.
