@@ -166,7 +166,7 @@ def _run(
     )  # fmt: skip
     report = data.report
     if client is not None:
-        _publish_health(client, tally, outcomes, windows, settings)
+        _publish_health(client, tally, outcomes, windows, settings, champion)
     if data.rows < 100 or len(set(data.reward.tolist())) < 2:
         raise ConfigurationError(
             f"not enough labelled decisions to train: {data.rows} rows; {report}"
@@ -217,11 +217,14 @@ def _publish_health(
     outcomes: list[Mapping[str, Any]],
     windows: RewardWindows,
     settings: TrainerSettings,
+    champion: ModelArtifact | None,
 ) -> None:
-    """Each offer's model as the promoted one serves it (its holdout AUC the reference)."""
-    serving = (
-        artifact.load(settings.model_dir) if artifact.current_version(settings.model_dir) else None
-    )
+    """Each offer's model as the promoted one serves it (its holdout AUC the reference):
+    the champion already loaded, read again only when the promoted model is another
+    schema's."""
+    serving = champion
+    if serving is None and artifact.current_version(settings.model_dir):
+        serving = artifact.load(settings.model_dir)
     health = tally.report(
         outcomes,
         windows,
