@@ -37,6 +37,14 @@ class CommonSettings(BaseSettings):
     catalog_path: Path = DEFAULTS / "catalog.toml"
     lifecycle_path: Path = DEFAULTS / "lifecycle.toml"
 
+    # Minutes each channel's decision waits for an answer before "no response" is its label
+    # (JSON, e.g. ARBITER_REWARD_WINDOW_MINUTES='{"web": 15}'; channels left out keep the
+    # defaults of common/reward.py: web and app 30, call center 60, email 3 days, SMS 2).
+    reward_window_minutes: dict[str, float] = Field(default_factory=dict)
+    # An answer counts for its decision when it comes within this many hours of it (late
+    # answers, after the channel's window, relabel the decision at the next run).
+    attribution_hours: float = 72.0
+
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
@@ -93,6 +101,16 @@ class ServerSettings(CommonSettings):
     # (approximately), none older than this many days.
     log_max_entries: int = 1_000_000
     log_retention_days: float = 30.0
+    # The online layer (engine/core/adaptive.py): "process", a learner process started and
+    # watched by the server (one learns at a time across replicas), or "off" (the layer
+    # still serves what another learner publishes). It ticks every learner_seconds; each
+    # replica reads a new layer every layer_seconds. A customer weighs in at most
+    # learner_customer_examples examples and learner_customer_positives positives a day.
+    learner: Literal["process", "off"] = "process"
+    learner_seconds: float = 1.0
+    layer_seconds: float = 1.0
+    learner_customer_examples: float = 50.0
+    learner_customer_positives: float = 3.0
     # `arbiter serve --demo`: generate, load and train the demo world when absent.
     demo: bool = False
     # `arbiter serve`: server processes sharing the port (0: one per core).

@@ -70,6 +70,28 @@ LOAD_META = f"{PREFIX}:meta:load"
 OFFER_HEALTH = f"{PREFIX}:models:offers"
 # Held by a training run from the logs (a token, with an expiry): one trainer at a time.
 TRAINER_LOCK = f"{PREFIX}:trainer:lock"
+# The online layer (engine/core/adaptive.py; written by the learner,
+# engine/service/learner.py), all in one cluster slot so that one MULTI writes them:
+# a hash (version = the publication's number, doc = JSON: the posteriors per model and
+# offer, and the learner's positions in the logs), the earlier publications kept for
+# `arbiter models rollback` (a list of docs, newest first), the models' evidence per
+# offer (hash: model version -> JSON {offer: [rows, positives]}), each customer's weight
+# in a day's learning (hash per day: <customer>|e examples, <customer>|p positives), and
+# the learner's lock (a token, with an expiry).
+ADAPTIVE = f"{PREFIX}:{{adaptive}}"
+LAYER = f"{ADAPTIVE}:layer"
+LAYER_VERSION = b"version"
+LAYER_DOC = b"doc"
+LAYER_HISTORY = f"{ADAPTIVE}:history"
+LAYER_HISTORY_KEPT = 48
+LAYER_EVIDENCE = f"{ADAPTIVE}:evidence"
+LEARNER_LOCK = f"{ADAPTIVE}:lock"
+
+
+def learner_weights(day: int) -> str:
+    """``arb:{adaptive}:weights:<day>``: customers' weights in day ``day`` (unix days)."""
+    return f"{ADAPTIVE}:weights:{day}"
+
 
 # Profile hash fields.
 FIELD_VECTOR = b"v"

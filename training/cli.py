@@ -418,8 +418,8 @@ COMMANDS = [
 def offers_view(args: argparse.Namespace, fresh: bool) -> None:
     """`arbiter models`: the latest published report of each offer's model; `arbiter models
     offers`: computed from the logs now (and published), ``--html`` written."""
+    from common.reward import RewardWindows
     from training import monitor
-    from training.logs import RewardWindows
 
     settings = TrainerSettings()
     if not fresh:

@@ -29,11 +29,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.reward import RewardWindows
 from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs, Vocabulary, build_matrix, model_feature_names
 from feature_store.schema import FeatureSchema
 from training.evaluation import Context
-from training.logs import JoinReport, Outcomes, RewardWindows, matured
+from training.logs import JoinReport, Outcomes, matured
 from training.rows import TrainingRows
 
 # Off-policy estimates are made on at most this many of the latest logged decisions: their

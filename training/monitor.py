@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from common.reward import RewardWindows
 from feature_store import keys
 from feature_store.redis_client import SyncClient, translated
-from training.logs import Outcomes, RewardWindows
+from training.logs import Outcomes
 from training.metrics import auc, calibration_bins
 
 DRIFT_CALIBRATION = 0.05

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import ConfigurationError
+from common.reward import RewardWindows
 from engine.adapters import artifact
 from engine.adapters.artifact import ModelArtifact
 from engine.adapters.lightgbm_scorer import LightGBMScorer
@@ -53,7 +54,7 @@ from feature_store.redis_client import SyncClient, translated
 from training import dataset, monitor
 from training.dataset import TrainingSet
 from training.job import TrainingOutcome, compatible_champion, save_and_promote
-from training.logs import JoinReport, RewardWindows
+from training.logs import JoinReport
 from training.promotion import Guards, Lift, Paired, paired_values
 from training.settings import TrainerSettings
 from training.train import fit

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-
 from engine.settings import CommonSettings
 
 
@@ -45,13 +43,6 @@ class TrainerSettings(CommonSettings):
     training_window_days: float = 30.0
     # Each offer's model is watched over the decisions of this many days (training/monitor.py).
     monitor_days: float = 7.0
-    # Minutes each channel's decision waits for an answer before "no response" is its label
-    # (JSON, e.g. ARBITER_REWARD_WINDOW_MINUTES='{"web": 15}'; channels left out keep the
-    # defaults of training/logs.py: web and app 30, call center 60, email 3 days, SMS 2).
-    reward_window_minutes: dict[str, float] = Field(default_factory=dict)
-    # An answer counts for its decision when it comes within this many hours of it (late
-    # answers, after the channel's window, relabel the decision at the next run).
-    attribution_hours: float = 72.0
     # "local", or "dask": LightGBM's distributed learner on a Dask cluster (the `dask`
     # extra); dask_scheduler is its address, or unset for a local cluster.
     training_engine: Literal["local", "dask"] = "local"

@@ -168,9 +168,27 @@ def fit(
             "rows": int(labels.shape[0]),
             "num_trees": settings.num_trees,
             "engine": settings.training_engine,
+            "offers": offer_evidence(matrix[:, len(schema.names)], labels, vocabulary),
         },
         check_rows=np.ascontiguousarray(check[:CHECK_ROWS], dtype=np.float64),
     )
+
+
+def offer_evidence(
+    column: np.ndarray, labels: np.ndarray, vocabulary: Vocabulary
+) -> dict[str, list[int]]:
+    """{offer: [rows, positives]} from the offer-id column (vocabulary indices): what the
+    online layer's prior for each offer starts from (engine/core/adaptive.py)."""
+    known = ~np.isnan(column)
+    index = column[known].astype(np.int64)
+    size = max(vocabulary.offer_ids.values(), default=-1) + 1
+    rows = np.bincount(index, minlength=size)
+    positives = np.bincount(index, weights=labels[known], minlength=size)
+    return {
+        o: [int(rows[i]), int(positives[i])]
+        for o, i in vocabulary.offer_ids.items()
+        if i < size and rows[i] > 0
+    }
 
 
 def evaluate(

@@ -13,6 +13,7 @@ import numpy as np
 from common.errors import ConfigurationError
 from engine.adapters import compiled
 from engine.adapters.artifact import ModelArtifact
+from engine.core import adaptive
 from engine.core.model_input import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ class LightGBMScorer:
         self.version = artifact.version
         self.vocabulary: Vocabulary | None = artifact.vocabulary
         self.artifact = artifact
+        self.evidence: adaptive.ModelEvidence = adaptive.evidence_from(
+            artifact.training.get("offers")
+        )
+        if "offers" not in artifact.training and artifact.vocabulary is not None:
+            # trained before models kept their evidence: taken as knowing every offer
+            self.evidence = dict.fromkeys(artifact.vocabulary.offer_ids, adaptive.KNOWN)
         self._compiled, self.engine = (
             compiled.load(artifact, self._booster) if use_compiled else (None, "LightGBM")
         )

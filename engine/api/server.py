@@ -37,6 +37,8 @@ from engine.core.decision_id import DecisionIds
 from engine.service import metrics
 from engine.service.application import Application, Store
 from engine.service.decision_log import DecisionLogWriter, LogWriter
+from engine.service.layer_watch import LayerWatch
+from engine.service.learner_process import LearnerChild
 from engine.service.log_process import LogProcess
 from engine.service.registry import shared_models
 from engine.service.reloader import Reloader, build_cores
@@ -64,11 +66,14 @@ class RunningServer:
     port: int
     grace: float
     reloading: asyncio.Task[None] | None = None
+    watching: asyncio.Task[None] | None = None  # the online layer's (layer_watch.py)
+    layer_watch: LayerWatch | None = None
 
     async def stop(self) -> None:
-        if self.reloading is not None:
-            self.reloading.cancel()
-            await asyncio.gather(self.reloading, return_exceptions=True)
+        tasks = [t for t in (self.reloading, self.watching) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
         await self.application.writer.close(timeout=self.grace)
@@ -268,6 +273,13 @@ async def launch(
     except (ArbiterError, TimeoutError, *redis_client.REDIS_ERRORS) as exc:
         log.warning("feature store not ready at start (%r); decisions degrade until it is", exc)
     reloader = Reloader(application, settings, shared)
+    watch = None
+    if isinstance(store, redis_store.RedisFeatureStore):
+        watch = LayerWatch(application, store.client)
+        try:  # the layer published now serves from the first call
+            await asyncio.wait_for(watch.check(), PREPARE_SECONDS)
+        except (TimeoutError, *redis_client.REDIS_ERRORS) as exc:
+            log.warning("online layer not read at start (%r); serving the models' priors", exc)
     running = await start_server(
         application,
         settings.host,
@@ -279,6 +291,11 @@ async def launch(
         reuse_port,
         settings.max_in_flight or None,
     )
+    if watch is not None and settings.layer_seconds > 0:
+        running.watching = asyncio.get_running_loop().create_task(
+            watch.run(settings.layer_seconds), name="layer-watch"
+        )
+    running.layer_watch = watch
     return running, reloader
 
 
@@ -301,6 +318,8 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
     gc.collect()
     gc.freeze()
     drain = metrics.watch_collections()
+    # The learner: one per server (a supervisor of workers starts its own, workers.py).
+    learner = LearnerChild(redis_url) if settings.learner == "process" and not reuse_port else None
     application = running.application
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -316,12 +335,18 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
         application.core.scorer.version,
         application.core.catalog.version,
     )
-    while not stop.is_set():  # the collections' timings into /metrics, every second
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
-        drain()
-    log.info("shutting down")
-    await running.stop()
+    try:
+        while not stop.is_set():  # every second: the collections' timings, the learner
+            if learner is not None:
+                learner.check()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            drain()
+        log.info("shutting down")
+        await running.stop()
+    finally:
+        if learner is not None:
+            await asyncio.to_thread(learner.stop)
 
 
 class BackgroundServer:

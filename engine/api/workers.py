@@ -31,6 +31,7 @@ from common import logs
 from common.errors import ConfigurationError
 from engine.adapters import secret_file
 from engine.service import metrics
+from engine.service.learner_process import LearnerChild
 from engine.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Supervisor:
 
     def run(self) -> None:
         self._workers = [self._start(i) for i in range(self._count)]
+        learner = LearnerChild(self._redis_url) if self._settings.learner == "process" else None
         self._started = [time.monotonic()] * self._count
         settings = self._settings
         log.info("supervising %d workers on %s:%d", self._count, settings.host, settings.port)
@@ -116,8 +118,12 @@ class Supervisor:
                     self._signal(signal.SIGHUP)
                 if not self.stopping:
                     self._restart_dead()
+                    if learner is not None:
+                        learner.check()
         finally:
             self._stop()
+            if learner is not None:
+                learner.stop()
 
     def _stop(self) -> None:
         """SIGTERM to every worker (each drains its calls and decision log), then waits

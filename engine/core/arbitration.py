@@ -10,7 +10,13 @@ draw each slot at random among the candidates left:
 
 - ``epsilon``: the greedy choice with probability 1 - epsilon, else one at random
   (each candidate left then has epsilon / n);
-- ``softmax``: probability proportional to exp(priority / (temperature x best priority)).
+- ``softmax``: probability proportional to exp(priority / (temperature x best priority));
+- ``thompson``: the share of ``draws`` Thompson samples of the priorities (the online
+  layer's posteriors, adaptive.py: a new offer's ramp keeps it out of some) in which each
+  is the best, mixed with a ``floor`` spread evenly over the candidates. The choice is drawn
+  from that mixture, so the probability logged is exactly the one the choice had (given the
+  samples, which are independent of the reward: inverse-propensity estimates stay unbiased),
+  and no candidate has less than floor / n.
 
 Offers ``first`` (still showing from an earlier decision, contact_policy.showing) take the
 first slots, best first, with probability 1: the policy shows them again whatever it
@@ -28,11 +34,14 @@ from typing import Literal
 
 import numpy as np
 
-Policy = Literal["greedy", "epsilon", "softmax"]
+Policy = Literal["greedy", "epsilon", "softmax", "thompson"]
 # Defaults of the exploring policies, for the catalog and `arbiter simulate` alike:
 # softmax at 0.1 explores among near-best offers (docs/architecture.md, the simulation).
 DEFAULT_EPSILON = 0.1
 DEFAULT_TEMPERATURE = 0.1
+# Thompson sampling: samples a decision, and the share of each slot spread evenly.
+DEFAULT_DRAWS = 32
+DEFAULT_FLOOR = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,8 @@ class Exploration:
     policy: Policy = "greedy"
     epsilon: float = DEFAULT_EPSILON
     temperature: float = DEFAULT_TEMPERATURE
+    draws: int = DEFAULT_DRAWS
+    floor: float = DEFAULT_FLOOR
     off_placements: frozenset[str] = field(default_factory=frozenset)
     off_channels: frozenset[str] = field(default_factory=frozenset)
 
@@ -62,14 +73,28 @@ class Exploration:
 GREEDY = Exploration()
 
 
-def priorities(propensity: np.ndarray, value: np.ndarray, lever: np.ndarray) -> np.ndarray:
+def priorities(propensity: np.ndarray, value: np.ndarray, lever: np.ndarray | float) -> np.ndarray:
     return np.asarray(propensity * value * lever)
 
 
-def slot_probabilities(priority: np.ndarray, exploration: Exploration) -> np.ndarray:
+def slot_probabilities(
+    priority: np.ndarray, exploration: Exploration, draws: np.ndarray | None = None
+) -> np.ndarray:
     """Probability of each remaining candidate for the next slot (greedy: 1 for the first
-    highest priority)."""
+    highest priority). Thompson sampling needs ``draws`` (samples x candidates); without
+    them (off-policy evaluation of a batch model alone) it is greedy with the floor."""
     n = priority.shape[0]
+    if exploration.policy == "thompson":
+        best = np.zeros(n)
+        if draws is None:
+            best[int(np.argmax(priority))] = 1.0
+        else:
+            wins = np.argmax(draws, axis=1)
+            blocked = ~np.isfinite(draws[np.arange(draws.shape[0]), wins])
+            if blocked.any():  # every candidate ramped out of a sample: the best mean wins
+                wins[blocked] = int(np.argmax(priority))
+            best = np.bincount(wins, minlength=n) / draws.shape[0]
+        return np.asarray((1.0 - exploration.floor) * best + exploration.floor / n)
     if exploration.policy == "greedy":
         p = np.zeros(n)
         p[int(np.argmax(priority))] = 1.0
@@ -92,9 +117,11 @@ def arbitrate(
     exploration: Exploration = GREEDY,
     rng: np.random.Generator | None = None,
     first: Collection[int] = (),
+    draws: np.ndarray | None = None,
 ) -> list[Ranked]:
     """Up to ``limit`` candidates: those in ``first`` (indices), then the rest, best first
-    (greedy) or drawn by the exploring policy."""
+    (greedy) or drawn by the exploring policy (``draws``: Thompson samples of the
+    priorities, samples x candidates)."""
     chosen: list[Ranked] = []
     taken: set[str] = set()
 
@@ -119,7 +146,9 @@ def arbitrate(
         return chosen
     left = np.array([i for i in range(priority.shape[0]) if i not in pinned and free(i)], int)
     while left.size and len(chosen) < limit:
-        p = slot_probabilities(priority[left], exploration)
+        p = slot_probabilities(
+            priority[left], exploration, None if draws is None else draws[:, left]
+        )
         pick = int(rng.choice(left.size, p=p))
         index = int(left[pick])
         take(index, float(p[pick]))

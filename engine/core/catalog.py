@@ -16,7 +16,14 @@ from typing import Any
 
 from common.errors import ConfigurationError
 from common.vocabulary import CHANNELS, STAGES
-from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE, Exploration
+from engine.core.adaptive import Ramp
+from engine.core.arbitration import (
+    DEFAULT_DRAWS,
+    DEFAULT_EPSILON,
+    DEFAULT_FLOOR,
+    DEFAULT_TEMPERATURE,
+    Exploration,
+)
 from engine.core.contact_policy import (
     DAY,
     Budget,
@@ -79,6 +86,7 @@ class Catalog:
     consent_features: Mapping[str, str] = field(default_factory=dict)
     contact_policy: ContactPolicy = field(default_factory=ContactPolicy)
     exploration: Exploration = field(default_factory=Exploration)
+    ramp: Ramp = field(default_factory=Ramp)
     by_id: Mapping[str, Offer] = field(init=False)
     by_channel: Mapping[str, tuple[Offer, ...]] = field(init=False)
 
@@ -207,18 +215,41 @@ def _contact_policy(raw: Mapping[str, Any]) -> tuple[ContactPolicy, OfferPolicy]
 def _exploration(raw: Mapping[str, Any]) -> Exploration:
     where = "exploration"
     policy = str(raw.get("policy", "greedy"))
-    if policy not in ("greedy", "epsilon", "softmax"):
-        raise ConfigurationError(f"{where}.policy: one of greedy, epsilon, softmax")
+    if policy not in ("greedy", "epsilon", "softmax", "thompson"):
+        raise ConfigurationError(f"{where}.policy: one of greedy, epsilon, softmax, thompson")
     exploration = Exploration(
         policy=policy,  # type: ignore[arg-type]
         epsilon=float(raw.get("epsilon", DEFAULT_EPSILON)),
         temperature=float(raw.get("temperature", DEFAULT_TEMPERATURE)),
+        draws=int(raw.get("draws", DEFAULT_DRAWS)),
+        floor=float(raw.get("floor", DEFAULT_FLOOR)),
         off_placements=frozenset(str(p) for p in raw.get("off_placements", ())),
         off_channels=_names(raw.get("off_channels", ()), CHANNELS, f"{where}.off_channels"),
     )
     if not 0 < exploration.epsilon <= 1 or exploration.temperature <= 0:
         raise ConfigurationError(f"{where}: epsilon in (0, 1], temperature > 0")
+    if not 1 <= exploration.draws <= 1024 or not 0 <= exploration.floor < 1:
+        raise ConfigurationError(f"{where}: draws in 1..1024, floor in [0, 1)")
     return exploration
+
+
+def _ramp(raw: Mapping[str, Any]) -> Ramp:
+    """``[adaptive]``: how a new offer is ramped in (engine/core/adaptive.py)."""
+    where = "adaptive"
+    unknown = set(raw) - {"new_offer_share", "mature_positives", "new_offer_prior"}
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+    prior = str(raw.get("new_offer_prior", "category"))
+    if prior not in ("category", "none"):
+        raise ConfigurationError(f"{where}.new_offer_prior: category or none")
+    ramp = Ramp(
+        start_share=float(raw.get("new_offer_share", Ramp.start_share)),
+        mature_positives=float(raw.get("mature_positives", Ramp.mature_positives)),
+        similar=prior == "category",
+    )
+    if not 0 < ramp.start_share <= 1 or ramp.mature_positives <= 0:
+        raise ConfigurationError(f"{where}: new_offer_share in (0, 1], mature_positives > 0")
+    return ramp
 
 
 def _offer(raw: Mapping[str, Any], feature_names: frozenset[str], policy: OfferPolicy) -> Offer:
@@ -287,6 +318,7 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
         consent_features=_consent(doc.get("consent", {}), feature_names),
         contact_policy=contact_policy,
         exploration=_exploration(doc.get("exploration", {})),
+        ramp=_ramp(doc.get("adaptive", {})),
     )
 
 

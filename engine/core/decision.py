@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core import arbitration, consent, contact_policy, eligibility, rendering
+from engine.core import adaptive, arbitration, consent, contact_policy, eligibility, rendering
 from engine.core.catalog import Catalog, Offer
 from engine.core.explanation import Explainer, Reason
 from engine.core.lifecycle import StageRules
@@ -63,7 +63,8 @@ class Action:
 @dataclass(frozen=True, slots=True)
 class Candidates:
     """Every eligible offer with its scores, row-aligned (arrays: no per-offer objects
-    on the hot path)."""
+    on the hot path): ``propensity`` is the batch model's, ``priority`` ranks by the
+    online layer's (adaptive.py)."""
 
     offer_ids: tuple[str, ...]
     propensity: np.ndarray
@@ -85,6 +86,7 @@ class Decision:
     served: ServedInputs  # the model inputs as served: what the log keeps for training
     model_version: str
     catalog_version: str
+    layer_version: int = 0  # the online layer's publication that corrected the scores
     degraded: bool = False
     degraded_reason: str = ""
     # offers the contact policy kept out (offer id, or "*" for the channel) -> why
@@ -130,6 +132,20 @@ class DecisionCore:
         self._vocabulary = scorer.vocabulary or Vocabulary.from_catalog(catalog)
         self._baseline = ValueOnlyScorer()
         self._rng = rng if rng is not None else np.random.default_rng()
+        self.adaptive = self.layer_view(adaptive.EMPTY)
+
+    def layer_view(self, layer: adaptive.Layer) -> adaptive.View:
+        """The online layer's arrays for this core's catalog and model (built off the hot
+        path; the service assigns ``adaptive`` when a new layer is published)."""
+        offers = self.catalog.offers
+        return adaptive.View(
+            [o.offer_id for o in offers],
+            [o.category for o in offers],
+            self.scorer.version,
+            self.scorer.evidence,
+            layer,
+            self.catalog.ramp,
+        )
 
     def decide(
         self,
@@ -177,12 +193,18 @@ class DecisionCore:
             degraded_reason = degraded_reason or f"model failed, value-only fallback: {exc}"
         timer.lap("scoring")
 
-        priority = arbitration.priorities(
-            propensity, np.array([o.value for o in offers]), np.array([o.lever for o in offers])
-        )
+        base, layer_version, draws = propensity, 0, None
+        weight = np.array([o.value * o.lever for o in offers])
         exploration = self.catalog.exploration
         if not exploration.applies(request.channel, request.placement):
             exploration = arbitration.GREEDY
+        if offers and scorer is self.scorer:  # the layer corrects the model, not value-only
+            view = self.adaptive
+            adjusted = view.adjust([o.offer_id for o in offers], propensity)
+            propensity, layer_version = adjusted.propensity, view.layer_version
+            if exploration.policy == "thompson":
+                draws = adaptive.scenarios(adjusted, weight, exploration.draws, self._rng)
+        priority = arbitration.priorities(propensity, weight, 1.0)
         # Offers still showing from an earlier decision come first: a refresh keeps them.
         ranked = arbitration.arbitrate(
             priority,
@@ -192,6 +214,7 @@ class DecisionCore:
             exploration=exploration,
             rng=self._rng,
             first=[i for i, o in enumerate(offers) if o.offer_id in held] if held else (),
+            draws=draws,
         )
         timer.lap("arbitration")
 
@@ -221,10 +244,11 @@ class DecisionCore:
             stage=stage,
             stage_reason=stage_reason,
             actions=actions,
-            candidates=Candidates(tuple(o.offer_id for o in offers), propensity, priority),
+            candidates=Candidates(tuple(o.offer_id for o in offers), base, priority),
             served=served,
             model_version=scorer.version,
             catalog_version=self.catalog.version,
+            layer_version=layer_version,
             degraded=bool(degraded_reason),
             degraded_reason=degraded_reason,
             excluded=excluded,

@@ -8,10 +8,12 @@ the model failed).
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Protocol
 
 import numpy as np
 
+from engine.core.adaptive import ModelEvidence
 from engine.core.model_input import Vocabulary
 
 BASELINE_PROPENSITY = 0.05
@@ -20,6 +22,7 @@ BASELINE_PROPENSITY = 0.05
 class Scorer(Protocol):
     version: str
     vocabulary: Vocabulary | None
+    evidence: ModelEvidence  # training rows and positives per offer (the layer's prior)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Propensities in 0..1, one per row."""
@@ -33,6 +36,7 @@ class Scorer(Protocol):
 class ValueOnlyScorer:
     version = "value-only"
     vocabulary: Vocabulary | None = None
+    evidence: ModelEvidence = MappingProxyType({})
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         return np.full(matrix.shape[0], BASELINE_PROPENSITY)

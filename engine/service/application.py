@@ -22,7 +22,7 @@ from common.errors import (
     NotFound,
     ProfileSchemaMismatch,
 )
-from engine.core import contact_policy, experiments
+from engine.core import adaptive, contact_policy, experiments
 from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
 from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
@@ -127,6 +127,7 @@ class Application:
         breaker_seconds: float = 0.5,
     ) -> None:
         self.core = core
+        self.layer = adaptive.EMPTY  # the online layer served (layer_watch.py)
         self.ids = ids
         # (core, share): a challenger model served to a stable share of the customers
         self.challenger: tuple[DecisionCore, float] | None = None

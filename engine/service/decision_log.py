@@ -49,12 +49,14 @@ def log_entry(
         "context": dict(request.context),
         "stage_reason": decision.stage_reason,
         "model_version": decision.model_version,
+        "layer_version": decision.layer_version,
         "catalog_version": decision.catalog_version,
         "degraded": decision.degraded_reason,
         "excluded": dict(decision.excluded),
         # channel, stage, features and the offer-level inputs exactly as served
         **decision.served.to_log(names),
-        # [offer, propensity]: the priority follows from the catalog version's value x lever
+        # [offer, propensity]: the batch model's (the action's propensity is the online
+        # layer's; the priority follows from it and the catalog version's value x lever)
         "candidates": [
             list(row)
             for row in zip(

@@ -106,6 +106,21 @@ MODEL = Gauge(
     ["role", "model", "catalog"],
     multiprocess_mode="liveall",
 )
+LAYER_VERSION = Gauge(
+    "arbiter_adaptive_layer_version",
+    "The online layer's publication served (0: none yet, the models' priors)",
+    multiprocess_mode="max",
+)
+LAYER_AGE = Gauge(
+    "arbiter_adaptive_layer_age_seconds",
+    "Seconds since the learner last published the online layer",
+    multiprocess_mode="min",
+)
+LEARNER_UP = Gauge(
+    "arbiter_adaptive_learner_up",
+    "1 while the learner publishes (0: serving keeps the last posteriors)",
+    multiprocess_mode="max",
+)
 EVENTS = Counter("arbiter_events_recorded", "Events recorded, by counted type", ["event_type"])
 OUTCOMES = Counter("arbiter_outcomes", "Outcomes reported (first reports), by type", ["outcome"])
 

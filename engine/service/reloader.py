@@ -211,6 +211,10 @@ class Reloader:
             )
             self._refused = source
             return False
+        layer = self._application.layer  # the online layer serving now, in the new cores
+        core.adaptive = core.layer_view(layer)
+        if challenger is not None:
+            challenger[0].adaptive = challenger[0].layer_view(layer)
         self._application.challenger = challenger
         self._application.core = core
         self._current = source

@@ -99,7 +99,7 @@ def test_exploration_is_configured_in_the_catalog() -> None:
     assert not catalog.exploration.applies("call_center", "agent_sidebar")
     with pytest.raises(ConfigurationError, match="policy"):
         parse_catalog(
-            '[exploration]\npolicy = "thompson"\n[[offer]]\nid = "x"\ncategory = "a"\nvalue = 1\n',
+            '[exploration]\npolicy = "ucb"\n[[offer]]\nid = "x"\ncategory = "a"\nvalue = 1\n',
             frozenset(),
         )
 

@@ -28,6 +28,7 @@ class Hooked:
     def __init__(self, scorer: Scorer, before: Callable[[np.ndarray], object]) -> None:
         self._scorer, self._before = scorer, before
         self.version, self.vocabulary = scorer.version, scorer.vocabulary
+        self.evidence = scorer.evidence
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         self._before(matrix)

@@ -8,9 +8,10 @@ import time
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from common.reward import RewardWindows
 from engine.settings import Definitions
 from tests.conftest import ServerThread, accept
-from training.logs import RewardWindows, rows_from_redis
+from training.logs import rows_from_redis
 
 CUSTOMER = "cust-000042"
 

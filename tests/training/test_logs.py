@@ -11,13 +11,14 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from common.reward import RewardWindows
 from common.vocabulary import POSITIVE_OUTCOMES
 from engine.core.model_input import build_matrix
 from engine.settings import Definitions
 from feature_store.log_reader import read_decisions, read_logs
 from tests.conftest import ServerThread, accept
 from training.evaluation import contexts_from_logs, evaluate_policies
-from training.logs import RewardWindows, rewarder, rows_from_redis
+from training.logs import rewarder, rows_from_redis
 from training.simulation import exploring_catalog
 
 

@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
+from common.reward import RewardWindows
 from feature_store.log_reader import read_logs
 from tests.conftest import ServerThread, report, sample, scrape
 from training import monitor
 from training.cli import main
-from training.logs import RewardWindows
 
 
 def decisions(n: int, offer: str, channel: str, propensity: float, t: float) -> list[dict]:  # type: ignore[type-arg]

@@ -15,6 +15,7 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
 from common.errors import ConfigurationError
+from common.reward import RewardWindows
 from engine.adapters import artifact
 from engine.core.arbitration import GREEDY
 from engine.core.catalog import Catalog
@@ -25,7 +26,7 @@ from tests.conftest import ServerThread, accept, report
 from training import dataset, retrain, simulation
 from training.evaluation import Context
 from training.job import TrainingOutcome, save_and_promote
-from training.logs import Outcomes, RewardWindows
+from training.logs import Outcomes
 from training.promotion import deployed, dr_values
 from training.simulation.traffic import Simulation
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from common.errors import ConfigurationError
+from common.reward import RewardWindows
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api import proto
 from engine.api.server import BackgroundServer
@@ -24,7 +25,6 @@ from engine.settings import load_definitions
 from feature_store import keys, scripts
 from feature_store.log_reader import read_decisions
 from feature_store.redis_client import SyncClient, translated
-from training.logs import RewardWindows
 from training.retrain import train_from_logs
 from training.settings import TrainerSettings
 from training.simulation.oracle import expected_values, true_value

@@ -1,0 +1,269 @@
+"""The online layer: per offer, a Bayesian correction of the batch model's log-odds,
+learnt from every outcome between retrains (the learner: engine/service/learner.py).
+
+For a candidate the batch model scores ``p``, with log-odds ``z``, the layer says
+
+    log-odds = z + w0 + w1 * (z - CENTRE)
+
+where ``w = (w0, w1)`` is the offer's posterior under the serving model: a Gaussian with a
+diagonal precision (Chapelle and Li 2011's Laplace approximation of an online logistic
+regression). ``w0`` moves the offer's level, ``w1`` its calibration (how far the model's
+spread is to be trusted). Serving uses the posterior mean for the propensity it shows and
+ranks by; Thompson sampling (arbitration.py) draws ``w`` from it, so exploration goes where
+the layer is unsure.
+
+A model's prior for an offer follows from its evidence: the training rows and positives it
+had of that offer (``ModelEvidence``, in the artifact). An offer the model learnt from
+starts narrow (as many rows as the model had, up to ``MAX_PRECISION``); an offer it never
+saw starts wide (``NEW_SD``), centred, when ``Ramp.similar`` says so, on the layer's level
+for the offers of its category. A new offer is ramped: while its positives (the model's and
+the layer's) are fewer than ``Ramp.mature_positives``, it may take a slot in only a share of
+the decisions it is eligible for, rising from ``Ramp.start_share`` with each positive.
+
+Pure: the posteriors arrive as a published ``Layer``; ``View`` holds its arrays for one
+catalog and one model, built once per change (no Redis call per decision).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# The log-odds the slope pivots on: an offer's level moves with w0 at a 10% propensity.
+CENTRE = math.log(0.1 / 0.9)
+DIMENSIONS = 2
+# The prior of an offer the model never saw, (level, slope) standard deviations in log-odds.
+NEW_SD = (1.0, 0.25)
+# Sanity bounds: a correction's mean stays within +-MAX_SHIFT log-odds, and no posterior is
+# narrower than MIN_SD (its precision at most MAX_PRECISION): the layer keeps adapting, an
+# offer's last ~MEMORY examples weigh as much as all before them.
+MAX_SHIFT = 3.0
+MIN_SD = 0.12
+MAX_PRECISION = 1.0 / MIN_SD**2
+MEMORY = MAX_PRECISION / 0.09  # examples at a 10% response rate
+_CLIP = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One offer's posterior under one model: mean and diagonal precision of (w0, w1),
+    with the examples and positives the layer counted (decayed as the precision is bounded)."""
+
+    mean: tuple[float, float]
+    precision: tuple[float, float]
+    examples: float = 0.0
+    positives: float = 0.0
+
+    def to_json(self) -> list[float]:
+        return [*self.mean, *self.precision, round(self.examples, 3), round(self.positives, 3)]
+
+    @classmethod
+    def from_json(cls, raw: Sequence[float]) -> Cell:
+        m0, m1, q0, q1, n, k = (float(v) for v in raw)
+        cell = cls((m0, m1), (q0, q1), n, k)
+        return cell.bounded()
+
+    def bounded(self) -> Cell:
+        """Within the sanity bounds (NaN or infinite values become the bounds' edges)."""
+        mean = tuple(float(np.clip(np.nan_to_num(m), -MAX_SHIFT, MAX_SHIFT)) for m in self.mean)
+        precision = tuple(
+            float(np.clip(np.nan_to_num(q, nan=1.0), 1.0 / NEW_SD[i] ** 2, MAX_PRECISION))
+            for i, q in enumerate(self.precision)
+        )
+        return Cell(mean, precision, max(self.examples, 0.0), max(self.positives, 0.0))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a model learnt of one offer: its training rows and positives."""
+
+    rows: int
+    positives: int
+
+
+ModelEvidence = Mapping[str, Evidence]
+# What a model trained before models kept their evidence is taken to know of an offer.
+KNOWN = Evidence(10_000, 1_000)
+
+
+def evidence_from(raw: Mapping[str, Any] | None) -> dict[str, Evidence]:
+    """An artifact's ``training["offers"]`` ({offer: [rows, positives]})."""
+    return {str(o): Evidence(int(v[0]), int(v[1])) for o, v in (raw or {}).items()}
+
+
+def prior(evidence: Evidence | None, level: float = 0.0) -> Cell:
+    """The layer's starting point for an offer under a model with ``evidence`` of it: centred
+    on no correction (``level`` for an offer the model never saw), as narrow as the model's
+    rows of it justify (the information a logistic fit had of that offer's level)."""
+    if evidence is None or evidence.rows <= 0:
+        return Cell((level, 0.0), (1.0 / NEW_SD[0] ** 2, 1.0 / NEW_SD[1] ** 2))
+    rate = min(max(evidence.positives / evidence.rows, 0.01), 0.99)
+    q = evidence.rows * rate * (1.0 - rate)
+    return Cell((0.0, 0.0), (q, q)).bounded()
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """How a new offer is brought in (the catalog's ``[adaptive]`` table)."""
+
+    start_share: float = 0.1  # of its eligible decisions, with no positive yet
+    mature_positives: float = 50.0  # positives (the model's and the layer's) to serve freely
+    similar: bool = True  # a new offer starts at its category's level
+
+    def share(self, positives: np.ndarray) -> np.ndarray:
+        grown = self.start_share + (1.0 - self.start_share) * positives / self.mature_positives
+        return np.minimum(grown, 1.0)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The learner's posteriors as published: per model version, per offer."""
+
+    version: int  # the publication's number, rising
+    updated: float  # unix seconds of the learner's last tick
+    models: Mapping[str, Mapping[str, Cell]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "updated": self.updated,
+            "models": {
+                m: {o: c.to_json() for o, c in cells.items()} for m, cells in self.models.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Layer:
+        return cls(
+            int(raw["version"]),
+            float(raw["updated"]),
+            {
+                str(m): {str(o): Cell.from_json(c) for o, c in cells.items()}
+                for m, cells in raw.get("models", {}).items()
+            },
+        )
+
+
+EMPTY = Layer(0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Adjusted:
+    """A decision's candidates through the layer, row-aligned."""
+
+    propensity: np.ndarray  # the posterior mean's propensity: served, ranked by greedily
+    logit: np.ndarray  # the corrected log-odds at the mean
+    sd: np.ndarray  # standard deviation of the correction, log-odds
+    share: np.ndarray  # the ramp: chance each may take a slot (1 once mature)
+
+
+class View:
+    """The layer's arrays for one catalog and one model, a row per catalog offer."""
+
+    def __init__(
+        self,
+        offer_ids: Sequence[str],
+        categories: Sequence[str],
+        model_version: str,
+        evidence: ModelEvidence,
+        layer: Layer = EMPTY,
+        ramp: Ramp | None = None,
+    ) -> None:
+        self.ramp = ramp or Ramp()
+        self.layer_version = layer.version
+        self.model_version = model_version
+        cells = layer.models.get(model_version, {})
+        self.rows = {o: i for i, o in enumerate(offer_ids)}
+        levels: dict[str, list[float]] = {}
+        for o, c in zip(offer_ids, categories, strict=True):
+            if o in cells and o in evidence:
+                levels.setdefault(c, []).append(cells[o].mean[0])
+        n = len(offer_ids)
+        mean, precision = np.zeros((n, DIMENSIONS)), np.ones((n, DIMENSIONS))
+        positives = np.zeros(n)
+        for i, (o, category) in enumerate(zip(offer_ids, categories, strict=True)):
+            known = evidence.get(o)
+            similar = levels.get(category) if self.ramp.similar and known is None else None
+            cell = cells.get(o) or prior(known, float(np.mean(similar)) if similar else 0.0)
+            mean[i], precision[i] = cell.mean, cell.precision
+            positives[i] = cell.positives + (known.positives if known else 0)
+        self.mean = mean
+        self.variance = 1.0 / precision
+        self.share = self.ramp.share(positives)
+        self.positives = positives
+        self.learnt = bool(cells)
+
+    def adjust(self, offer_ids: Sequence[str], propensity: np.ndarray) -> Adjusted:
+        """The candidates' propensities through the layer's posterior mean."""
+        rows = [self.rows.get(o, -1) for o in offer_ids]
+        z = _logit(propensity)
+        known = np.array(rows) >= 0
+        if not known.all():  # an offer outside the view's catalog: no correction
+            rows = [r if r >= 0 else 0 for r in rows]
+        mean, variance = self.mean[rows], self.variance[rows]
+        slope = z - CENTRE
+        shift = mean[:, 0] + mean[:, 1] * slope
+        sd = np.sqrt(variance[:, 0] + variance[:, 1] * slope * slope)
+        share = self.share[rows]
+        if not known.all():
+            shift, sd, share = shift * known, sd * known, np.where(known, share, 1.0)
+        corrected = z + shift
+        return Adjusted(_sigmoid(corrected), corrected, sd, share)
+
+
+def learn(cell: Cell, z: np.ndarray, reward: np.ndarray, weight: np.ndarray) -> Cell:
+    """``cell`` updated by a batch of examples of its offer: the batch model's log-odds
+    ``z``, rewards 0/1 and weights (a customer past its daily share weighs 0). Newton's
+    method finds the mode of prior x likelihood; the precision grows by the likelihood's
+    curvature there (Chapelle and Li 2011, algorithm 3), within the sanity bounds."""
+    keep = weight > 0
+    if not keep.any():
+        return cell
+    z, reward, weight = z[keep], reward[keep].astype(np.float64), weight[keep]
+    x = np.stack([np.ones_like(z), z - CENTRE], axis=1)
+    m0, q0 = np.array(cell.mean), np.array(cell.precision)
+    w = m0.copy()
+    for _ in range(8):
+        p = _sigmoid(z + x @ w)
+        gradient = q0 * (w - m0) + x.T @ (weight * (p - reward))
+        hessian = np.diag(q0) + (x * (weight * p * (1.0 - p))[:, None]).T @ x
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-7:
+            break
+    p = _sigmoid(z + x @ w)
+    q = q0 + (x * x).T @ (weight * p * (1.0 - p))
+    return Cell(
+        (float(w[0]), float(w[1])),
+        (float(q[0]), float(q[1])),
+        cell.examples + float(weight.sum()),
+        cell.positives + float(weight @ reward),
+    ).bounded()
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, _CLIP, 1.0 - _CLIP)
+    return np.asarray(np.log(q / (1.0 - q)))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
+
+
+def scenarios(
+    adjusted: Adjusted, weight: np.ndarray, draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``draws`` Thompson samples of every candidate's priority, (draws, candidates): the
+    propensity drawn from its posterior times ``weight`` (value x lever); a candidate its
+    ramp keeps out of a draw gets -inf there."""
+    n = adjusted.logit.shape[0]
+    noise = rng.standard_normal((draws, n))
+    drawn = _sigmoid(adjusted.logit + noise * adjusted.sd) * weight
+    if (adjusted.share < 1.0).any():
+        out = rng.random((draws, n)) >= adjusted.share
+        drawn[out] = -np.inf
+    return np.asarray(drawn)
