@@ -73,8 +73,9 @@ TRAINER_LOCK = f"{PREFIX}:trainer:lock"
 # The online layer (engine/core/adaptive.py; written by the learner,
 # engine/service/learner.py), all in one cluster slot so that one MULTI writes them:
 # a hash (version = the publication's number, doc = JSON: the posteriors per model and
-# offer, and the learner's positions in the logs), the earlier publications kept for
-# `arbiter models rollback` (a list of docs, newest first), the models' evidence per
+# offer, and the learner's positions in the logs; rollback = a rollback asked for), the
+# earlier publications kept for `arbiter models rollback` (a list of layers' JSON, newest
+# first), the models' evidence per
 # offer (hash: model version -> JSON {offer: [rows, positives]}), each customer's weight
 # in a day's learning (hash per day: <customer>|e examples, <customer>|p positives), and
 # the learner's lock (a token, with an expiry).
@@ -82,6 +83,7 @@ ADAPTIVE = f"{PREFIX}:{{adaptive}}"
 LAYER = f"{ADAPTIVE}:layer"
 LAYER_VERSION = b"version"
 LAYER_DOC = b"doc"
+LAYER_ROLLBACK = b"rollback"  # asked by `arbiter models rollback`: "last", or a version
 LAYER_HISTORY = f"{ADAPTIVE}:history"
 LAYER_HISTORY_KEPT = 48
 LAYER_EVIDENCE = f"{ADAPTIVE}:evidence"

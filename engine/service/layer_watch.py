@@ -22,7 +22,7 @@ from engine.core import adaptive
 from engine.core.decision import DecisionCore
 from engine.service import metrics
 from engine.service.application import Application
-from engine.service.learner import Published
+from engine.service.learner import Published, as_bytes
 from feature_store import keys
 from feature_store.redis_client import REDIS_ERRORS
 
@@ -58,9 +58,7 @@ class LayerWatch:
         if changed:
             doc = await self._client.hget(keys.LAYER, keys.LAYER_DOC)
             if doc is not None:
-                self.serve(
-                    Published.from_json(doc if isinstance(doc, bytes) else doc.encode()).layer
-                )
+                self.serve(Published.from_json(as_bytes(doc)).layer)
         age = time.time() - self.updated if self.updated else float("inf")
         metrics.LAYER_AGE.set(age if self.updated else float("nan"))
         metrics.LEARNER_UP.set(1 if age < LEARNER_DOWN_SECONDS else 0)

@@ -118,6 +118,35 @@ def read_published(client: SyncClient) -> Published | None:
     return None if data is None else Published.from_json(data)  # type: ignore[arg-type]
 
 
+def kept(client: SyncClient) -> list[adaptive.Layer]:
+    """The publications kept for rollback, newest first."""
+    with translated("reading the online layer's history"):
+        raw = client.lrange(keys.LAYER_HISTORY, 0, -1)
+    return [adaptive.Layer.from_json(orjson.loads(r)) for r in raw]
+
+
+def rolled_back(client: SyncClient, current: adaptive.Layer, asked: str) -> adaptive.Layer:
+    """``current``'s posteriors replaced by those of the publication ``asked`` for ("last":
+    the newest kept before it), under the next number; ``current`` if none matches."""
+    for layer in kept(client):
+        if layer.version < current.version and asked in ("last", str(layer.version)):
+            log.warning("learner: the online layer rolled back to publication %d", layer.version)
+            return adaptive.Layer(current.version + 1, current.updated, layer.models)
+    log.error("learner: no kept publication %s to roll back to", asked)
+    return current
+
+
+def ask_rollback(client: SyncClient, to: int | None = None) -> None:
+    """Asks the learner to roll the layer back at its next tick (``to``: that version,
+    else the newest kept publication)."""
+    with translated("asking for a rollback"):
+        client.hset(keys.LAYER, keys.LAYER_ROLLBACK, "last" if to is None else str(to))
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def _entries(client: SyncClient, stream: str, after: str, until: str = "+") -> Iterator[Any]:
     """(entry id, fields) of ``stream`` after ``after`` (exclusive) up to ``until``."""
     start = f"({after}" if after not in ("-", "0") else "-"
@@ -176,14 +205,18 @@ class Learner:
         """Reads what the logs gained, learns from the answers now known and publishes;
         the number of examples learnt."""
         now = time.time() if now is None else now
-        published = read_published(self.client)
+        with translated("reading the online layer"):
+            data, asked = self.client.hmget(keys.LAYER, [keys.LAYER_DOC, keys.LAYER_ROLLBACK])
+        published = None if data is None else Published.from_json(as_bytes(data))
         if self._state is None or published is None:
             self._state = published or Published(adaptive.EMPTY, Position(tick=now))
             self._recover(self._state.position)
         elif published.layer.version != self._state.layer.version:
-            # rolled back (or another learner published): its posteriors, our position
+            # another learner published since: its posteriors (the position is ours)
             self._state.layer = published.layer
         state = self._state
+        if asked is not None:
+            state.layer = rolled_back(self.client, state.layer, as_bytes(asked).decode())
         examples: list[tuple[Waiting, int]] = []
         self._read_decisions(state, now)
         self._read_outcomes(state, examples)
@@ -192,7 +225,7 @@ class Learner:
             if waiting.due <= now:
                 del self._waiting[key]
                 examples.append((waiting, 0))
-        self._publish(state, examples, now)
+        self._publish(state, examples, now, rollback_done=asked is not None)
         return len(examples)
 
     def _read_decisions(self, state: Published, now: float) -> None:
@@ -321,7 +354,14 @@ class Learner:
                 self._deferred.append((waiting, reward, since))
         return ready
 
-    def _publish(self, state: Published, examples: list[tuple[Waiting, int]], now: float) -> None:
+    def _publish(
+        self,
+        state: Published,
+        examples: list[tuple[Waiting, int]],
+        now: float,
+        *,
+        rollback_done: bool = False,
+    ) -> None:
         examples = self._ready(examples, now)
         weights, day = self._weights(examples, now) if examples else (np.zeros(0), "")
         models = {m: dict(cells) for m, cells in state.layer.models.items()}

@@ -4,6 +4,7 @@ a version, run a challenger)."""
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,11 @@ from common.vocabulary import POSITIVE_OUTCOMES
 from engine.adapters import artifact
 from engine.api.auth import ROLES, new_key
 from engine.clients.cli.command import Command
+from engine.core import adaptive
+from engine.service.learner import ask_rollback, read_published
 from engine.service.registry import shared_models
 from engine.settings import CommonSettings, LoaderSettings, load_definitions
+from feature_store import keys
 from feature_store.embedded import running_url
 from feature_store.loader import load_file
 from feature_store.log_reader import read_logs
@@ -76,9 +80,10 @@ def _models_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=["list", "promote", "challenge", "end-challenge", "offers"],
+        choices=["list", "promote", "challenge", "end-challenge", "offers", "rollback"],
         default="list",
-        help="offers: each offer's model, computed from the logs now",
+        help="offers: each offer's model, computed from the logs now; rollback: the online"
+        " layer back to its last kept publication (or VERSION's)",
     )
     p.add_argument("version", nargs="?")
     p.add_argument("--share", type=float, default=0.1, help="challenger share of customers")
@@ -133,6 +138,8 @@ def _models(args: argparse.Namespace) -> int:
         print(f"{version} now serves {args.share:.0%} of customers (stable by customer id)")
     elif action == "offers":
         pass  # the training layer's view (models_command)
+    elif action == "rollback":
+        _rollback(settings, int(version) if version else None)
     elif action == "end-challenge":
         if shared is not None:
             shared.challenge(None)
@@ -168,6 +175,66 @@ def _list_models(settings: CommonSettings) -> None:
         )
     if challenge:
         print(f"(* promoted; c challenger, serving {challenge[1]:.0%} of customers)")
+    if current is not None:
+        _layer_table(settings, current)
+
+
+def _layer_table(settings: CommonSettings, version: str) -> None:
+    """The online layer of the promoted model, per offer: what it learnt since the model
+    was promoted, how sure it is, and how far a new offer is ramped in."""
+    url = settings.redis_url or running_url(settings.embedded_redis_dir)
+    if url is None:
+        return
+    try:
+        published = read_published(connect_sync(url, timeout_seconds=2))
+    except ArbiterError:
+        return
+    catalog = load_definitions(settings).catalog
+    model = artifact.load(settings.model_dir, version)
+    evidence = adaptive.evidence_from(model.training.get("offers"))
+    layer = published.layer if published else adaptive.EMPTY
+    view = adaptive.View(
+        [o.offer_id for o in catalog.offers],
+        [o.category for o in catalog.offers],
+        version,
+        evidence,
+        layer,
+        catalog.ramp,
+    )
+    cells = layer.models.get(version, {})
+    age = f"{time.time() - layer.updated:.0f} s ago" if layer.updated else "never"
+    print(f"\nonline layer: publication {layer.version}, last learnt {age}; model {version}:")
+    print(
+        f"  {'offer':26} {'model rows':>10} {'examples':>8} {'positives':>9}"
+        f" {'shift':>6} {'width':>6} {'slope':>6}  maturity"
+    )
+    for i, offer in enumerate(catalog.offers):
+        known = evidence.get(offer.offer_id)
+        cell = cells.get(offer.offer_id)
+        share = float(view.share[i])
+        print(
+            f"  {offer.offer_id:26} {known.rows if known else 0:>10}"
+            f" {cell.examples if cell else 0:>8.0f} {cell.positives if cell else 0:>9.0f}"
+            f" {view.mean[i, 0]:>+6.2f} {view.variance[i, 0] ** 0.5:>6.2f}"
+            f" {view.mean[i, 1]:>+6.2f}  {'mature' if share >= 1 else f'new: {share:.0%} of slots'}"
+        )
+
+
+def _rollback(settings: CommonSettings, to: int | None) -> None:
+    client = connect_sync(redis_url(settings))
+    before = read_published(client)
+    if before is None:
+        raise SystemExit("no online layer published yet: nothing to roll back")
+    ask_rollback(client, to)
+    for _ in range(50):  # the learner applies it at its next tick
+        time.sleep(0.1)
+        after = read_published(client)
+        if after is not None and after.layer.version > before.layer.version:
+            done = client.hget(keys.LAYER, keys.LAYER_ROLLBACK) is None
+            if done:
+                print(f"online layer rolled back: now publication {after.layer.version}")
+                return
+    print("rollback asked: the learner applies it at its next tick (is one running?)")
 
 
 def _keys_arguments(p: argparse.ArgumentParser) -> None:
