@@ -395,6 +395,8 @@ class Learner:
         pipe.hset(
             keys.LAYER, mapping={keys.LAYER_VERSION: state.layer.version, keys.LAYER_DOC: doc}
         )
+        if rollback_done:  # (one asked again since this tick read it is the same ask)
+            pipe.hdel(keys.LAYER, keys.LAYER_ROLLBACK)
         if keep:
             pipe.lpush(keys.LAYER_HISTORY, orjson.dumps(previous.to_json()))
             pipe.ltrim(keys.LAYER_HISTORY, 0, keys.LAYER_HISTORY_KEPT - 1)
