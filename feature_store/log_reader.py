@@ -34,9 +34,11 @@ def read_entries(
     decode: Callable[[Mapping[bytes, bytes]], Any],
     *,
     page: int = 5000,
+    after: str = "",
 ) -> Iterator[tuple[bytes, Any]]:
-    """(entry id, decoded entry) of one stream, oldest first, read in pages."""
-    start = "-"
+    """(entry id, decoded entry) of one stream, oldest first, read in pages; ``after``:
+    only the entries after that id."""
+    start = f"({after}" if after else "-"
     while True:
         with translated(f"reading {key}"):
             entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]

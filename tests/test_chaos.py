@@ -52,12 +52,14 @@ def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
     assert k.logged == k.served and k.doubled == 0  # the log caught up, nothing twice
     # One WARNING line per change of state (one worker served): the store down (with what
     # Redis said, when it said something) and back; the decision log failing and writing
-    # again, when a write failed (behind a black hole it waits on its connect instead).
+    # again, when a write failed (behind a black hole it waits on its connect instead);
+    # the learner paused and learning again, when a tick met the outage.
     said = " | ".join(k.warnings)
     assert all(any(change in line for change in CHANGES) for line in k.warnings), said
     assert said.count("feature store down (") == said.count("feature store back after ") == 1
-    failing, again = (said.count(change) for change in CHANGES[2:])
+    failing, again, paused, learning = (said.count(change) for change in CHANGES[2:])
     assert failing == again <= 1, said
+    assert paused == learning <= 1, said
     if not blackhole:  # what Redis said: refused, or the connection reset by the kill
         assert re.search(r"feature store down \(.* failed: (cannot connect|connection)", said)
 
@@ -67,6 +69,8 @@ CHANGES = (
     "feature store back after ",
     "decision log: writes failing (",
     "decision log: writing again after ",
+    "learner: paused, Redis unavailable (",
+    "learner: learning again after ",
 )
 
 

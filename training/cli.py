@@ -156,7 +156,30 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=5)
     p.add_argument("--customers", type=int, default=5000, help="customers deciding per day")
     p.add_argument(
-        "--policy", choices=["epsilon", "softmax"], default="softmax", help="how it explores"
+        "--policy",
+        choices=["epsilon", "softmax", "thompson"],
+        default="thompson",
+        help="how it explores (thompson: from the online layer's posteriors)",
+    )
+    p.add_argument(
+        "--learn-every",
+        type=int,
+        default=100,
+        help="decisions between the online learner's ticks (0: no online layer)",
+    )
+    p.add_argument(
+        "--new-offer-day", type=int, default=0, help="a new, better offer joins on that day"
+    )
+    p.add_argument(
+        "--halve",
+        metavar="OFFER:DAY",
+        help="the offer's appeal (its true response rate) halves from that day on",
+    )
+    p.add_argument("--before-policy", help="with --before: its --policy (default: this run's)")
+    p.add_argument(
+        "--before-args",
+        default="",
+        help="with --before: more options for its command (e.g. --retrains-per-day 8)",
     )
     p.add_argument(
         "--epsilon", type=float, default=DEFAULT_EPSILON, help="epsilon-greedy's share of draws"
@@ -207,7 +230,16 @@ def _simulate(args: argparse.Namespace) -> int:
         "epsilon": args.epsilon,
         "temperature": args.temperature,
         "retrains_per_day": args.retrains_per_day,
+        "learn_every": args.learn_every,
+        "new_offer_day": args.new_offer_day,
+        "halve": None,
     }
+    if args.halve:
+        offer, _, day = args.halve.partition(":")
+        if not day.isdigit():
+            print("arbiter simulate: --halve OFFER:DAY", file=sys.stderr)
+            return 2
+        days["halve"] = (offer, int(day))
     if args.retrains_per_day < 1:
         print("arbiter simulate: --retrains-per-day: at least 1", file=sys.stderr)
         return 2
@@ -219,6 +251,10 @@ def _simulate(args: argparse.Namespace) -> int:
                 seeds=range(1, args.seeds + 1),
                 vw_args=args.vw_args or DEFAULT_VW_ARGS,
                 before=args.before,
+                before_args=[
+                    *(["--policy", args.before_policy] if args.before_policy else []),
+                    *args.before_args.split(),
+                ],
                 **days,
             )
         except ValueError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ REGIONS = ("North", "South", "East", "West", "Central")
 PLAN_NAMES = ("Prepaid", "Basic 5GB", "Plus 20GB", "Unlimited")
 ALLOWANCE_GB = (3.0, 5.0, 20.0, 100.0)
 TOPICS = ("plans", "phones", "fibre", "streaming", "travel", "data", "smart_home", "family")
+# An offer the demo catalog lacks, which the simulation adds mid-run: better than the
+# others for many customers (training/simulation/__init__.py, NEW_OFFER).
+NEW_OFFER_ID = "fibre_gigabit"
 CHANNEL_EFFECT = {"web": 0.0, "mobile_app": 0.1, "call_center": 0.7, "email": -0.6, "sms": -0.9}
 
 
@@ -66,6 +69,9 @@ class World:
     interest: np.ndarray  # hidden: index into TOPICS
     price_sensitivity: np.ndarray  # hidden: 0..1
     traveller: np.ndarray  # hidden: 0/1
+    # offer -> factor on its true response probability (the simulation halves an offer's
+    # appeal mid-run); 1 when absent
+    appeal: dict[str, float] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -179,6 +185,8 @@ def _offer_terms(
         "welcome_offer": lambda: 0.6 + 0.0 * f["is_customer"],
         "app_download": lambda: 0.6 * (f["age_years"] < 35) - 0.3,
         "smart_home_bundle": lambda: 0.3 * f["has_fibre"],
+        # not in the demo catalog: the simulation adds it mid-run (its NEW_OFFER)
+        NEW_OFFER_ID: lambda: 0.9 * f["has_fibre"] + 0.8 * (ratio > 0.9) - 0.3,
     }
     fn = terms.get(offer_id)
     return np.asarray(fn(), dtype=np.float64) if fn else np.zeros_like(ratio)

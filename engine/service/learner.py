@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from common.errors import FeatureStoreUnavailable
 from common.reward import RewardWindows
 from common.vocabulary import POSITIVE_OUTCOMES, TERMINAL_OUTCOMES
 from engine.core import adaptive
@@ -113,14 +114,14 @@ class Published:
 
 
 def read_published(client: SyncClient) -> Published | None:
-    with translated("reading the online layer"):
+    with translated("reading the online layer", quiet=True):
         data = client.hget(keys.LAYER, keys.LAYER_DOC)
     return None if data is None else Published.from_json(data)  # type: ignore[arg-type]
 
 
 def kept(client: SyncClient) -> list[adaptive.Layer]:
     """The publications kept for rollback, newest first."""
-    with translated("reading the online layer's history"):
+    with translated("reading the online layer's history", quiet=True):
         raw = client.lrange(keys.LAYER_HISTORY, 0, -1)
     return [adaptive.Layer.from_json(orjson.loads(r)) for r in raw]
 
@@ -139,7 +140,7 @@ def rolled_back(client: SyncClient, current: adaptive.Layer, asked: str) -> adap
 def ask_rollback(client: SyncClient, to: int | None = None) -> None:
     """Asks the learner to roll the layer back at its next tick (``to``: that version,
     else the newest kept publication)."""
-    with translated("asking for a rollback"):
+    with translated("asking for a rollback", quiet=True):
         client.hset(keys.LAYER, keys.LAYER_ROLLBACK, "last" if to is None else str(to))
 
 
@@ -151,7 +152,7 @@ def _entries(client: SyncClient, stream: str, after: str, until: str = "+") -> I
     """(entry id, fields) of ``stream`` after ``after`` (exclusive) up to ``until``."""
     start = f"({after}" if after not in ("-", "0") else "-"
     while True:
-        with translated(f"reading {stream}"):
+        with translated(f"reading {stream}", quiet=True):
             page = client.xrange(stream, min=start, max=until, count=PAGE)
         yield from page  # type: ignore[misc]
         if len(page) < PAGE:  # type: ignore[arg-type]
@@ -187,7 +188,7 @@ class Learner:
     def holds_lock(self) -> bool:
         """Takes or keeps the learner's lock; False while another learner holds it."""
         ms = int(self.lock_seconds * 1000)
-        with translated("taking the learner's lock"):
+        with translated("taking the learner's lock", quiet=True):
             if self.client.set(keys.LEARNER_LOCK, self._token, nx=True, px=ms):
                 return True
             if self.client.get(keys.LEARNER_LOCK) == self._token.encode():
@@ -196,7 +197,7 @@ class Learner:
         return False
 
     def release(self) -> None:
-        with translated("releasing the learner's lock"):
+        with translated("releasing the learner's lock", quiet=True):
             if self.client.get(keys.LEARNER_LOCK) == self._token.encode():
                 self.client.delete(keys.LEARNER_LOCK)
 
@@ -205,7 +206,7 @@ class Learner:
         """Reads what the logs gained, learns from the answers now known and publishes;
         the number of examples learnt."""
         now = time.time() if now is None else now
-        with translated("reading the online layer"):
+        with translated("reading the online layer", quiet=True):
             data, asked = self.client.hmget(keys.LAYER, [keys.LAYER_DOC, keys.LAYER_ROLLBACK])
         published = None if data is None else Published.from_json(as_bytes(data))
         if self._state is None or published is None:
@@ -324,7 +325,7 @@ class Learner:
         day = keys.learner_weights(int(now // 86_400))
         customers = sorted({w.customer for w, _ in examples})
         fields = [f"{c}|{k}" for c in customers for k in ("e", "p")]
-        with translated("reading the customers' weights"):
+        with translated("reading the customers' weights", quiet=True):
             used = self.client.hmget(day, fields) if fields else []
         spent = {f: float(v or 0) for f, v in zip(fields, used, strict=True)}
         weights = np.zeros(len(examples))
@@ -404,14 +405,14 @@ class Learner:
             for f, value in self._spent.items():
                 pipe.hset(day, f, value)
             pipe.expire(day, 2 * 86_400)
-        with translated("publishing the online layer"):
+        with translated("publishing the online layer", quiet=True):
             pipe.execute()
         self.applied += learnt
 
     def _model_evidence(self, model: str) -> adaptive.ModelEvidence | None:
         """What ``model`` learnt of each offer, as its serving replicas published it."""
         if model not in self._evidence:
-            with translated("reading a model's evidence"):
+            with translated("reading a model's evidence", quiet=True):
                 raw = self.client.hget(keys.LAYER_EVIDENCE, model)
             if raw is None:
                 return None  # not published yet: asked again next time
@@ -421,13 +422,23 @@ class Learner:
     def run(self, interval: float, *, stop: Any = None) -> None:
         """Ticks every ``interval`` seconds while holding the lock (waits for it
         otherwise), until ``stop()`` is true; a failing tick is logged and retried."""
+        down: float | None = None  # since when Redis has been unavailable
         while stop is None or not stop():
             try:
                 if self.holds_lock():
                     self.tick()
                 else:
                     self._state = None  # another learner is on: read its state when back
+            except FeatureStoreUnavailable as exc:  # one line when it goes, one when back
+                if down is None:
+                    log.warning("learner: paused, Redis unavailable (%s)", exc)
+                    down = time.monotonic()
+                self._state = None
             except Exception:
                 log.exception("learner: tick failed; trying again")
                 self._state = None
+            else:
+                if down is not None:
+                    log.warning("learner: learning again after %.1f s", time.monotonic() - down)
+                    down = None
             time.sleep(interval)

@@ -42,14 +42,40 @@ from feature_store.loader import load_profiles
 from feature_store.redis_client import SyncClient, connect_sync
 from training.job import train_demo
 from training.settings import TrainerSettings
-from training.simulation import compare
+from training.simulation import compare, events
 from training.simulation.peers import DEFAULT_VW_ARGS, VWPolicy, peers_by_name
 from training.simulation.report import DayResult, table, write_csv, write_report
 from training.simulation.traffic import Simulation
 from training.synthetic_logs import simulate_logs
-from training.world import World, generate
+from training.world import NEW_OFFER_ID, World, generate
 
-__all__ = ["DayResult", "Simulation", "compare_seeds", "exploring_catalog", "run", "stack"]
+__all__ = [
+    "NEW_OFFER",
+    "DayResult",
+    "Simulation",
+    "compare_seeds",
+    "exploring_catalog",
+    "run",
+    "stack",
+]
+
+# The offer `--new-offer-day` adds to the catalog mid-run: unknown to every model, better
+# than the others for many customers (its hidden appeal: training/world.py).
+NEW_OFFER = f"""
+[[offer]]
+id = "{NEW_OFFER_ID}"
+name = "Gigabit fibre"
+category = "broadband"
+tags = ["fibre", "data"]
+value = 450
+channels = ["web", "mobile_app", "call_center", "email"]
+[offer.message]
+headline = "Gigabit fibre, $first_name"
+body = "Ten times the speed for the whole household."
+call_to_action = "Go gigabit"
+url = "https://shop.example.com/fibre/gigabit"
+agent_script = "$first_name, gigabit fibre is now available at your address. Shall I check it?"
+"""
 
 
 def exploring_catalog(
@@ -157,13 +183,19 @@ def run(
     vw_args: str = DEFAULT_VW_ARGS,
     retrains_per_day: int = 1,
     min_holdout_decisions: int = 500,
+    learn_every: int = 0,
+    new_offer_day: int = 0,
+    halve: tuple[str, int] | None = None,
 ) -> list[DayResult]:
     """The whole loop on a fresh embedded Redis and a server of its own (`stack`),
-    exploring with ``policy`` (epsilon or softmax), retraining ``retrains_per_day`` times
-    a day (evenly through it; the last after the day's final answers); writes
-    ``report.html`` and ``days.csv`` into ``workdir``. ``peers`` (vw, value, random)
-    choose beside the served policy on every decision; VW first learns from the same
-    logs as the first model."""
+    exploring with ``policy`` (epsilon, softmax or thompson), retraining
+    ``retrains_per_day`` times a day (evenly through it; the last after the day's final
+    answers), the online learner ticking every ``learn_every`` decisions (0: none); writes
+    ``report.html``, ``days.csv`` and ``events.csv`` into ``workdir``. ``peers`` (vw,
+    value, random) choose beside the served policy on every decision; VW first learns
+    from the same logs as the first model. ``new_offer_day``: NEW_OFFER joins the catalog
+    at the start of that day; ``halve``: (offer, day) whose appeal halves that day
+    (events.py measures how fast the served policy follows)."""
     with stack(
         workdir,
         world_size=world_size,
@@ -189,10 +221,22 @@ def run(
                 )
                 rival.warm_start(logs, definitions.catalog)
         try:
-            simulation = Simulation(w.server, w.client, w.world, w.trainer, seed=seed, peers=rivals)
+            simulation = Simulation(
+                w.server,
+                w.client,
+                w.world,
+                w.trainer,
+                seed=seed,
+                peers=rivals,
+                learn_every=learn_every,
+            )
             results = []
             print(table([]), flush=True)
             for day in range(1, days + 1):
+                if day == new_offer_day:
+                    simulation.add_offer(NEW_OFFER)
+                if halve is not None and day == halve[1]:
+                    w.world.appeal[halve[0]] = 0.5
                 result = simulation.run_day(
                     day, customers_per_day, progress=progress, retrains=retrains_per_day
                 )
@@ -206,6 +250,15 @@ def run(
                     print(f"     after {retrain.after}: {state}: {retrain.why}{truth}", flush=True)
             scorer = w.server.application.core.scorer
             model = scorer.artifact if isinstance(scorer, LightGBMScorer) else None
+            shares = {r.day: r.policy / r.oracle for r in results if r.oracle}
+            changes = [("new offer", NEW_OFFER_ID, new_offer_day)] if new_offer_day else []
+            if halve is not None:
+                changes.append(("appeal halved", *halve))
+            measured = [
+                events.measure(kind, offer, day, simulation.trace, simulation.day_starts, shares)
+                for kind, offer, day in changes
+                if day in simulation.day_starts
+            ]
         finally:
             for rival in rivals.values():
                 if isinstance(rival, VWPolicy):
@@ -214,6 +267,9 @@ def run(
     print("\n".join(summary))
     write_report(results, workdir / "report.html", model)
     write_csv(results, workdir / "days.csv")
+    events.write_csv(measured, workdir / "events.csv")
+    for followed in measured:
+        print(events.describe(followed))
     print(f"report: {workdir / 'report.html'}")
     return results
 
@@ -232,11 +288,17 @@ def compare_seeds(
     vw_args: str = DEFAULT_VW_ARGS,
     retrains_per_day: int = 1,
     before: Path | None = None,
+    before_args: Sequence[str] = (),
+    learn_every: int = 0,
+    new_offer_day: int = 0,
+    halve: tuple[str, int] | None = None,
 ) -> list[list[DayResult]]:
     """`run` once per seed with the peers among ``policies``, then the head-to-head table
     (printed, and ``compare.csv`` with every seed's figures). ``before``: a checkout of an
     earlier Arbiter whose own `arbiter simulate --compare arbiter` runs beside this one
-    (same seeds, so the same worlds and traffic) and joins the table as "before"."""
+    (same seeds, so the same worlds and traffic; ``before_args`` added to its command)
+    and joins the table as "before". The mid-run changes (``new_offer_day``, ``halve``)
+    are this run's only."""
     unknown = [p for p in policies if p not in compare.POLICIES]
     if unknown:
         raise ValueError(
@@ -259,6 +321,7 @@ def compare_seeds(
             policy=policy,
             epsilon=epsilon,
             temperature=temperature,
+            extra=before_args,
         )
     runs = []
     for seed in seeds:
@@ -277,6 +340,9 @@ def compare_seeds(
                 peers=peers,
                 vw_args=vw_args,
                 retrains_per_day=retrains_per_day,
+                learn_every=learn_every,
+                new_offer_day=new_offer_day,
+                halve=halve,
             )
         )
     if earlier is not None:
@@ -286,5 +352,11 @@ def compare_seeds(
     print(compare.table(runs, policies, seeds))
     compare.write_csv(runs, policies, seeds, workdir / "compare.csv")
     compare.write_report(runs, policies, seeds, workdir / "compare.html")
+    measured = [events.read_csv(workdir / f"seed-{seed}" / "events.csv") for seed in seeds]
+    for kind in sorted({f.event for seed in measured for f in seed}):
+        found = [f for seed in measured for f in seed if f.event == kind]
+        print(f"{kind}, per seed:")
+        for seed, f in zip(seeds, found, strict=False):
+            print(f"  seed {seed}: {events.describe(f)}")
     print(f"figures: {workdir / 'compare.csv'}; report: {workdir / 'compare.html'}")
     return runs

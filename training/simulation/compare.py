@@ -32,6 +32,7 @@ def start_before(
     policy: str,
     epsilon: float,
     temperature: float,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """An earlier checkout's own `arbiter simulate --compare arbiter` on seeds 1..``seeds``
     (its gRPC code generated, this environment's packages), writing into ``out``; its
@@ -41,7 +42,7 @@ def start_before(
         sys.executable, "-m", "training.cli", "simulate", "--compare", "arbiter",
         "--seeds", str(seeds), "--days", str(days), "--customers", str(customers),
         "--world", str(world), "--policy", policy, "--epsilon", str(epsilon),
-        "--temperature", str(temperature), "--out", str(out.resolve()),
+        "--temperature", str(temperature), "--out", str(out.resolve()), *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
     with (out / "simulate.log").open("wb") as log:

@@ -50,7 +50,7 @@ def expected_values(
             np.array([float(last in offer.topics)]),
             np.array([sum(topics.get(t, 0.0) for t in offer.topics)]),
         )
-        out[offer_id] = float(p[0])
+        out[offer_id] = float(p[0]) * world.appeal.get(offer_id, 1.0)
     return out
 
 

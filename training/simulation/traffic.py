@@ -21,9 +21,10 @@ from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api import proto
 from engine.api.server import BackgroundServer
 from engine.core.model_input import ServedInputs
+from engine.service.learner import Learner
 from engine.settings import load_definitions
-from feature_store import keys, scripts
-from feature_store.log_reader import read_decisions
+from feature_store import keys, log_codec, scripts
+from feature_store.log_reader import log_order, read_decisions, read_entries
 from feature_store.redis_client import SyncClient, translated
 from training.retrain import train_from_logs
 from training.settings import TrainerSettings
@@ -67,9 +68,11 @@ class Simulation:
         *,
         seed: int = 1,
         peers: Mapping[str, Peer] | None = None,
+        learn_every: int = 0,
     ) -> None:
         """``peers``: policies that choose among each decision's candidates beside the
-        served one, scored and answered in the same world (training/simulation/peers.py)."""
+        served one, scored and answered in the same world (training/simulation/peers.py);
+        ``learn_every``: decisions between the online learner's ticks (0: no learner)."""
         self.server = server
         self.client = client
         self.world = world
@@ -83,8 +86,15 @@ class Simulation:
         self._answers = np.random.default_rng(seed + 7_919)
         self.peers = dict(peers or {})
         self._peer_rng = np.random.default_rng(seed + 1_000_003)  # the traffic stays the same
-        self._logged = 0
+        self._read: dict[str, str] = {}  # decision-log stream -> the last entry read
         self._events = 0
+        self.windows = RewardWindows.of(settings.reward_window_minutes, settings.attribution_hours)
+        # The online layer's learner, ticked every ``learn_every`` decisions (None: off)
+        self.learner = Learner(client, self.windows) if learn_every else None
+        self.learn_every = learn_every
+        # Each decision's served offer and the oracle's best, and where each day starts
+        self.trace: list[tuple[str, str]] = []
+        self.day_starts: dict[int, int] = {}
 
     def _browse(self, index: int) -> None:
         interest = TOPICS[int(self.world.interest[index])]
@@ -119,31 +129,63 @@ class Simulation:
         """A day of ``customers``, each answering at once. With ``retrains``, the loop
         retrains that many times, evenly spaced, the last after the day's final answers."""
         self._new_day()
+        self.day_starts[day] = len(self.trace)
         chosen = self.rng.choice(self.world.size, size=customers, replace=False)
         tally = _Tally(list(self.peers))
         done: list[Retrain] = []
         bar = tqdm(total=customers, disable=not progress, desc=f"day {day}", unit="customers")
         for part in np.array_split(chosen, max(retrains, 1)):
-            for index in part.tolist():
-                self._browse(index)
-                response = self.server.decisions.Decide(
-                    decision_pb2.DecideRequest(
-                        customer_id=self.world.customer_id(index),
-                        channel=common_pb2.CHANNEL_WEB,
-                        placement="home_hero",
-                    ),
-                    timeout=5,
-                )
-                tally.version = response.model_version
-                bar.update()
-            self.server.flush_log()
-            entries = read_decisions(self.client)[self._logged :]
-            self._logged += len(entries)
-            self._answer(entries, tally)
+            step = self.learn_every or len(part)
+            for chunk in [part[i : i + step] for i in range(0, len(part), step)]:
+                for index in chunk.tolist():
+                    self._browse(index)
+                    response = self.server.decisions.Decide(
+                        decision_pb2.DecideRequest(
+                            customer_id=self.world.customer_id(index),
+                            channel=common_pb2.CHANNEL_WEB,
+                            placement="home_hero",
+                        ),
+                        timeout=5,
+                    )
+                    tally.version = response.model_version
+                    bar.update()
+                self.server.flush_log()
+                self._answer(self._new_decisions(), tally)
+                self.learn()
             if retrains:
                 done.append(self.retrain(len(tally.policy)))
         bar.close()
         return tally.result(day, tuple(done))
+
+    def _new_decisions(self) -> list[Any]:
+        """The decisions logged since the last call, oldest first."""
+        read = []
+        for key in keys.decision_logs():
+            for entry_id, entry in read_entries(
+                self.client, key, log_codec.decode_decision, after=self._read.get(key, "")
+            ):
+                self._read[key] = entry_id.decode()
+                read.append((log_order(entry_id, entry), entry))
+        return [entry for _, entry in sorted(read, key=lambda pair: pair[0])]
+
+    def learn(self) -> None:
+        """The online learner's tick once the answers so far have matured; the new layer
+        served at once (the replicas' watch, run now rather than within the second)."""
+        if self.learner is None:
+            return
+        time.sleep(self.windows.wait("web") + 0.02)
+        self.learner.tick()
+        watch = self.server.running.layer_watch
+        if watch is not None:
+            self.server.run(watch.check())
+
+    def add_offer(self, text: str) -> None:
+        """Appends ``text`` (TOML offers) to the served catalog and swaps it in."""
+        path = self.settings.catalog_path
+        path.write_text(path.read_text() + text)
+        self.server.run(self.server.reloader.check())
+        definitions = load_definitions(self.settings)
+        self.catalog = definitions.catalog
 
     def _answer(self, entries: Sequence[Mapping[str, Any]], tally: _Tally) -> None:
         """Each decision answered as the hidden model says, the peers choosing among the
@@ -164,6 +206,7 @@ class Simulation:
             )[0]
             tally.greedy.append(truth[best_priority] * value[best_priority])
             tally.oracle.append(max(truth[o] * value[o] for o in truth))
+            self.trace.append((action, max(truth, key=lambda o: truth[o] * value[o])))
             tally.random.append(float(np.mean([truth[o] * value[o] for o in truth])))
             best = max(truth, key=lambda o: value[o] * self.catalog.by_id[o].lever)
             tally.value_only.append(truth[best] * value[best])
@@ -203,8 +246,7 @@ class Simulation:
         """A scheduled retrain (training/retrain.py) once the answers so far have matured;
         a promoted model is swapped in. Measured against the truth: the true value lift
         of the new model's policy over the serving one on the decisions it was judged on."""
-        windows = RewardWindows.of(self.settings.reward_window_minutes, 0.0)
-        time.sleep(windows.wait("web") + 0.05)
+        time.sleep(self.windows.wait("web") + 0.05)
         scorer = self.server.application.core.scorer
         champion = scorer if isinstance(scorer, LightGBMScorer) else None
         cutoff = float(champion.artifact.training.get("until", 0.0)) if champion else 0.0
