@@ -87,6 +87,10 @@ LAYER_ROLLBACK = b"rollback"  # asked by `arbiter models rollback`: "last", or a
 LAYER_HISTORY = f"{ADAPTIVE}:history"
 LAYER_HISTORY_KEPT = 48
 LAYER_EVIDENCE = f"{ADAPTIVE}:evidence"
+# Hash: model version -> JSON {"from": the champion it replaced, "offers": {offer: how far
+# the new model's log-odds moved from the champion's on recent decisions}}, written by a
+# retrain that promotes: the learner carries the layer's corrections over with it.
+LAYER_CARRY = f"{ADAPTIVE}:carry"
 LEARNER_LOCK = f"{ADAPTIVE}:lock"
 
 

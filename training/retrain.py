@@ -25,6 +25,7 @@ promoted model.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
@@ -207,9 +208,47 @@ def _run(
     outcome = TrainingOutcome(
         model, promote, why, champion.version if champion else None, lift=verdict.lift
     )
-    return save_and_promote(
+    saved = save_and_promote(
         settings, outcome, unless_changed_from=champion.version if champion else None
-    ), report
+    )
+    if client is not None and champion is not None and saved.promoted:
+        fresh_rows = data.logged & (data.decision_ts > cutoff)
+        carry = carried(data.matrix[fresh_rows], names, vocabulary, saved.model, champion)
+        with translated("handing the online layer to the new model"):
+            client.hset(keys.LAYER_CARRY, saved.model.version, json.dumps(carry))
+    return saved, report
+
+
+def carried(
+    matrix: np.ndarray,
+    names: tuple[str, ...],
+    vocabulary: Vocabulary,
+    model: ModelArtifact,
+    champion: ModelArtifact,
+) -> dict[str, Any]:
+    """What the online layer needs to carry its corrections from ``champion`` over to
+    ``model`` (engine/service/learner.py): per offer, how far the new model's log-odds moved
+    from the champion's on the decisions since the champion's data ended, the rows of
+    that offer. A correction the new model learnt is then taken off the layer's; one it
+    did not learn (its data came too late, or too little of it) stays."""
+    if not matrix.shape[0]:
+        return {"from": champion.version, "offers": {}}
+    new = _logit(LightGBMScorer(model, use_compiled=False).predict(matrix))
+    old = _logit(
+        LightGBMScorer(champion, use_compiled=False).predict(_for_champion(matrix, names, champion))
+    )
+    column = matrix[:, names.index("offer_id")]
+    offers = {}
+    for offer, index in vocabulary.offer_ids.items():
+        rows = column == index
+        if rows.any():
+            offers[offer] = round(float((new[rows] - old[rows]).mean()), 6)
+    return {"from": champion.version, "offers": offers}
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.asarray(np.log(q / (1 - q)))
 
 
 def _publish_health(

@@ -186,7 +186,7 @@ def _offer_terms(
         "app_download": lambda: 0.6 * (f["age_years"] < 35) - 0.3,
         "smart_home_bundle": lambda: 0.3 * f["has_fibre"],
         # not in the demo catalog: the simulation adds it mid-run (its NEW_OFFER)
-        NEW_OFFER_ID: lambda: 0.9 * f["has_fibre"] + 0.8 * (ratio > 0.9) - 0.3,
+        NEW_OFFER_ID: lambda: 0.6 * f["has_fibre"] + 0.8 * (ratio > 0.9) - 0.8,
     }
     fn = terms.get(offer_id)
     return np.asarray(fn(), dtype=np.float64) if fn else np.zeros_like(ratio)

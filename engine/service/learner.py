@@ -366,6 +366,9 @@ class Learner:
         examples = self._ready(examples, now)
         weights, day = self._weights(examples, now) if examples else (np.zeros(0), "")
         models = {m: dict(cells) for m, cells in state.layer.models.items()}
+        for model in state.seen:
+            if model not in models:
+                models[model] = self._carried(model, models)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, (waiting, _) in enumerate(examples):
             groups.setdefault((waiting.model, waiting.offer), []).append(i)
@@ -408,6 +411,30 @@ class Learner:
         with translated("publishing the online layer", quiet=True):
             pipe.execute()
         self.applied += learnt
+
+    def _carried(
+        self, model: str, models: Mapping[str, Mapping[str, adaptive.Cell]]
+    ) -> dict[str, adaptive.Cell]:
+        """A promoted model's first posteriors: the layer's corrections of the champion it
+        replaced, less what the new model learnt of them (the trainer's hand-over:
+        training/retrain.py ``carried``), as sure as they were; none without a hand-over
+        (the model's priors from its evidence then)."""
+        with translated("reading the layer's hand-over", quiet=True):
+            raw = self.client.hget(keys.LAYER_CARRY, model)
+        if raw is None:
+            return {}
+        carry = orjson.loads(raw)
+        before = models.get(str(carry.get("from", "")), {})
+        moved = carry.get("offers", {})
+        out = {}
+        for offer, cell in before.items():
+            shift = float(moved.get(offer, 0.0))
+            out[offer] = adaptive.Cell(
+                (cell.mean[0] - shift, cell.mean[1]), cell.precision
+            ).bounded()
+        if out:
+            log.info("learner: model %s takes over %d offers' corrections", model, len(out))
+        return out
 
     def _model_evidence(self, model: str) -> adaptive.ModelEvidence | None:
         """What ``model`` learnt of each offer, as its serving replicas published it."""

@@ -51,9 +51,16 @@ class Peer(Protocol):
         self, served: ServedInputs, candidates: Sequence[str], choice: Choice, value: float
     ) -> None: ...
 
+    def offers(self, catalog: Catalog) -> None:
+        """The catalog changed: its offers from now on (a new one among them)."""
+        ...
+
 
 class RandomPolicy:
     name = "random"
+
+    def offers(self, catalog: Catalog) -> None:
+        pass
 
     def choose(
         self, served: ServedInputs, candidates: Sequence[str], rng: np.random.Generator
@@ -72,6 +79,9 @@ class ValuePolicy:
     name = "value"
 
     def __init__(self, catalog: Catalog) -> None:
+        self.offers(catalog)
+
+    def offers(self, catalog: Catalog) -> None:
         self._worth = {o.offer_id: o.value * o.lever for o in catalog.offers}
 
     def choose(
@@ -113,7 +123,12 @@ class VWPolicy:
         self._vw = vowpalwabbit.Workspace(f"{args} --random_seed {seed}")
         self._names = [_token(n) for n in names]
         self._scale = max(o.value for o in catalog.offers) or 1.0
-        self._actions = {
+        self._actions: dict[str, str] = {}
+        self.offers(catalog)
+
+    def offers(self, catalog: Catalog) -> None:
+        """Features for every offer of ``catalog`` (the scale stays the first catalog's)."""
+        self._actions |= {
             o.offer_id: f"|A id={_token(o.offer_id)} "
             + " ".join(f"topic={_token(t)}" for t in o.topics)
             + f" value:{o.value / self._scale:.4f}"

@@ -186,6 +186,8 @@ class Simulation:
         self.server.run(self.server.reloader.check())
         definitions = load_definitions(self.settings)
         self.catalog = definitions.catalog
+        for peer in self.peers.values():
+            peer.offers(self.catalog)
 
     def _answer(self, entries: Sequence[Mapping[str, Any]], tally: _Tally) -> None:
         """Each decision answered as the hidden model says, the peers choosing among the
