@@ -39,12 +39,12 @@ DIMENSIONS = 2
 # The prior of an offer the model never saw, (level, slope) standard deviations in log-odds.
 NEW_SD = (1.0, 0.25)
 # Sanity bounds: a correction's mean stays within +-MAX_SHIFT log-odds, and no posterior is
-# narrower than MIN_SD (its precision at most MAX_PRECISION): the layer keeps adapting, an
-# offer's last ~MEMORY examples weigh as much as all before them.
+# narrower than MIN_SD (level, slope; its precision at most MAX_PRECISION): the layer keeps
+# adapting, an offer's last ~1,700 examples (at a 10% response rate) weigh as much as all
+# before them. The slope is held closer: it multiplies log-odds 1-2 away from the centre.
 MAX_SHIFT = 3.0
-MIN_SD = 0.12
-MAX_PRECISION = 1.0 / MIN_SD**2
-MEMORY = MAX_PRECISION / 0.09  # examples at a 10% response rate
+MIN_SD = (0.08, 0.04)
+MAX_PRECISION = (1.0 / MIN_SD[0] ** 2, 1.0 / MIN_SD[1] ** 2)
 _CLIP = 1e-6
 
 
@@ -71,7 +71,7 @@ class Cell:
         """Within the sanity bounds (NaN or infinite values become the bounds' edges)."""
         mean = tuple(float(np.clip(np.nan_to_num(m), -MAX_SHIFT, MAX_SHIFT)) for m in self.mean)
         precision = tuple(
-            float(np.clip(np.nan_to_num(q, nan=1.0), 1.0 / NEW_SD[i] ** 2, MAX_PRECISION))
+            float(np.clip(np.nan_to_num(q, nan=1.0), 1.0 / NEW_SD[i] ** 2, MAX_PRECISION[i]))
             for i, q in enumerate(self.precision)
         )
         return Cell(mean, precision, max(self.examples, 0.0), max(self.positives, 0.0))  # type: ignore[arg-type]
@@ -103,7 +103,7 @@ def prior(evidence: Evidence | None, level: float = 0.0) -> Cell:
         return Cell((level, 0.0), (1.0 / NEW_SD[0] ** 2, 1.0 / NEW_SD[1] ** 2))
     rate = min(max(evidence.positives / evidence.rows, 0.01), 0.99)
     q = evidence.rows * rate * (1.0 - rate)
-    return Cell((0.0, 0.0), (q, q)).bounded()
+    return Cell((0.0, 0.0), (q, 4.0 * q)).bounded()
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Ramp:
     """How a new offer is brought in (the catalog's ``[adaptive]`` table)."""
 
     start_share: float = 0.1  # of its eligible decisions, with no positive yet
-    mature_positives: float = 50.0  # positives (the model's and the layer's) to serve freely
+    mature_positives: float = 20.0  # positives (the model's and the layer's) to serve freely
     similar: bool = True  # a new offer starts at its category's level
 
     def share(self, positives: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ DEFAULT_EPSILON = 0.1
 DEFAULT_TEMPERATURE = 0.1
 # Thompson sampling: samples a decision, and the share of each slot spread evenly.
 DEFAULT_DRAWS = 32
-DEFAULT_FLOOR = 0.02
+DEFAULT_FLOOR = 0.005
 
 
 @dataclass(frozen=True, slots=True)

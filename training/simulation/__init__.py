@@ -67,7 +67,7 @@ id = "{NEW_OFFER_ID}"
 name = "Gigabit fibre"
 category = "broadband"
 tags = ["fibre", "data"]
-value = 450
+value = 350
 channels = ["web", "mobile_app", "call_center", "email"]
 [offer.message]
 headline = "Gigabit fibre, $first_name"

@@ -17,7 +17,7 @@ from engine.clients.cli.command import Command
 from engine.core import adaptive
 from engine.service.learner import ask_rollback, read_published
 from engine.service.registry import shared_models
-from engine.settings import CommonSettings, LoaderSettings, load_definitions
+from engine.settings import CommonSettings, LoaderSettings, ServerSettings, load_definitions
 from feature_store import keys
 from feature_store.embedded import running_url
 from feature_store.loader import load_file
@@ -260,8 +260,22 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learn(args: argparse.Namespace) -> int:
+    from engine.service.learner_process import learn  # numpy's learner: this command only
+
+    settings = ServerSettings()
+    learn(settings, redis_url(settings))
+    return 0
+
+
 COMMANDS = [
     Command("load", "bulk-load profiles from a JSON Lines file", _load_arguments, _load),
+    Command(
+        "learn",
+        "run the online learner in the foreground (`arbiter serve` starts one of its own)",
+        lambda p: None,
+        _learn,
+    ),
     models_command(),
     Command(
         "keys", "make an API key: prints its secret and the TOML entry", _keys_arguments, _keys
