@@ -8,6 +8,7 @@ decisions of real logs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -169,9 +170,23 @@ def fit(
             "num_trees": settings.num_trees,
             "engine": settings.training_engine,
             "offers": offer_evidence(matrix[:, len(schema.names)], labels, vocabulary),
+            "feature_stats": feature_stats(matrix[~test, : len(schema.names)], schema.names),
         },
         check_rows=np.ascontiguousarray(check[:CHECK_ROWS], dtype=np.float64),
     )
+
+
+def feature_stats(customer: np.ndarray, names: tuple[str, ...]) -> dict[str, list[float]]:
+    """{feature: [mean, sd]} of the customer features it was trained on: how the online
+    layer standardises its context features (engine/core/adaptive.py)."""
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(customer, axis=0) if customer.size else np.zeros(len(names))
+        sd = np.nanstd(customer, axis=0) if customer.size else np.ones(len(names))
+    return {
+        n: [round(float(m), 6), round(float(s), 6)]
+        for n, m, s in zip(names, mean.tolist(), sd.tolist(), strict=True)
+        if math.isfinite(m) and math.isfinite(s) and s > 0
+    }
 
 
 def offer_evidence(

@@ -6,6 +6,7 @@ sees them through ``engine.core.scoring.Scorer``."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 import lightgbm as lgb
 import numpy as np
@@ -33,6 +34,9 @@ class LightGBMScorer:
         self.artifact = artifact
         self.evidence: adaptive.ModelEvidence = adaptive.evidence_from(
             artifact.training.get("offers")
+        )
+        self.feature_stats: Mapping[str, Sequence[float]] = dict(
+            artifact.training.get("feature_stats", {})
         )
         if "offers" not in artifact.training and artifact.vocabulary is not None:
             # trained before models kept their evidence: taken as knowing every offer

@@ -1,16 +1,18 @@
 """The online layer: per offer, a Bayesian correction of the batch model's log-odds,
 learnt from every outcome between retrains (the learner: engine/service/learner.py).
 
-For a candidate the batch model scores ``p``, with log-odds ``z``, the layer says
+For a candidate the batch model scores ``p``, with log-odds ``z``, for a customer whose
+context features (a few of the schema's, standardised: ``Context``) are ``x``, the layer says
 
-    log-odds = z + w0 + w1 * (z - CENTRE)
+    log-odds = z + w0 + w1 * (z - CENTRE) + v . x
 
-where ``w = (w0, w1)`` is the offer's posterior under the serving model: a Gaussian with a
+where ``(w0, w1, v)`` is the offer's posterior under the serving model: a Gaussian with a
 diagonal precision (Chapelle and Li 2011's Laplace approximation of an online logistic
 regression). ``w0`` moves the offer's level, ``w1`` its calibration (how far the model's
-spread is to be trusted). Serving uses the posterior mean for the propensity it shows and
-ranks by; Thompson sampling (arbitration.py) draws ``w`` from it, so exploration goes where
-the layer is unsure.
+spread is to be trusted), ``v`` whom it suits, where the model does not know (a new offer:
+the model scores it as any offer of its category). Serving uses the posterior mean for the
+propensity it shows and ranks by; Thompson sampling (arbitration.py) draws from it, so
+exploration goes where the layer is unsure.
 
 A model's prior for an offer follows from its evidence: the training rows and positives it
 had of that offer (``ModelEvidence``, in the artifact). An offer the model learnt from
@@ -35,26 +37,32 @@ import numpy as np
 
 # The log-odds the slope pivots on: an offer's level moves with w0 at a 10% propensity.
 CENTRE = math.log(0.1 / 0.9)
-DIMENSIONS = 2
-# The prior of an offer the model never saw, (level, slope) standard deviations in log-odds.
-NEW_SD = (1.0, 0.25)
+# The prior of an offer the model never saw: standard deviations in log-odds of the level,
+# the slope and each context weight (per standard deviation of its feature).
+NEW_SD = (1.0, 0.25, 0.3)
 # Sanity bounds: a correction's mean stays within +-MAX_SHIFT log-odds, and no posterior is
 # narrower than MIN_SD (level, slope; its precision at most MAX_PRECISION): the layer keeps
 # adapting, an offer's last ~1,700 examples (at a 10% response rate) weigh as much as all
 # before them. The slope is held closer: it multiplies log-odds 1-2 away from the centre.
 MAX_SHIFT = 3.0
-MIN_SD = (0.08, 0.04)
-MAX_PRECISION = (1.0 / MIN_SD[0] ** 2, 1.0 / MIN_SD[1] ** 2)
+MIN_SD = (0.08, 0.04, 0.04)
+MAX_PRECISION = tuple(1.0 / sd**2 for sd in MIN_SD)
+CLIP_X = 5.0  # a standardised context feature beyond +-5 counts as 5
 _CLIP = 1e-6
+
+
+def _kind(i: int) -> int:
+    """0 level, 1 slope, 2 a context weight: the bounds of dimension ``i``."""
+    return min(i, 2)
 
 
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One offer's posterior under one model: mean and diagonal precision of (w0, w1),
-    with the examples and positives the layer counted (decayed as the precision is bounded)."""
+    """One offer's posterior under one model: mean and diagonal precision of (w0, w1, v...),
+    with the examples and positives the layer counted."""
 
-    mean: tuple[float, float]
-    precision: tuple[float, float]
+    mean: tuple[float, ...]
+    precision: tuple[float, ...]
     examples: float = 0.0
     positives: float = 0.0
 
@@ -63,18 +71,27 @@ class Cell:
 
     @classmethod
     def from_json(cls, raw: Sequence[float]) -> Cell:
-        m0, m1, q0, q1, n, k = (float(v) for v in raw)
-        cell = cls((m0, m1), (q0, q1), n, k)
+        values = [float(v) for v in raw]
+        d = (len(values) - 2) // 2
+        if d < 2 or len(values) != 2 * d + 2:
+            raise ValueError(f"a posterior of {len(values)} numbers")
+        cell = cls(tuple(values[:d]), tuple(values[d : 2 * d]), values[-2], values[-1])
         return cell.bounded()
 
     def bounded(self) -> Cell:
         """Within the sanity bounds (NaN or infinite values become the bounds' edges)."""
         mean = tuple(float(np.clip(np.nan_to_num(m), -MAX_SHIFT, MAX_SHIFT)) for m in self.mean)
         precision = tuple(
-            float(np.clip(np.nan_to_num(q, nan=1.0), 1.0 / NEW_SD[i] ** 2, MAX_PRECISION[i]))
+            float(
+                np.clip(
+                    np.nan_to_num(q, nan=1.0),
+                    1.0 / NEW_SD[_kind(i)] ** 2,
+                    MAX_PRECISION[_kind(i)],
+                )
+            )
             for i, q in enumerate(self.precision)
         )
-        return Cell(mean, precision, max(self.examples, 0.0), max(self.positives, 0.0))  # type: ignore[arg-type]
+        return Cell(mean, precision, max(self.examples, 0.0), max(self.positives, 0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +112,104 @@ def evidence_from(raw: Mapping[str, Any] | None) -> dict[str, Evidence]:
     return {str(o): Evidence(int(v[0]), int(v[1])) for o, v in (raw or {}).items()}
 
 
-def prior(evidence: Evidence | None, level: float = 0.0) -> Cell:
-    """The layer's starting point for an offer under a model with ``evidence`` of it: centred
-    on no correction (``level`` for an offer the model never saw), as narrow as the model's
-    rows of it justify (the information a logistic fit had of that offer's level)."""
+def prior(evidence: Evidence | None, level: float = 0.0, context: int = 0) -> Cell:
+    """The layer's starting point for an offer under a model with ``evidence`` of it, with
+    ``context`` features: centred on no correction (``level`` for an offer the model never
+    saw), as narrow as the model's rows of it justify (the information a logistic fit had of
+    that offer's level; the slope and whom it suits, held closer)."""
+    d = 2 + context
     if evidence is None or evidence.rows <= 0:
-        return Cell((level, 0.0), (1.0 / NEW_SD[0] ** 2, 1.0 / NEW_SD[1] ** 2))
+        widths = [1.0 / NEW_SD[_kind(i)] ** 2 for i in range(d)]
+        return Cell((level,) + (0.0,) * (d - 1), tuple(widths))
     rate = min(max(evidence.positives / evidence.rows, 0.01), 0.99)
     q = evidence.rows * rate * (1.0 - rate)
-    return Cell((0.0, 0.0), (q, 4.0 * q)).bounded()
+    return Cell((0.0,) * d, (q,) + (4.0 * q,) * (d - 1)).bounded()
+
+
+def starting(
+    offer: str,
+    category_of: Mapping[str, str],
+    cells: Mapping[str, Cell],
+    evidence: ModelEvidence,
+    context: int,
+    *,
+    similar: bool = True,
+) -> Cell:
+    """An offer's posterior before the layer learnt anything of it under a model: its
+    ``prior``; an offer the model never saw starts, when ``similar``, at the average level
+    the layer learnt for the offers of its category the model knows."""
+    known = evidence.get(offer)
+    level = 0.0
+    if known is None and similar:
+        category = category_of.get(offer)
+        levels = [
+            c.mean[0]
+            for o, c in cells.items()
+            if o != offer and o in evidence and category_of.get(o) == category
+        ]
+        level = float(np.mean(levels)) if levels else 0.0
+    return prior(known, level, context)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The context features the layer learns whom an offer suits from: schema features by
+    index, standardised by the model's training statistics (``mean``, ``scale``), for logged
+    features of schema ``names_id``."""
+
+    names: tuple[str, ...]
+    index: tuple[int, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    names_id: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        wanted: Sequence[str],
+        schema_names: Sequence[str],
+        stats: Mapping[str, Sequence[float]],
+        names_id: str = "",
+    ) -> Context:
+        """The features of ``wanted`` that the model has statistics of."""
+        kept = [n for n in wanted if n in stats and n in schema_names]
+        return cls(
+            tuple(kept),
+            tuple(list(schema_names).index(n) for n in kept),
+            np.array([float(stats[n][0]) for n in kept]),
+            np.array([max(float(stats[n][1]), 1e-6) for n in kept]),
+            names_id,
+        )
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def vector(self, features: np.ndarray) -> np.ndarray:
+        """``features`` (schema order; rows of them too) as the layer's context."""
+        x = (features[..., list(self.index)] - self.mean) / self.scale
+        return np.asarray(np.clip(np.nan_to_num(x), -CLIP_X, CLIP_X))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "index": list(self.index),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "names_id": self.names_id,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Context:
+        return cls(
+            tuple(raw["names"]),
+            tuple(int(i) for i in raw["index"]),
+            np.array(raw["mean"], dtype=np.float64),
+            np.array(raw["scale"], dtype=np.float64),
+            str(raw.get("names_id", "")),
+        )
+
+
+NO_CONTEXT = Context((), (), np.zeros(0), np.ones(0))
 
 
 @dataclass(frozen=True)
@@ -172,23 +278,24 @@ class View:
         evidence: ModelEvidence,
         layer: Layer = EMPTY,
         ramp: Ramp | None = None,
+        context: Context = NO_CONTEXT,
     ) -> None:
         self.ramp = ramp or Ramp()
+        self.context = context
         self.layer_version = layer.version
         self.model_version = model_version
-        cells = layer.models.get(model_version, {})
+        d = 2 + len(context)
+        cells = {o: c for o, c in layer.models.get(model_version, {}).items() if len(c.mean) == d}
         self.rows = {o: i for i, o in enumerate(offer_ids)}
-        levels: dict[str, list[float]] = {}
-        for o, c in zip(offer_ids, categories, strict=True):
-            if o in cells and o in evidence:
-                levels.setdefault(c, []).append(cells[o].mean[0])
+        category_of = dict(zip(offer_ids, categories, strict=True))
         n = len(offer_ids)
-        mean, precision = np.zeros((n, DIMENSIONS)), np.ones((n, DIMENSIONS))
+        mean, precision = np.zeros((n, d)), np.ones((n, d))
         positives = np.zeros(n)
-        for i, (o, category) in enumerate(zip(offer_ids, categories, strict=True)):
+        for i, o in enumerate(offer_ids):
             known = evidence.get(o)
-            similar = levels.get(category) if self.ramp.similar and known is None else None
-            cell = cells.get(o) or prior(known, float(np.mean(similar)) if similar else 0.0)
+            cell = cells.get(o) or starting(
+                o, category_of, cells, evidence, len(context), similar=self.ramp.similar
+            )
             mean[i], precision[i] = cell.mean, cell.precision
             positives[i] = cell.positives + (known.positives if known else 0)
         self.mean = mean
@@ -197,8 +304,11 @@ class View:
         self.positives = positives
         self.learnt = bool(cells)
 
-    def adjust(self, offer_ids: Sequence[str], propensity: np.ndarray) -> Adjusted:
-        """The candidates' propensities through the layer's posterior mean."""
+    def adjust(
+        self, offer_ids: Sequence[str], propensity: np.ndarray, features: np.ndarray
+    ) -> Adjusted:
+        """The candidates' propensities through the layer's posterior mean, for a customer
+        with ``features`` (schema order)."""
         rows = [self.rows.get(o, -1) for o in offer_ids]
         z = _logit(propensity)
         known = np.array(rows) >= 0
@@ -207,7 +317,12 @@ class View:
         mean, variance = self.mean[rows], self.variance[rows]
         slope = z - CENTRE
         shift = mean[:, 0] + mean[:, 1] * slope
-        sd = np.sqrt(variance[:, 0] + variance[:, 1] * slope * slope)
+        spread = variance[:, 0] + variance[:, 1] * slope * slope
+        if len(self.context):
+            x = self.context.vector(features)
+            shift = shift + mean[:, 2:] @ x
+            spread = spread + variance[:, 2:] @ (x * x)
+        sd = np.sqrt(spread)
         share = self.share[rows]
         if not known.all():
             shift, sd, share = shift * known, sd * known, np.where(known, share, 1.0)
@@ -215,16 +330,26 @@ class View:
         return Adjusted(_sigmoid(corrected), corrected, sd, share)
 
 
-def learn(cell: Cell, z: np.ndarray, reward: np.ndarray, weight: np.ndarray) -> Cell:
+def learn(
+    cell: Cell,
+    z: np.ndarray,
+    reward: np.ndarray,
+    weight: np.ndarray,
+    context: np.ndarray | None = None,
+) -> Cell:
     """``cell`` updated by a batch of examples of its offer: the batch model's log-odds
-    ``z``, rewards 0/1 and weights (a customer past its daily share weighs 0). Newton's
-    method finds the mode of prior x likelihood; the precision grows by the likelihood's
-    curvature there (Chapelle and Li 2011, algorithm 3), within the sanity bounds."""
+    ``z``, rewards 0/1, weights (a customer past its daily share weighs 0) and the
+    customers' context (rows of ``Context.vector``). Newton's method finds the mode of
+    prior x likelihood; the precision grows by the likelihood's curvature there (Chapelle
+    and Li 2011, algorithm 3), within the sanity bounds."""
     keep = weight > 0
     if not keep.any():
         return cell
     z, reward, weight = z[keep], reward[keep].astype(np.float64), weight[keep]
-    x = np.stack([np.ones_like(z), z - CENTRE], axis=1)
+    columns = [np.ones_like(z), z - CENTRE]
+    if context is not None and context.shape[1]:
+        columns += list(context[keep].T)
+    x = np.stack(columns, axis=1)
     m0, q0 = np.array(cell.mean), np.array(cell.precision)
     w = m0.copy()
     for _ in range(8):
@@ -238,8 +363,8 @@ def learn(cell: Cell, z: np.ndarray, reward: np.ndarray, weight: np.ndarray) -> 
     p = _sigmoid(z + x @ w)
     q = q0 + (x * x).T @ (weight * p * (1.0 - p))
     return Cell(
-        (float(w[0]), float(w[1])),
-        (float(q[0]), float(q[1])),
+        tuple(w.tolist()),
+        tuple(q.tolist()),
         cell.examples + float(weight.sum()),
         cell.positives + float(weight @ reward),
     ).bounded()

@@ -87,6 +87,8 @@ class Catalog:
     contact_policy: ContactPolicy = field(default_factory=ContactPolicy)
     exploration: Exploration = field(default_factory=Exploration)
     ramp: Ramp = field(default_factory=Ramp)
+    # schema features the online layer learns whom each offer suits from ([adaptive])
+    adaptive_features: tuple[str, ...] = ()
     by_id: Mapping[str, Offer] = field(init=False)
     by_channel: Mapping[str, tuple[Offer, ...]] = field(init=False)
 
@@ -233,10 +235,20 @@ def _exploration(raw: Mapping[str, Any]) -> Exploration:
     return exploration
 
 
+def _adaptive_features(raw: Mapping[str, Any], feature_names: frozenset[str]) -> tuple[str, ...]:
+    """``[adaptive] features``: the schema features the online layer learns whom each offer
+    suits from."""
+    names = tuple(str(n) for n in raw.get("features", ()))
+    unknown = sorted(set(names) - feature_names)
+    if unknown:
+        raise ConfigurationError(f"adaptive.features: not in the feature schema: {unknown}")
+    return names
+
+
 def _ramp(raw: Mapping[str, Any]) -> Ramp:
     """``[adaptive]``: how a new offer is ramped in (engine/core/adaptive.py)."""
     where = "adaptive"
-    unknown = set(raw) - {"new_offer_share", "mature_positives", "new_offer_prior"}
+    unknown = set(raw) - {"new_offer_share", "mature_positives", "new_offer_prior", "features"}
     if unknown:
         raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
     prior = str(raw.get("new_offer_prior", "category"))
@@ -319,6 +331,7 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
         contact_policy=contact_policy,
         exploration=_exploration(doc.get("exploration", {})),
         ramp=_ramp(doc.get("adaptive", {})),
+        adaptive_features=_adaptive_features(doc.get("adaptive", {}), feature_names),
     )
 
 

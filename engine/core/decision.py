@@ -19,7 +19,7 @@ from engine.core import adaptive, arbitration, consent, contact_policy, eligibil
 from engine.core.catalog import Catalog, Offer
 from engine.core.explanation import Explainer, Reason
 from engine.core.lifecycle import StageRules
-from engine.core.model_input import ServedInputs, Vocabulary, build_matrix
+from engine.core.model_input import ServedInputs, Vocabulary, build_matrix, feature_names_id
 from engine.core.scoring import Scorer, ValueOnlyScorer
 from engine.core.timing import NO_TIMER, StageTimer
 from feature_store.schema import FeatureSchema
@@ -145,6 +145,17 @@ class DecisionCore:
             self.scorer.evidence,
             layer,
             self.catalog.ramp,
+            self.layer_context(),
+        )
+
+    def layer_context(self) -> adaptive.Context:
+        """The catalog's context features for the online layer, as this model scales them."""
+        names = self.schema.names
+        return adaptive.Context.of(
+            self.catalog.adaptive_features,
+            names,
+            self.scorer.feature_stats,
+            feature_names_id(names),
         )
 
     def decide(
@@ -200,7 +211,7 @@ class DecisionCore:
             exploration = arbitration.GREEDY
         if offers and scorer is self.scorer:  # the layer corrects the model, not value-only
             view = self.adaptive
-            adjusted = view.adjust([o.offer_id for o in offers], propensity)
+            adjusted = view.adjust([o.offer_id for o in offers], propensity, served.features)
             propensity, layer_version = adjusted.propensity, view.layer_version
             if exploration.policy == "thompson":
                 draws = adaptive.scenarios(adjusted, weight, exploration.draws, self._rng)

@@ -8,6 +8,7 @@ the model failed).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Protocol
 
@@ -23,6 +24,7 @@ class Scorer(Protocol):
     version: str
     vocabulary: Vocabulary | None
     evidence: ModelEvidence  # training rows and positives per offer (the layer's prior)
+    feature_stats: Mapping[str, Sequence[float]]  # customer feature -> (mean, sd) in training
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Propensities in 0..1, one per row."""
@@ -37,6 +39,7 @@ class ValueOnlyScorer:
     version = "value-only"
     vocabulary: Vocabulary | None = None
     evidence: ModelEvidence = MappingProxyType({})
+    feature_stats: Mapping[str, Sequence[float]] = MappingProxyType({})
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         return np.full(matrix.shape[0], BASELINE_PROPENSITY)

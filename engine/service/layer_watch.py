@@ -31,7 +31,13 @@ LEARNER_DOWN_SECONDS = 30.0
 
 
 def evidence_json(core: DecisionCore) -> bytes:
-    return orjson.dumps({o: [e.rows, e.positives] for o, e in core.scorer.evidence.items()})
+    """What the learner needs of a model: its evidence per offer, its context features."""
+    return orjson.dumps(
+        {
+            "offers": {o: [e.rows, e.positives] for o, e in core.scorer.evidence.items()},
+            "context": core.layer_context().to_json(),
+        }
+    )
 
 
 class LayerWatch:

@@ -29,7 +29,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,27 @@ class Waiting:
     customer: str
     logit: float  # the batch model's log-odds for the offer, as served
     due: float  # when no answer means "no response"
+    features: tuple[float, ...] = ()  # the customer's, as served (schema order)
+    names_id: str = ""  # the fingerprint of the schema they are in
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the replicas serving a model published of it: evidence and context."""
+
+    evidence: adaptive.ModelEvidence
+    context: adaptive.Context
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ModelInfo:
+        context = raw.get("context")
+        return cls(
+            adaptive.evidence_from(raw.get("offers")),
+            adaptive.Context.from_json(context) if context else adaptive.NO_CONTEXT,
+        )
+
+
+UNKNOWN_MODEL = ModelInfo({}, adaptive.NO_CONTEXT)
 
 
 @dataclass
@@ -169,8 +190,12 @@ class Learner:
         customer_examples: float = 50.0,
         customer_positives: float = 3.0,
         lock_seconds: float = 10.0,
+        categories: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
+        """``categories``: each catalog offer's category, now (a new offer starts at its
+        category's level; None: every offer at no correction)."""
         self.client = client
+        self._categories = categories or dict
         self.windows = windows
         self.customer_examples = customer_examples
         self.customer_positives = customer_positives
@@ -179,7 +204,7 @@ class Learner:
         self._waiting: dict[Key, Waiting] = {}
         self._early: dict[Key, tuple[int, float]] = {}  # answer read before its decision
         self._state: Published | None = None  # what this learner published last
-        self._evidence: dict[str, adaptive.ModelEvidence] = {}
+        self._evidence: dict[str, ModelInfo] = {}
         self._spent: dict[str, float] = {}
         self._deferred: list[tuple[Waiting, int, float]] = []  # waiting for evidence
         self.applied = 0  # examples this learner applied
@@ -246,6 +271,9 @@ class Learner:
             state.seen[model] = max(state.seen.get(model, 0.0), float(decision["ts"]))
         base = {c[0]: float(c[1]) for c in decision.get("candidates", ())}
         due = float(decision["ts"]) + self.windows.wait(decision.get("channel", ""))
+        logged = decision.get("features")
+        features = tuple(logged) if isinstance(logged, list) else ()
+        names_id = str(decision.get("feature_names", ""))
         held = []
         for action in decision["actions"]:
             offer = action["offer_id"]
@@ -254,7 +282,13 @@ class Learner:
                 continue
             key = (decision["decision_id"], offer)
             self._waiting[key] = Waiting(
-                model, offer, decision["customer_id"], math.log(p / (1 - p)), due
+                model,
+                offer,
+                decision["customer_id"],
+                math.log(p / (1 - p)),
+                due,
+                features,
+                names_id,
             )
             held.append(key)
         return held
@@ -349,7 +383,7 @@ class Learner:
         held += [(w, r, now) for w, r in examples]
         ready, self._deferred = [], []
         for waiting, reward, since in held:
-            if self._model_evidence(waiting.model) is not None or now - since > EVIDENCE_SECONDS:
+            if self._model_info(waiting.model) is not None or now - since > EVIDENCE_SECONDS:
                 ready.append((waiting, reward))
             else:
                 self._deferred.append((waiting, reward, since))
@@ -369,19 +403,7 @@ class Learner:
         for model in state.seen:
             if model not in models:
                 models[model] = self._carried(model, models)
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, (waiting, _) in enumerate(examples):
-            groups.setdefault((waiting.model, waiting.offer), []).append(i)
-        for (model, offer), rows in groups.items():
-            cells = models.setdefault(model, {})
-            evidence = self._model_evidence(model) or {}
-            cell = cells.get(offer) or adaptive.prior(evidence.get(offer))
-            cells[offer] = adaptive.learn(
-                cell,
-                np.array([examples[i][0].logit for i in rows]),
-                np.array([examples[i][1] for i in rows]),
-                weights[rows],
-            )
+        self._learn(models, examples, weights)
         for model, last in list(state.seen.items()):
             if now - last > MODEL_IDLE_SECONDS:
                 del state.seen[model]
@@ -412,6 +434,32 @@ class Learner:
             pipe.execute()
         self.applied += learnt
 
+    def _learn(
+        self,
+        models: dict[str, dict[str, adaptive.Cell]],
+        examples: list[tuple[Waiting, int]],
+        weights: np.ndarray,
+    ) -> None:
+        """Each offer's posterior under each model, updated by its examples."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, (waiting, _) in enumerate(examples):
+            groups.setdefault((waiting.model, waiting.offer), []).append(i)
+        categories = self._categories()
+        for (model, offer), rows in groups.items():
+            cells = models.setdefault(model, {})
+            info = self._model_info(model) or UNKNOWN_MODEL
+            k = len(info.context)
+            cell = cells.get(offer)
+            if cell is None or len(cell.mean) != 2 + k:
+                cell = adaptive.starting(offer, categories, cells, info.evidence, k)
+            cells[offer] = adaptive.learn(
+                cell,
+                np.array([examples[i][0].logit for i in rows]),
+                np.array([examples[i][1] for i in rows]),
+                weights[rows],
+                self._contexts([examples[i][0] for i in rows], info.context),
+            )
+
     def _carried(
         self, model: str, models: Mapping[str, Mapping[str, adaptive.Cell]]
     ) -> dict[str, adaptive.Cell]:
@@ -436,14 +484,26 @@ class Learner:
             log.info("learner: model %s takes over %d offers' corrections", model, len(out))
         return out
 
-    def _model_evidence(self, model: str) -> adaptive.ModelEvidence | None:
-        """What ``model`` learnt of each offer, as its serving replicas published it."""
+    @staticmethod
+    def _contexts(examples: list[Waiting], context: adaptive.Context) -> np.ndarray:
+        """The examples' context rows; a customer logged under another schema (or before
+        the features were logged as a list) is taken as average (zeros)."""
+        rows = np.zeros((len(examples), len(context)))
+        if len(context):
+            for i, w in enumerate(examples):
+                if w.features and w.names_id == context.names_id:
+                    rows[i] = context.vector(np.array(w.features, dtype=np.float64))
+        return rows
+
+    def _model_info(self, model: str) -> ModelInfo | None:
+        """What ``model`` learnt of each offer and its context features, as its serving
+        replicas published them; None while none has."""
         if model not in self._evidence:
             with translated("reading a model's evidence", quiet=True):
                 raw = self.client.hget(keys.LAYER_EVIDENCE, model)
             if raw is None:
                 return None  # not published yet: asked again next time
-            self._evidence[model] = adaptive.evidence_from(orjson.loads(raw))
+            self._evidence[model] = ModelInfo.from_json(orjson.loads(raw))
         return self._evidence[model]
 
     def run(self, interval: float, *, stop: Any = None) -> None:

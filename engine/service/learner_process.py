@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from types import FrameType
 
 from common import logs
+from common.errors import ArbiterError
 from common.reward import RewardWindows
 from engine.service.learner import Learner
-from engine.settings import ServerSettings
+from engine.settings import ServerSettings, load_definitions
 from feature_store.redis_client import connect_sync
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,31 @@ def learner_for(settings: ServerSettings, redis_url: str) -> Learner:
         RewardWindows.of(settings.reward_window_minutes, settings.attribution_hours),
         customer_examples=settings.learner_customer_examples,
         customer_positives=settings.learner_customer_positives,
+        categories=CatalogCategories(settings),
     )
+
+
+class CatalogCategories:
+    """Each offer's category in the catalog, read again when the file changes (an offer
+    added while serving is learnt at once; a catalog that cannot be read keeps the last)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self._settings = settings
+        self._stamp: float | None = None
+        self._categories: dict[str, str] = {}
+
+    def __call__(self) -> Mapping[str, str]:
+        path = self._settings.catalog_path
+        try:
+            stamp = path.stat().st_mtime
+            if stamp != self._stamp:
+                definitions = load_definitions(self._settings)
+                self._categories = {o.offer_id: o.category for o in definitions.catalog.offers}
+                self._stamp = stamp
+        except (OSError, ArbiterError) as exc:
+            log.warning("learner: catalog not read (%s); offers' categories as they were", exc)
+            self._stamp = None
+        return self._categories
 
 
 def learn(settings: ServerSettings, redis_url: str) -> None:

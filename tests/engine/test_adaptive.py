@@ -47,10 +47,12 @@ def test_a_published_cell_is_held_within_the_sanity_bounds() -> None:
 
 
 def test_a_model_s_evidence_sets_how_sure_the_prior_is() -> None:
-    new, known = adaptive.prior(None), adaptive.prior(adaptive.Evidence(50_000, 5_000))
+    new = adaptive.prior(None, context=1)
+    known = adaptive.prior(adaptive.Evidence(50_000, 5_000), context=1)
     assert new.precision[0] < 2 and known.precision == pytest.approx(adaptive.MAX_PRECISION)
-    few = adaptive.prior(adaptive.Evidence(40, 4))  # 40 rows: 40 x 0.09 = 3.6
-    assert few.precision == pytest.approx((3.6, 16.0))  # the slope: as wide as a new offer
+    few = adaptive.prior(adaptive.Evidence(40, 4), context=1)  # 40 rows: 40 x 0.09 = 3.6
+    # the slope and the context weights held 4x closer, never wider than a new offer's
+    assert few.precision == pytest.approx((3.6, 16.0, 14.4))
 
 
 def test_a_new_offer_starts_at_its_category_s_level_and_is_ramped_in() -> None:
@@ -165,3 +167,22 @@ def test_every_candidate_keeps_the_floor() -> None:
     # a sample that ramps every candidate out goes to the best mean
     out = np.full((4, 2), -np.inf)
     assert slot_probabilities(np.array([1.0, 2.0]), exploration, out) == pytest.approx([0.04, 0.96])
+
+
+def test_the_layer_learns_whom_an_offer_suits() -> None:
+    """A new offer the model scores alike for everyone suits customers with a high first
+    context feature: the context weight learns it, and serving ranks them apart."""
+    rng = np.random.default_rng(8)
+    context = adaptive.Context(("a", "b"), (0, 1), np.zeros(2), np.ones(2))
+    x = rng.normal(size=(3000, 2))
+    z = np.full(3000, -2.0)
+    reward = (rng.random(3000) < 1 / (1 + np.exp(-(z + 1.2 * x[:, 0])))).astype(float)
+    cell = adaptive.prior(None, context=2)
+    for batch in np.array_split(np.arange(3000), 30):
+        cell = adaptive.learn(cell, z[batch], reward[batch], np.ones(batch.size), x[batch])
+    assert cell.mean[2] == pytest.approx(1.2, abs=0.25) and abs(cell.mean[3]) < 0.25
+    view = adaptive.View(
+        ["new"], ["c"], "m", {}, adaptive.Layer(1, NOW, {"m": {"new": cell}}), context=context
+    )
+    p = [view.adjust(["new"], np.array([0.12]), np.array([a, 0.0])).propensity[0] for a in (-1, 1)]
+    assert p[1] > 2 * p[0]

@@ -28,7 +28,7 @@ class Hooked:
     def __init__(self, scorer: Scorer, before: Callable[[np.ndarray], object]) -> None:
         self._scorer, self._before = scorer, before
         self.version, self.vocabulary = scorer.version, scorer.vocabulary
-        self.evidence = scorer.evidence
+        self.evidence, self.feature_stats = scorer.evidence, scorer.feature_stats
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         self._before(matrix)

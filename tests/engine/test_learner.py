@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def thompson_catalog(path: Path, *, new_offer: bool = True, repeatable: bool = F
     again and again (no caps, cool-down or suppression)."""
     replacements = {
         'policy = "greedy"': 'policy = "thompson"',
-        "[consent]": "[adaptive]\nmature_positives = 10\n\n[consent]",
+        "mature_positives = 20": "mature_positives = 10",
     }
     if repeatable:
         replacements |= {
@@ -60,7 +61,7 @@ def thompson_catalog(path: Path, *, new_offer: bool = True, repeatable: bool = F
     return path
 
 
-def learner(redis_url: str, window: float = WINDOW, **overrides: float) -> Learner:
+def learner(redis_url: str, window: float = WINDOW, **overrides: Any) -> Learner:
     return Learner(connect_sync(redis_url), RewardWindows.uniform(window), **overrides)
 
 

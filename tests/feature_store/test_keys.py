@@ -29,6 +29,13 @@ def test_customer_keys_share_one_hash_tag() -> None:
     assert keys.logged_ids(2) == "arb:log:decided:{2}"  # the shard's tag: one slot, one script
     assert keys.OFFER_HEALTH == "arb:models:offers"
     assert keys.TRAINER_LOCK == "arb:trainer:lock"
+    # the online layer: one slot, so that one MULTI writes every key of it
+    assert keys.LAYER == "arb:{adaptive}:layer"
+    assert keys.LAYER_HISTORY == "arb:{adaptive}:history"
+    assert keys.LAYER_EVIDENCE == "arb:{adaptive}:evidence"
+    assert keys.LAYER_CARRY == "arb:{adaptive}:carry"
+    assert keys.LEARNER_LOCK == "arb:{adaptive}:lock"
+    assert keys.learner_weights(20_000) == "arb:{adaptive}:weights:20000"
     for kind, name in [
         (keys.WINDOWS, "win"),
         (keys.SESSION, "session"),
