@@ -42,10 +42,10 @@ CENTRE = math.log(0.1 / 0.9)
 NEW_SD = (1.0, 0.25, 0.3)
 # Sanity bounds: a correction's mean stays within +-MAX_SHIFT log-odds, and no posterior is
 # narrower than MIN_SD (level, slope; its precision at most MAX_PRECISION): the layer keeps
-# adapting, an offer's last ~1,700 examples (at a 10% response rate) weigh as much as all
+# adapting, an offer's last ~1,100 examples (at a 10% response rate) weigh as much as all
 # before them. The slope is held closer: it multiplies log-odds 1-2 away from the centre.
 MAX_SHIFT = 3.0
-MIN_SD = (0.08, 0.04, 0.04)
+MIN_SD = (0.1, 0.04, 0.04)
 MAX_PRECISION = tuple(1.0 / sd**2 for sd in MIN_SD)
 CLIP_X = 5.0  # a standardised context feature beyond +-5 counts as 5
 _CLIP = 1e-6
@@ -216,7 +216,7 @@ NO_CONTEXT = Context((), (), np.zeros(0), np.ones(0))
 class Ramp:
     """How a new offer is brought in (the catalog's ``[adaptive]`` table)."""
 
-    start_share: float = 0.1  # of its eligible decisions, with no positive yet
+    start_share: float = 0.5  # of its eligible decisions, with no positive yet
     mature_positives: float = 20.0  # positives (the model's and the layer's) to serve freely
     similar: bool = True  # a new offer starts at its category's level
 
