@@ -39,13 +39,13 @@ import numpy as np
 CENTRE = math.log(0.1 / 0.9)
 # The prior of an offer the model never saw: standard deviations in log-odds of the level,
 # the slope and each context weight (per standard deviation of its feature).
-NEW_SD = (1.0, 0.25, 0.3)
+NEW_SD = (0.6, 0.25, 0.2)
 # Sanity bounds: a correction's mean stays within +-MAX_SHIFT log-odds, and no posterior is
 # narrower than MIN_SD (level, slope; its precision at most MAX_PRECISION): the layer keeps
-# adapting, an offer's last ~1,100 examples (at a 10% response rate) weigh as much as all
+# adapting, an offer's last ~500 examples (at a 10% response rate) weigh as much as all
 # before them. The slope is held closer: it multiplies log-odds 1-2 away from the centre.
 MAX_SHIFT = 3.0
-MIN_SD = (0.1, 0.04, 0.04)
+MIN_SD = (0.15, 0.04, 0.04)
 MAX_PRECISION = tuple(1.0 / sd**2 for sd in MIN_SD)
 CLIP_X = 5.0  # a standardised context feature beyond +-5 counts as 5
 _CLIP = 1e-6
