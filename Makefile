@@ -129,14 +129,20 @@ chaos: install
 
 # The learning loop head to head (docs/simulation.md): Arbiter against Vowpal Wabbit,
 # value-only and random, 3 seeds, 6 simulated days of 5,000 customers with 8 scheduled
-# retrains each (about 40 minutes). SIM_BEFORE=<commit>: that commit's learner runs the
-# same seeds beside it and joins the table as "before".
+# retrains each and the online learner every 100 decisions; a new, better offer joins on
+# day 4, fibre_broadband's appeal halves on day 5 (about 50 minutes). SIM_BEFORE=<commit>:
+# that commit's learner runs the same seeds beside it and joins the table as "before",
+# with SIM_BEFORE_ARGS added to its command (the default: this code without the online
+# layer, exploring by softmax, with the same changes mid-run).
 SIM_ARGS ?= --compare arbiter,vw,value,random --seeds 3 --days 6 --customers 5000 \
-	--world 50000 --retrains-per-day 8
+	--world 50000 --retrains-per-day 8 --new-offer-day 4 --halve fibre_broadband:5
 SIM_BEFORE ?=
+SIM_BEFORE_ARGS ?= --learn-every 0 --policy softmax --retrains-per-day 8 --new-offer-day 4 \
+	--halve fibre_broadband:5
 simulate: install
 	$(if $(SIM_BEFORE),$(MAKE) --no-print-directory before BEFORE=$(SIM_BEFORE))
-	$(BIN)/arbiter simulate $(SIM_ARGS) $(if $(SIM_BEFORE),--before var/before/$(SIM_BEFORE))
+	$(BIN)/arbiter simulate $(SIM_ARGS) $(if $(SIM_BEFORE),--before var/before/$(SIM_BEFORE) \
+		--before-args "$(SIM_BEFORE_ARGS)")
 
 # A checkout of BEFORE=<commit> in var/before/, its gRPC code generated (this
 # environment's packages): what `make chaos` and `make simulate` compare with.
