@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import redis
 
@@ -20,7 +21,7 @@ from arbiter.v1 import common_pb2, decision_pb2
 from common.reward import RewardWindows
 from engine.service.learner import Learner, ask_rollback, read_published
 from engine.service.learner_process import LearnerChild
-from feature_store import keys
+from feature_store import keys, log_codec
 from feature_store.redis_client import connect_sync
 from tests.conftest import ServerThread, catalog_variant, report, sample, scrape
 
@@ -44,10 +45,7 @@ def thompson_catalog(path: Path, *, new_offer: bool = True, repeatable: bool = F
     """The demo catalog exploring by Thompson sampling (new offers mature at 10 positives),
     with the new offer ``speed_boost``; ``repeatable``: offers may be made and accepted
     again and again (no caps, cool-down or suppression)."""
-    replacements = {
-        'policy = "greedy"': 'policy = "thompson"',
-        "mature_positives = 20": "mature_positives = 10",
-    }
+    replacements = {"mature_positives = 20": "mature_positives = 10"}
     if repeatable:
         replacements |= {
             "caps = [{ days = 7, max = 3 }]\ncooldown_days = 30\nsuppress_after_accept = true": (
@@ -268,3 +266,60 @@ def test_a_learner_process_that_dies_is_started_again(
         assert child.restarts == 1 and child.pid != pid
     finally:
         child.stop()
+
+
+def _logged(client: redis.Redis, model: str, n: int, offer: str, *, accepted: bool) -> None:
+    """``n`` decisions of ``model`` showing ``offer``, each answered, written to the logs as
+    the service writes them."""
+    now = time.time()
+    for i in range(n):
+        customer, decision = f"cust-{i + 1:06d}", f"{model}-{i}"
+        shard = keys.log_shard(customer)
+        entry = {
+            "decision_id": decision,
+            "ts": now,
+            "customer_id": customer,
+            "model_version": model,
+            "channel": "web",
+            "degraded": "",
+            "candidates": [[offer, 0.1], ["other", 0.2]],
+            "actions": [{"offer_id": offer, "probability": 1.0}],
+        }
+        client.xadd(keys.decision_log(shard), log_codec.encode_decision(entry))
+        outcome = {
+            "decision_id": decision,
+            "offer_id": offer,
+            "customer_id": customer,
+            "outcome": "accept" if accepted else "decline",
+            "occurred_at": now,
+        }
+        client.xadd(keys.outcome_log(shard), {keys.OUTCOME_FIELD: orjson.dumps(outcome)})
+
+
+def test_a_promoted_model_takes_over_the_corrections_it_did_not_learn(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """The layer learnt that the old model under-rates an offer; the new model learnt a
+    third of that (the retrain's hand-over says how far it moved): the new model's
+    posterior starts at the rest, as sure as the old one was."""
+    evidence = orjson.dumps({"offers": {"fibre": [5000, 500]}})
+    redis_client.hset(keys.LAYER_EVIDENCE, mapping={"old": evidence, "new": evidence})
+    the_learner = learner(redis_url)
+    _logged(redis_client, "old", 200, "fibre", accepted=True)
+    the_learner.tick()
+    published = read_published(connect_sync(redis_url))
+    assert published is not None
+    old = published.layer.models["old"]["fibre"]
+    assert old.mean[0] > 0.5
+    move = old.mean[0] / 3
+    carry = {"from": "old", "offers": {"fibre": move}}
+    redis_client.hset(keys.LAYER_CARRY, "new", orjson.dumps(carry))
+    _logged(redis_client, "new", 1, "fibre", accepted=False)
+    the_learner.tick()
+    published = read_published(connect_sync(redis_url))
+    assert published is not None
+    new = published.layer.models["new"]["fibre"]
+    # carried (old level less the move), then one decline learnt on top
+    assert new.mean[0] == pytest.approx(old.mean[0] - move, abs=0.05)
+    assert new.mean[0] < old.mean[0] - move
+    assert new.examples == 1
