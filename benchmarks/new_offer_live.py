@@ -1,9 +1,11 @@
 """A new offer learnt by a real `arbiter serve --demo` within minutes, through its public
-API: the server (its own embedded Redis, demo world and model, its learner process)
+API: the server (on ``REDIS_URL``, flushed, or an embedded Redis; the demo world and a
+first model, its learner process)
 serves the demo catalog; callers decide for random customers on the web and answer as
 this script says: the new offer, added to the catalog file while it serves, is accepted
 3 times in 4, every other offer once in 10 (else declined). Every half minute it prints
-the new offer's share of the decisions and the layer the server serves (its /metrics).
+the new offer's share of the decisions and the layer the server serves (its /metrics);
+at the end, `arbiter models`.
 
     .venv/bin/python -m benchmarks.new_offer_live [--minutes 4] [--add-after 0.5]
 """
@@ -11,7 +13,10 @@ the new offer's share of the decisions and the layer the server serves (its /met
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -21,9 +26,10 @@ import grpc
 import numpy as np
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
-from benchmarks.common import start_server
+from benchmarks.common import benchmark_redis, flush, start_server
 from engine.settings import DEFAULTS, ServerSettings
 from feature_store.embedded import _free_port
+from feature_store.redis_client import connect_sync
 
 NEW_OFFER = """
 [[offer]]
@@ -54,11 +60,14 @@ def main() -> None:
     parser.add_argument("--add-after", type=float, default=0.5, help="minutes")
     args = parser.parse_args()
     rng = np.random.default_rng(3)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, benchmark_redis() as redis_url:
         work = Path(folder)
         catalog = work / "catalog.toml"
         shutil.copy(DEFAULTS / "catalog.toml", catalog)
-        settings = ServerSettings(data_dir=work, catalog_path=catalog, reload_seconds=1.0)
+        flush(connect_sync(redis_url))
+        settings = ServerSettings(
+            data_dir=work, catalog_path=catalog, reload_seconds=1.0, redis_url=redis_url
+        )
         port, metrics_port = _free_port(), _free_port()
         print("starting `arbiter serve --demo` (the demo world and a first model: a minute)")
         server = start_server(settings, port, demo=True, metrics_port=str(metrics_port))
@@ -106,6 +115,14 @@ def main() -> None:
                         flush=True,
                     )
                     window, next_print = [0, 0], next_print + 30
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+                "ARBITER_DATA_DIR": str(work),
+                "ARBITER_CATALOG_PATH": str(catalog),
+                "REDIS_URL": redis_url,
+            }
+            print("\n$ arbiter models", flush=True)
+            subprocess.run([sys.executable, "-m", "training.cli", "models"], env=env, check=True)
         finally:
             server.terminate()
             server.wait(timeout=60)

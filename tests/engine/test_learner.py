@@ -285,7 +285,7 @@ def _logged(client: redis.Redis, model: str, n: int, offer: str, *, accepted: bo
             "candidates": [[offer, 0.1], ["other", 0.2]],
             "actions": [{"offer_id": offer, "probability": 1.0}],
         }
-        client.xadd(keys.decision_log(shard), log_codec.encode_decision(entry))
+        client.xadd(keys.decision_log(shard), dict(log_codec.encode_decision(entry)))  # type: ignore[arg-type]
         outcome = {
             "decision_id": decision,
             "offer_id": offer,
