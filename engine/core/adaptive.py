@@ -303,31 +303,33 @@ class View:
         self.share = self.ramp.share(positives)
         self.positives = positives
         self.learnt = bool(cells)
+        # One table for the hot path, a row an offer and a last one for an offer outside
+        # this catalog (no correction): [1, slope, x...] . row[:d] is the shift, . row[d:2d]
+        # (squared) the variance; row[2d] the ramp's share.
+        table = np.zeros((n + 1, 2 * d + 1))
+        table[:n, :d], table[:n, d : 2 * d], table[:n, 2 * d] = mean, self.variance, self.share
+        table[n, 2 * d] = 1.0
+        self._table, self._d, self._outside = table, d, n
 
     def adjust(
         self, offer_ids: Sequence[str], propensity: np.ndarray, features: np.ndarray
     ) -> Adjusted:
         """The candidates' propensities through the layer's posterior mean, for a customer
         with ``features`` (schema order)."""
-        rows = [self.rows.get(o, -1) for o in offer_ids]
+        outside, rows = self._outside, self.rows
+        t = self._table[[rows.get(o, outside) for o in offer_ids]]
+        d = self._d
         z = _logit(propensity)
-        known = np.array(rows) >= 0
-        if not known.all():  # an offer outside the view's catalog: no correction
-            rows = [r if r >= 0 else 0 for r in rows]
-        mean, variance = self.mean[rows], self.variance[rows]
-        slope = z - CENTRE
-        shift = mean[:, 0] + mean[:, 1] * slope
-        spread = variance[:, 0] + variance[:, 1] * slope * slope
-        if len(self.context):
-            x = self.context.vector(features)
-            shift = shift + mean[:, 2:] @ x
-            spread = spread + variance[:, 2:] @ (x * x)
-        sd = np.sqrt(spread)
-        share = self.share[rows]
-        if not known.all():
-            shift, sd, share = shift * known, sd * known, np.where(known, share, 1.0)
+        x = np.empty((z.shape[0], d))
+        x[:, 0] = 1.0
+        np.subtract(z, CENTRE, out=x[:, 1])
+        if d > 2:
+            x[:, 2:] = self.context.vector(features)
+        shift = np.einsum("ij,ij->i", t[:, :d], x)
+        x *= x
+        sd = np.sqrt(np.einsum("ij,ij->i", t[:, d : 2 * d], x))
         corrected = z + shift
-        return Adjusted(_sigmoid(corrected), corrected, sd, share)
+        return Adjusted(_sigmoid(corrected), corrected, sd, t[:, 2 * d])
 
 
 def learn(
@@ -372,7 +374,7 @@ def learn(
 
 def _logit(p: np.ndarray) -> np.ndarray:
     q = np.clip(p, _CLIP, 1.0 - _CLIP)
-    return np.asarray(np.log(q / (1.0 - q)))
+    return np.asarray(np.log(q) - np.log1p(-q))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -386,9 +388,14 @@ def scenarios(
     propensity drawn from its posterior times ``weight`` (value x lever); a candidate its
     ramp keeps out of a draw gets -inf there."""
     n = adjusted.logit.shape[0]
-    noise = rng.standard_normal((draws, n))
-    drawn = _sigmoid(adjusted.logit + noise * adjusted.sd) * weight
+    x = rng.standard_normal((draws, n))
+    # weight x sigmoid(logit + noise x sd), in place: ~6 us against ~12 with temporaries
+    x *= adjusted.sd
+    x += adjusted.logit
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    np.divide(weight, x, out=x)
     if (adjusted.share < 1.0).any():
-        out = rng.random((draws, n)) >= adjusted.share
-        drawn[out] = -np.inf
-    return np.asarray(drawn)
+        x[rng.random((draws, n)) >= adjusted.share] = -np.inf
+    return x

@@ -49,10 +49,11 @@ def test_a_published_cell_is_held_within_the_sanity_bounds() -> None:
 def test_a_model_s_evidence_sets_how_sure_the_prior_is() -> None:
     new = adaptive.prior(None, context=1)
     known = adaptive.prior(adaptive.Evidence(50_000, 5_000), context=1)
-    assert new.precision[0] < 2 and known.precision == pytest.approx(adaptive.MAX_PRECISION)
+    assert new.precision[0] == pytest.approx(1 / adaptive.NEW_SD[0] ** 2)
+    assert known.precision == pytest.approx(adaptive.MAX_PRECISION)
     few = adaptive.prior(adaptive.Evidence(40, 4), context=1)  # 40 rows: 40 x 0.09 = 3.6
     # the slope and the context weights held 4x closer, never wider than a new offer's
-    assert few.precision == pytest.approx((3.6, 16.0, 14.4))
+    assert few.precision == pytest.approx((3.6, 16.0, 25.0))
 
 
 def test_a_new_offer_starts_at_its_category_s_level_and_is_ramped_in() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from common.errors import ConfigurationError
-from engine.core.arbitration import arbitrate, priorities
+from engine.core.arbitration import GREEDY, arbitrate, priorities
 from engine.core.catalog import parse_catalog
 from engine.core.contact_policy import QuietHours, parse_clock
 from engine.core.decision import DecisionCore, DecisionRequest, rule_env
@@ -201,9 +202,8 @@ def test_rendering_per_channel_is_safe_and_fits_sms() -> None:
 
 
 def test_core_decides_with_the_value_only_baseline(definitions: Definitions) -> None:
-    core = DecisionCore(
-        definitions.schema, definitions.catalog, definitions.stage_rules, ValueOnlyScorer()
-    )
+    greedy = replace(definitions.catalog, exploration=GREEDY)  # the demo explores
+    core = DecisionCore(definitions.schema, greedy, definitions.stage_rules, ValueOnlyScorer())
     schema = definitions.schema
     batch = schema.decode_batch(
         schema.encode_batch({"is_customer": 1, "tenure_months": 40, "has_fibre": 0})
