@@ -28,6 +28,7 @@ catalog and one model, built once per change (no Redis call per decision).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,9 +186,20 @@ class Context:
         return len(self.index)
 
     def vector(self, features: np.ndarray) -> np.ndarray:
-        """``features`` (schema order; rows of them too) as the layer's context."""
-        x = (features[..., list(self.index)] - self.mean) / self.scale
-        return np.asarray(np.clip(np.nan_to_num(x), -CLIP_X, CLIP_X))
+        """``features`` (schema order; rows of them too) as the layer's context: a missing
+        value (NaN) counts as the average."""
+        x = features[..., self._columns].astype(np.float64)  # a copy: worked in place
+        x -= self.mean
+        x /= self.scale
+        np.clip(x, -CLIP_X, CLIP_X, out=x)
+        missing = np.isnan(x)
+        if missing.any():
+            x[missing] = 0.0
+        return x
+
+    @functools.cached_property
+    def _columns(self) -> np.ndarray:
+        return np.array(self.index, dtype=np.intp)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -325,9 +337,9 @@ class View:
         np.subtract(z, CENTRE, out=x[:, 1])
         if d > 2:
             x[:, 2:] = self.context.vector(features)
-        shift = np.einsum("ij,ij->i", t[:, :d], x)
+        shift = (t[:, :d] * x).sum(axis=1)
         x *= x
-        sd = np.sqrt(np.einsum("ij,ij->i", t[:, d : 2 * d], x))
+        sd = np.sqrt((t[:, d : 2 * d] * x).sum(axis=1))
         corrected = z + shift
         return Adjusted(_sigmoid(corrected), corrected, sd, t[:, 2 * d])
 
