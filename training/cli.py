@@ -171,6 +171,11 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
         "--new-offer-day", type=int, default=0, help="a new, better offer joins on that day"
     )
     p.add_argument(
+        "--sd-scale",
+        type=float,
+        help="thompson: the share of the posterior's width it samples at (the catalog's)",
+    )
+    p.add_argument(
         "--halve",
         metavar="OFFER:DAY",
         help="the offer's appeal (its true response rate) halves from that day on",
@@ -233,6 +238,7 @@ def _simulate(args: argparse.Namespace) -> int:
         "learn_every": args.learn_every,
         "new_offer_day": args.new_offer_day,
         "halve": None,
+        "sd_scale": args.sd_scale,
     }
     if args.halve:
         offer, _, day = args.halve.partition(":")

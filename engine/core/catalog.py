@@ -21,6 +21,7 @@ from engine.core.arbitration import (
     DEFAULT_DRAWS,
     DEFAULT_EPSILON,
     DEFAULT_FLOOR,
+    DEFAULT_SD_SCALE,
     DEFAULT_TEMPERATURE,
     Exploration,
 )
@@ -225,6 +226,7 @@ def _exploration(raw: Mapping[str, Any]) -> Exploration:
         temperature=float(raw.get("temperature", DEFAULT_TEMPERATURE)),
         draws=int(raw.get("draws", DEFAULT_DRAWS)),
         floor=float(raw.get("floor", DEFAULT_FLOOR)),
+        sd_scale=float(raw.get("sd_scale", DEFAULT_SD_SCALE)),
         off_placements=frozenset(str(p) for p in raw.get("off_placements", ())),
         off_channels=_names(raw.get("off_channels", ()), CHANNELS, f"{where}.off_channels"),
     )
@@ -232,6 +234,8 @@ def _exploration(raw: Mapping[str, Any]) -> Exploration:
         raise ConfigurationError(f"{where}: epsilon in (0, 1], temperature > 0")
     if not 1 <= exploration.draws <= 1024 or not 0 <= exploration.floor < 1:
         raise ConfigurationError(f"{where}: draws in 1..1024, floor in [0, 1)")
+    if not 0 < exploration.sd_scale <= 4:
+        raise ConfigurationError(f"{where}.sd_scale: in (0, 4]")
     return exploration
 
 

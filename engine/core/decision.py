@@ -214,7 +214,9 @@ class DecisionCore:
             adjusted = view.adjust([o.offer_id for o in offers], propensity, served.features)
             propensity, layer_version = adjusted.propensity, view.layer_version
             if exploration.policy == "thompson":
-                draws = adaptive.scenarios(adjusted, weight, exploration.draws, self._rng)
+                draws = adaptive.scenarios(
+                    adjusted, weight, exploration.draws, self._rng, exploration.sd_scale
+                )
         priority = arbitration.priorities(propensity, weight, 1.0)
         # Offers still showing from an earlier decision come first: a refresh keeps them.
         ranked = arbitration.arbitrate(

@@ -85,6 +85,7 @@ def exploring_catalog(
     epsilon: float = DEFAULT_EPSILON,
     temperature: float = DEFAULT_TEMPERATURE,
     source: Path = DEFAULTS / "catalog.toml",
+    sd_scale: float | None = None,
 ) -> Path:
     """Writes the catalog ``source`` to ``path``, exploring by ``policy`` (epsilon or
     softmax) everywhere its ``[exploration]`` table does not switch it off. Quiet hours,
@@ -96,6 +97,7 @@ def exploring_catalog(
         "policy": policy,
         "epsilon": epsilon,
         "temperature": temperature,
+        **({"sd_scale": sd_scale} if sd_scale is not None else {}),
     }
     path.write_text(tomli_w.dumps(doc))
     return path
@@ -123,6 +125,7 @@ def stack(
     seed: int = 1,
     first_rows: int = 30_000,
     min_holdout_decisions: int = 500,
+    sd_scale: float | None = None,
 ) -> Iterator[Served]:
     """A fresh embedded Redis holding the world's profiles, a first model trained on
     simulated logs, and a server of its own exploring with ``policy`` (its catalog:
@@ -131,7 +134,11 @@ def stack(
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     catalog = exploring_catalog(
-        workdir / "catalog.toml", policy, epsilon=epsilon, temperature=temperature
+        workdir / "catalog.toml",
+        policy,
+        epsilon=epsilon,
+        temperature=temperature,
+        sd_scale=sd_scale,
     )
     trainer = TrainerSettings(
         data_dir=workdir,
@@ -186,6 +193,7 @@ def run(
     learn_every: int = 0,
     new_offer_day: int = 0,
     halve: tuple[str, int] | None = None,
+    sd_scale: float | None = None,
 ) -> list[DayResult]:
     """The whole loop on a fresh embedded Redis and a server of its own (`stack`),
     exploring with ``policy`` (epsilon, softmax or thompson), retraining
@@ -204,6 +212,7 @@ def run(
         temperature=temperature,
         seed=seed,
         min_holdout_decisions=min_holdout_decisions,
+        sd_scale=sd_scale,
     ) as w:
         definitions = w.definitions
         rivals = peers_by_name(
@@ -292,6 +301,7 @@ def compare_seeds(
     learn_every: int = 0,
     new_offer_day: int = 0,
     halve: tuple[str, int] | None = None,
+    sd_scale: float | None = None,
 ) -> list[list[DayResult]]:
     """`run` once per seed with the peers among ``policies``, then the head-to-head table
     (printed, and ``compare.csv`` with every seed's figures). ``before``: a checkout of an
@@ -343,6 +353,7 @@ def compare_seeds(
                 learn_every=learn_every,
                 new_offer_day=new_offer_day,
                 halve=halve,
+                sd_scale=sd_scale,
             )
         )
     if earlier is not None:
