@@ -272,7 +272,11 @@ def test_a_greedy_log_cannot_tell_a_new_models_value(
 
     server = server_factory(redis_url, feature_timeout_ms=2000, reserve_timeout_ms=2000)
     settings = TrainerSettings(
-        data_dir=tmp_path, min_holdout_decisions=300, num_trees=30, compile_trees=False
+        data_dir=tmp_path,
+        catalog_path=server.settings.catalog_path,  # greedy, as the server decided
+        min_holdout_decisions=300,
+        num_trees=30,
+        compile_trees=False,
     )
     artifact.save(settings.model_dir, artifact.load(model_dir))  # the champion that served
     for n in range(1, 601):
@@ -287,7 +291,7 @@ def test_a_greedy_log_cannot_tell_a_new_models_value(
 
     outcome, _ = retrain.train_from_logs(settings, loaded)
 
-    # The demo catalog does not explore: every candidate but the champion's best had no
+    # The catalog does not explore: every candidate but the champion's best had no
     # chance, so where the new model would choose otherwise only its own belief speaks.
     assert outcome.lift is not None and outcome.lift.unsupported > 0.1
     assert "its value cannot be told from these logs" in outcome.why
