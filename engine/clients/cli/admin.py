@@ -15,6 +15,7 @@ from engine.adapters import artifact
 from engine.api.auth import ROLES, new_key
 from engine.clients.cli.command import Command
 from engine.core import adaptive
+from engine.core.model_input import feature_names_id
 from engine.service.learner import ask_rollback, read_published
 from engine.service.registry import shared_models
 from engine.settings import CommonSettings, LoaderSettings, ServerSettings, load_definitions
@@ -189,10 +190,17 @@ def _layer_table(settings: CommonSettings, version: str) -> None:
         published = read_published(connect_sync(url, timeout_seconds=2))
     except ArbiterError:
         return
-    catalog = load_definitions(settings).catalog
+    definitions = load_definitions(settings)
+    catalog, names = definitions.catalog, definitions.schema.names
     model = artifact.load(settings.model_dir, version)
     evidence = adaptive.evidence_from(model.training.get("offers"))
     layer = published.layer if published else adaptive.EMPTY
+    context = adaptive.Context.of(
+        catalog.adaptive_features,
+        names,
+        model.training.get("feature_stats", {}),
+        feature_names_id(names),
+    )
     view = adaptive.View(
         [o.offer_id for o in catalog.offers],
         [o.category for o in catalog.offers],
@@ -200,6 +208,7 @@ def _layer_table(settings: CommonSettings, version: str) -> None:
         evidence,
         layer,
         catalog.ramp,
+        context,
     )
     cells = layer.models.get(version, {})
     age = f"{time.time() - layer.updated:.0f} s ago" if layer.updated else "never"
