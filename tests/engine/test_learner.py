@@ -24,6 +24,7 @@ from engine.service.learner_process import LearnerChild
 from feature_store import keys, log_codec
 from feature_store.redis_client import connect_sync
 from tests.conftest import ServerThread, catalog_variant, report, sample, scrape
+from training.cli import main as cli_main
 
 NEW_OFFER = """
 [[offer]]
@@ -88,6 +89,9 @@ def test_an_offer_callers_accept_is_served_more_and_more(
     loaded: redis.Redis,
     redis_url: str,
     tmp_path: Path,
+    model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The offer added to the catalog is unknown to the model; callers accept it whenever
     it is shown and decline the others. Within a few rounds of answers it is served to a
@@ -117,6 +121,14 @@ def test_an_offer_callers_accept_is_served_more_and_more(
     cell = published.layer.models[version]["speed_boost"]
     assert cell.positives >= 10 and cell.mean[0] > 1.0
     assert server.application.layer.version == published.layer.version
+    # `arbiter models` shows it: learnt, shifted up, mature
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("ARBITER_DATA_DIR", str(model_dir.parent))
+    monkeypatch.setenv("ARBITER_CATALOG_PATH", str(server.settings.catalog_path))
+    capsys.readouterr()
+    assert cli_main(["models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "speed_boost" in line)
+    assert f"{cell.mean[0]:+6.2f}" in row and row.endswith("mature"), row
 
 
 def test_each_answer_counts_once_across_a_restart(
