@@ -45,6 +45,7 @@ from common.reward import RewardWindows
 from engine.adapters import artifact
 from engine.adapters.artifact import ModelArtifact
 from engine.adapters.lightgbm_scorer import LightGBMScorer
+from engine.core import adaptive
 from engine.core.model_input import Vocabulary, model_feature_names
 from engine.service.registry import shared_models
 from engine.settings import Definitions, load_definitions
@@ -233,8 +234,8 @@ def carried(
     did not learn (its data came too late, or too little of it) stays."""
     if not matrix.shape[0]:
         return {"from": champion.version, "offers": {}}
-    new = _logit(LightGBMScorer(model, use_compiled=False).predict(matrix))
-    old = _logit(
+    new = adaptive.logit(LightGBMScorer(model, use_compiled=False).predict(matrix))
+    old = adaptive.logit(
         LightGBMScorer(champion, use_compiled=False).predict(_for_champion(matrix, names, champion))
     )
     column = matrix[:, names.index("offer_id")]
@@ -244,11 +245,6 @@ def carried(
         if rows.any():
             offers[offer] = round(float((new[rows] - old[rows]).mean()), 6)
     return {"from": champion.version, "offers": offers}
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.asarray(np.log(q / (1 - q)))
 
 
 def _publish_health(

@@ -331,7 +331,7 @@ class View:
         outside, rows = self._outside, self.rows
         t = self._table[[rows.get(o, outside) for o in offer_ids]]
         d = self._d
-        z = _logit(propensity)
+        z = logit(propensity)
         x = np.empty((z.shape[0], d))
         x[:, 0] = 1.0
         np.subtract(z, CENTRE, out=x[:, 1])
@@ -384,7 +384,8 @@ def learn(
     ).bounded()
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """Log-odds of propensities, clipped away from 0 and 1."""
     q = np.clip(p, _CLIP, 1.0 - _CLIP)
     return np.asarray(np.log(q) - np.log1p(-q))
 

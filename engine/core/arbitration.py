@@ -91,16 +91,11 @@ def slot_probabilities(
     them (off-policy evaluation of a batch model alone) it is greedy with the floor."""
     n = priority.shape[0]
     if exploration.policy == "thompson":
-        best = np.zeros(n)
         if draws is None:
+            best = np.zeros(n)
             best[int(np.argmax(priority))] = 1.0
-        else:
-            wins = np.argmax(draws, axis=1)
-            blocked = ~np.isfinite(draws[np.arange(draws.shape[0]), wins])
-            if blocked.any():  # every candidate ramped out of a sample: the best mean wins
-                wins[blocked] = int(np.argmax(priority))
-            best = np.bincount(wins, minlength=n) / draws.shape[0]
-        return np.asarray((1.0 - exploration.floor) * best + exploration.floor / n)
+            return np.asarray((1.0 - exploration.floor) * best + exploration.floor / n)
+        return _thompson_probabilities(priority, draws, np.ones(n, dtype=bool), exploration.floor)
     if exploration.policy == "greedy":
         p = np.zeros(n)
         p[int(np.argmax(priority))] = 1.0
@@ -177,6 +172,22 @@ def _draw(p: np.ndarray, rng: np.random.Generator) -> int:
     return min(index, int(p.shape[0]) - 1)
 
 
+def _thompson_probabilities(
+    priority: np.ndarray, draws: np.ndarray, open_: np.ndarray, floor: float
+) -> np.ndarray:
+    """Each candidate's probability for a slot among those ``open_``: the share of the
+    samples in which it is the best open one, mixed with ``floor`` spread over them (a
+    sample that ramped every open candidate out goes to the best mean)."""
+    masked = draws if open_.all() else np.where(open_, draws, -np.inf)
+    wins = masked.argmax(axis=1)
+    blocked = np.isneginf(masked[np.arange(draws.shape[0]), wins])
+    if blocked.any():
+        wins[blocked] = int(np.where(open_, priority, -np.inf).argmax())
+    p = (1.0 - floor) / draws.shape[0] * np.bincount(wins, minlength=open_.shape[0])
+    p += floor / open_.sum() * open_
+    return np.asarray(p)
+
+
 def _thompson_slots(
     priority: np.ndarray,
     draws: np.ndarray,
@@ -192,17 +203,7 @@ def _thompson_slots(
     the first slot; sampling each slot again cost ~25 us a slot."""
     if not open_.any() or slots < 1:
         return []
-    if open_.all():
-        wins = draws.argmax(axis=1)
-        masked = draws
-    else:
-        masked = np.where(open_, draws, -np.inf)
-        wins = masked.argmax(axis=1)
-    blocked = np.isneginf(masked[np.arange(draws.shape[0]), wins])
-    if blocked.any():  # every open candidate ramped out of a sample: the best mean wins
-        wins[blocked] = int(np.where(open_, priority, -np.inf).argmax())
-    p = (1.0 - floor) / draws.shape[0] * np.bincount(wins, minlength=open_.shape[0])
-    p += floor / open_.sum() * open_
+    p = _thompson_probabilities(priority, draws, open_, floor)
     index = _draw(p, rng)
     out = [(index, float(p[index]))]
     if slots == 1:

@@ -205,7 +205,6 @@ class Learner:
         self._early: dict[Key, tuple[int, float]] = {}  # answer read before its decision
         self._state: Published | None = None  # what this learner published last
         self._evidence: dict[str, ModelInfo] = {}
-        self._spent: dict[str, float] = {}
         self._deferred: list[tuple[Waiting, int, float]] = []  # waiting for evidence
         self.applied = 0  # examples this learner applied
 
@@ -355,8 +354,11 @@ class Learner:
         log.info("learner: %d actions wait for their answers", len(self._waiting))
 
     # -- learning and publishing ---------------------------------------------------------
-    def _weights(self, examples: list[tuple[Waiting, int]], now: float) -> tuple[np.ndarray, str]:
-        """Each example's weight under the customers' daily shares; the day's key."""
+    def _weights(
+        self, examples: list[tuple[Waiting, int]], now: float
+    ) -> tuple[np.ndarray, str, dict[str, float]]:
+        """Each example's weight under the customers' daily shares; the day's key and the
+        customers' counts with these examples."""
         day = keys.learner_weights(int(now // 86_400))
         customers = sorted({w.customer for w, _ in examples})
         fields = [f"{c}|{k}" for c in customers for k in ("e", "p")]
@@ -373,8 +375,7 @@ class Learner:
             weights[i] = 1.0
             spent[e] += 1
             spent[p] += reward
-        self._spent = {f: spent[f] for f in fields}
-        return weights, day
+        return weights, day, {f: spent[f] for f in fields}
 
     def _ready(self, examples: list[tuple[Waiting, int]], now: float) -> list[tuple[Waiting, int]]:
         """The examples whose model's evidence is known; the others wait for it (a replica
@@ -399,7 +400,7 @@ class Learner:
         rollback_done: bool = False,
     ) -> None:
         examples = self._ready(examples, now)
-        weights, day = self._weights(examples, now) if examples else (np.zeros(0), "")
+        weights, day, spent = self._weights(examples, now) if examples else (np.zeros(0), "", {})
         models = {m: dict(cells) for m, cells in state.layer.models.items()}
         for model in state.seen:
             if model not in models:
@@ -428,7 +429,7 @@ class Learner:
             pipe.lpush(keys.LAYER_HISTORY, orjson.dumps(previous.to_json()))
             pipe.ltrim(keys.LAYER_HISTORY, 0, keys.LAYER_HISTORY_KEPT - 1)
         if day:
-            for f, value in self._spent.items():
+            for f, value in spent.items():
                 pipe.hset(day, f, value)
             pipe.expire(day, 2 * 86_400)
         with translated("publishing the online layer", quiet=True):
