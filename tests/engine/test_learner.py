@@ -99,7 +99,7 @@ def test_an_offer_callers_accept_is_served_more_and_more(
     server = server_factory(redis_url, catalog_path=thompson_catalog(tmp_path / "catalog.toml"))
     the_learner = learner(redis_url)
     rng = np.random.default_rng(5)
-    shares = []
+    shares: list[float] = []
     while len(shares) < 12 and (not shares or shares[-1] <= 0.5):  # rounds of 80 answers
         served = 0
         for index in rng.choice(1500, size=80, replace=False).tolist():
