@@ -344,9 +344,12 @@ def _load_parallel(
         reports = [ours.recv() for _, ours in workers]
         invalid = [detail for kind, detail in reports if kind == "invalid"]
         if invalid:
-            for _, ours in workers:
-                with contextlib.suppress(OSError):  # one that found a bad line has left
-                    ours.send("stop")
+            # Only those that checked their part wait for word: one that found a bad
+            # line has left, and a write to its end of the pipe is a broken pipe.
+            for (_, ours), (kind, _) in zip(workers, reports, strict=True):
+                if kind == "checked":
+                    with contextlib.suppress(OSError):  # died since
+                        ours.send("stop")
             field, problem = min(invalid, key=lambda d: _line_of(d[0]))
             raise InvalidArgument(field, problem)
         for _, ours in workers:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -130,3 +132,39 @@ def test_a_parallel_load_writes_what_one_process_writes(
     with pytest.raises(InvalidArgument, match=r"profiles\.jsonl:250: features\.tenure"):
         load_file(redis_client, definitions.schema, path, processes=3)
     assert redis_client.dbsize() == 0  # the good parts wrote nothing
+
+
+def test_a_bad_line_in_a_parallel_load_is_reported_where_sigpipe_kills(
+    redis_url: str, definitions: Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process whose SIGPIPE has its default action (as a shell pipeline's tools do)
+    gets the bad line's error, not a death by broken pipe for writing to the loading
+    process that found the line and has left. (Run in a forked child: a death there is
+    a failed assertion here, not the end of the test run.)"""
+    monkeypatch.setattr(loader, "PARALLEL_FROM_BYTES", 0)
+    path = tmp_path / "profiles.jsonl"
+    generate(600, seed=3).write_profiles(path)
+    lines = path.read_text().splitlines()
+    lines[449] = "not json"  # the third part's: the first two check theirs and wait
+    path.write_text("\n".join(lines) + "\n")
+
+    pid = os.fork()
+    if pid == 0:  # the child: leaves only by os._exit, never through pytest's teardown
+        code = 3
+        try:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            client = redis.Redis.from_url(redis_url)
+            for _ in range(5):  # the worker that found the line leaves at once: each round
+                try:
+                    load_file(client, definitions.schema, path, processes=3)
+                except InvalidArgument as exc:
+                    code = 0 if "profiles.jsonl:450" in str(exc) else 4
+                    if code:
+                        break
+                else:
+                    code = 5
+                    break
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # -13: killed by SIGPIPE

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,16 +46,23 @@ def main(commands: Sequence[Command], argv: list[str] | None = None) -> int:
     # Single-threaded numerics: threads add no throughput under load and fight the
     # server for the cores. Must be set before lightgbm/numpy start their pools.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # Piped into `head`: stop quietly, as other command-line tools do.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser(commands).parse_args(argv)
     logs.configure(logging.DEBUG if args.verbose else logging.INFO)
     run = {c.name: c.run for c in commands}[args.command]
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()  # here, where a reader that has gone is handled
+        return code
     except ArbiterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Piped into `head`: stop quietly, as other command-line tools do. (Not by
+        # SIGPIPE's default action: that would also kill this process for a write to a
+        # pipe of its own, such as a loading process's that has left.)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the exit's flush then writes nowhere
+        return 141  # what a shell reports for a writer stopped by SIGPIPE
     except OSError as exc:  # a full disk, a missing file: what and where, no traceback
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
