@@ -56,6 +56,10 @@ TOPICS = ("plans", "phones", "fibre", "streaming", "travel", "data", "smart_home
 # An offer the demo catalog lacks, which the simulation adds mid-run: better than the
 # others for many customers (training/simulation/__init__.py, NEW_OFFER).
 NEW_OFFER_ID = "fibre_gigabit"
+# Hidden traits: a traveller's share of customers, and how often a customer's product
+# views are of their interest (the others: any topic, uniformly).
+TRAVELLER_SHARE = 0.2
+INTEREST_VIEW_SHARE = 0.6
 CHANNEL_EFFECT = {"web": 0.0, "mobile_app": 0.1, "call_center": 0.7, "email": -0.6, "sms": -0.9}
 
 
@@ -160,7 +164,7 @@ def generate(n: int = 50_000, seed: int = 7) -> World:
         attributes=attributes,
         interest=rng.integers(0, len(TOPICS), n),
         price_sensitivity=rng.random(n),
-        traveller=(rng.random(n) < 0.2).astype(float),
+        traveller=(rng.random(n) < TRAVELLER_SHARE).astype(float),
     )
 
 

@@ -216,7 +216,12 @@ def run(
     ) as w:
         definitions = w.definitions
         rivals = peers_by_name(
-            peers, definitions.catalog, definitions.schema.names, vw_args=vw_args, seed=seed
+            peers,
+            definitions.catalog,
+            definitions.schema.names,
+            w.world,
+            vw_args=vw_args,
+            seed=seed,
         )
         for rival in rivals.values():
             if isinstance(rival, VWPolicy):

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from training.simulation.peers import PEERS
 from training.simulation.report import DayResult, PeerDay
 
-POLICIES = ("arbiter", "vw", "value", "random")
+POLICIES = ("arbiter", *PEERS)
 
 
 def start_before(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,7 @@ import numpy as np
 from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs
 from training.rows import TrainingRows
+from training.world import INTEREST_VIEW_SHARE, TOPICS, TRAVELLER_SHARE, World, true_propensity
 
 # VW's cb_explore_adf with the customer's features and the offer's as action-dependent
 # features, their pairwise interactions, SquareCB exploration and coin-betting updates
@@ -88,6 +89,85 @@ class ValuePolicy:
         self, served: ServedInputs, candidates: Sequence[str], rng: np.random.Generator
     ) -> Choice:
         return Choice(max(candidates, key=self._worth.__getitem__), 1.0)
+
+    def learn(
+        self, served: ServedInputs, candidates: Sequence[str], choice: Choice, value: float
+    ) -> None:
+        pass
+
+
+class CeilingPolicy:
+    """The best any policy can do on what it sees: it knows the hidden response model
+    (training/world.py, with any appeal changed mid-run) but not the customer's hidden
+    traits, and chooses the candidate of highest expected value given what is served.
+    Its expectation is over the traits' distribution: price sensitivity uniform (a
+    16-point midpoint rule), traveller or not, and the interest as the day's product
+    views tell it (each view is of the interest with chance INTEREST_VIEW_SHARE, else of
+    any topic). The oracle knows the traits; the distance between the two is what no
+    learner can close, and a learner's share of this policy's value is its own gap."""
+
+    name = "ceiling"
+    _PRICE = (np.arange(16) + 0.5) / 16
+
+    def __init__(self, catalog: Catalog, names: Sequence[str], world: World) -> None:
+        self._names = list(names)
+        self._world = world
+        # the grid of hidden traits: interest x traveller x price sensitivity
+        interest, traveller, price = np.meshgrid(
+            np.arange(len(TOPICS)), [0.0, 1.0], self._PRICE, indexing="ij"
+        )
+        self._hidden = {
+            "interest": interest.ravel(),
+            "traveller": traveller.ravel(),
+            "price_sensitivity": price.ravel(),
+        }
+        self._traveller_weight = np.where(
+            self._hidden["traveller"] == 1.0, TRAVELLER_SHARE, 1.0 - TRAVELLER_SHARE
+        ) / len(self._PRICE)
+        self.offers(catalog)
+
+    def offers(self, catalog: Catalog) -> None:
+        self._offers = {o.offer_id: o for o in catalog.offers}
+
+    def _interest(self, counts: Mapping[str, float]) -> np.ndarray:
+        """P(interest = each topic | the day's views of each topic)."""
+        other = (1.0 - INTEREST_VIEW_SHARE) / len(TOPICS)
+        ratio = (INTEREST_VIEW_SHARE + other) / other
+        seen = np.array([counts.get(t, 0.0) for t in TOPICS])
+        odds = ratio ** (seen - seen.max())
+        return odds / odds.sum()
+
+    def expected(self, served: ServedInputs, candidates: Sequence[str]) -> dict[str, float]:
+        """Each candidate's expected value (value x chance of a response) given what is
+        served."""
+        rows = self._hidden["interest"].shape[0]
+        weight = self._interest(served.topic_counts)[self._hidden["interest"]]
+        weight = weight * self._traveller_weight
+        named = {
+            n: np.full(rows, v) for n, v in zip(self._names, served.features.tolist(), strict=True)
+        }
+        out = {}
+        for offer_id in candidates:
+            offer = self._offers[offer_id]
+            p = true_propensity(
+                offer_id,
+                offer.value,
+                offer.topics,
+                served.channel,
+                named,
+                self._hidden,
+                np.full(rows, float(served.last_category in offer.topics)),
+                np.full(rows, sum(served.topic_counts.get(t, 0.0) for t in offer.topics)),
+            )
+            chance = float(weight @ p) * self._world.appeal.get(offer_id, 1.0)
+            out[offer_id] = chance * offer.value
+        return out
+
+    def choose(
+        self, served: ServedInputs, candidates: Sequence[str], rng: np.random.Generator
+    ) -> Choice:
+        expected = self.expected(served, candidates)
+        return Choice(max(candidates, key=expected.__getitem__), 1.0)
 
     def learn(
         self, served: ServedInputs, candidates: Sequence[str], choice: Choice, value: float
@@ -187,16 +267,27 @@ def _token(text: str) -> str:
     return _UNSAFE.sub("_", text)
 
 
+PEERS = ("vw", "ceiling", "value", "random")
+
+
 def peers_by_name(
-    names: Sequence[str], catalog: Catalog, feature_names: Sequence[str], *, vw_args: str, seed: int
+    names: Sequence[str],
+    catalog: Catalog,
+    feature_names: Sequence[str],
+    world: World,
+    *,
+    vw_args: str,
+    seed: int,
 ) -> dict[str, Peer]:
     """The peers among ``names`` (arbiter, the served policy, is not a peer)."""
-    unknown = [n for n in names if n not in ("vw", "value", "random")]
+    unknown = [n for n in names if n not in PEERS]
     if unknown:
-        raise ValueError(f"unknown peer policy {', '.join(unknown)} (vw, value, random)")
+        raise ValueError(f"unknown peer policy {', '.join(unknown)} ({', '.join(PEERS)})")
     out: dict[str, Peer] = {}
     for n in names:
-        if n == "vw":
+        if n == "ceiling":
+            out[n] = CeilingPolicy(catalog, feature_names, world)
+        elif n == "vw":
             out[n] = VWPolicy(catalog, feature_names, args=vw_args, seed=seed)
         elif n == "value":
             out[n] = ValuePolicy(catalog)

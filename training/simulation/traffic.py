@@ -31,7 +31,7 @@ from training.settings import TrainerSettings
 from training.simulation.oracle import expected_values, true_value
 from training.simulation.peers import Peer
 from training.simulation.report import DayResult, PeerDay, Retrain
-from training.world import TOPICS, World
+from training.world import INTEREST_VIEW_SHARE, TOPICS, World
 
 REPORT_ATTEMPTS = 6
 _BROWSING = (keys.REALTIME, keys.WINDOWS, keys.SESSION, keys.EVENTS)
@@ -100,7 +100,9 @@ class Simulation:
         interest = TOPICS[int(self.world.interest[index])]
         for _ in range(int(self.rng.poisson(1.5))):
             topic = (
-                interest if self.rng.random() < 0.6 else TOPICS[int(self.rng.integers(len(TOPICS)))]
+                interest
+                if self.rng.random() < INTEREST_VIEW_SHARE
+                else TOPICS[int(self.rng.integers(len(TOPICS)))]
             )
             self._events += 1
             request = profile_pb2.RecordEventRequest(
