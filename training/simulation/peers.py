@@ -134,7 +134,7 @@ class CeilingPolicy:
         other = (1.0 - INTEREST_VIEW_SHARE) / len(TOPICS)
         ratio = (INTEREST_VIEW_SHARE + other) / other
         seen = np.array([counts.get(t, 0.0) for t in TOPICS])
-        odds = ratio ** (seen - seen.max())
+        odds: np.ndarray = ratio ** (seen - seen.max())
         return odds / odds.sum()
 
     def expected(self, served: ServedInputs, candidates: Sequence[str]) -> dict[str, float]:
