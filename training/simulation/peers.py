@@ -134,8 +134,8 @@ class CeilingPolicy:
         other = (1.0 - INTEREST_VIEW_SHARE) / len(TOPICS)
         ratio = (INTEREST_VIEW_SHARE + other) / other
         seen = np.array([counts.get(t, 0.0) for t in TOPICS])
-        odds: np.ndarray = ratio ** (seen - seen.max())
-        return odds / odds.sum()
+        odds = np.power(ratio, seen - seen.max())
+        return np.asarray(odds / odds.sum())
 
     def expected(self, served: ServedInputs, candidates: Sequence[str]) -> dict[str, float]:
         """Each candidate's expected value (value x chance of a response) given what is
