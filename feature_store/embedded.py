@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import random
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ import redis
 from common.errors import ConfigurationError
 
 URL_FILE = "url"
+log = logging.getLogger(__name__)
 
 
 def running_url(data_dir: Path) -> str | None:
@@ -68,6 +71,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     the thread that started it exits; start it from a long-lived thread.)"""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _ended(status: int) -> str:
+    """How a process ended, from its Popen return code."""
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with status {status}"
 
 
 def _free_port() -> int:
@@ -118,6 +131,8 @@ class EmbeddedRedis:
         self._options = tuple(options)
         self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
 
     @property
     def pid(self) -> int | None:
@@ -128,6 +143,12 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        self._stopping = False
+        self._launch(timeout)
+        return self
+
+    def _launch(self, timeout: float) -> None:
+        """Starts redis-server and waits until it answers."""
         args = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port)]
         args += ["--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
         if self.data_dir is None:
@@ -142,9 +163,15 @@ class EmbeddedRedis:
             args += ["--dir", str(self.data_dir.resolve()), "--save", "60", "1"]
             args += ["--logfile", "redis.log"]
         args += self._options
-        self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
-        )
+        with self._lock:  # not after stop() has begun
+            if self._stopping:
+                raise ConfigurationError("embedded redis-server: stopping")
+            process = self._process = subprocess.Popen(
+                args,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
         while True:
@@ -152,8 +179,9 @@ class EmbeddedRedis:
                 client.ping()
                 break
             except redis.ConnectionError as exc:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
+                if process.poll() is not None or time.monotonic() > deadline:
+                    client.close()
+                    self._end(process)
                     raise ConfigurationError(f"embedded redis-server did not start: {exc}") from exc
                 time.sleep(0.02)
             except redis.BusyLoadingError:
@@ -166,7 +194,47 @@ class EmbeddedRedis:
             except OSError as exc:  # a full disk: stop the server we started, then say so
                 self.stop()
                 raise ConfigurationError(f"cannot write {path}: {exc.strerror}") from exc
-        return self
+
+    def watch(self, *, backoff: float = 0.1, longest: float = 5.0) -> threading.Thread:
+        """Looks after the running server: its death is logged at once with how it ended,
+        and it is started again on the same port and data directory (so clients find it
+        where it was, with the last snapshot), after ``backoff`` seconds, doubling up to
+        ``longest`` while a start fails. Ends with ``stop()``. The thread that starts a
+        server is the one whose exit it outlives by PR_SET_PDEATHSIG: this one, as long as
+        it looks after it."""
+        thread = threading.Thread(
+            target=self._watch, args=(backoff, longest), name="embedded-redis", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _watch(self, backoff: float, longest: float) -> None:
+        while True:
+            process = self._process
+            if process is None:
+                return
+            status = process.wait()
+            if self._stopping or self._process is not process:
+                return
+            log.error(
+                "embedded redis-server (pid %d) %s; starting it again on %s",
+                process.pid,
+                _ended(status),
+                self.url,
+            )
+            delay = backoff
+            while True:
+                time.sleep(delay)
+                try:
+                    self._launch(timeout=10.0)
+                except ConfigurationError as exc:
+                    if self._stopping:
+                        return
+                    delay = min(2 * delay, longest)
+                    log.error("embedded redis-server: %s; trying again in %.1f s", exc, delay)
+                    continue
+                log.warning("embedded redis-server back on %s (pid %s)", self.url, self.pid)
+                break
 
     def kill(self) -> None:
         """Ends the server at once (SIGKILL: no save, no goodbye), as a crash would."""
@@ -175,11 +243,18 @@ class EmbeddedRedis:
             self._process.wait()
 
     def stop(self) -> None:
-        process, self._process = self._process, None
+        with self._lock:
+            self._stopping = True
+            process, self._process = self._process, None
         if self.data_dir is not None:
             with contextlib.suppress(OSError):  # the server goes all the same
                 (self.data_dir / URL_FILE).unlink(missing_ok=True)
-        if process is None or process.poll() is not None:
+        if process is not None:
+            self._end(process)
+
+    @staticmethod
+    def _end(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is not None:
             return
         # SIGTERM is redis-server's graceful shutdown: it saves first when save points are set.
         process.terminate()

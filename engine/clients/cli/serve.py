@@ -59,6 +59,7 @@ def command(prepare: Callable[[str], None] | None) -> Command:
         redis_url = settings.redis_url
         if redis_url is None:
             embedded = EmbeddedRedis(settings.embedded_redis_dir).start()
+            embedded.watch()  # a death logged, and the server started again where it was
             redis_url = embedded.url
             print(f"embedded redis-server on {redis_url} (data in {settings.embedded_redis_dir})")
         try:
