@@ -264,6 +264,7 @@ async def launch(
     if shared is not None:
         await asyncio.to_thread(shared.sync)
     application = build_application(settings, store, definitions)
+    metrics.known_series(definitions.schema.event_types)
     # Connected and the scripts loaded before the first call, which would otherwise pay
     # for it within its read budget (a cluster: the layout, and the scripts on every
     # primary). A store that cannot be reached now is not fatal: decisions degrade and

@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 from wsgiref.simple_server import WSGIServer
@@ -39,6 +39,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common import vocabulary
 from common.errors import ArbiterError
 from engine.core.timing import StageTimer
 from feature_store import keys, redis_client
@@ -142,6 +143,19 @@ def degraded(reason: str) -> None:
             DEGRADED.labels(label).inc()
             return
     DEGRADED.labels("other").inc()
+
+
+def known_series(event_types: Collection[str] | None) -> None:
+    """Every labelled counter's series with a known label, at 0 from the start: an alert
+    on ``rate(arbiter_degraded_answers[5m])`` then has a series before the first one
+    (Prometheus's "avoid missing metrics")."""
+    for _, label in _REASONS:
+        DEGRADED.labels(label)
+    DEGRADED.labels("other")
+    for outcome in vocabulary.OUTCOMES:
+        OUTCOMES.labels(outcome)
+    for event_type in (*sorted(event_types or ()), keys.OTHER):
+        EVENTS.labels(event_type)
 
 
 class MetricsTimer(StageTimer):

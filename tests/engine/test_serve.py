@@ -20,7 +20,7 @@ from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from engine.settings import Definitions
 from feature_store.embedded import _free_port, running_url
 from feature_store.loader import load_profiles
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, scrape
 from training.world import World
 
 
@@ -86,13 +86,18 @@ def test_an_embedded_redis_that_dies_is_started_again_and_serving_recovers(
     the same port and data, the service answers full decisions again by itself, and the
     stop still ends the server."""
     shutil.copytree(model_dir, tmp_path / "models")
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ARBITER_", "REDIS_"))}
     logs = (tmp_path / "serve.log").open("w+")
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--workers", "1"]
     service = subprocess.Popen(
         command,
-        env={**clean, "ARBITER_DATA_DIR": str(tmp_path), "ARBITER_LEARNER": "off"},
+        env={
+            **clean,
+            "ARBITER_DATA_DIR": str(tmp_path),
+            "ARBITER_LEARNER": "off",
+            "ARBITER_METRICS_PORT": str(metrics_port),
+        },
         stdout=logs,
         stderr=subprocess.STDOUT,
         text=True,
@@ -120,6 +125,12 @@ def test_an_embedded_redis_that_dies_is_started_again_and_serving_recovers(
         client = redis.Redis.from_url(url)
         load_profiles(client, definitions.schema, world.profiles())
         assert answer(time.monotonic() + 60).actions
+        # Before any degraded answer, the series an alert on one would watch are there.
+        exposed = scrape(metrics_port)
+        for reason in ("store_unavailable", "no_time_for_store", "model_failed", "other"):
+            key = ("arbiter_degraded_answers_total", frozenset({("reason", reason)}))
+            assert exposed.get(key) == 0.0, reason
+        assert ("arbiter_outcomes_total", frozenset({("outcome", "accept")})) in exposed
         first = servers_of(tmp_path / "redis")
         assert len(first) == 1
         pid = first[0]
