@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,3 +32,21 @@ def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
         errors = child.stderr.read()
         assert child.wait(timeout=60) == 141
     assert errors == ""  # no traceback, no "Exception ignored" at exit
+
+
+def test_a_mistyped_setting_is_one_line_naming_the_variable() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ARBITER_", "REDIS_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "training.cli", "serve"],
+        env={**clean, "ARBITER_LEARNER": "false", "ARBITER_PORT": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert "error: ARBITER_LEARNER: Input should be 'process' or 'off' (given 'false')" in lines
+    assert any(
+        line.startswith("error: ARBITER_PORT: Input should be a valid integer") for line in lines
+    )

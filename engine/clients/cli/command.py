@@ -10,6 +10,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import pydantic
+from pydantic_settings import BaseSettings
+
 from common import logs
 from common.errors import ArbiterError
 
@@ -56,6 +59,10 @@ def main(commands: Sequence[Command], argv: list[str] | None = None) -> int:
     except ArbiterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except pydantic.ValidationError as exc:  # a setting from the environment, mistyped
+        for line in _settings_errors(exc):
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # Piped into `head`: stop quietly, as other command-line tools do. (Not by
         # SIGPIPE's default action: that would also kill this process for a write to a
@@ -67,3 +74,31 @@ def main(commands: Sequence[Command], argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
+
+
+_SECRET = ("key", "secret", "token", "password")
+
+
+def _settings_errors(exc: pydantic.ValidationError) -> list[str]:
+    """One line per bad setting, named as it is set (the environment variable), with
+    the value given unless it may be a secret."""
+    prefix = next(
+        (
+            str(c.model_config.get("env_prefix", ""))
+            for c in _subclasses(BaseSettings)
+            if c.__name__ == exc.title
+        ),
+        "",
+    )
+    out = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"])
+        given = error.get("input")
+        hidden = any(word in name.lower() for word in _SECRET) or isinstance(given, dict)
+        value = "" if hidden or given is None else f" (given {given!r})"
+        out.append(f"{prefix}{name.upper()}: {error['msg']}{value}")
+    return out
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [s for c in cls.__subclasses__() for s in (c, *_subclasses(c))]
