@@ -100,5 +100,8 @@ def _settings_errors(exc: pydantic.ValidationError) -> list[str]:
     return out
 
 
-def _subclasses(cls: type) -> list[type]:
-    return [s for c in cls.__subclasses__() for s in (c, *_subclasses(c))]
+def _subclasses(cls: type[BaseSettings]) -> list[type[BaseSettings]]:
+    out: list[type[BaseSettings]] = []
+    for c in cls.__subclasses__():
+        out += [c, *_subclasses(c)]
+    return out
