@@ -9,18 +9,28 @@ DASK_VENV := .venv-dask
 PROTOS := $(wildcard protos/arbiter/v1/*.proto)
 GENERATED := arbiter/v1/decision_pb2.py
 
-.PHONY: install browser run test lint bench bench-check bench-scale bench-feast load chaos simulate before protos generate clean
+.PHONY: install dev browser run test lint bench bench-check bench-scale bench-feast load chaos simulate before protos generate clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# `install`: what serving needs (`make run`); `dev`: the tools, the tests' own needs and
+# the simulation's peer learner too (every target that tests, lints, measures or simulates).
 install: $(VENV)/.installed $(GENERATED)
+
+dev: install $(VENV)/.dev
 
 # The generated package must exist before the editable install so that the install maps
 # it; so the code generator is installed first (same pins as the dev extra).
 $(VENV)/.installed: pyproject.toml
+	@echo "installing what serving needs into $(VENV) (the first time: a minute or two)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=3.6"
+	$(BIN)/python -m pip install --progress-bar on "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=3.6"
 	$(MAKE) --no-print-directory generate
+	$(BIN)/python -m pip install --progress-bar on -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	@echo "installing the development, test and simulation tools into $(VENV)"
 	$(BIN)/python -m pip install --quiet -e '.[dev,simulation]'
 	touch $@
 
@@ -53,18 +63,18 @@ $(DASK_VENV)/.installed: pyproject.toml | $(GENERATED)
 	$(DASK_VENV)/bin/python -m pip install --quiet -e '.[dev,dask]'
 	touch $@
 
-test: install browser $(DASK_VENV)/.installed
+test: dev browser $(DASK_VENV)/.installed
 	$(BIN)/python -m pytest
 	$(DASK_VENV)/bin/python -m pytest tests/dask
 
-lint: install
+lint: dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 # The latency budget's targets, each printed beside its measure (about 8 minutes: the
 # scaling table compiles a 1000-tree model).
-bench: install
+bench: dev
 	$(BIN)/python -m benchmarks.bench_decide
 	$(BIN)/python -m benchmarks.bench_load
 	$(BIN)/python -m benchmarks.bench_bulk
@@ -73,7 +83,7 @@ bench: install
 # Decide against Health/Check in one run, as ratios; fails when either is more than 25%
 # below the figures in benchmarks/recorded.json (about 1.5 minutes). Run before calling
 # any change to the decision path done; `--record` (by hand) writes new figures.
-bench-check: install
+bench-check: dev
 	$(BIN)/python -m benchmarks.bench_check
 
 # Load with locust (benchmarks/locustfile.py) against a running service (`make run` in
@@ -104,11 +114,11 @@ FEAST_VENV := .venv-feast
 # Past one machine (docs/scale.md): Decide on a Redis Cluster of our own against one
 # server, then 1M logged decisions exported to Parquet and trained on, with peak memory
 # (about 10 minutes, ~3.3 GB of memory at the peak).
-bench-scale: install
+bench-scale: dev
 	$(BIN)/python -m benchmarks.bench_cluster
 	$(BIN)/python -m benchmarks.bench_export
 
-bench-feast: install $(FEAST_VENV)/.installed
+bench-feast: dev $(FEAST_VENV)/.installed
 	$(BIN)/python -m benchmarks.bench_feast
 
 $(FEAST_VENV)/.installed:
@@ -123,7 +133,7 @@ $(FEAST_VENV)/.installed:
 # the outages and the soak served by that commit too, in the same run (`make before`).
 CHAOS_ARGS ?=
 CHAOS_BEFORE ?=
-chaos: install
+chaos: dev
 	$(if $(CHAOS_BEFORE),$(MAKE) --no-print-directory before BEFORE=$(CHAOS_BEFORE))
 	$(BIN)/python -m benchmarks.chaos $(if $(CHAOS_BEFORE),--before var/before/$(CHAOS_BEFORE)) $(CHAOS_ARGS)
 
@@ -139,14 +149,14 @@ SIM_ARGS ?= --compare arbiter,vw,value,random --seeds 3 --days 6 --customers 500
 SIM_BEFORE ?=
 SIM_BEFORE_ARGS ?= --learn-every 0 --policy softmax --retrains-per-day 8 --new-offer-day 4 \
 	--halve fibre_broadband:5
-simulate: install
+simulate: dev
 	$(if $(SIM_BEFORE),$(MAKE) --no-print-directory before BEFORE=$(SIM_BEFORE))
 	$(BIN)/arbiter simulate $(SIM_ARGS) $(if $(SIM_BEFORE),--before var/before/$(SIM_BEFORE) \
 		--before-args "$(SIM_BEFORE_ARGS)")
 
 # A checkout of BEFORE=<commit> in var/before/, its gRPC code generated (this
 # environment's packages): what `make chaos` and `make simulate` compare with.
-before: install
+before: dev
 	test -d var/before/$(BEFORE) || git worktree add --detach var/before/$(BEFORE) $(BEFORE)
 	cd var/before/$(BEFORE) && $(abspath $(BIN))/python -m grpc_tools.protoc -Iprotos \
 		--python_out=. --grpc_python_out=. protos/arbiter/v1/*.proto && \
