@@ -166,11 +166,14 @@ class EmbeddedRedis:
         with self._lock:  # not after stop() has begun
             if self._stopping:
                 raise ConfigurationError("embedded redis-server: stopping")
+            # Its own session: a Ctrl-C in the terminal reaches the service, whose stop
+            # then ends the server (saving first), not the server behind its back.
             process = self._process = subprocess.Popen(
                 args,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
