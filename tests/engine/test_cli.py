@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+
+import pytest
+
+from engine.clients.cli.calls import channel_name
 
 LONG_OUTPUT = """
 import sys
@@ -50,3 +55,11 @@ def test_a_mistyped_setting_is_one_line_naming_the_variable() -> None:
     assert any(
         line.startswith("error: ARBITER_PORT: Input should be a valid integer") for line in lines
     )
+
+
+def test_one_channel_however_it_is_spelt() -> None:
+    for spelt in ("call-center", "call_center", "CALL_CENTER", "CHANNEL_CALL_CENTER"):
+        assert channel_name(spelt) == "call_center"
+    assert channel_name("mobile-app") == "mobile_app"
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown channel 'phone': one of web"):
+        channel_name("phone")

@@ -21,7 +21,21 @@ from engine.api.channel import open_channel
 from engine.clients.cli.command import Command, pairs
 from engine.settings import DEFAULT_TARGET, ClientSettings, DeskSettings
 
-CHANNEL_CHOICES = [c.replace("_", "-") for c in CHANNELS]
+CHANNEL_HELP = (
+    f"{', '.join(CHANNELS)} (call-center, CALL_CENTER and the API's CHANNEL_CALL_CENTER"
+    " spell the same one)"
+)
+
+
+def channel_name(text: str) -> str:
+    """A channel however it is spelt (``call-center``, ``call_center``,
+    ``CHANNEL_CALL_CENTER``) -> its one name, as the catalog and metrics spell it."""
+    name = text.strip().lower().removeprefix("channel_").replace("-", "_")
+    if name not in CHANNELS:
+        raise argparse.ArgumentTypeError(f"unknown channel {text!r}: one of {', '.join(CHANNELS)}")
+    return name
+
+
 TARGET_HELP = f"the service, host:port (ARBITER_TARGET, default {DEFAULT_TARGET})"
 TIMEOUT_SECONDS = 5.0
 
@@ -104,13 +118,29 @@ def print_decision(r: decision_pb2.DecideResponse) -> None:
 
 def _decide_arguments(p: argparse.ArgumentParser) -> None:
     _client_arguments(p)
-    p.add_argument("customer_id")
-    p.add_argument("--channel", choices=CHANNEL_CHOICES, default="web")
-    p.add_argument("--placement", default="")
-    p.add_argument("--limit", type=int, default=3)
-    p.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--stage", choices=STAGES, help="override the life-cycle stage")
-    p.add_argument("--no-explain", action="store_true")
+    p.add_argument("customer_id", help="the customer, e.g. cust-000042 in the demo")
+    p.add_argument(
+        "--channel", type=channel_name, default="web", help=f"{CHANNEL_HELP}; default: web"
+    )
+    p.add_argument(
+        "--placement",
+        default="",
+        help="where on the channel, e.g. home_hero (the catalog's placements); default: none",
+    )
+    p.add_argument("--limit", type=int, default=3, help="how many actions, 1-50; default: 3")
+    p.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the moment's context, e.g. intent=cancel (repeatable)",
+    )
+    p.add_argument(
+        "--stage", choices=STAGES, help="the life-cycle stage, instead of the one derived"
+    )
+    p.add_argument(
+        "--no-explain", action="store_true", help="leave out the reasons and the offers kept out"
+    )
 
 
 def _decide(stubs: Stubs, args: argparse.Namespace) -> Message | None:
@@ -136,7 +166,7 @@ def _decide(stubs: Stubs, args: argparse.Namespace) -> Message | None:
 
 def _profile_arguments(p: argparse.ArgumentParser) -> None:
     _client_arguments(p)
-    p.add_argument("customer_id")
+    p.add_argument("customer_id", help="the customer, e.g. cust-000042 in the demo")
 
 
 def _profile(stubs: Stubs, args: argparse.Namespace) -> Message | None:
@@ -146,10 +176,23 @@ def _profile(stubs: Stubs, args: argparse.Namespace) -> Message | None:
 
 def _event_arguments(p: argparse.ArgumentParser) -> None:
     _client_arguments(p)
-    p.add_argument("customer_id")
-    p.add_argument("--type", dest="event_type", required=True)
-    p.add_argument("--channel", choices=CHANNEL_CHOICES, default="web")
-    p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("customer_id", help="the customer, e.g. cust-000042 in the demo")
+    p.add_argument(
+        "--type",
+        dest="event_type",
+        required=True,
+        help="e.g. product_view, page_view, opt_out, opt_in (lower-case snake case)",
+    )
+    p.add_argument(
+        "--channel", type=channel_name, default="web", help=f"{CHANNEL_HELP}; default: web"
+    )
+    p.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an attribute, e.g. category=fibre or channel=sms (repeatable)",
+    )
     p.add_argument("--key", help="idempotency key: the same key again is the same event")
 
 
@@ -184,12 +227,14 @@ def _forget(stubs: Stubs, args: argparse.Namespace) -> Message | None:
 
 def _outcome_arguments(p: argparse.ArgumentParser) -> None:
     _client_arguments(p)
-    p.add_argument("decision_id")
-    p.add_argument("customer_id")
-    p.add_argument("offer_id")
-    p.add_argument("--outcome", choices=OUTCOMES, required=True)
-    p.add_argument("--value", type=float, default=0.0)
-    p.add_argument("--key", default="", help="idempotency key")
+    p.add_argument("decision_id", help="the decision's id, as decide printed it")
+    p.add_argument("customer_id", help="the customer the decision was for")
+    p.add_argument("offer_id", help="the action answered, one of the decision's")
+    p.add_argument("--outcome", choices=OUTCOMES, required=True, help="what the customer did")
+    p.add_argument("--value", type=float, default=0.0, help="its value, e.g. revenue; default: 0")
+    p.add_argument(
+        "--key", default="", help="idempotency key: the same key again is the same report"
+    )
 
 
 def _outcome(stubs: Stubs, args: argparse.Namespace) -> Message | None:
@@ -217,9 +262,11 @@ def _outcome(stubs: Stubs, args: argparse.Namespace) -> Message | None:
 def _campaign_arguments(p: argparse.ArgumentParser) -> None:
     _connection_arguments(p)
     p.add_argument("--customers", type=Path, required=True, help="CSV with a customer_id column")
-    p.add_argument("--channel", choices=CHANNEL_CHOICES, default="email")
-    p.add_argument("--placement", default="")
-    p.add_argument("--limit", type=int, default=1)
+    p.add_argument(
+        "--channel", type=channel_name, default="email", help=f"{CHANNEL_HELP}; default: email"
+    )
+    p.add_argument("--placement", default="", help="where on the channel; default: none")
+    p.add_argument("--limit", type=int, default=1, help="actions per customer; default: 1")
     p.add_argument("--out", type=Path, help="write every answer here as JSON Lines")
 
 
