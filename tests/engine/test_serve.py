@@ -156,5 +156,7 @@ def test_an_embedded_redis_that_dies_is_started_again_and_serving_recovers(
         logs.close()
     assert f"embedded redis-server (pid {pid}) exited with status 0; starting it again" in printed
     assert f"embedded redis-server back on {url}" in printed
+    # the hint to try it, with the address a client needs here
+    assert f"arbiter decide cust-000042 --channel web --target 127.0.0.1:{port}\n" in printed
     time.sleep(0.2)
     assert servers_of(tmp_path / "redis") == []  # the stop ended the new one too

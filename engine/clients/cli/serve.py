@@ -7,20 +7,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from common.errors import ConfigurationError
 from engine.clients.cli.command import Command
-from engine.settings import ServerSettings
+from engine.settings import DEFAULT_TARGET, ServerSettings
 from feature_store.embedded import EmbeddedRedis
 
 TRY = """serving on {host}:{port} ({count} worker processes). Try, in another terminal:
-  .venv/bin/arbiter decide cust-000042 --channel web
-  .venv/bin/arbiter decide cust-000042 --channel call-center
-  .venv/bin/arbiter event cust-000042 --type page_view --attr category=fibre
-  .venv/bin/arbiter profile cust-000042
+  .venv/bin/arbiter decide cust-000042 --channel web{target}
+  .venv/bin/arbiter decide cust-000042 --channel call-center{target}
+  .venv/bin/arbiter event cust-000042 --type page_view --attr category=fibre{target}
+  .venv/bin/arbiter profile cust-000042{target}
 Ctrl-C stops."""
+
+
+def hint(host: str, port: int, count: int) -> str:
+    """What to try, with ``--target`` where the service is not at the clients' default."""
+    address = f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+    target = "" if address == DEFAULT_TARGET else f" --target {address}"
+    return TRY.format(host=host, port=port, count=count, target=target)
+
+
+def _announce_when_listening(host: str, port: int, text: str, *, seconds: float = 300) -> None:
+    """Prints ``text`` once the port takes connections (a worker listens), from a thread
+    of its own: the workers start in other processes."""
+
+    def wait() -> None:
+        address = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection((address, port), 0.5):
+                print(text, flush=True)
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=wait, name="announce", daemon=True).start()
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -65,7 +92,9 @@ def command(prepare: Callable[[str], None] | None) -> Command:
         try:
             if settings.demo and prepare is not None:
                 prepare(redis_url)
-            print(TRY.format(host=settings.host, port=settings.port, count=count), flush=True)
+            _announce_when_listening(
+                settings.host, settings.port, hint(settings.host, settings.port, count)
+            )
             if count > 1:
                 return workers.run(settings, redis_url, count)
             asyncio.run(serve(settings, redis_url))
