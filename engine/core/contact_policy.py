@@ -253,8 +253,8 @@ def allowed(
     or "*" for the whole channel, -> reason). A channel at its cap still shows again the
     offers ``held`` (``showing``); in quiet hours it shows nothing."""
     quiet = policy.quiet_hours.block(channel, record.attributes, now)
-    if quiet:  # nothing at all, not even an offer still showing
-        return [], {"*": quiet}
+    if quiet:  # nothing at all, not even an offer still showing; and what else holds
+        return [], {"*": quiet, **_offer_blocks(offers, record, now)}
     blocked = channel_block(policy, channel, record, now)
     if blocked and not any(o.offer_id in held for o in offers):
         return [], {"*": blocked}
@@ -274,6 +274,21 @@ def allowed(
         else:
             kept.append(offer)
     return kept, excluded
+
+
+def _offer_blocks(offers: Sequence[Offer], record: CustomerRecord, now: float) -> dict[str, str]:
+    """Why each of ``offers`` would be kept out on its own (a cool-down, its cap, an
+    acceptance): said beside a reason that keeps the whole channel out, so that a call
+    at night shows the cool-down a call by day would."""
+    contacted = contacted_offers(record)
+    stateful = contacted | _offers_in(record.policy)
+    out = {}
+    for offer in offers:
+        if offer.offer_id in stateful:
+            why = offer_block(offer.offer_id, offer.policy, record, now, contacted, False)
+            if why:
+                out[offer.offer_id] = why
+    return out
 
 
 def _offers_in(state: Mapping[str, float]) -> frozenset[str]:

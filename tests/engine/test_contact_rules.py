@@ -14,7 +14,7 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine.settings import Definitions
 from feature_store.loader import load_profiles
-from tests.conftest import ServerThread, catalog_variant, record_event, zone_at
+from tests.conftest import ServerThread, catalog_variant, record_event, report, zone_at
 from training.world import World
 
 EMAIL, SMS, WEB = common_pb2.CHANNEL_EMAIL, common_pb2.CHANNEL_SMS, common_pb2.CHANNEL_WEB
@@ -139,6 +139,13 @@ def test_quiet_hours_follow_the_customers_time_zone(
         excluded.reason,
     ), excluded.reason
     assert not _decide(server, EMAIL, "tz-default").actions
-    assert _decide(server, WEB, "tz-default").actions  # inbound: no quiet hours
+    shown = _decide(server, WEB, "tz-default")  # inbound: no quiet hours
+    assert shown.actions
+    # A decline on the web: at night the sms call says the cool-down beside the quiet
+    # hours, as a call by day would say it alone.
+    report(server, shown, "tz-default", common_pb2.OUTCOME_DECLINE)
+    reasons = {e.offer_id: e.reason for e in _decide(server, SMS, "tz-default").excluded}
+    assert reasons["*"].startswith("quiet hours: no sms")
+    assert reasons[shown.actions[0].offer_id].startswith("declined: cool-down for 30 more days")
     assert _decide(server, SMS, "tz-midday").actions
     assert not _decide(server, SMS, "tz-unknown").actions
