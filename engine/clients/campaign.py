@@ -36,6 +36,18 @@ def read_customers(path: Path) -> list[str]:
     return [row[column].strip() for row in body if row and row[column].strip()]
 
 
+def why_nothing(response: decision_pb2.DecideResponse) -> str:
+    """The kind of reason an answer has no action: what keeps the whole channel out
+    (quiet hours, the marketing budget, consent: the part before its details), else
+    that every eligible offer was kept out on its own, else that none was eligible."""
+    for excluded in response.excluded:
+        if excluded.offer_id == "*":
+            return excluded.reason.split(":", 1)[0]
+    if response.excluded:
+        return "every offer kept out on its own (cool-downs, caps, rules)"
+    return "no eligible offer"
+
+
 def run_campaign(
     client: ClientSettings,
     customers_file: Path,
@@ -56,6 +68,7 @@ def run_campaign(
                     placement=placement,
                     limit=limit,
                     request_id=str(i),
+                    explain=True,  # why nothing was sent, said in the summary
                 )
             )
 
@@ -74,7 +87,7 @@ def run_campaign(
                     counts["sent"] += 1
                     counts.update(f"  {a.offer_id}" for a in answer.response.actions)
                 else:
-                    counts["nothing to send (caps, opt-out, no eligible offer)"] += 1
+                    counts[f"nothing to send: {why_nothing(answer.response)}"] += 1
                 if sink:
                     sink.write(json.dumps(json_format.MessageToDict(answer)) + "\n")
     except grpc.RpcError as exc:

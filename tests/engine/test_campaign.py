@@ -71,6 +71,9 @@ def test_a_10k_campaign_respects_the_email_cap_and_reports_throughput(
     assert sent[0] > CAMPAIGN_SIZE // 3  # customers opted in to email with an eligible offer
     assert sent[1] == sent[0]  # two emails a week...
     assert sent[2] == 0  # ...and no third
+    # what kept each customer out, by kind: the cap on the third run, beside consent
+    assert f"  nothing to send: email cap reached: {sent[0]}\n" in printed
+    assert "  nothing to send: consent: " in printed
     per_customer = Counter(
         key
         for key in redis_client.scan_iter(b"arb:{*}:contacts", count=1000)
