@@ -254,8 +254,11 @@ def _outcome(stubs: Stubs, args: argparse.Namespace) -> Message | None:
     )
     if args.json:
         return response
-    state = "recorded" if response.recorded else "already recorded"
-    print(f"{state} as {response.outcome_id}")
+    what = f"{args.outcome} of {args.offer_id} by {args.customer_id}"
+    if response.recorded:
+        print(f"recorded: {what}, decision {args.decision_id}")
+    else:
+        print(f"already recorded: {what} (the same report again; nothing changed)")
     return None
 
 
