@@ -75,6 +75,7 @@ def encode_decision(decision: Decision, explain: bool = False) -> decision_pb2.D
         model_version=decision.model_version,
         degraded=decision.degraded,
         degraded_reason=decision.degraded_reason,
+        known_customer=decision.known_customer,
     )
     if explain:
         response.excluded.extend(

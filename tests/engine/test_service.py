@@ -74,6 +74,8 @@ def test_unknown_customer_is_a_new_visitor_not_an_error(server: ServerThread) ->
     response = decide(server, "visitor-7f3a", limit=3)
 
     assert not response.degraded
+    assert not response.known_customer  # said, for a client to tell a mistyped id
+    assert decide(server, "cust-000042").known_customer
     assert response.lifecycle_stage == common_pb2.LIFECYCLE_STAGE_CONSIDERATION
     offers = {a.offer_id for a in response.actions}
     assert "welcome_offer" in offers  # audience is_customer == 0

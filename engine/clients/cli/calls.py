@@ -92,6 +92,11 @@ def print_json(message: Message) -> None:
 def print_decision(r: decision_pb2.DecideResponse) -> None:
     stage = proto.stage_name(r.lifecycle_stage)
     print(f"decision {r.decision_id}  customer {r.customer_id}  stage {stage}")
+    if not r.known_customer and not r.degraded:
+        print(
+            f"unknown customer: nothing is stored under {r.customer_id!r}; answered as a new"
+            " visitor, from the defaults (a mistyped id? the demo's look like cust-000042)"
+        )
     print(f"model {r.model_version}" + (f"  DEGRADED: {r.degraded_reason}" if r.degraded else ""))
     for a in r.actions:
         m = a.message
