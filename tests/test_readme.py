@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMISES = {
     "--channel call-center        # agent script": "agent script:",
     "decide cust-000042 --channel email": "fibre_broadband: declined: cool-down",
+    "profile cust-000042": "product_view  category=fibre",
     "outcome <decision_id>": "recorded: decline of fibre_broadband by cust-000042",
     "decide cust-000001 --channel sms": "consent: opted out of sms on",
     "forget cust-000001": "forgot cust-000001:",

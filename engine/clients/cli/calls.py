@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.vocabulary import CHANNELS, OUTCOMES, STAGES
 from engine.api import proto
 from engine.api.channel import open_channel
@@ -176,7 +177,104 @@ def _profile_arguments(p: argparse.ArgumentParser) -> None:
 
 def _profile(stubs: Stubs, args: argparse.Namespace) -> Message | None:
     request = profile_pb2.GetProfileRequest(customer_id=args.customer_id)
-    return stubs.profiles.GetProfile(request, timeout=TIMEOUT_SECONDS)
+    response = stubs.profiles.GetProfile(request, timeout=TIMEOUT_SECONDS)
+    if args.json:
+        return response
+    print_profile(response)
+    return None
+
+
+NEVER = 10_000_000.0  # the schema's "never seen" for seconds_since_* features
+
+
+def _when(stamp: Timestamp) -> str:
+    return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _channel(value: int) -> str:
+    return common_pb2.Channel.Name(value).removeprefix("CHANNEL_").lower()  # type: ignore[arg-type]
+
+
+def _number(name: str, value: float) -> str:
+    if name.startswith("seconds_since") and value >= NEVER:
+        return "never"
+    return f"{value:g}"
+
+
+def _answers(d: profile_pb2.DecisionSummary) -> str:
+    return ", ".join(
+        common_pb2.Outcome.Name(o).removeprefix("OUTCOME_").lower() for o in d.outcomes
+    )
+
+
+def print_profile(r: profile_pb2.GetProfileResponse) -> None:
+    """The single customer view in words: who, the stage and why, consent, the contact
+    policy's state, what happened and what was offered, then every feature, sorted."""
+    stage = proto.stage_name(r.lifecycle_stage)
+    print(f"customer {r.customer_id}  stage {stage}: {r.lifecycle_reason or 'default'}")
+    if not r.known:
+        print(
+            f"unknown customer: nothing is stored under {r.customer_id!r}; features below are"
+            " the defaults a new visitor gets"
+        )
+    if r.attributes:
+        print("\nattributes:")
+        for name, text in sorted(r.attributes.items()):
+            print(f"  {name:<28} {text}")
+    _print_state(r)
+    _print_history(r)
+    print("\nfeatures (as a decision sees them now):")
+    for name, value in sorted(r.features.items()):
+        print(f"  {name:<28} {_number(name, value)}")
+
+
+def _print_state(r: profile_pb2.GetProfileResponse) -> None:
+    """Consent and the contact policy's state."""
+    if r.consent:
+        print("\nconsent:")
+        for c in r.consent:
+            word = "given" if c.given else "refused"
+            via = f" via {_channel(c.via)}" if c.via else ""
+            at = f" on {_when(c.at)}" if c.HasField("at") else ""
+            print(f"  {c.channel:<8} {word} ({c.source}{at}{via})")
+    if r.contact_state or r.channel_caps:
+        print("\ncontact policy:")
+        for o in r.contact_state:
+            if o.HasField("cooldown_until"):
+                print(f"  {o.offer_id}: cool-down, {o.cooldown_days_left:.1f} days left")
+            if o.HasField("suppressed_since"):
+                print(f"  {o.offer_id}: taken on {_when(o.suppressed_since)}, not made again")
+            for cap in o.caps:
+                print(f"  {o.offer_id}: {cap.used} of {cap.window}")
+        for cap in r.channel_caps:
+            what = f"marketing budget ({cap.channel})" if cap.budget else cap.channel
+            print(f"  {what}: {cap.used} of {cap.window}")
+
+
+def _print_history(r: profile_pb2.GetProfileResponse) -> None:
+    """Events, offers made and their answers, and the stages the customer went through."""
+    print("\nrecent events (newest first):" if r.recent_events else "\nno recent events")
+    for e in r.recent_events:
+        attributes = " ".join(f"{k}={v}" for k, v in sorted(e.attributes.items()))
+        print(f"  {_when(e.occurred_at)}  {_channel(e.channel):<12} {e.event_type}  {attributes}")
+    print("\noffers made (newest first):" if r.recent_decisions else "\nno offers made")
+    made: dict[str, list[profile_pb2.DecisionSummary]] = {}
+    for d in r.recent_decisions:  # one line a decision, its offers by rank
+        made.setdefault(d.decision_id, []).append(d)
+    for offers in made.values():
+        first = min(offers, key=lambda d: d.rank)
+        said = ", ".join(
+            d.offer_id + (f" ({_answers(d)})" if d.outcomes else "")
+            for d in sorted(offers, key=lambda d: d.rank)
+        )
+        print(f"  {_when(first.decided_at)}  {_channel(first.channel):<12} {said}")
+    if r.stage_transitions:
+        print("\nstage history (oldest first):")
+        for t in r.stage_transitions:
+            print(
+                f"  {_when(t.at)}  {proto.stage_name(t.from_stage)} -> "
+                f"{proto.stage_name(t.to_stage)}: {t.reason}"
+            )
 
 
 def _event_arguments(p: argparse.ArgumentParser) -> None:
@@ -212,7 +310,14 @@ def _event(stubs: Stubs, args: argparse.Namespace) -> Message | None:
         timeout=TIMEOUT_SECONDS,
         metadata=(("idempotency-key", args.key),) if args.key else None,
     )
-    print(f"recorded {args.event_type} for {args.customer_id}")
+    if args.json:
+        print(
+            json.dumps(
+                {"recorded": True, "customer_id": args.customer_id, "event_type": args.event_type}
+            )
+        )
+    else:
+        print(f"recorded {args.event_type} for {args.customer_id}")
     return None
 
 
