@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from common.errors import InvalidArgument, NotFound
@@ -55,10 +55,18 @@ class DecisionIds:
         tags = "".join(self._tag(self._signing, customer_id, ms, nonce, o) for o in offer_ids)
         return f"{VERSION}_{ms}_{nonce}_{key_id(self._signing)}_{tags}"
 
-    def verify(self, decision_id: str, customer_id: str, offer_id: str) -> VerifiedDecision:
+    def verify(
+        self,
+        decision_id: str,
+        customer_id: str,
+        offer_id: str,
+        offers: Collection[str] = (),
+    ) -> VerifiedDecision:
         """When the decision was made, if ``offer_id`` was one of its actions for
-        ``customer_id``. Raises NotFound for an id this server did not make (or made for
-        another customer), InvalidArgument for an offer that was not in the decision."""
+        ``customer_id``. Raises NotFound for an id this server did not make,
+        InvalidArgument for an offer that was not in the decision, or for a decision made
+        for another customer (or altered): told apart by trying the catalog's ``offers``
+        (on this error path only), so that the message names the caller's mistake."""
         match = _FORMAT.fullmatch(decision_id)
         secret = self._by_id.get(match["key"]) if match else None
         if match is None or secret is None:
@@ -72,10 +80,27 @@ class DecisionIds:
         if not found:
             if not tags:
                 raise InvalidArgument("offer_id", "the decision made no offer")
-            # Either the offer was not made, or the id is not this customer's: both are
-            # the caller's mistake, and neither tells a forger anything.
+            # The caller's mistake either way, and no help to a forger: only the holder
+            # of this customer's decision id learns which offers it made.
+            made = [
+                o
+                for o in offers
+                if any(
+                    hmac.compare_digest(
+                        self._tag(secret, customer_id, ms, nonce, o), tags[i : i + TAG_CHARS]
+                    )
+                    for i in range(0, len(tags), TAG_CHARS)
+                )
+            ]
+            if offers and not made:
+                raise InvalidArgument(
+                    "decision_id",
+                    f"not a decision made for {customer_id[:64]!r} (another customer's"
+                    " decision, or an altered id)",
+                )
+            actions = f" (its actions: {', '.join(made)})" if made else ""
             raise InvalidArgument(
-                "offer_id", f"{offer_id[:64]!r} was not an action of that decision"
+                "offer_id", f"{offer_id[:64]!r} was not an action of that decision{actions}"
             )
         return VerifiedDecision(int(ms, 16) / 1000)
 

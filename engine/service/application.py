@@ -406,7 +406,7 @@ class Application:
         if offer is None:
             raise NotFound(f"offer_id: no offer {outcome.offer_id!r} in the catalog")
         decided_at = self.ids.verify(
-            outcome.decision_id, outcome.customer_id, outcome.offer_id
+            outcome.decision_id, outcome.customer_id, outcome.offer_id, self.core.catalog.by_id
         ).decided_at
         if outcome.occurred_at < decided_at - CLOCK_SKEW_SECONDS:
             raise InvalidArgument("occurred_at", "is before the decision it reports on")

@@ -21,6 +21,13 @@ def test_an_id_verifies_its_actions_for_its_customer_only() -> None:
         ids.verify(decision_id, "cust-1", "c")
     with pytest.raises(InvalidArgument):
         ids.verify(decision_id, "cust-2", "a")
+    # with the catalog's offers, the real mistake is named
+    catalog = ("a", "b", "c")
+    with pytest.raises(InvalidArgument, match=r"'c' was not an action .*\(its actions: a, b\)"):
+        ids.verify(decision_id, "cust-1", "c", catalog)
+    with pytest.raises(InvalidArgument, match="not a decision made for 'cust-2'") as refused:
+        ids.verify(decision_id, "cust-2", "a", catalog)
+    assert refused.value.field == "decision_id"
     with pytest.raises(NotFound):
         DecisionIds([OLD]).verify(decision_id, "cust-1", "a")  # another server's secret
     with pytest.raises(InvalidArgument, match="no offer"):

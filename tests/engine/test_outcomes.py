@@ -74,14 +74,21 @@ def test_a_forged_or_tampered_decision_changes_nothing(
     tampered_time = flip(decision.decision_id, 3)  # when it was made
 
     assert refused(server, "forged-no-such-decision", offer)[0] == grpc.StatusCode.NOT_FOUND
-    for tampered in (tampered_tag, tampered_time):
+    # an altered tag: that action is no longer the decision's; an altered time: none is
+    for tampered, field in ((tampered_tag, "offer_id"), (tampered_time, "decision_id")):
         code, message = refused(server, tampered, offer)
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("offer_id")
-    assert refused(server, decision.decision_id, not_made)[0] == grpc.StatusCode.INVALID_ARGUMENT
-    # the id is this customer's: another customer cannot report on it
-    assert refused(server, decision.decision_id, offer, "cust-000043")[0] == (
-        grpc.StatusCode.INVALID_ARGUMENT
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(field), message
+    code, message = refused(server, decision.decision_id, not_made)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    said = f"offer_id: {not_made!r} was not an action of that decision (its actions: "
+    assert message.startswith(said), message
+    assert sorted(message[len(said) : -1].split(", ")) == sorted(
+        a.offer_id for a in decision.actions
     )
+    # the id is this customer's: another customer cannot report on it, and is told so
+    code, message = refused(server, decision.decision_id, offer, "cust-000043")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message.startswith("decision_id: not a decision made for 'cust-000043'"), message
 
     assert read_outcomes(loaded) == []
     assert loaded.hgetall(keys.customer_key(CUSTOMER, keys.POLICY)) == {}
