@@ -4,8 +4,9 @@ that serves it and calls the gRPC service (Starlette on uvicorn).
     arbiter desk            (http://127.0.0.1:8080, calling the service at 127.0.0.1:50051)
 
 Not an open door:
-- agents sign in: with no agents file, the desk prints a one-time sign-in URL with a token
-  at start (as Jupyter does); with ``ARBITER_DESK_AGENTS_FILE`` (TOML ``[[agent]]`` with
+- agents sign in: with no agents file, the desk prints a one-time sign-in link (a token
+  that works once, within 15 minutes, then is dead; each use prints the next one in the
+  desk's terminal); with ``ARBITER_DESK_AGENTS_FILE`` (TOML ``[[agent]]`` with
   ``id`` and the ``sha256`` of its secret), a sign-in form. A session cookie (HttpOnly,
   SameSite=Strict) follows; outcomes record the agent (``reported_by``);
 - a POST needs the session's CSRF token in ``X-CSRF-Token`` and, when the browser says
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import html
 import secrets
 import threading
 import time
@@ -34,7 +36,7 @@ import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import grpc
 import uvicorn
@@ -47,7 +49,13 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -149,6 +157,49 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
+def _page_error(status: int, title: str, message: str) -> HTMLResponse:
+    """An error a browser shows: a page in the desk's style, not JSON."""
+    body = PAGE_ERROR.format(title=html.escape(title), message=html.escape(message))
+    return HTMLResponse(body, status_code=status)
+
+
+PAGE_ERROR = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Arbiter · {title}</title>
+<link rel="stylesheet" href="/static/desk.css"></head>
+<body><section class="login"><h1>{title}</h1><p>{message}</p></section></body></html>
+"""
+
+
+class SignInLinks:
+    """One-time sign-in links: a token works once, within ``ttl`` seconds, and is then
+    dead; each use or expiry makes the next one, which ``announce`` tells the person who
+    started the desk (its console), never the browser. So a link that leaked into a
+    history, a proxy log or a screenshot signs nobody in."""
+
+    def __init__(self, announce: Callable[[str], None], ttl: float = 15 * 60) -> None:
+        self._announce, self._ttl = announce, ttl
+        self._lock = threading.Lock()
+        self._token, self._expires = "", 0.0
+        self.next()
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    def next(self) -> str:
+        self._token, self._expires = secrets.token_urlsafe(24), time.monotonic() + self._ttl
+        return self._token
+
+    def use(self, offered: str) -> str:
+        """ "ok", "expired" or "invalid"; "ok" and "expired" make the next token."""
+        with self._lock:
+            if not hmac.compare_digest(offered.encode(), self._token.encode()):
+                return "invalid"
+            fresh = time.monotonic() < self._expires
+            self._announce(self.next())
+            return "ok" if fresh else "expired"
+
+
 def _signed_in(request: Request) -> str | None:
     agent = request.session.get("agent")
     return agent if isinstance(agent, str) else None
@@ -162,10 +213,16 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-def _sign_in(request: Request, agent: str) -> RedirectResponse:
+def _with_customer(path: str, customer: str) -> str:
+    return f"{path}?{urlencode({'customer': customer})}" if customer else path
+
+
+def _sign_in(request: Request, agent: str, customer: str = "") -> RedirectResponse:
+    """A new session (a fresh CSRF token), and on to the page: the customer the link or
+    form named is kept, the token is not (it leaves the address bar)."""
     request.session.clear()
     request.session.update({"agent": agent, "csrf": secrets.token_urlsafe(24)})
-    return RedirectResponse("/", status_code=303)
+    return RedirectResponse(_with_customer("/", customer), status_code=303)
 
 
 class SecurityHeaders(BaseHTTPMiddleware):
@@ -179,37 +236,59 @@ class DeskApp:
     """The routes. Exactly one of ``token`` (sign in with the printed URL) and ``agents``
     (sign in with a secret) is set."""
 
-    def __init__(self, desk: Desk, token: str | None, agents: dict[str, bytes] | None) -> None:
+    def __init__(
+        self, desk: Desk, links: SignInLinks | None, agents: dict[str, bytes] | None
+    ) -> None:
         self.desk = desk
-        self.token = token
+        self.links = links
         self.agents = agents
 
     async def index(self, request: Request) -> Response:
         offered = request.query_params.get("token")
-        if self.token is not None and offered is not None:
-            if hmac.compare_digest(offered.encode(), self.token.encode()):
-                return _sign_in(request, "agent")
-            return _error(401, "UNAUTHENTICATED", "that sign-in link is not valid")
+        customer = request.query_params.get("customer", "")
+        if self.links is not None and offered is not None:
+            used = self.links.use(offered)
+            if used == "ok":
+                return _sign_in(request, "agent", customer)
+            if used == "expired":
+                return _page_error(
+                    401,
+                    "Sign-in link expired",
+                    "That sign-in link was older than 15 minutes. `arbiter desk` has printed"
+                    " a new one in its terminal: open that.",
+                )
+            return _page_error(
+                401,
+                "Sign-in link not valid",
+                "That sign-in link has been used or was never valid: each works once."
+                " Open the latest one `arbiter desk` printed in its terminal.",
+            )
         if _signed_in(request) is None:
             if self.agents is not None:
-                return RedirectResponse("/login", status_code=303)
-            return _error(401, "UNAUTHENTICATED", "open the sign-in URL `arbiter desk` printed")
+                return RedirectResponse(_with_customer("/login", customer), status_code=303)
+            return _page_error(
+                401,
+                "Not signed in",
+                "Open the sign-in link `arbiter desk` printed in its terminal.",
+            )
         return FileResponse(STATIC / "index.html")
 
     async def login(self, request: Request) -> Response:
         if self.agents is None:
-            return _error(404, "NOT_FOUND", "sign in with the URL `arbiter desk` printed")
+            return _page_error(
+                404, "No sign-in form", "Sign in with the link `arbiter desk` printed."
+            )
         if request.method == "GET":
             return FileResponse(STATIC / "login.html")
         if not _same_origin(request):
-            return _error(403, "PERMISSION_DENIED", "cross-site sign-in refused")
+            return _page_error(403, "Sign-in refused", "A sign-in from another site is refused.")
         form = await request.form()
         agent, secret = str(form.get("agent", "")), str(form.get("secret", ""))
         digest = hashlib.sha256(secret.encode()).digest()
         if not hmac.compare_digest(digest, self.agents.get(agent, b"\0" * 32)):
             await asyncio.sleep(0.2)  # a guess costs time
-            return _error(401, "UNAUTHENTICATED", "unknown agent or wrong secret")
-        return _sign_in(request, agent)
+            return _page_error(401, "Not signed in", "Unknown agent or wrong secret.")
+        return _sign_in(request, agent, request.query_params.get("customer", ""))
 
     async def session(self, request: Request) -> Response:
         agent = _signed_in(request)
@@ -258,9 +337,13 @@ class DeskApp:
 
 
 def create_app(
-    desk: Desk, settings: DeskSettings, *, token: str | None, agents: dict[str, bytes] | None
+    desk: Desk,
+    settings: DeskSettings,
+    *,
+    links: SignInLinks | None,
+    agents: dict[str, bytes] | None,
 ) -> Starlette:
-    routes = DeskApp(desk, token, agents)
+    routes = DeskApp(desk, links, agents)
     return Starlette(
         routes=[
             Route("/", routes.index),
@@ -292,8 +375,8 @@ class DeskServer:
     def __init__(self, settings: DeskSettings, client: ClientSettings) -> None:
         self.desk = Desk(client)
         self.agents = load_agents(settings.agents_file) if settings.agents_file else None
-        self.token = None if self.agents else secrets.token_urlsafe(24)
-        app = create_app(self.desk, settings, token=self.token, agents=self.agents)
+        self.links = None if self.agents else SignInLinks(self._announce)
+        app = create_app(self.desk, settings, links=self.links, agents=self.agents)
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
         )
@@ -314,9 +397,17 @@ class DeskServer:
 
     @property
     def sign_in_url(self) -> str:
-        if self.token is None:
+        """The sign-in form, or the one-time link that works now."""
+        if self.links is None:
             return f"http://{self.host}:{self.port}/login"
-        return f"http://{self.host}:{self.port}/?token={self.token}"
+        return self._link(self.links.token)
+
+    def _link(self, token: str) -> str:
+        return f"http://{self.host}:{self.port}/?token={token}"
+
+    def _announce(self, token: str) -> None:
+        if self.port:  # once listening; the first link is printed by serve_desk
+            print(f"next one-time sign-in link:\n    {self._link(token)}", flush=True)
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -21,8 +21,9 @@ import redis
 from playwright.sync_api import expect, sync_playwright
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
-from engine.clients.desk import DeskServer
+from engine.clients.desk import DeskServer, SignInLinks
 from engine.settings import ClientSettings, DeskSettings
+from feature_store.embedded import EmbeddedRedis
 from tests.conftest import ServerThread
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -123,9 +124,10 @@ def test_agent_sees_the_customer_and_records_an_answer(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(desk.sign_in_url)  # the one-time link the desk printed
-        page.fill("#customer", "cust-000042")
-        page.click("button[type=submit]")
+        # the one-time link the desk printed, naming the customer: kept across sign-in
+        page.goto(desk.sign_in_url + "&customer=cust-000042")
+        expect(page.locator("#customer")).to_have_value("cust-000042")
+        assert "token" not in page.url
 
         first = page.locator(".action").first
         expect(first).to_be_visible(timeout=10_000)
@@ -139,9 +141,16 @@ def test_agent_sees_the_customer_and_records_an_answer(
 
         first.locator("button.accept").click()
 
-        expect(page.locator("#status")).to_contain_text(f"recorded: {offer} accept")
         expect(page.locator(f'.action[data-offer="{offer}"]')).to_have_count(0, timeout=10_000)
-        expect(page.locator("#offers-made")).to_contain_text("on call center: accept")
+        # the confirmation stays once the page has reloaded the customer
+        expect(page.locator("#status")).to_contain_text(f"recorded: {offer} accept")
+        page.wait_for_timeout(500)
+        expect(page.locator("#status")).to_contain_text(f"recorded: {offer} accept")
+        # offers made: a line an offer, with its latest answer
+        made = page.locator(f'#offers-made li[data-offer="{offer}"]')
+        expect(made).to_have_count(1)
+        expect(made).to_contain_text("on call center")
+        expect(made).to_contain_text("latest answer: accept")
         expect(page.locator("#policy-state")).to_contain_text("email: opted in (profile)")
         expect(page.locator("#policy-state")).to_contain_text("not offered again")
         expect(page.locator("#policy-state")).to_contain_text(
@@ -160,6 +169,8 @@ def test_the_desk_is_not_an_open_door(desk: DeskServer, server: ServerThread) ->
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    status, headers, page = stranger.send("/")
+    assert headers["content-type"].startswith("text/html") and "Not signed in" in page
     assert stranger.send("/?token=guessed")[0] == 401
     # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own Host
     status, headers, _ = stranger.send("/", Host="evil.example")
@@ -175,6 +186,19 @@ def test_the_desk_is_not_an_open_door(desk: DeskServer, server: ServerThread) ->
     assert redirect.getheader("x-frame-options") == "DENY"
     assert redirect.getheader("x-content-type-options") == "nosniff"
     assert "frame-ancestors 'none'" in (redirect.getheader("content-security-policy") or "")
+    connection.close()
+
+    # One time only: the link that signed in above signs nobody in again, with a page
+    used = desk.sign_in_url.removeprefix(base)
+    assert Browser(base).send(used)[0] == 200
+    status, headers, page = Browser(base).send(used)
+    assert status == 401 and "each works once" in page
+    assert headers["content-type"].startswith("text/html")
+    # the next link (printed in the desk's terminal) signs in, keeping the customer
+    connection = http.client.HTTPConnection("127.0.0.1", desk.port, timeout=5)
+    connection.request("GET", desk.sign_in_url.removeprefix(base) + "&customer=cust-000042")
+    redirect = connection.getresponse()
+    assert redirect.status == 303 and redirect.getheader("location") == "/?customer=cust-000042"
     connection.close()
 
     agent = Browser(base)
@@ -234,5 +258,44 @@ def test_with_an_agents_file_agents_sign_in_with_their_secret(
         assert browser.send("/login", right, **form, Origin="http://evil.example")[0] == 403
         assert browser.send("/login", right, **form)[0] == 200
         assert browser.send("/api/session")[2]["agent"] == "maria"
+    finally:
+        desk.stop()
+
+
+def test_a_sign_in_link_expires_and_each_use_makes_the_next() -> None:
+    printed: list[str] = []
+    links = SignInLinks(printed.append, ttl=60)
+    first = links.token
+    assert links.use("guessed") == "invalid" and printed == []
+    assert links.use(first) == "ok"
+    assert printed == [links.token] and links.token != first
+    assert links.use(first) == "invalid"  # once
+    stale = SignInLinks(printed.append, ttl=0)
+    old = stale.token
+    assert stale.use(old) == "expired" and stale.token != old
+
+
+def test_with_redis_down_the_agent_still_sees_the_degraded_decision(
+    server_factory: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """Redis gone: the decision degrades (fallback offers, a banner saying so) and the
+    customer view says it cannot be read, instead of empty panels; a long error fits."""
+    own = EmbeddedRedis().start()
+    server = server_factory(own.url, breaker_seconds=60)
+    own.stop()
+    client = ClientSettings(target=f"127.0.0.1:{server.running.port}")
+    desk = DeskServer(DeskSettings(port=0), client).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(desk.sign_in_url + "&customer=cust-000042")
+            expect(page.locator("#degraded")).to_contain_text("Degraded answer", timeout=10_000)
+            expect(page.locator(".action").first).to_be_visible()
+            expect(page.locator("#profile")).to_contain_text("cannot be read now")
+            header = page.locator("header").bounding_box()
+            assert header is not None and header["height"] < 120  # the error fits
+            page.screenshot(path=str(ARTIFACTS / "agent-desktop-degraded.png"), full_page=True)
+            browser.close()
     finally:
         desk.stop()

@@ -10,7 +10,14 @@ function el(tag, text, cls) {
 function reset(id, title) { const s = $(id); s.replaceChildren(el("h2", title)); return s; }
 function pretty(enumName, prefix) { return (enumName || "").replace(prefix, "").toLowerCase().replaceAll("_", " "); }
 function when(ts) { return ts ? new Date(ts).toLocaleString() : ""; }
-function status(text, error) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
+// Long errors (a gRPC message can run to hundreds of characters) are cut in the header,
+// whole in the tooltip.
+function status(text, error) {
+  const s = $("status");
+  s.textContent = text.length > 160 ? text.slice(0, 157) + "…" : text;
+  s.title = text;
+  s.className = error ? "error" : "";
+}
 
 // POSTs carry the session's CSRF token (from /api/session); the server also checks that
 // they come from this origin.
@@ -52,17 +59,33 @@ function showProfile(p) {
   }
   act.append(ul);
 
+  showOffersMade(p.recent_decisions || []);
+  showPolicy(p);
+}
+
+// One line an offer (newest first): how often it was made, where, and the latest answer,
+// so that a decline is not pushed out of view by the offers made with it.
+function showOffersMade(made) {
   const off = reset("offers", "Offers made");
-  const made = p.recent_decisions || [];
   if (!made.length) off.append(el("p", "No offers yet.", "empty"));
+  const byOffer = new Map();
+  for (const d of made) {  // newest first
+    const seen = byOffer.get(d.offer_id) || { name: d.offer_name || d.offer_id, times: 0, channels: new Set(), answer: "", at: "" };
+    seen.times += 1;
+    seen.channels.add(pretty(d.channel, "CHANNEL_"));
+    const outcomes = d.outcomes || [];
+    if (!seen.answer && outcomes.length) { seen.answer = pretty(outcomes[outcomes.length - 1], "OUTCOME_"); seen.at = when(d.decided_at); }
+    byOffer.set(d.offer_id, seen);
+  }
   const list = el("ul");
   list.id = "offers-made";
-  for (const d of made.slice(0, 10)) {
-    const outcomes = (d.outcomes || []).map((o) => pretty(o, "OUTCOME_")).join(", ") || "no response yet";
-    list.append(el("li", `${d.offer_name || d.offer_id} on ${pretty(d.channel, "CHANNEL_")}: ${outcomes}`));
+  for (const [offerId, o] of byOffer) {
+    const answer = o.answer ? `${o.answer} (${o.at})` : "no answer yet";
+    const item = el("li", `${o.name}: ${o.times}× on ${[...o.channels].join(", ")}; latest answer: ${answer}`);
+    item.dataset.offer = offerId;
+    list.append(item);
   }
   off.append(list);
-  showPolicy(p);
 }
 
 // What the contact policy holds, consent and its provenance, and the stage history.
@@ -101,7 +124,11 @@ function showPolicy(p) {
 
 function showActions(customerId, r) {
   const s = reset("actions", "Next best actions");
-  if (r.degraded) s.append(el("p", `Degraded answer: ${r.degraded_reason}`, "meta"));
+  if (r.degraded) {
+    const banner = el("p", `Degraded answer: ${r.degraded_reason}. These actions come from the fallback; check with the customer before offering.`, "banner");
+    banner.id = "degraded";
+    s.append(banner);
+  }
   if (!r.actions.length) s.append(el("p", "Nothing to offer right now.", "empty"));
   for (const a of r.actions) {
     const card = el("div", null, "action");
@@ -127,25 +154,39 @@ function showActions(customerId, r) {
   for (const e of r.excluded || []) s.append(el("div", `kept out: ${e.offer_id} (${e.reason})`, "meta"));
 }
 
-async function load(customerId) {
+// The decision and the customer view are asked apart: a decision that answered (even
+// degraded, without the profile) is shown when the profile cannot be read.
+async function load(customerId, done) {
   status("Loading…");
+  let decision = null;
   try {
     // Decide first: the offers it makes are part of the customer view that follows.
-    const decision = await api(`/api/decide?customer_id=${encodeURIComponent(customerId)}&channel=call_center`);
-    const profile = await api(`/api/profile?customer_id=${encodeURIComponent(customerId)}`);
-    showProfile(profile);
+    decision = await api(`/api/decide?customer_id=${encodeURIComponent(customerId)}&channel=call_center`);
     showActions(customerId, decision);
-    status(`model ${decision.model_version}`);
-  } catch (err) { status(err.message, true); }
+  } catch (err) {
+    reset("actions", "Next best actions").append(el("p", `No decision: ${err.message}`, "banner"));
+  }
+  try {
+    showProfile(await api(`/api/profile?customer_id=${encodeURIComponent(customerId)}`));
+  } catch (err) {
+    reset("profile", "Customer").append(el("p", `The customer view cannot be read now: ${err.message}`, "banner"));
+    for (const [id, title] of [["activity", "Recent activity (all channels)"], ["offers", "Offers made"], ["policy", "Contact policy and consent"]]) {
+      reset(id, title).append(el("p", "Unavailable.", "empty"));
+    }
+  }
+  if (done) status(done);
+  else if (decision) status(`model ${decision.model_version}`);
+  else status("the service did not decide", true);
 }
 
 async function record(customerId, decisionId, offerId, outcome) {
   try {
     await api("/api/outcome", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ decision_id: decisionId, customer_id: customerId, offer_id: offerId, outcome }) });
-    status(`recorded: ${offerId} ${outcome}`);
-    await new Promise((done) => setTimeout(done, 150));  // the decision log is written in the background
-    await load(customerId);
+    const confirmed = `recorded: ${offerId} ${outcome} at ${new Date().toLocaleTimeString()}`;
+    status(confirmed);
+    await new Promise((wait) => setTimeout(wait, 150));  // the decision log is written in the background
+    await load(customerId, confirmed);  // the confirmation stays
   } catch (err) { status(err.message, true); }
 }
 
