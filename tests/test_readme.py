@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What a line's comment promises, as its output shows it (the line: a part of it).
 PROMISES = {
+    "arbiter status": "SERVING",
     "--channel call-center        # agent script": "agent script:",
     "decide cust-000042 --channel email": "fibre_broadband: declined: cool-down",
     "profile cust-000042": "product_view  category=fibre",

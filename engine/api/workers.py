@@ -155,6 +155,7 @@ def run(settings: ServerSettings, redis_url: str, count: int) -> int:
             settings.metrics_port,
             workers_folder=folder,
             offer_health=metrics.offer_health_reader(redis_url),
+            workers=count,
         )
     supervisor = Supervisor(settings, redis_url, count)
 

@@ -13,6 +13,7 @@ one process, ~20 us under ``--workers`` (values in shared files), ~1% of a decis
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -293,6 +294,7 @@ def expose(
     *,
     workers_folder: Path | None = None,
     offer_health: Callable[[], bytes | None] | None = None,
+    workers: int = 1,
 ) -> int | None:
     """Serves ``/metrics`` on ``host:port`` in a thread; returns the bound port (``port``
     0: a free one). ``workers_folder``: the view of every worker's files;
@@ -302,6 +304,10 @@ def expose(
     if workers_folder is not None:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=str(workers_folder))  # type: ignore[no-untyped-call]
+    _served_by.workers = workers
+    target = REGISTRY if registry is None else registry
+    with contextlib.suppress(ValueError):  # registered already (tests start many)
+        target.register(_served_by)
     if offer_health is not None and registry is not None:
         registry.register(OfferHealth(offer_health))
     elif offer_health is not None:  # the process's registry: one collector, the latest reader
@@ -330,6 +336,21 @@ def expose(
     return bound
 
 
+class ServedBy(Collector):
+    """``arbiter_workers``: how many serving processes this server runs."""
+
+    def __init__(self) -> None:
+        self.workers = 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "arbiter_workers", "Serving processes of this server (workers sharing its port)"
+        )
+        family.add_metric([], float(self.workers))
+        yield family
+
+
+_served_by = ServedBy()
 _servers: list[WSGIServer] = []
 _offer_health: OfferHealth | None = None
 

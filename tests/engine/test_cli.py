@@ -6,10 +6,14 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
+import redis
 
 from engine.clients.cli.calls import channel_name
+from tests.conftest import ServerThread
+from training.cli import main as cli_main
 
 LONG_OUTPUT = """
 import sys
@@ -63,3 +67,29 @@ def test_one_channel_however_it_is_spelt() -> None:
     assert channel_name("mobile-app") == "mobile_app"
     with pytest.raises(argparse.ArgumentTypeError, match="unknown channel 'phone': one of web"):
         channel_name("phone")
+
+
+def test_status_says_what_the_service_serves(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = server_factory(redis_url, metrics_port=0)
+    target = f"127.0.0.1:{server.running.port}"
+    metrics = f"127.0.0.1:{server.metrics_port}"
+    assert cli_main(["status", "--target", target, "--metrics", metrics]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    core = server.application.core
+    assert lines[0] == f"service     {target}: SERVING"
+    assert f"champion    model {core.scorer.version}, catalog {core.catalog.version}" in lines
+    assert "redis       reachable" in lines
+    assert f"metrics     http://{metrics}/metrics" in lines
+
+    # no metrics where it looks: said, with where to look instead
+    assert cli_main(["status", "--target", target, "--metrics", "127.0.0.1:1"]) == 0
+    printed = capsys.readouterr().out
+    assert "metrics     not read at http://127.0.0.1:1/metrics" in printed
+    # no service: said, and a failing exit
+    assert cli_main(["status", "--target", "127.0.0.1:1", "--metrics", "127.0.0.1:1"]) == 1
+    assert capsys.readouterr().out.startswith("service     127.0.0.1:1: no answer (UNAVAILABLE)")

@@ -49,7 +49,7 @@ class Stubs:
         self.profiles = profile_pb2_grpc.ProfileServiceStub(channel)
 
 
-def _connection_arguments(p: argparse.ArgumentParser) -> None:
+def connection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help=TARGET_HELP)
     p.add_argument(
         "--tls-ca", type=Path, help="the CA of the server's certificate: TLS (ARBITER_TLS_CA_FILE)"
@@ -64,7 +64,7 @@ def client_settings(args: argparse.Namespace) -> ClientSettings:
 
 
 def _client_arguments(p: argparse.ArgumentParser) -> None:
-    _connection_arguments(p)
+    connection_arguments(p)
     p.add_argument("--json", action="store_true", help="print the raw response as JSON")
 
 
@@ -373,7 +373,7 @@ def _outcome(stubs: Stubs, args: argparse.Namespace) -> Message | None:
 
 
 def _campaign_arguments(p: argparse.ArgumentParser) -> None:
-    _connection_arguments(p)
+    connection_arguments(p)
     p.add_argument("--customers", type=Path, required=True, help="CSV with a customer_id column")
     p.add_argument(
         "--channel", type=channel_name, default="email", help=f"{CHANNEL_HELP}; default: email"
