@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from contextvars import ContextVar
+from pathlib import Path
 
 # The caller's request id for the call being served ("" outside a call, or when none).
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
@@ -55,3 +56,18 @@ def configure(level: int = logging.INFO, *, worker: str = "") -> None:
             _WithRequestId(f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s")
         )
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def to_file(path: Path, *, console: int = logging.WARNING) -> None:
+    """Also writes every line to ``path``, and leaves only ``console`` and above on the
+    console: a command printing a table of its own (simulate) keeps it readable."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(console)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = logging.FileHandler(path, mode="w")
+    lines.setFormatter(_WithRequestId("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(lines)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common import logs
 from common.errors import ArbiterError, ConfigurationError
 from engine.clients import cli
 from engine.clients.cli.admin import redis_url
@@ -249,6 +250,9 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.retrains_per_day < 1:
         print("arbiter simulate: --retrains-per-day: at least 1", file=sys.stderr)
         return 2
+    log_file = args.out.with_name(f"{args.out.name}.log")  # beside the folder a run clears
+    logs.to_file(log_file)
+    print(f"simulating; the service's and the learner's logs: {log_file}", flush=True)
     if args.compare:
         try:
             simulation.compare_seeds(

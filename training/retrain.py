@@ -376,8 +376,8 @@ def _verdict(
             f" lift {lift.difference} (paired DR, 95%, {lift.decisions} decisions)"
         )
     parts.append(
-        f"AUC {guards.auc:.4f}"
-        + (f" vs {guards.champion_auc:.4f}" if guards.champion_auc is not None else "")
+        f"AUC on the decisions since the champion {guards.auc:.4f}"
+        + (f" vs its {guards.champion_auc:.4f}" if guards.champion_auc is not None else "")
         + f"; calibration error {guards.calibration:.4f}"
         + (
             f" vs {guards.champion_calibration:.4f}"

@@ -44,7 +44,7 @@ from training.job import train_demo
 from training.settings import TrainerSettings
 from training.simulation import compare, events
 from training.simulation.peers import DEFAULT_VW_ARGS, VWPolicy, peers_by_name
-from training.simulation.report import DayResult, table, write_csv, write_report
+from training.simulation.report import LEGEND, DayResult, table, write_csv, write_report
 from training.simulation.traffic import Simulation
 from training.synthetic_logs import simulate_logs
 from training.world import NEW_OFFER_ID, World, generate
@@ -161,8 +161,8 @@ def stack(
         load_profiles(client, definitions.schema, world.profiles())
         first = train_demo(trainer, progress=False)  # day 0: a model from simulated logs
         print(
-            f"first model {first.model.version} (simulated logs),"
-            f" AUC {first.model.metrics['auc']:.3f}"
+            f"first model {first.model.version} (simulated logs), AUC"
+            f" {first.model.metrics['auc']:.3f} on a held-out fifth of them"
         )
         settings = ServerSettings(
             data_dir=workdir, catalog_path=catalog, port=0, reload_seconds=0.0
@@ -245,6 +245,7 @@ def run(
                 learn_every=learn_every,
             )
             results = []
+            print(LEGEND, flush=True)
             print(table([]), flush=True)
             for day in range(1, days + 1):
                 if day == new_offer_day:

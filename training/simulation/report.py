@@ -56,6 +56,14 @@ def promotions(result: DayResult) -> int:
     return sum(r.promoted for r in result.retrains)
 
 
+LEGEND = """\
+value per decision, by the hidden response model: served (the policy's choices), greedy
+(the batch model's own best), oracle (the best candidate knowing every hidden trait),
+random, value-only; served/oracle and greedy/oracle as shares; realised: the value of the
+answers drawn, per decision; acceptance: drawn, expected: by the hidden model; promoted:
+retrains promoted of those run that day"""
+
+
 def table(results: Sequence[DayResult]) -> str:
     """One line per day, then how the retrains' lift estimates compare with the true lift
     (by the hidden model, on the decisions each was judged on)."""
