@@ -52,6 +52,7 @@ def day(seed: int, d: int) -> DayResult:
         ),
         peers={
             "vw": PeerDay(oracle * 0.91, 0.17, 0.17),
+            "ceiling": PeerDay(oracle * 0.984, 0.19, 0.19),
             "value": PeerDay(33.0, 0.09, 0.09),
             "random": PeerDay(14.5, 0.1, 0.1),
         },
