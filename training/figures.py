@@ -94,14 +94,15 @@ def estimates_against_truth(
     values = np.array([e[0] for e in estimates])
     err = np.array([[e[0] - e[1] for e in estimates], [e[2] - e[0] for e in estimates]])
     ax.errorbar(values, y, xerr=err, fmt="o", color="#1f6feb", capsize=4, label="estimate, 95%")
-    markers = ["D", "s", "^"]
-    for (name, truth), marker in zip(truths.items(), markers, strict=False):
-        ax.scatter(truth, y, marker=marker, s=40, zorder=3, label=name)
+    # the truths in colours of their own: never the estimate's blue
+    markers = [("D", "#d1242f"), ("s", "#1a7f37"), ("^", "#9a6700")]
+    for (name, truth), (marker, colour) in zip(truths.items(), markers, strict=False):
+        ax.scatter(truth, y, marker=marker, s=40, zorder=3, color=colour, label=name)
     ax.set_yticks(y, [_wrap(label) for label in labels])
     ax.invert_yaxis()
     ax.set_xlabel(ylabel)
     ax.set_title(title, loc="left", fontsize=11)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
+    fig.legend(loc="outside lower center", ncol=3, frameon=False)  # below, never on the axes
     return _svg(fig)
 
 
@@ -249,10 +250,10 @@ def page(title: str, sections: Sequence[tuple[str, str]], text: str = "") -> str
     return (
         "<!doctype html><html lang=en><meta charset=utf-8>"
         f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:980px;"
+        "<style>body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1180px;"
         "color:#24292f}h1{font-size:1.5rem}h2{font-size:1.1rem;margin-top:2rem}"
         "svg{max-width:100%;height:auto}pre{background:#f6f8fa;padding:1rem;"
-        "overflow-x:auto;font-size:12px}</style>"
+        "white-space:pre-wrap;font-size:11px}</style>"
         f"<h1>{html.escape(title)}</h1>{body}"
         + (f"<h2>The figures</h2><pre>{html.escape(text)}</pre>" if text else "")
         + "</html>"

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from engine.adapters import artifact
-from training import experiments, whatif
+from training import experiments, figures, whatif
 from training.evaluation import Estimate
 from training.simulation import compare
 from training.simulation.report import DayResult, PeerDay, Retrain, write_report
@@ -92,7 +92,16 @@ def test_every_report_renders_with_its_plots_and_no_overlapping_labels(
         [{"decision_id": f"d{i}", "outcome": "accept", "value": 40.0} for i in range(0, 400, 7)],
     )  # fmt: skip
     experiments.write_report(experiments.report(*logs, "chall", 0.5), pages["experiment"])
-    expected = {"compare": 2, "simulation": 4, "whatif": 1, "experiment": 2}
+    pages["one-retrain"] = tmp_path / "one.html"  # the smallest estimates plot: one row
+    one = figures.estimates_against_truth(
+        ["day 1, after 625"],
+        [(0.9, -8.1, 9.9)],
+        {"true lift": [0.7]},
+        "value per decision, challenger - champion",
+        "One retrain",
+    )
+    pages["one-retrain"].write_text(figures.page("One retrain", [("Lift", one)], "table"))
+    expected = {"compare": 2, "simulation": 4, "whatif": 1, "experiment": 2, "one-retrain": 1}
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "chromium is not installed: `make test` installs it"
@@ -109,6 +118,8 @@ def test_every_report_renders_with_its_plots_and_no_overlapping_labels(
                 assert overlapping == 0, f"{name} plot {i}: {overlapping} labels overlap"
                 assert 300 < width <= 1000, f"{name} plot {i}: {width} px wide"
             assert page.locator("pre").count() == 1  # the figures as text, too
+            cut = page.locator("pre").evaluate("pre => pre.scrollWidth - pre.clientWidth")
+            assert cut <= 0, f"{name}: the table is cut by {cut} px on the right"
         browser.close()
     legend = pages["compare"].read_text()
     for policy in compare.POLICIES:
