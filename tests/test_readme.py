@@ -59,6 +59,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
         "ARBITER_DESK_TARGET": f"127.0.0.1:{port}",
         "ARBITER_DESK_PORT": str(desk_port),
         "PYTHONPATH": str(ROOT),
+        # a smaller demo world and first model than make run's (50,000 and 100,000 rows):
+        # the README's customers are among the first 50, and the suite stays quick
+        "ARBITER_DEMO_CUSTOMERS": "5000",
+        "ARBITER_TRAIN_ROWS": "20000",
     }
     log = (folder / "serve.log").open("w+")
     service = subprocess.Popen(
