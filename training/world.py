@@ -10,7 +10,7 @@ towards and that, later, policies are measured against. Deterministic for a seed
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,7 @@ def generate(n: int = 50_000, seed: int = 7) -> World:
 
 
 def _offer_terms(
-    offer_id: str, f: dict[str, np.ndarray], world_row: dict[str, np.ndarray]
+    offer_id: str, f: Mapping[str, np.ndarray], world_row: Mapping[str, np.ndarray]
 ) -> np.ndarray:
     """Offer-specific part of the hidden log-odds (f: features by name, row-aligned)."""
     ratio = f["data_usage_gb"] / np.maximum(f["data_allowance_gb"], 0.1)
@@ -201,8 +201,8 @@ def true_propensity(
     offer_value: float,
     offer_topics: frozenset[str],
     channel: str,
-    features: dict[str, np.ndarray],
-    hidden: dict[str, np.ndarray],
+    features: Mapping[str, np.ndarray],
+    hidden: Mapping[str, np.ndarray],
     category_match: np.ndarray,
     topic_views_24h: np.ndarray,
 ) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from engine.core.arbitration import GREEDY, slot_probabilities
-from engine.core.catalog import Catalog
+from engine.core.catalog import Catalog, Offer
 from engine.core.model_input import ServedInputs
 from engine.core.scoring import Scorer
 from feature_store.schema import FeatureSchema
@@ -36,22 +36,33 @@ def expected_values(
         "price_sensitivity": world.price_sensitivity[index : index + 1],
         "traveller": world.traveller[index : index + 1],
     }
-    last, topics = served.last_category, served.topic_counts
     out = {}
     for offer_id in offers if offers is not None else [c[0] for c in entry["candidates"]]:
-        offer = catalog.by_id[offer_id]
-        p = true_propensity(
-            offer_id,
-            offer.value,
-            offer.topics,
-            served.channel,
-            named,
-            hidden,
-            np.array([float(last in offer.topics)]),
-            np.array([sum(topics.get(t, 0.0) for t in offer.topics)]),
-        )
+        p = propensity(catalog.by_id[offer_id], served, named, hidden)
         out[offer_id] = float(p[0]) * world.appeal.get(offer_id, 1.0)
     return out
+
+
+def propensity(
+    offer: Offer,
+    served: ServedInputs,
+    named: Mapping[str, np.ndarray],
+    hidden: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """The hidden model's chance that customers with the ``hidden`` traits (rows) and the
+    features ``named`` (by name, row-aligned) respond to ``offer`` in the ``served``
+    situation (channel, latest category, the day's views)."""
+    rows = len(hidden["interest"])
+    return true_propensity(
+        offer.offer_id,
+        offer.value,
+        offer.topics,
+        served.channel,
+        named,
+        hidden,
+        np.full(rows, float(served.last_category in offer.topics)),
+        np.full(rows, sum(served.topic_counts.get(t, 0.0) for t in offer.topics)),
+    )
 
 
 def true_value(

@@ -24,7 +24,8 @@ import numpy as np
 from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs
 from training.rows import TrainingRows
-from training.world import INTEREST_VIEW_SHARE, TOPICS, TRAVELLER_SHARE, World, true_propensity
+from training.simulation.oracle import propensity
+from training.world import INTEREST_VIEW_SHARE, TOPICS, TRAVELLER_SHARE, World
 
 # VW's cb_explore_adf with the customer's features and the offer's as action-dependent
 # features, their pairwise interactions, SquareCB exploration and coin-betting updates
@@ -149,16 +150,7 @@ class CeilingPolicy:
         out = {}
         for offer_id in candidates:
             offer = self._offers[offer_id]
-            p = true_propensity(
-                offer_id,
-                offer.value,
-                offer.topics,
-                served.channel,
-                named,
-                self._hidden,
-                np.full(rows, float(served.last_category in offer.topics)),
-                np.full(rows, sum(served.topic_counts.get(t, 0.0) for t in offer.topics)),
-            )
+            p = propensity(offer, served, named, self._hidden)
             chance = float(weight @ p) * self._world.appeal.get(offer_id, 1.0)
             out[offer_id] = chance * offer.value
         return out
