@@ -125,7 +125,7 @@ function showPolicy(p) {
 function showActions(customerId, r) {
   const s = reset("actions", "Next best actions");
   if (r.degraded) {
-    const banner = el("p", `Degraded answer: ${r.degraded_reason}. These actions come from the fallback; check with the customer before offering.`, "banner");
+    const banner = el("p", `Degraded answer: ${r.degraded_reason}. Check with the customer before offering.`, "banner");
     banner.id = "degraded";
     s.append(banner);
   }
