@@ -400,14 +400,6 @@ def _verdict(
     predicts = (
         settings.promotion_rule == "value-or-prediction" and gain is not None and gain.low > 0
     )
-    # "not-worse": the fresher model serves unless its value or its predictions are shown
-    # worse (a scheduled retrain on the same pipeline, with more data)
-    fresher = (
-        settings.promotion_rule == "not-worse"
-        and told
-        and not lower
-        and (gain is None or gain.high > 0)
-    )
     if champion is None:
         # No model to beat: a model that ranks (the AUC guard) serves unless its value is
         # shown below value x lever's.
@@ -417,8 +409,6 @@ def _verdict(
             parts.append("no promoted model fits the schema")
     elif beats:
         pass
-    elif fresher:
-        parts.append("promoted as not worse: neither its value nor its predictions shown lower")
     elif predicts and not lower:
         # The value lift cannot tell (yet); it answers the champion's own decisions
         # better, beyond the interval, and is not shown to earn less.

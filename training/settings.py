@@ -35,9 +35,8 @@ class TrainerSettings(CommonSettings):
     min_holdout_decisions: int = 500
     # "value": only that bound. "value-or-prediction": also when the challenger predicts the
     # champion's own decisions better (paired log loss, lower bound above zero) and its
-    # value lift is not shown negative (docs/simulation.md measures both). "not-worse":
-    # whenever neither its value nor its predictions are shown worse (the guards hold).
-    promotion_rule: Literal["value", "value-or-prediction", "not-worse"] = "value-or-prediction"
+    # value lift is not shown negative (docs/simulation.md measures both).
+    promotion_rule: Literal["value", "value-or-prediction"] = "value-or-prediction"
     guard_auc_drop: float = 0.01
     guard_calibration: float = 0.02
     # Logged decisions older than this are no longer trained on (the base rows always are).
