@@ -100,7 +100,7 @@ def test_an_edited_catalog_is_picked_up(
     assert before.actions[0].offer_id == "fibre_broadband"
 
     text = catalog.read_text().replace(
-        "Fibre 900 is now available in $region.", "Good news: fibre reached $region."
+        "Fibre 900 is now available in $region:", "Good news: fibre reached $region:"
     )
     catalog.write_text(text)
     assert server.run(server.reloader.check())
