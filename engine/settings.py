@@ -2,7 +2,8 @@
 the server, the loader, the command-line clients and the desk here; the trainer in
 training/settings.py.
 
-Built once at start-up (the CLI) and passed down; nothing else reads the environment.
+Built once at start-up (the CLI) and passed down; nothing else reads the environment
+but the log format (``ARBITER_LOG_FORMAT``, common/logs.py, read before any settings).
 ``REDIS_URL`` is honoured as well as ``ARBITER_REDIS_URL``; with neither, the service
 starts an embedded redis-server of its own.
 """
@@ -21,6 +22,13 @@ from engine.core.lifecycle import StageRules, load_stage_rules
 from feature_store.schema import FeatureSchema, load_schema
 
 DEFAULTS = Path(__file__).parent / "defaults"
+
+
+def _off(value: object) -> object:
+    """ "off" (or empty, "none", "no"): None."""
+    if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "no"):
+        return None
+    return value
 
 
 class CommonSettings(BaseSettings):
@@ -61,12 +69,7 @@ class ServerSettings(CommonSettings):
     # port. With --workers, one view of every worker, served by the supervisor.
     metrics_port: int | None = 9464
 
-    @field_validator("metrics_port", mode="before")
-    @classmethod
-    def _metrics_off(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "no"):
-            return None
-        return value
+    _metrics_off = field_validator("metrics_port", mode="before")(_off)
 
     # Budget for the one feature-store round trip of a Decide; past it, answer degraded.
     feature_timeout_ms: float = 30.0
@@ -161,6 +164,10 @@ class ClientSettings(BaseSettings):
     client_key_file: Path | None = None
     # Sent as `authorization: Bearer <key>`.
     api_key: str | None = None
+    # Where `arbiter status` reads the service's /metrics: this port on the target's host
+    # (the variable the server listens by; "off": none).
+    metrics_port: int | None = 9464
+    _metrics_off = field_validator("metrics_port", mode="before")(_off)
 
 
 class DeskSettings(BaseSettings):

@@ -1,2 +1,3 @@
-"""What the service runs with besides the stores: the model registry on disk and the
-LightGBM scorer (the one serving module that imports lightgbm)."""
+"""What the service runs with besides the stores: the model registry on disk, the
+LightGBM scorer and its compiled trees (the serving modules that import lightgbm:
+lightgbm_scorer.py and compiled.py)."""

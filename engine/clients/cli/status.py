@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -25,11 +24,10 @@ Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     connection_arguments(p)
-    port = os.environ.get("ARBITER_METRICS_PORT") or "9464"
     p.add_argument(
         "--metrics",
-        default=f"127.0.0.1:{port}",
-        help=f"the service's /metrics, host:port (default 127.0.0.1:{port}, ARBITER_METRICS_PORT)",
+        help="the service's /metrics, host:port (default: the target's host, port"
+        " ARBITER_METRICS_PORT or 9464)",
     )
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
@@ -123,9 +121,12 @@ def _print(status: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    target = client_settings(args).target
+    settings = client_settings(args)
+    target = settings.target
+    port = settings.metrics_port or 9464  # "off" on the server: say where it was looked for
+    metrics = args.metrics or f"{target.rpartition(':')[0]}:{port}"
     served = health(args)
-    status = summary(target, served, args.metrics, scrape(args.metrics))
+    status = summary(target, served, metrics, scrape(metrics))
     if args.json:
         print(json.dumps(status, indent=2))
     else:
