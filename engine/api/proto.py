@@ -28,6 +28,16 @@ def channel_or_unspecified(name: str) -> common_pb2.Channel.ValueType:
         return common_pb2.CHANNEL_UNSPECIFIED
 
 
+def channel_name(value: int) -> str:
+    """``CHANNEL_CALL_CENTER`` -> ``call_center`` (display: any value, known or not)."""
+    return common_pb2.Channel.Name(value).removeprefix("CHANNEL_").lower()  # type: ignore[arg-type]
+
+
+def outcome_name(value: int) -> str:
+    """``OUTCOME_ACCEPT`` -> ``accept``."""
+    return common_pb2.Outcome.Name(value).removeprefix("OUTCOME_").lower()  # type: ignore[arg-type]
+
+
 def stage_name(value: int) -> str:
     """``LIFECYCLE_STAGE_AT_RISK`` -> ``at_risk``."""
     return common_pb2.LifecycleStage.Name(value).removeprefix("LIFECYCLE_STAGE_").lower()  # type: ignore[arg-type]

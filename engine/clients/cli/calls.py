@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.vocabulary import CHANNELS, OUTCOMES, STAGES
 from engine.api import proto
 from engine.api.channel import open_channel
@@ -191,10 +191,6 @@ def _when(stamp: Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _channel(value: int) -> str:
-    return common_pb2.Channel.Name(value).removeprefix("CHANNEL_").lower()  # type: ignore[arg-type]
-
-
 def _number(name: str, value: float) -> str:
     if name.startswith("seconds_since") and value >= NEVER:
         return "never"
@@ -202,9 +198,7 @@ def _number(name: str, value: float) -> str:
 
 
 def _answers(d: profile_pb2.DecisionSummary) -> str:
-    return ", ".join(
-        common_pb2.Outcome.Name(o).removeprefix("OUTCOME_").lower() for o in d.outcomes
-    )
+    return ", ".join(proto.outcome_name(o) for o in d.outcomes)
 
 
 def print_profile(r: profile_pb2.GetProfileResponse) -> None:
@@ -234,7 +228,7 @@ def _print_state(r: profile_pb2.GetProfileResponse) -> None:
         print("\nconsent:")
         for c in r.consent:
             word = "given" if c.given else "refused"
-            via = f" via {_channel(c.via)}" if c.via else ""
+            via = f" via {proto.channel_name(c.via)}" if c.via else ""
             at = f" on {_when(c.at)}" if c.HasField("at") else ""
             print(f"  {c.channel:<8} {word} ({c.source}{at}{via})")
     if r.contact_state or r.channel_caps:
@@ -256,7 +250,8 @@ def _print_history(r: profile_pb2.GetProfileResponse) -> None:
     print("\nrecent events (newest first):" if r.recent_events else "\nno recent events")
     for e in r.recent_events:
         attributes = " ".join(f"{k}={v}" for k, v in sorted(e.attributes.items()))
-        print(f"  {_when(e.occurred_at)}  {_channel(e.channel):<12} {e.event_type}  {attributes}")
+        where = proto.channel_name(e.channel)
+        print(f"  {_when(e.occurred_at)}  {where:<12} {e.event_type}  {attributes}")
     print("\noffers made (newest first):" if r.recent_decisions else "\nno offers made")
     made: dict[str, list[profile_pb2.DecisionSummary]] = {}
     for d in r.recent_decisions:  # one line a decision, its offers by rank
@@ -267,7 +262,7 @@ def _print_history(r: profile_pb2.GetProfileResponse) -> None:
             d.offer_id + (f" ({_answers(d)})" if d.outcomes else "")
             for d in sorted(offers, key=lambda d: d.rank)
         )
-        print(f"  {_when(first.decided_at)}  {_channel(first.channel):<12} {said}")
+        print(f"  {_when(first.decided_at)}  {proto.channel_name(first.channel):<12} {said}")
     if r.stage_transitions:
         print("\nstage history (oldest first):")
         for t in r.stage_transitions:

@@ -27,9 +27,14 @@ TRY = """serving on {host}:{port} ({count} worker processes). Try, in another te
 Ctrl-C stops."""
 
 
+def _reachable(host: str) -> str:
+    """Where a client on this machine reaches a server listening on ``host``."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def hint(host: str, port: int, count: int) -> str:
     """What to try, with ``--target`` where the service is not at the clients' default."""
-    address = f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+    address = f"{_reachable(host)}:{port}"
     target = "" if address == DEFAULT_TARGET else f" --target {address}"
     return TRY.format(host=host, port=port, count=count, target=target)
 
@@ -39,7 +44,7 @@ def _announce_when_listening(host: str, port: int, text: str, *, seconds: float 
     of its own: the workers start in other processes."""
 
     def wait() -> None:
-        address = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        address = _reachable(host)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection((address, port), 0.5):
