@@ -253,11 +253,24 @@ def allowed(
     or "*" for the whole channel, -> reason). A channel at its cap still shows again the
     offers ``held`` (``showing``); in quiet hours it shows nothing."""
     quiet = policy.quiet_hours.block(channel, record.attributes, now)
-    if quiet:  # nothing at all, not even an offer still showing; and what else holds
-        return [], {"*": quiet, **_offer_blocks(offers, record, now)}
+    if quiet:  # nothing at all, not even an offer still showing; and what else holds,
+        # so that a call at night shows the cool-down a call by day would
+        return [], {"*": quiet, **_screen(offers, record, now, {}, "")[1]}
     blocked = channel_block(policy, channel, record, now)
     if blocked and not any(o.offer_id in held for o in offers):
         return [], {"*": blocked}
+    return _screen(offers, record, now, held, blocked)
+
+
+def _screen(
+    offers: Sequence[Offer],
+    record: CustomerRecord,
+    now: float,
+    held: Mapping[str, float],
+    blocked: str,
+) -> tuple[list[Offer], dict[str, str]]:
+    """Each offer kept, or kept out with why: ``blocked`` (the channel's cap) unless it
+    is held, else its own state (a cool-down, its cap, an acceptance)."""
     kept, excluded = [], {}
     # Only offers with some state (contacts, a cool-down, an acceptance) can be blocked:
     # the others, usually nearly all of them, pass without a look (100 candidates: ~10 us).
@@ -274,21 +287,6 @@ def allowed(
         else:
             kept.append(offer)
     return kept, excluded
-
-
-def _offer_blocks(offers: Sequence[Offer], record: CustomerRecord, now: float) -> dict[str, str]:
-    """Why each of ``offers`` would be kept out on its own (a cool-down, its cap, an
-    acceptance): said beside a reason that keeps the whole channel out, so that a call
-    at night shows the cool-down a call by day would."""
-    contacted = contacted_offers(record)
-    stateful = contacted | _offers_in(record.policy)
-    out = {}
-    for offer in offers:
-        if offer.offer_id in stateful:
-            why = offer_block(offer.offer_id, offer.policy, record, now, contacted, False)
-            if why:
-                out[offer.offer_id] = why
-    return out
 
 
 def _offers_in(state: Mapping[str, float]) -> frozenset[str]:
