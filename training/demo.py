@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def profiles_path(settings: TrainerSettings) -> Path:
+    """The demo's profile file, named by its size, seed and the schema it was written
+    for: a schema that gains a feature writes a new file, not loads an old one without it."""
+    fingerprint = load_definitions(settings).schema.fingerprint
     return (
         settings.data_dir
         / "demo"
-        / f"customers-{settings.demo_customers}-{settings.world_seed}.jsonl"
+        / f"customers-{settings.demo_customers}-{settings.world_seed}-{fingerprint}.jsonl"
     )
 
 

@@ -136,6 +136,7 @@ def generate(n: int = 50_000, seed: int = 7) -> World:
         "monthly_spend": spend,
         "data_usage_gb": usage,
         "data_allowance_gb": allowance,
+        "data_used_pct": np.round(100 * usage / allowance),
         "products_held": products.astype(float),
         "has_fibre": has_fibre,
         "has_tv": has_tv,
