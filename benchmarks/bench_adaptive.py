@@ -28,9 +28,9 @@ from engine.adapters import artifact, compiled
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.core import adaptive
 from engine.core.arbitration import Exploration
+from engine.core.customer import CustomerRecord
 from engine.core.decision import DecisionCore, DecisionRequest
 from engine.settings import ServerSettings, load_definitions
-from feature_store.store import CustomerRecord
 from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
 from training.train import train

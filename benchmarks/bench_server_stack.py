@@ -38,6 +38,7 @@ from benchmarks.bench_decide import prepare, request, throughput
 from benchmarks.common import benchmark_redis, percentiles
 from engine.api.server import start_server
 from engine.api.servicer import decode_decide, encode_decision
+from engine.core.customer import OutcomeEffects
 from engine.core.decision_id import DecisionIds
 from engine.service.application import Application
 from engine.service.decision_log import DecisionLogWriter
@@ -46,7 +47,7 @@ from engine.settings import ServerSettings, load_definitions
 from feature_store import keys, redis_client, redis_store, scripts
 from feature_store.embedded import _free_port
 from feature_store.redis_store import READ_KEYS
-from feature_store.store import Forgotten, LoggedDecision, OutcomeEffects, OutcomeRecord
+from feature_store.store import Forgotten, LoggedDecision, OutcomeRecord
 
 
 class NullLog:

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.core.catalog import Catalog, load_catalog
 from engine.core.lifecycle import StageRules, load_stage_rules
-from feature_store.schema import FeatureSchema, load_schema
+from engine.core.schema import FeatureSchema, load_schema
 
 DEFAULTS = Path(__file__).parent / "defaults"
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import zlib
 
+from engine.core import customer
+
 PREFIX = "arb"
 
 # Hash: v = packed little-endian float32 batch features in schema order, s = schema
@@ -38,8 +40,8 @@ RESHOWN_KEPT = 512
 POLICY = "policy"
 # Hash of consent given or withdrawn through RecordEvent: <channel> = "<1|0>|<unix s>|<via>".
 CONSENT = "consent"
-CONSENT_EVENTS = ("opt_in", "opt_out")  # their attribute "channel" names what they cover
-CONSENT_CHANNELS = ("email", "sms")  # "all" means both
+CONSENT_EVENTS = customer.CONSENT_EVENTS
+CONSENT_CHANNELS = customer.CONSENT_CHANNELS
 # Capped lists of JSON records, newest first.
 EVENTS = "events"
 DECISIONS = "decisions"
@@ -105,29 +107,30 @@ FIELD_SCHEMA = b"s"
 FIELD_ATTRIBUTES = b"a"
 FIELD_UPDATED = b"u"
 
-# Counter and stamp prefixes inside the real-time, window and session hashes.
-LIFETIME_COUNT = "n:"  # rt: n:<event_type>, events ever
-EVENT_COUNT = "e:"  # win, session: e:<event_type> and e:<event_type>:<category>
-CHANNEL_COUNT = "c:"  # rt, win: c:<channel>
-CATEGORY_COUNT = "k:"  # win, session: k:<category>
-OUTCOME_COUNT = "o:"  # rt, win: o:<outcome>
-STAMP = "ts:"  # rt: ts:last_seen, ts:<event_type>, unix seconds
-LAST_SEEN = f"{STAMP}last_seen"
+# Counter and stamp names inside the real-time, window and session hashes: the feature
+# schema's (engine/core/customer.py), stored as they are.
+LIFETIME_COUNT = customer.LIFETIME_COUNT  # rt: n:<event_type>, events ever
+EVENT_COUNT = customer.EVENT_COUNT  # win, session: e:<event_type>, e:<event_type>:<category>
+CHANNEL_COUNT = customer.CHANNEL_COUNT  # rt, win: c:<channel>
+CATEGORY_COUNT = customer.CATEGORY_COUNT  # win, session: k:<category>
+OUTCOME_COUNT = customer.OUTCOME_COUNT  # rt, win: o:<outcome>
+STAMP = customer.STAMP  # rt: ts:last_seen, ts:<event_type>, unix seconds
+LAST_SEEN = customer.LAST_SEEN
+# What an event type or category outside the schema's vocabulary is counted as.
+OTHER = customer.OTHER
 LAST_CATEGORY = "last_category"  # rt: the category of the latest event that had one
 SESSION_STARTED = "started"  # session: unix seconds of its first event
-
-# What an event type or category outside the schema's vocabulary is counted as.
-OTHER = "other"
 
 # Contact-policy hash fields.
 COOLDOWN = "cool:"  # cool:<offer_id> = end of the cool-down, unix seconds
 HELD = "held:"  # held:<offer_id> = when accepted or converted
 
 # Sliding windows over the windowed counters: (scope name, bucket seconds, slots). A
-# window is its slots of buckets: 12 x 5 minutes, 24 x 1 hour, 7 x 1 day. The order is the
-# order of CustomerRecord.windows counts.
+# window is its slots of buckets: 12 x 5 minutes, 24 x 1 hour, 7 x 1 day, in the order of
+# CustomerRecord.windows counts (customer.WINDOW_SCOPES).
 SLIDING_WINDOWS = (("1h", 300, 12), ("24h", 3600, 24), ("7d", 86400, 7))
-WINDOW_SCOPES = tuple(name for name, _, _ in SLIDING_WINDOWS)
+WINDOW_SCOPES = customer.WINDOW_SCOPES
+assert tuple(name for name, _, _ in SLIDING_WINDOWS) == WINDOW_SCOPES
 
 
 # Every kind of per-customer state, as ForgetCustomer removes it (the idempotency keys,
@@ -202,10 +205,6 @@ def cooldown_field(offer_id: str) -> str:
 
 def held_field(offer_id: str) -> str:
     return f"{HELD}{offer_id}"
-
-
-def category_counter(category: str) -> str:
-    return f"{CATEGORY_COUNT}{category}"
 
 
 # Printable, no whitespace, no braces (they would break the hash tag), 1..128 characters.

@@ -34,9 +34,9 @@ import redis
 from tqdm import tqdm
 
 from common.errors import FeatureStoreUnavailable, InvalidArgument
+from engine.core.schema import FeatureSchema
 from feature_store import keys
 from feature_store.redis_client import REDIS_ERRORS, SyncClient, translated
-from feature_store.schema import FeatureSchema
 
 PARALLEL_FROM_BYTES = 4 << 20  # smaller files: one process (forking costs more)
 KEEP_BYTES = 512 << 20  # per process: packed HSETs kept from the check to the write

@@ -19,22 +19,31 @@ from typing import Any
 import orjson
 
 from common.errors import ArbiterError, ProfileSchemaMismatch, RateLimited
+from engine.core.customer import (
+    CHANNEL_COUNT,
+    EVENT_COUNT,
+    LAST_SEEN,
+    LIFETIME_COUNT,
+    OUTCOME_COUNT,
+    STAMP,
+    Consent,
+    Contact,
+    CustomerRecord,
+    OutcomeEffects,
+    Reservation,
+    category_counter,
+)
+from engine.core.schema import FeatureSchema
 from feature_store import keys
-from feature_store.schema import FeatureSchema
 from feature_store.store import (
     DECISIONS_KEPT,
     EVENTS_PER_SECOND,
     OUTCOMES_KEPT,
-    Consent,
-    Contact,
     CustomerHistory,
-    CustomerRecord,
     EventRecord,
     Forgotten,
     LoggedDecision,
-    OutcomeEffects,
     OutcomeRecord,
-    Reservation,
     consent_changes,
     encoded,
     stored_attributes,
@@ -57,7 +66,9 @@ class _Customer:
     contacts: dict[str, float] = field(default_factory=dict)  # member -> when
     pending: dict[str, float] = field(default_factory=dict)  # member -> lapses at
     reshown: dict[str, str] = field(default_factory=dict)  # "<decision>|<offer>" -> holder
-    policy: dict[str, float] = field(default_factory=dict)
+    cooldowns: dict[str, float] = field(default_factory=dict)  # offer -> until
+    held: dict[str, float] = field(default_factory=dict)  # offer -> since
+    last_category: str = ""
     events: list[Any] = field(default_factory=list)  # newest first
     decisions: list[Any] = field(default_factory=list)
     outcomes: list[Any] = field(default_factory=list)
@@ -125,7 +136,9 @@ class MemoryStore:
                 _contact(m, at) for m, at in c.contacts.items() if at >= now - self._horizon
             ),
             "pending": tuple(_contact(m, until) for m, until in c.pending.items() if until >= now),
-            "policy": dict(c.policy),
+            "cooldowns": dict(c.cooldowns),
+            "held": dict(c.held),
+            "last_category": c.last_category,
             "consent": dict(c.consent),
             "loaded_at": float(c.profile.get(keys.FIELD_UPDATED, b"0")) if c.profile else 0.0,
         }
@@ -205,27 +218,25 @@ class MemoryStore:
         etype = self._schema.counted_event_type(event.event_type)
         category = self._schema.counted_category(event.attributes.get("category", ""))
         rt = c.realtime
-        for name in (f"{keys.LIFETIME_COUNT}{etype}", f"{keys.CHANNEL_COUNT}{event.channel}"):
+        for name in (f"{LIFETIME_COUNT}{etype}", f"{CHANNEL_COUNT}{event.channel}"):
             rt[name] = str(int(rt.get(name, "0")) + 1)
-        for stamp in (keys.LAST_SEEN, f"{keys.STAMP}{etype}"):
+        for stamp in (LAST_SEEN, f"{STAMP}{etype}"):
             if ts > float(rt.get(stamp, "0")):
                 rt[stamp] = repr(ts)
         if category:
-            rt[keys.LAST_CATEGORY] = category
+            c.last_category = category
         c.events = [_copy(event.as_json()), *c.events][: self._schema.recent_events]
-        counters = [f"{keys.EVENT_COUNT}{etype}", f"{keys.CHANNEL_COUNT}{event.channel}"]
+        counters = [f"{EVENT_COUNT}{etype}", f"{CHANNEL_COUNT}{event.channel}"]
         if category:
-            counters.append(keys.category_counter(category))
+            counters.append(category_counter(category))
             if self._schema.counts_type_category_pairs:
-                counters.append(f"{keys.EVENT_COUNT}{etype}:{category}")
+                counters.append(f"{EVENT_COUNT}{etype}:{category}")
         for name in counters:
             self._bump(c, name, ts)
         if time.monotonic() >= c.session_until:
             c.session = {}
         session = c.session
-        for name in [f"{keys.EVENT_COUNT}{etype}"] + (
-            [keys.category_counter(category)] if category else []
-        ):
+        for name in [f"{EVENT_COUNT}{etype}"] + ([category_counter(category)] if category else []):
             session[name] = str(int(session.get(name, "0")) + 1)
         session.setdefault(keys.SESSION_STARTED, repr(ts))
         c.session_until = time.monotonic() + self._session_seconds
@@ -274,9 +285,9 @@ class MemoryStore:
         )
         reserved = []
         for offer_id, caps, suppress in r.offers:
-            if c.policy.get(keys.cooldown_field(offer_id), 0.0) > now:
+            if c.cooldowns.get(offer_id, 0.0) > now:
                 continue
-            if suppress and keys.held_field(offer_id) in c.policy:
+            if suppress and offer_id in c.held:
                 continue
             again = None if r.outbound else shown.get(offer_id)
             if again is not None:
@@ -332,14 +343,14 @@ class MemoryStore:
         if known is not None:
             return False, known
         c.outcomes = [_copy(outcome.summary()), *c.outcomes][:OUTCOMES_KEPT]
-        name = f"{keys.OUTCOME_COUNT}{outcome.outcome}"
+        name = f"{OUTCOME_COUNT}{outcome.outcome}"
         c.realtime[name] = str(int(c.realtime.get(name, "0")) + 1)
         self._bump(c, name, outcome.occurred_at)
         offer = outcome.offer_id
-        if effects.cooldown_until > c.policy.get(keys.cooldown_field(offer), 0.0):
-            c.policy[keys.cooldown_field(offer)] = effects.cooldown_until
+        if effects.cooldown_until > c.cooldowns.get(offer, 0.0):
+            c.cooldowns[offer] = effects.cooldown_until
         if effects.suppress:
-            c.policy.setdefault(keys.held_field(offer), outcome.occurred_at)
+            c.held.setdefault(offer, outcome.occurred_at)
         if effects.impression:
             holder = c.reshown.get(f"{outcome.decision_id}|{offer}", outcome.decision_id)
             prefix = f"{holder}|{offer}|"
@@ -359,13 +370,13 @@ class MemoryStore:
         if c is not None:
             present = {
                 keys.PROFILE: c.profile is not None,
-                keys.REALTIME: bool(c.realtime),
+                keys.REALTIME: bool(c.realtime or c.last_category),
                 keys.WINDOWS: bool(c.windows),
                 keys.SESSION: bool(c.session),
                 keys.CONTACTS: bool(c.contacts),
                 keys.PENDING: bool(c.pending),
                 keys.RESHOWN: bool(c.reshown),
-                keys.POLICY: bool(c.policy),
+                keys.POLICY: bool(c.cooldowns or c.held),
                 keys.CONSENT: bool(c.consent),
                 keys.EVENTS: bool(c.events),
                 keys.DECISIONS: bool(c.decisions),

@@ -23,6 +23,8 @@ from common.errors import (
     ProfileSchemaMismatch,
     RateLimited,
 )
+from engine.core.customer import Contact, CustomerRecord, OutcomeEffects, Reservation
+from engine.core.schema import FeatureSchema
 from feature_store import keys, log_codec, redis_client, scripts
 from feature_store.hot_redis import Hot, HotCluster
 from feature_store.log_append import (
@@ -33,21 +35,17 @@ from feature_store.log_append import (
 )
 from feature_store.log_reader import log_order
 from feature_store.redis_client import AsyncClient, translated, unavailable
-from feature_store.schema import FeatureSchema
 from feature_store.store import (
     EVENTS_PER_SECOND,
     OUTCOMES_KEPT,
-    Consent,
-    Contact,
     CustomerHistory,
-    CustomerRecord,
     EventRecord,
     Forgotten,
     LoggedDecision,
-    OutcomeEffects,
     OutcomeRecord,
-    Reservation,
     consent_changes,
+    decode_consent,
+    encode_consent,
     stored_attributes,
 )
 
@@ -97,11 +95,26 @@ def _contacts(flat: list[bytes]) -> tuple[Contact, ...]:
     return tuple(out)
 
 
+def _policy(flat: list[Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """The policy hash's cool-downs and acceptances, offer id -> unix seconds."""
+    cooldowns: dict[str, float] = {}
+    held: dict[str, float] = {}
+    for i in range(0, len(flat), 2):
+        name = flat[i].decode()
+        if name.startswith(keys.COOLDOWN):
+            cooldowns[name[len(keys.COOLDOWN) :]] = float(flat[i + 1])
+        elif name.startswith(keys.HELD):
+            held[name[len(keys.HELD) :]] = float(flat[i + 1])
+    return cooldowns, held
+
+
 def decode_fetch(schema: FeatureSchema, customer_id: str, reply: list[Any]) -> CustomerRecord:
     """The record from the reply of the READ script."""
     profile, realtime, windows, session, contacts, pending, policy, consent = reply
     vector, fingerprint, attributes, loaded = profile
     rt = _pairs(realtime)
+    last_category = rt.pop(keys.LAST_CATEGORY, "")
+    cooldowns, held = _policy(policy)
     counts = {
         windows[i].decode(): tuple(float(c) for c in windows[i + 1 : i + 4])
         for i in range(0, len(windows), 4)
@@ -111,10 +124,12 @@ def decode_fetch(schema: FeatureSchema, customer_id: str, reply: list[Any]) -> C
         "session": _pairs(session),
         "contacts": _contacts(contacts),
         "pending": _contacts(pending),
-        "policy": {k: float(v) for k, v in _pairs(policy).items()},
+        "cooldowns": cooldowns,
+        "held": held,
         "consent": {
-            channel: c for channel, text in _pairs(consent).items() if (c := Consent.decode(text))
+            channel: c for channel, text in _pairs(consent).items() if (c := decode_consent(text))
         },
+        "last_category": last_category,
         "loaded_at": float(loaded) if loaded else 0.0,
     }
     if vector is None:
@@ -333,7 +348,7 @@ class RedisFeatureStore:
                     *(
                         part
                         for channel, consent in consent_changes(event).items()
-                        for part in (channel, consent.encode())
+                        for part in (channel, encode_consent(consent))
                     ),
                 ],
             )

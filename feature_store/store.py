@@ -1,4 +1,5 @@
-"""What the engine needs from an online store, as plain data and small protocols.
+"""What the engine needs from an online store, as plain data and small protocols; the
+customer state a fetch returns is the core's (engine/core/customer.py).
 
 ``RedisFeatureStore`` (feature_store/redis_store.py) is the real implementation and
 ``MemoryStore`` (feature_store/memory_store.py) the in-process reference; both pass
@@ -12,11 +13,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import orjson
 
 from common.errors import ArbiterError
-from feature_store import keys
+from engine.core.customer import (
+    CONSENT_CHANNELS,
+    CONSENT_EVENTS,
+    Consent,
+    CustomerRecord,
+    OutcomeEffects,
+    Reservation,
+)
 
 # How much history each customer keeps for the single customer view (newest first).
 DECISIONS_KEPT = 50
@@ -40,69 +47,32 @@ def stored_attributes(blob: bytes | None) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in value.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class Consent:
-    """The latest consent event for a channel: given or withdrawn, when, through which
-    channel."""
+def encode_consent(consent: Consent) -> str:
+    """As the consent hash keeps it: ``<1|0>|<unix s>|<via channel>``."""
+    return f"{int(consent.given)}|{consent.at!r}|{consent.via}"
 
-    given: bool
-    at: float  # unix seconds
-    via: str
 
-    def encode(self) -> str:
-        return f"{int(self.given)}|{self.at!r}|{self.via}"
-
-    @classmethod
-    def decode(cls, text: str) -> Consent | None:
-        try:
-            given, at, via = text.split("|", 2)
-            return cls(given == "1", float(at), via)
-        except ValueError:
-            return None
+def decode_consent(text: str) -> Consent | None:
+    """``encode_consent``'s text back, or None when it is not one."""
+    try:
+        given, at, via = text.split("|", 2)
+        return Consent(given == "1", float(at), via)
+    except ValueError:
+        return None
 
 
 def consent_changes(event: EventRecord) -> dict[str, Consent]:
     """What an ``opt_in`` / ``opt_out`` event sets (channel -> consent); {} for others."""
-    if event.event_type not in keys.CONSENT_EVENTS:
+    if event.event_type not in CONSENT_EVENTS:
         return {}
     target = event.attributes.get("channel", "")
-    channels = keys.CONSENT_CHANNELS if target == "all" else (target,)
+    channels = CONSENT_CHANNELS if target == "all" else (target,)
     given = event.event_type == "opt_in"
     return {
         c: Consent(given, event.occurred_at, event.channel)
         for c in channels
-        if c in keys.CONSENT_CHANNELS
+        if c in CONSENT_CHANNELS
     }
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    """An offer made (or reserved) in a decision on a channel."""
-
-    decision_id: str
-    offer_id: str
-    channel: str
-    at: float  # unix seconds: when made; for a reservation, when it lapses
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerRecord:
-    """Everything one decision reads about a customer, fetched in one round trip."""
-
-    customer_id: str
-    known: bool  # False: no stored profile (a new visitor); batch holds the defaults
-    batch: np.ndarray  # float32, schema batch order
-    attributes: Mapping[str, str]
-    realtime: Mapping[str, str]  # the real-time hash, decoded
-    # counter name (e:<event>, c:<channel>, k:<category>, o:<outcome>) -> counts over the
-    # windows of keys.SLIDING_WINDOWS (1 h, 24 h, 7 d)
-    windows: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    session: Mapping[str, str] = field(default_factory=dict)
-    contacts: tuple[Contact, ...] = ()  # made, within the contact-policy horizon
-    pending: tuple[Contact, ...] = ()  # reserved inbound impressions not yet reported
-    policy: Mapping[str, float] = field(default_factory=dict)  # cool:<offer>, held:<offer>
-    consent: Mapping[str, Consent] = field(default_factory=dict)  # channel -> latest event
-    loaded_at: float = 0.0  # unix seconds of the profile's batch load (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,35 +172,6 @@ class CustomerHistory:
     events: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     decisions: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     outcomes: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
-
-
-@dataclass(frozen=True, slots=True)
-class OutcomeEffects:
-    """What an outcome changes in the customer's contact policy state."""
-
-    cooldown_until: float = 0.0  # unix seconds; 0: no cool-down
-    suppress: bool = False  # never offer this offer again (accepted, converted)
-    impression: bool = False  # counts as a contact for frequency caps
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """Contacts a decision is about to make, with the caps that bound them.
-
-    Caps are (window seconds, max) pairs; each offer is (offer id, caps, suppressed once
-    accepted). Outbound contacts count at once; inbound ones are held as pending until
-    ``pending_until`` unless their impression is reported. ``budget`` caps count the
-    decisions on any of ``budget_channels`` (the decision's channel among them)."""
-
-    customer_id: str
-    decision_id: str
-    channel: str
-    outbound: bool
-    pending_until: float
-    channel_caps: tuple[tuple[int, int], ...]
-    offers: tuple[tuple[str, tuple[tuple[int, int], ...], bool], ...]
-    budget: tuple[tuple[int, int], ...] = ()
-    budget_channels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

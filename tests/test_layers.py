@@ -1,8 +1,8 @@
 """The layers, as the tree shows them, hold: every import points down.
 
     common                       imports nothing of the project
-    feature_store                common
-    engine.core                  common, feature_store's schema, keys and records
+    engine.core                  common (it owns the schema and the customer state)
+    feature_store                + engine.core (its stores produce the core's records)
     engine.adapters              + engine.core
     engine.service               + engine.adapters
     engine.api                   + engine.service
@@ -68,7 +68,20 @@ def within(name: str, prefixes: tuple[str, ...]) -> bool:
 # (modules, what they must not import): project layers first, then libraries.
 RULES: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("common",), ("feature_store", "engine", "training", "arbiter")),
-    (("feature_store",), ("engine", "training", "arbiter", "grpc", "lightgbm")),
+    (
+        ("feature_store",),
+        (
+            "engine.adapters",
+            "engine.service",
+            "engine.api",
+            "engine.clients",
+            "engine.settings",
+            "training",
+            "arbiter",
+            "grpc",
+            "lightgbm",
+        ),
+    ),
     (("engine",), ("training",)),
     (
         ("engine.core",),
@@ -78,11 +91,7 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
             "engine.api",
             "engine.clients",
             "engine.settings",
-            "feature_store.redis_store",
-            "feature_store.redis_client",
-            "feature_store.loader",
-            "feature_store.log_reader",
-            "feature_store.embedded",
+            "feature_store",
             "grpc",
             "arbiter",
             "google.protobuf",
@@ -133,7 +142,8 @@ def test_the_core_reaches_no_grpc_redis_or_lightgbm_even_indirectly() -> None:
 @pytest.mark.parametrize(
     ("module", "line", "expected"),
     [
-        ("feature_store.store", "from engine.core import decision", "imports engine.core"),
+        ("feature_store.store", "from engine.service import profile", "imports engine.service"),
+        ("engine.core.decision", "from feature_store import keys", "imports feature_store"),
         ("engine.core.decision", "import grpc", "imports grpc"),
         ("engine.core.scoring", "import lightgbm as lgb", "imports lightgbm"),
         ("engine.clients.cli.admin", "from training import job", "imports training"),
@@ -144,3 +154,38 @@ def test_a_back_arrow_is_caught(module: str, line: str, expected: str) -> None:
     modules = project_modules()
     modules[module] = modules[module] | imports_in(line, module.rpartition(".")[0])
     assert any(f"{module} {expected}" in v for v in violations(modules))
+
+
+def cycles(modules: dict[str, set[str]], prefix: str) -> list[list[str]]:
+    """Import circles among the modules under ``prefix`` (TYPE_CHECKING imports too)."""
+    inside = {m for m in modules if m.startswith(prefix + ".")}
+    graph = {m: sorted(n for n in modules[m] if n in inside and n != m) for m in inside}
+    found, state, path = [], dict.fromkeys(inside, 0), []  # 0 new, 1 on the path, 2 done
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for name in graph[module]:
+            if state[name] == 1:
+                found.append([*path[path.index(name) :], name])
+            elif state[name] == 0:
+                visit(name)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(inside):
+        if state[module] == 0:
+            visit(module)
+    return found
+
+
+def test_the_core_has_no_import_circle() -> None:
+    assert cycles(project_modules(), "engine.core") == []
+
+
+def test_an_import_circle_is_caught() -> None:
+    modules = project_modules()
+    line = "if TYPE_CHECKING:\n    from engine.core.decision import Decision\n"
+    modules["engine.core.catalog"] |= imports_in(line, "engine.core")
+    found = cycles(modules, "engine.core")
+    assert any({"engine.core.catalog", "engine.core.decision"} <= set(c) for c in found)

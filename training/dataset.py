@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from common.reward import RewardWindows
 from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs, Vocabulary, build_matrix, model_feature_names
-from feature_store.schema import FeatureSchema
+from engine.core.schema import FeatureSchema
 from training.evaluation import Context
 from training.logs import JoinReport, Outcomes, matured
 from training.rows import TrainingRows

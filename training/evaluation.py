@@ -26,8 +26,8 @@ import numpy as np
 from engine.core.arbitration import GREEDY, Exploration, slot_probabilities
 from engine.core.catalog import Catalog
 from engine.core.model_input import ServedInputs, build_matrix
+from engine.core.schema import FeatureSchema
 from engine.core.scoring import Scorer
-from feature_store.schema import FeatureSchema
 
 Z95 = 1.959963984540054
 

@@ -30,9 +30,9 @@ import numpy as np
 from common.reward import RewardWindows
 from common.vocabulary import POSITIVE_OUTCOMES, TERMINAL_OUTCOMES
 from engine.core.model_input import ServedInputs
+from engine.core.schema import FeatureSchema
 from feature_store.log_reader import read_logs
 from feature_store.redis_client import SyncClient
-from feature_store.schema import FeatureSchema
 from training.rows import TrainingRows
 
 

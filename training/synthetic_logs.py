@@ -14,13 +14,20 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.core.catalog import Catalog
+from engine.core.customer import (
+    CHANNEL_COUNT,
+    EVENT_COUNT,
+    LAST_SEEN,
+    LIFETIME_COUNT,
+    STAMP,
+    CustomerRecord,
+    category_counter,
+)
 from engine.core.decision import DecisionRequest, rule_env
 from engine.core.eligibility import Situation, eligible_offers
 from engine.core.lifecycle import StageRules
 from engine.core.model_input import ServedInputs
-from feature_store import keys
-from feature_store.schema import FeatureSchema
-from feature_store.store import CustomerRecord
+from engine.core.schema import FeatureSchema
 from training.rows import TrainingRows
 from training.world import TOPICS, World, true_propensity
 
@@ -49,16 +56,17 @@ def _activity(
     session: dict[str, str] = {}
     channel_week = {"web": 0.0, "mobile_app": 0.0}
     last_seen = 0.0
+    last_category = ""
     for event, rate in EVENT_RATES.items():
         week = int(rng.poisson(rate))
         if not week:
             continue
         day = int(rng.binomial(week, 0.3))
         hour = int(rng.binomial(day, 0.2))
-        rt[f"{keys.LIFETIME_COUNT}{event}"] = str(week + int(rng.poisson(rate)))
-        windows[f"{keys.EVENT_COUNT}{event}"] = (float(hour), float(day), float(week))
+        rt[f"{LIFETIME_COUNT}{event}"] = str(week + int(rng.poisson(rate)))
+        windows[f"{EVENT_COUNT}{event}"] = (float(hour), float(day), float(week))
         if hour:
-            session[f"{keys.EVENT_COUNT}{event}"] = str(int(rng.binomial(hour, 0.8)) or 1)
+            session[f"{EVENT_COUNT}{event}"] = str(int(rng.binomial(hour, 0.8)) or 1)
         web = float(rng.binomial(week, 0.6))
         channel_week["web"] += web
         channel_week["mobile_app"] += week - web
@@ -71,19 +79,21 @@ def _activity(
         )
         last_seen = max(last_seen, now - ago)
         if event == "purchase":
-            rt[f"{keys.STAMP}purchase"] = repr(now - ago)
+            rt[f"{STAMP}purchase"] = repr(now - ago)
         if event in VIEWS:
             topic = interest if rng.random() < 0.6 else TOPICS[int(rng.integers(len(TOPICS)))]
-            old = windows.get(keys.category_counter(topic), (0.0, 0.0, 0.0))
-            windows[keys.category_counter(topic)] = (old[0] + hour, old[1] + day, old[2] + week)
-            rt[keys.LAST_CATEGORY] = topic
+            old = windows.get(category_counter(topic), (0.0, 0.0, 0.0))
+            windows[category_counter(topic)] = (old[0] + hour, old[1] + day, old[2] + week)
+            last_category = topic
     for channel, week_count in channel_week.items():
         if week_count:
-            rt[f"{keys.CHANNEL_COUNT}{channel}"] = str(int(week_count))
-            windows[f"{keys.CHANNEL_COUNT}{channel}"] = (0.0, 0.0, week_count)
+            rt[f"{CHANNEL_COUNT}{channel}"] = str(int(week_count))
+            windows[f"{CHANNEL_COUNT}{channel}"] = (0.0, 0.0, week_count)
     if last_seen:
-        rt[keys.LAST_SEEN] = repr(last_seen)
-    return CustomerRecord(customer_id, True, batch, {}, rt, windows, session)
+        rt[LAST_SEEN] = repr(last_seen)
+    return CustomerRecord(
+        customer_id, True, batch, {}, rt, windows, session, last_category=last_category
+    )
 
 
 def simulate_logs(

@@ -19,7 +19,7 @@ import numpy as np
 from engine.adapters.artifact import ModelArtifact, new_version
 from engine.core.catalog import Catalog
 from engine.core.model_input import CATEGORICAL, Vocabulary, build_matrix, model_feature_names
-from feature_store.schema import FeatureSchema
+from engine.core.schema import FeatureSchema
 from training.metrics import auc, calibration_error, log_loss
 from training.rows import TrainingRows
 from training.settings import TrainerSettings

@@ -37,14 +37,14 @@ import numpy as np
 from common.vocabulary import POSITIVE_OUTCOMES
 from engine.core.arbitration import GREEDY, slot_probabilities
 from engine.core.catalog import Catalog, Offer
-from engine.core.contact_policy import COOLDOWN_OUTCOMES, allowed
+from engine.core.contact_policy import allowed
+from engine.core.contact_rules import COOLDOWN_OUTCOMES
+from engine.core.customer import Contact, CustomerRecord
 from engine.core.decision import DecisionRequest, rule_env
 from engine.core.eligibility import Situation, eligible_offers
 from engine.core.model_input import ServedInputs, build_matrix
+from engine.core.schema import FeatureSchema
 from engine.core.scoring import Scorer
-from feature_store import keys
-from feature_store.schema import FeatureSchema
-from feature_store.store import Contact, CustomerRecord
 from training.evaluation import Estimate, doubly_robust, mean_interval, snips
 
 MIN_DECISIONS = 200
@@ -142,15 +142,16 @@ def logged_decisions(
         if why or served is None:
             skipped[why] = skipped.get(why, 0) + 1
             continue
-        policy: dict[str, float] = {}
+        held: dict[str, float] = {}
+        cooldowns: dict[str, float] = {}
         for at, offer_id, outcome in events.get(d["customer_id"], ()):
             if at >= d["ts"]:
                 break
             offer = catalog.by_id.get(offer_id)
             if outcome in POSITIVE_OUTCOMES:
-                policy[keys.held_field(offer_id)] = at
+                held[offer_id] = at
             elif outcome in COOLDOWN_OUTCOMES and offer is not None:
-                policy[keys.cooldown_field(offer_id)] = at + offer.policy.cooldown_seconds
+                cooldowns[offer_id] = at + offer.policy.cooldown_seconds
         record = CustomerRecord(
             customer_id=d["customer_id"],
             known=True,
@@ -158,7 +159,8 @@ def logged_decisions(
             attributes={},
             realtime={},
             contacts=prior,
-            policy=policy,
+            cooldowns=cooldowns,
+            held=held,
         )
         first = d["actions"][0]
         out.append(

@@ -17,7 +17,7 @@ from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2
 from common.errors import ArbiterError, InvalidArgument
 from engine.api import proto, validation
 from engine.api.decoding import Undecodable
-from engine.core.contact_policy import CapUse
+from engine.core.contact_views import CapUse
 from engine.core.decision import Decision, DecisionRequest
 from engine.service.application import Application
 from engine.service.metrics import MetricsTimer

@@ -25,7 +25,7 @@ from engine.core.arbitration import (
     DEFAULT_TEMPERATURE,
     Exploration,
 )
-from engine.core.contact_policy import (
+from engine.core.contact_rules import (
     DAY,
     Budget,
     Cap,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from feature_store.store import Consent, CustomerRecord
+from engine.core.customer import Consent, CustomerRecord
 
 
 def latest_event(record: CustomerRecord, channel: str) -> Consent | None:

@@ -17,13 +17,13 @@ import numpy as np
 
 from engine.core import adaptive, arbitration, consent, contact_policy, eligibility, rendering
 from engine.core.catalog import Catalog, Offer
+from engine.core.customer import CustomerRecord
 from engine.core.explanation import Explainer, Reason
 from engine.core.lifecycle import StageRules
 from engine.core.model_input import ServedInputs, Vocabulary, build_matrix, feature_names_id
+from engine.core.schema import FeatureSchema
 from engine.core.scoring import Scorer, ValueOnlyScorer
 from engine.core.timing import NO_TIMER, StageTimer
-from feature_store.schema import FeatureSchema
-from feature_store.store import CustomerRecord
 
 __all__ = [
     "Action",

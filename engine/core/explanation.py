@@ -16,10 +16,9 @@ import numpy as np
 
 from engine.core import contact_policy, eligibility, rendering
 from engine.core.catalog import Catalog, Offer
+from engine.core.customer import CustomerRecord, category_counter
 from engine.core.model_input import OFFER_EXPLAIN, model_feature_names
-from feature_store import keys
-from feature_store.schema import FeatureSchema
-from feature_store.store import CustomerRecord
+from engine.core.schema import FeatureSchema
 
 TOP_CONTRIBUTIONS = 3
 
@@ -115,8 +114,8 @@ class Explainer:
         shown = rendering.format_value(value)
         if not template:
             return f"{name} = {shown}"
-        last = record.realtime.get(keys.LAST_CATEGORY, "")
-        viewed = [t for t in sorted(offer.topics) if record.windows.get(keys.category_counter(t))]
+        last = record.last_category
+        viewed = [t for t in sorted(offer.topics) if record.windows.get(category_counter(t))]
         variables = {
             "value": shown,
             "yesno": "yes" if value else "no",

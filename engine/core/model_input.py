@@ -20,9 +20,8 @@ import numpy as np
 
 from common.vocabulary import CHANNEL_CODE, STAGE_CODE
 from engine.core.catalog import Catalog, Offer
-from feature_store import keys
-from feature_store.schema import FeatureSchema
-from feature_store.store import CustomerRecord
+from engine.core.customer import CATEGORY_COUNT, WINDOW_SCOPES, CustomerRecord
+from engine.core.schema import FeatureSchema
 
 OFFER_FEATURES = (
     "offer_id",
@@ -44,7 +43,7 @@ OFFER_EXPLAIN = {
     "category_match": "last looked at $topic",
     "topic_views_24h": "viewed $topic pages $value times today",
 }
-_DAY_WINDOW = keys.WINDOW_SCOPES.index("24h")
+_DAY_WINDOW = WINDOW_SCOPES.index("24h")
 
 
 def model_feature_names(schema: FeatureSchema) -> tuple[str, ...]:
@@ -74,11 +73,11 @@ class ServedInputs:
         cls, record: CustomerRecord, features: np.ndarray, channel: str, stage: str
     ) -> ServedInputs:
         counts = {
-            name.removeprefix(keys.CATEGORY_COUNT): values[_DAY_WINDOW]
+            name.removeprefix(CATEGORY_COUNT): values[_DAY_WINDOW]
             for name, values in record.windows.items()
-            if name.startswith(keys.CATEGORY_COUNT)
+            if name.startswith(CATEGORY_COUNT)
         }
-        return cls(features, channel, stage, record.realtime.get(keys.LAST_CATEGORY, ""), counts)
+        return cls(features, channel, stage, record.last_category, counts)
 
     def to_log(self, names: Sequence[str]) -> dict[str, Any]:
         """The fields of a decision-log entry that hold these inputs (JSON-able). Compact:

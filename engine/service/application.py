@@ -22,7 +22,8 @@ from common.errors import (
     NotFound,
     ProfileSchemaMismatch,
 )
-from engine.core import adaptive, contact_policy, experiments
+from engine.core import adaptive, contact_reservation, contact_views, experiments
+from engine.core.customer import CustomerRecord, Reservation
 from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
 from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
@@ -30,15 +31,7 @@ from engine.service import metrics
 from engine.service.breaker import Breaker
 from engine.service.decision_log import LogWriter
 from engine.service.profile import Profile, consent_views, offer_history, stage_transitions
-from feature_store.store import (
-    CustomerRecord,
-    DecisionLog,
-    EventRecord,
-    FeatureStore,
-    Forgotten,
-    OutcomeRecord,
-    Reservation,
-)
+from feature_store.store import DecisionLog, EventRecord, FeatureStore, Forgotten, OutcomeRecord
 
 # Time kept back from a caller's deadline: to decide and answer after the read (a
 # decision takes 1-3 ms here), and to answer after the reservation.
@@ -68,9 +61,9 @@ def _timed(run: Callable[[], Decision]) -> tuple[Decision, float]:
 def _apply_reservation(
     decision: Decision, reservation: Reservation, result: Sequence[str] | str
 ) -> Decision:
-    """``contact_policy.apply_reservation``, counting the holds taken and the offers a
+    """``contact_reservation.apply_reservation``, counting the holds taken and the offers a
     concurrent decision took first."""
-    kept = contact_policy.apply_reservation(decision, reservation, result)
+    kept = contact_reservation.apply_reservation(decision, reservation, result)
     if not isinstance(result, str):
         metrics.CAP_REJECTIONS.inc(len(decision.actions) - len(kept.actions))
         if not reservation.outbound:
@@ -277,7 +270,7 @@ class Application:
         decision = self._signed(decision, now)
         # Degraded answers reserve too: a slow read must not let caps be exceeded.
         catalog = core.catalog
-        reservation = contact_policy.reservation(
+        reservation = contact_reservation.reservation(
             catalog.contact_policy, catalog.by_id, decision, request.channel, now
         )
         if reservation is not None:
@@ -362,7 +355,7 @@ class Application:
             (i, reservation)
             for i, (request, decision) in enumerate(zip(requests, decisions, strict=True))
             if (
-                reservation := contact_policy.reservation(
+                reservation := contact_reservation.reservation(
                     policy, offers, decision, request.channel, now
                 )
             )
@@ -412,7 +405,9 @@ class Application:
             raise InvalidArgument("occurred_at", "is before the decision it reports on")
         # Within the allowed skew, an outcome counts from its decision (training's window).
         outcome = replace(outcome, occurred_at=max(outcome.occurred_at, decided_at))
-        effects = contact_policy.outcome_effects(offer.policy, outcome.outcome, outcome.occurred_at)
+        effects = contact_reservation.outcome_effects(
+            offer.policy, outcome.outcome, outcome.occurred_at
+        )
         recorded, outcome_id = await self.store.record_outcome(outcome, effects)
         if recorded:
             metrics.OUTCOMES.labels(outcome.outcome).inc()
@@ -450,8 +445,8 @@ class Application:
             attributes=record.attributes,
             events=history.events,
             decisions=offer_history(history),
-            contact_state=contact_policy.offer_states(policies, record, now),
-            channel_caps=contact_policy.channel_uses(catalog.contact_policy, record, now),
+            contact_state=contact_views.offer_states(policies, record, now),
+            channel_caps=contact_views.channel_uses(catalog.contact_policy, record, now),
             consent=consent_views(record, env, catalog.consent_features),
             stage_transitions=stage_transitions(history),
         )

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core import consent
-from engine.core.contact_policy import CapUse, OfferState
-from feature_store.store import CustomerHistory, CustomerRecord
+from engine.core.contact_views import CapUse, OfferState
+from engine.core.customer import CustomerRecord
+from feature_store.store import CustomerHistory
 
 
 @dataclass(frozen=True, slots=True)

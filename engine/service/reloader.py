@@ -25,12 +25,12 @@ from engine.core.catalog import load_catalog
 from engine.core.decision import DecisionCore
 from engine.core.lifecycle import load_stage_rules
 from engine.core.model_input import model_feature_names
+from engine.core.schema import FeatureSchema
 from engine.core.scoring import Scorer, ValueOnlyScorer
 from engine.service import metrics
 from engine.service.application import Application
 from engine.service.registry import SharedModels
 from engine.settings import Definitions, ServerSettings
-from feature_store.schema import FeatureSchema
 
 log = logging.getLogger(__name__)
 

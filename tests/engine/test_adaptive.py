@@ -10,10 +10,10 @@ import pytest
 
 from engine.core import adaptive
 from engine.core.arbitration import Exploration, slot_probabilities
+from engine.core.customer import CustomerRecord
 from engine.core.decision import DecisionCore, DecisionRequest
 from engine.core.scoring import ValueOnlyScorer
 from engine.settings import Definitions
-from feature_store.store import CustomerRecord
 
 NOW = 1_780_000_000.0
 

@@ -12,14 +12,14 @@ import pytest
 from common.errors import ConfigurationError
 from engine.core.arbitration import GREEDY, arbitrate, priorities
 from engine.core.catalog import parse_catalog
-from engine.core.contact_policy import QuietHours, parse_clock
+from engine.core.contact_rules import QuietHours, parse_clock
+from engine.core.customer import CustomerRecord
 from engine.core.decision import DecisionCore, DecisionRequest, rule_env
 from engine.core.eligibility import Situation, eligible_offers, fallback_offers
 from engine.core.lifecycle import parse_stage_rules
 from engine.core.rendering import render, template_variables
 from engine.core.scoring import ValueOnlyScorer
 from engine.settings import Definitions
-from feature_store.store import CustomerRecord
 
 NAMES = frozenset({"is_customer", "tenure_months", "sms_opt_in"})
 NOW = datetime(2026, 6, 1, tzinfo=UTC).timestamp()

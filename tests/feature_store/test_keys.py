@@ -50,8 +50,8 @@ def test_customer_keys_share_one_hash_tag() -> None:
 def test_fields_and_counters_inside_the_hashes() -> None:
     assert keys.cooldown_field("fibre") == "cool:fibre"
     assert keys.held_field("fibre") == "held:fibre"
-    assert keys.category_counter("fibre") == "k:fibre"
     assert (keys.LIFETIME_COUNT, keys.EVENT_COUNT, keys.CHANNEL_COUNT) == ("n:", "e:", "c:")
+    assert keys.CATEGORY_COUNT == "k:"
     assert (keys.OUTCOME_COUNT, keys.LAST_SEEN, keys.LAST_CATEGORY) == (
         "o:",
         "ts:last_seen",

@@ -14,11 +14,12 @@ import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
 from common.errors import FeatureStoreUnavailable
+from engine.core.customer import OutcomeEffects
 from engine.settings import Definitions
 from feature_store import keys, redis_store
 from feature_store.embedded import EmbeddedRedis
 from feature_store.redis_client import connect, connect_sync
-from feature_store.store import EventRecord, LoggedDecision, OutcomeEffects, OutcomeRecord
+from feature_store.store import EventRecord, LoggedDecision, OutcomeRecord
 from tests.conftest import ServerThread
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from common.errors import ProfileSchemaMismatch, RateLimited
+from engine.core.customer import OutcomeEffects, Reservation
 from engine.settings import Definitions
 from feature_store import keys
 from feature_store.hot_redis import connect_hot
@@ -30,9 +31,7 @@ from feature_store.store import (
     FeatureStore,
     Forgotten,
     LoggedDecision,
-    OutcomeEffects,
     OutcomeRecord,
-    Reservation,
 )
 
 
@@ -127,7 +126,8 @@ def test_an_unknown_customer_is_defaults(backend: Backend) -> None:
     assert not record.known
     assert record.batch.tolist() == pytest.approx([f.default for f in backend.schema.batch])
     assert record.attributes == {} and record.realtime == {} and record.windows == {}
-    assert record.contacts == () and record.pending == () and record.policy == {}
+    assert record.contacts == () and record.pending == ()
+    assert record.cooldowns == {} and record.held == {} and record.last_category == ""
 
 
 def test_profile_and_events_are_read_back(backend: Backend) -> None:
@@ -149,8 +149,8 @@ def test_profile_and_events_are_read_back(backend: Backend) -> None:
         "c:mobile_app": "1",
         "ts:last_seen": "1010.0",
         "ts:product_view": "1010.0",
-        "last_category": "fibre",
     }
+    assert record.last_category == "fibre"  # the latest event with a category
     assert record.windows["e:product_view"] == (2.0, 2.0, 2.0)
     assert record.windows["k:fibre"] == (1.0, 1.0, 1.0)
     assert [e["channel"] for e in history.events] == ["mobile_app", "web"]  # newest first
@@ -266,7 +266,8 @@ def test_an_outcome_is_recorded_once_per_key_and_its_effects_apply(backend: Back
     assert [o["idempotency_key"] for o in logged] == ["key-1", "key-2"]
     assert logged[0]["customer_id"] == "c3" and logged[0]["value"] == 10.0
     assert record.realtime["o:accept"] == "1" and record.windows["o:accept"] == (1.0, 1.0, 1.0)
-    assert record.policy == {"held:fibre": pytest.approx(now), "cool:roaming": now + 100}
+    assert record.held == {"fibre": pytest.approx(now)}
+    assert record.cooldowns == {"roaming": now + 100}
     assert sorted((c.decision_id, c.offer_id, c.channel) for c in record.contacts) == [
         ("d1", "fibre", ""),  # counted once, though reported three times
         ("d1", "roaming", ""),
@@ -523,7 +524,8 @@ def test_forgetting_removes_the_customer_and_its_log_entries(backend: Backend) -
     assert first.idempotency_keys == 2  # the outcome's and the event's
     assert (first.decision_log_entries, first.outcome_log_entries) == (1, 1)
     assert again == Forgotten()  # idempotent: nothing left to remove
-    assert not record.known and record.realtime == {} and record.policy == {}
+    assert not record.known and record.realtime == {} and record.last_category == ""
+    assert record.cooldowns == {} and record.held == {}
     assert record.consent == {} and history.events == [] and history.outcomes == []
     assert [d["customer_id"] for d in decisions] == ["c20"]
     assert [o["customer_id"] for o in outcomes] == ["c20"]

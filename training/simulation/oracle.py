@@ -12,8 +12,8 @@ import numpy as np
 from engine.core.arbitration import GREEDY, slot_probabilities
 from engine.core.catalog import Catalog, Offer
 from engine.core.model_input import ServedInputs
+from engine.core.schema import FeatureSchema
 from engine.core.scoring import Scorer
-from feature_store.schema import FeatureSchema
 from training.evaluation import contexts_from_logs, model_propensities
 from training.world import World, true_propensity
 

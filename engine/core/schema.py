@@ -26,13 +26,12 @@ from typing import Literal
 import numpy as np
 
 from common.errors import ConfigurationError, InvalidArgument, ProfileSchemaMismatch
-from feature_store import keys
-from feature_store.store import CustomerRecord
+from engine.core.customer import EVENT_COUNT, OTHER, WINDOW_SCOPES, CustomerRecord
 
 Kind = Literal["float", "int", "bool"]
 Source = Literal["batch", "realtime"]
 Transform = Literal["count", "age_seconds"]
-SCOPES = ("lifetime", "session", *keys.WINDOW_SCOPES)
+SCOPES = ("lifetime", "session", *WINDOW_SCOPES)
 
 BATCH_DTYPE = np.dtype("<f4")
 
@@ -98,7 +97,7 @@ class FeatureSchema:
     def counts_type_category_pairs(self) -> bool:
         """Whether a feature reads an ``e:<event_type>:<category>`` window: only then are
         the pairs counted (they multiply a customer's window fields)."""
-        prefix = keys.EVENT_COUNT
+        prefix = EVENT_COUNT
         return any(
             f.field.startswith(prefix) and ":" in f.field[len(prefix) :] for f in self.realtime
         )
@@ -106,13 +105,13 @@ class FeatureSchema:
     def counted_event_type(self, event_type: str) -> str:
         """The name ``event_type`` is counted under: itself, or "other"."""
         known = self.event_types is None or event_type in self.event_types
-        return event_type if known else keys.OTHER
+        return event_type if known else OTHER
 
     def counted_category(self, category: str) -> str:
         """The name ``category`` is counted under: itself, "other", or "" for none."""
         if not category or self.categories is None or category in self.categories:
             return category
-        return keys.OTHER
+        return OTHER
 
     def encode_batch(self, values: Mapping[str, float]) -> bytes:
         """Packs batch feature values (missing ones take their default) as float32 LE.
@@ -168,7 +167,7 @@ class FeatureSchema:
                 raw = record.session.get(f.field)
             else:
                 counts = record.windows.get(f.field)
-                raw = None if counts is None else counts[keys.WINDOW_SCOPES.index(f.scope)]
+                raw = None if counts is None else counts[WINDOW_SCOPES.index(f.scope)]
             if raw is None:
                 out[i] = f.default
             elif f.transform == "count":

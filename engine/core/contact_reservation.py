@@ -1,0 +1,92 @@
+"""The contacts a decision makes, carried with their caps to the store, which re-checks
+and records them atomically (in Redis: feature_store/scripts.py RESERVE; in memory:
+MemoryStore._reserve), so two replicas cannot both exceed a cap; and what a reported
+outcome changes (a cool-down, a suppression, an impression). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from engine.core.catalog import Offer
+from engine.core.contact_rules import (
+    COOLDOWN_OUTCOMES,
+    SUPPRESS_OUTCOMES,
+    ContactPolicy,
+    OfferPolicy,
+)
+from engine.core.customer import OutcomeEffects, Reservation
+from engine.core.decision import Decision
+
+
+def reservation(
+    policy: ContactPolicy, offers: Mapping[str, Offer], decision: Decision, channel: str, now: float
+) -> Reservation | None:
+    """The contacts a decision makes, with their caps; None when nothing is capped."""
+    if not decision.actions:
+        return None
+    channel_caps = tuple((c.window_seconds, c.max) for c in policy.channel_caps.get(channel, ()))
+    budgeted = channel in policy.budget.channels
+    budget = tuple((c.window_seconds, c.max) for c in policy.budget.caps) if budgeted else ()
+    offer_policies = [offers[a.offer_id].policy for a in decision.actions]
+    capped = channel_caps or budget
+    if not capped and not any(p.caps or p.suppress_after_accept for p in offer_policies):
+        return None
+    return Reservation(
+        decision.customer_id,
+        decision.decision_id,
+        channel,
+        channel in policy.outbound,
+        now + policy.pending_seconds,
+        channel_caps,
+        tuple(
+            (a.offer_id, tuple((c.window_seconds, c.max) for c in p.caps), p.suppress_after_accept)
+            for a, p in zip(decision.actions, offer_policies, strict=True)
+        ),
+        budget,
+        tuple(sorted(policy.budget.channels)) if budget else (),
+    )
+
+
+def apply_reservation(
+    decision: Decision, reservation: Reservation, result: Sequence[str] | str
+) -> Decision:
+    """Keeps the actions the reservation recorded. ``result`` is the offer ids reserved,
+    or why the reservation failed: then outbound decisions send nothing and inbound ones
+    answer, flagged degraded."""
+    if isinstance(result, str):
+        if reservation.outbound:
+            reason = f"contact policy unavailable, nothing sent: {result}"
+            return replace(decision, actions=(), degraded=True, degraded_reason=reason)
+        reason = f"contacts not reserved: {result}"
+        if decision.degraded_reason:
+            reason = f"{decision.degraded_reason}; {reason}"
+        return replace(decision, degraded=True, degraded_reason=reason)
+    reserved = set(result)
+    if len(reserved) == len(decision.actions):
+        return decision
+    kept = [a for a in decision.actions if a.offer_id in reserved]
+    lost = {
+        a.offer_id: "cap taken by a concurrent decision"
+        for a in decision.actions
+        if a.offer_id not in reserved
+    }
+    return replace(
+        decision,
+        actions=tuple(replace(a, rank=i) for i, a in enumerate(kept, start=1)),
+        excluded={**decision.excluded, **lost},
+    )
+
+
+def outcome_effects(policy: OfferPolicy, outcome: str, occurred_at: float) -> OutcomeEffects:
+    """What a reported outcome changes: a cool-down after a decline or dismissal,
+    suppression after an accept or conversion, and any response counts as seen (once)
+    towards the caps."""
+    return OutcomeEffects(
+        cooldown_until=(
+            occurred_at + policy.cooldown_seconds if outcome in COOLDOWN_OUTCOMES else 0.0
+        ),
+        suppress=outcome in SUPPRESS_OUTCOMES and policy.suppress_after_accept,
+        impression=True,
+    )
