@@ -110,6 +110,17 @@ class MemoryStore:
     def _customer(self, customer_id: str) -> _Customer:
         return self._customers.setdefault(customer_id, _Customer())
 
+    @property
+    def cancel_safe(self) -> bool:
+        """Every call runs to its end without an await: a cancellation cannot cut one."""
+        return True
+
+    def shard_of(self, customer_id: str) -> str:
+        return ""  # one process, one part
+
+    def shards(self) -> set[str]:
+        return set()
+
     async def prepare(self) -> None:
         """Nothing to get ready."""
 

@@ -185,6 +185,22 @@ class Forgotten:
 
 
 class FeatureStore(Protocol):
+    @property
+    def cancel_safe(self) -> bool:
+        """Whether a call on the decision path (fetch, reserve) may be cancelled by the
+        caller's own ``asyncio.timeout`` at any await (else it runs in a task of its own
+        under ``wait_for``)."""
+        ...
+
+    def shard_of(self, customer_id: str) -> str:
+        """The part of the store (a cluster primary) holding the customer's state, so that
+        one part's failure is not taken for the whole store's; "" when it is all one."""
+        ...
+
+    def shards(self) -> set[str]:
+        """Every part ``shard_of`` names, as last learned; empty when not known."""
+        ...
+
     async def prepare(self) -> None:
         """Gets ready for the first call (connections, scripts); raises
         FeatureStoreUnavailable when the store cannot be reached (calls then retry it)."""

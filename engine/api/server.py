@@ -35,8 +35,9 @@ from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
 from engine.core.decision_id import DecisionIds
 from engine.service import metrics
-from engine.service.application import Application, Store
+from engine.service.application import Application
 from engine.service.decision_log import DecisionLogWriter, LogWriter
+from engine.service.guard import Store
 from engine.service.layer_watch import LayerWatch
 from engine.service.learner_process import LearnerChild
 from engine.service.log_process import LogProcess

@@ -1,9 +1,9 @@
 """The application service: the decision core plus the stores, with deadlines.
 
 Async and transport-free: the gRPC servicers decode requests into the dataclasses used
-here and encode what comes back. This is where "degrade, never fail" lives: a feature
-store that is down or slower than ``feature_timeout`` yields a degraded decision, and the
-breaker (breaker.py) keeps later calls from waiting on it again.
+here and encode what comes back. This is where "degrade, never fail" lives: the store
+guard (guard.py) turns a feature store that is down or slower than its budget into a
+degraded decision, and the core's time is kept within what the caller's deadline leaves.
 """
 
 from __future__ import annotations
@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
 
 from common.errors import (
     ArbiterError,
     FeatureStoreUnavailable,
     InvalidArgument,
     NotFound,
-    ProfileSchemaMismatch,
 )
 from engine.core import adaptive, contact_reservation, contact_views, experiments
 from engine.core.customer import CustomerRecord, Reservation
@@ -28,19 +26,11 @@ from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_e
 from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
 from engine.service import metrics
-from engine.service.breaker import Breaker
 from engine.service.decision_log import LogWriter
+from engine.service.guard import ANSWER_MARGIN, Store, StoreGuard, unavailable
 from engine.service.profile import Profile, consent_views, offer_history, stage_transitions
-from feature_store.store import DecisionLog, EventRecord, FeatureStore, Forgotten, OutcomeRecord
+from feature_store.store import EventRecord, Forgotten, OutcomeRecord
 
-# Time kept back from a caller's deadline: to decide and answer after the read (a
-# decision takes 1-3 ms here), and to answer after the reservation.
-ANSWER_MARGIN = 0.005
-RESERVE_MARGIN = 0.002
-# A store call cut shorter than this by a caller's deadline says nothing about the store:
-# its timeout does not count towards the breaker.
-FAIR_BUDGET = 0.005
-NO_TIME = "feature store skipped: the caller's deadline leaves no time for it"
 # Shares of what is left of a caller's deadline after the read: the model needs this
 # much (else ranking by value answers in time), feature contributions this much.
 MODEL_MIN_SECONDS = 0.003
@@ -71,36 +61,8 @@ def _apply_reservation(
     return kept
 
 
-def _budget(configured: float, deadline: float | None, margin: float) -> float:
-    """The configured timeout, shortened to end ``margin`` before the caller's deadline."""
-    if deadline is None:
-        return configured
-    return min(configured, deadline - time.monotonic() - margin)
-
-
-def _ms(seconds: float) -> str:
-    return f"{round(seconds * 1000, 1):g}"
-
-
 # A client's clock may run this far behind the server's: its outcome still counts.
 CLOCK_SKEW_SECONDS = 1.0
-
-
-T = TypeVar("T")
-
-
-class Store(FeatureStore, DecisionLog, Protocol):
-    """The online store serves features and keeps the logs; the service owns it."""
-
-    async def aclose(self) -> None:
-        """Releases connections; the last call."""
-        ...
-
-
-def _unavailable(error: ArbiterError) -> str:
-    if isinstance(error, ProfileSchemaMismatch):
-        return str(error)
-    return f"feature store unavailable: {error}"
 
 
 class Application:
@@ -125,122 +87,15 @@ class Application:
         # (core, share): a challenger model served to a stable share of the customers
         self.challenger: tuple[DecisionCore, float] | None = None
         self.store = store
+        # the decision path's reads and reservations: budgets and breakers
+        self.guard = StoreGuard(
+            store,
+            feature_timeout=feature_timeout,
+            reserve_timeout=reserve_timeout,
+            breaker_seconds=breaker_seconds,
+        )
         self.writer = writer
-        self.feature_timeout = feature_timeout
-        self.reserve_timeout = reserve_timeout
-        # One breaker for the store; on a cluster one per primary as well (``shard_of``):
-        # a primary that fails over degrades its own customers only.
-        self.breaker = Breaker(breaker_seconds)
-        self._shards: dict[str, Breaker] = {}
         self.core_seconds = 0.0  # moving average of a decision core's time
-
-    def breaker_for(self, customer_id: str) -> Breaker:
-        """The breaker guarding ``customer_id``'s part of the store."""
-        shard_of = getattr(self.store, "shard_of", None)
-        shard = shard_of(customer_id) if shard_of is not None else ""
-        if not shard:
-            return self.breaker
-        breaker = self._shards.get(shard)
-        if breaker is None:  # a primary not seen before: the layout changed
-            breaker = self._shards[shard] = Breaker(self.breaker.seconds, shard)
-            self._retire_shards()
-        return breaker
-
-    def _retire_shards(self) -> None:
-        """Drops the breakers of primaries the store no longer has (failed over)."""
-        shards = getattr(self.store, "shards", None)
-        current = shards() if shards is not None else set()
-        if not current:
-            return  # the layout is not known: keep them
-        for gone in [s for s in self._shards if s not in current]:
-            self._shards.pop(gone).retired()
-
-    async def _fetch(
-        self, customer_id: str, deadline: float | None
-    ) -> tuple[CustomerRecord | None, str]:
-        breaker = self.breaker_for(customer_id)
-        refusal = breaker.refusal()
-        if refusal:
-            return None, refusal
-        budget = _budget(self.feature_timeout, deadline, ANSWER_MARGIN)
-        if budget <= 0:
-            return None, NO_TIME
-        started = time.monotonic()
-        try:
-            record = await self._within(self.store.fetch(customer_id), budget)
-        except TimeoutError:
-            reason = f"feature store unavailable: slower than {_ms(budget)} ms"
-            if budget >= FAIR_BUDGET:  # a store that misses a fair budget is slow
-                breaker.timed_out(reason, customer_id, started)
-            return None, reason
-        except ProfileSchemaMismatch as exc:
-            return None, _unavailable(exc)  # this profile only: the store itself is fine
-        except FeatureStoreUnavailable as exc:
-            reason = _unavailable(exc)
-            self._store_failed(breaker, exc, reason, customer_id, started, budget)
-            return None, reason
-        breaker.succeeded()
-        return record, ""
-
-    async def _within(self, call: Coroutine[Any, Any, T], budget: float) -> T:
-        """``call`` within ``budget`` seconds, else TimeoutError. A store whose calls can be
-        cancelled anywhere (``cancel_safe``: the hot connections, with no timeout of
-        their own in the way) runs under ``asyncio.timeout`` in this task; others under
-        ``wait_for``, a task of their own: redis-py runs its reads under its own
-        ``asyncio.timeout``, and with ours around it one full test run errored in the
-        tight-deadline test. (Measured, sequential decide(): p50 0.54 -> 0.47-0.51 ms
-        without the two tasks.)"""
-        if getattr(self.store, "cancel_safe", False):
-            async with asyncio.timeout(budget):
-                return await call
-        return await asyncio.wait_for(call, budget)
-
-    async def _reserve(self, reservation: Reservation, deadline: float | None) -> list[str] | str:
-        """The offers reserved, or why not. The breaker covers the reservation as it does
-        the read: while it is open nothing waits on the store, so a degraded answer takes
-        milliseconds, not the read budget plus the reservation's."""
-        breaker = self.breaker_for(reservation.customer_id)
-        refusal = breaker.refusal()
-        if refusal:
-            return refusal
-        budget = _budget(self.reserve_timeout, deadline, RESERVE_MARGIN)
-        if budget <= 0:
-            return NO_TIME
-        started = time.monotonic()
-        try:
-            reserved = await self._within(self.store.reserve(reservation), budget)
-        except TimeoutError:
-            reason = f"slower than {_ms(budget)} ms"
-            if budget >= FAIR_BUDGET:
-                breaker.timed_out(
-                    f"feature store unavailable: contact reservation {reason}",
-                    reservation.customer_id,
-                    started,
-                )
-            return reason
-        except FeatureStoreUnavailable as exc:
-            self._store_failed(
-                breaker, exc, _unavailable(exc), reservation.customer_id, started, budget
-            )
-            return str(exc)
-        breaker.succeeded()
-        return reserved
-
-    def _store_failed(
-        self,
-        breaker: Breaker,
-        exc: FeatureStoreUnavailable,
-        reason: str,
-        customer_id: str,
-        started: float,
-        budget: float,
-    ) -> None:
-        """An error opens the breaker at once; a socket timeout (the store, or our own
-        loop, too slow to connect or answer) counts as a slow call, like a budget missed."""
-        if not exc.timed_out:
-            breaker.failed(reason, exc.detail)
-        elif budget >= FAIR_BUDGET:
-            breaker.timed_out(reason, customer_id, started)
 
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id within the
@@ -263,7 +118,7 @@ class Application:
         with a tight deadline gets a degraded answer rather than none."""
         core = self.core_for(request.customer_id)  # one consistent core for the whole call
         timer.start()
-        record, degraded = await self._fetch(request.customer_id, deadline)
+        record, degraded = await self.guard.fetch(request.customer_id, deadline)
         timer.lap("fetch")
         now = time.time()
         decision = await self._decide(core, request, record, now, degraded, timer, deadline)
@@ -274,7 +129,7 @@ class Application:
             catalog.contact_policy, catalog.by_id, decision, request.channel, now
         )
         if reservation is not None:
-            result = await self._reserve(reservation, deadline)
+            result = await self.guard.reserve(reservation, deadline)
             decision = _apply_reservation(decision, reservation, result)
         timer.lap("reserve")
         self._done(decision, request, now)
@@ -343,7 +198,7 @@ class Application:
                 self._signed(
                     self.core_for(request.customer_id).decide(request, record, now)
                     if isinstance(record, CustomerRecord)
-                    else core.decide(request, None, now, _unavailable(record)),
+                    else core.decide(request, None, now, unavailable(record)),
                     now,
                 )
             )

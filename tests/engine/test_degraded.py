@@ -81,15 +81,15 @@ def test_slow_redis_answers_degraded_within_the_deadline(
         assert response.degraded
         assert "slower than 30 ms" in response.degraded_reason
         assert "contacts not reserved: slower than 50 ms" in response.degraded_reason
-        assert server.application.breaker.opened == 0
+        assert server.application.guard.breaker.opened == 0
         # The third in a row, for another customer (a slow store, not one slow key),
         # opens it, and the reservation is then not even tried.
         response, _ = decide(server, "cust-000043")
-        assert response.degraded and server.application.breaker.opened == 1
+        assert response.degraded and server.application.guard.breaker.opened == 1
         assert "contacts not reserved: feature store unavailable" in response.degraded_reason
         # While it is open, answers come without trying Redis (how fast: the benchmarks).
         response, _ = decide(server)
-        assert response.degraded and server.application.breaker.opened == 1
+        assert response.degraded and server.application.guard.breaker.opened == 1
         assert "contacts not reserved: feature store unavailable" in response.degraded_reason
     finally:
         loaded.client_unpause()
@@ -174,7 +174,7 @@ def test_a_caller_s_tight_deadline_gets_a_degraded_answer_not_a_timeout(
     # from defaults, and the store's stall opened the breaker.
     assert codes.count("OK") >= 27, codes
     assert degraded == codes.count("OK")
-    assert server.application.breaker.opened >= 1
+    assert server.application.guard.breaker.opened >= 1
 
 
 class StallingStore:
@@ -222,6 +222,6 @@ def test_a_stall_of_the_server_s_own_loop_does_not_degrade_the_next_second(
         thread.join()
 
     assert all(answers[c].degraded for c in customers)  # the stall happened to all eight
-    assert application.breaker.opened == 0
+    assert application.guard.breaker.opened == 0
     after, _ = decide(server, "cust-000200")
     assert not after.degraded, after.degraded_reason

@@ -174,9 +174,9 @@ def test_each_primary_has_a_breaker_of_its_own(
     decide(decision_pb2.DecideRequest(customer_id=CUSTOMER, channel=common_pb2.CHANNEL_WEB))
     application = server.application
     customers = [f"cust-{n:06d}" for n in range(1, 301)]
-    breakers = {c: application.breaker_for(c) for c in customers}
+    breakers = {c: application.guard.breaker_for(c) for c in customers}
     assert len({id(b) for b in breakers.values()}) == 3  # one per primary
-    assert application.breaker not in breakers.values()
+    assert application.guard.breaker not in breakers.values()
     owner = {c: _owner(cluster, keys.customer_key(c, keys.REALTIME)) for c in customers[:20]}
     for a in owner:  # the same primary, the same breaker; another primary, another one
         for b in owner:
@@ -185,8 +185,8 @@ def test_each_primary_has_a_breaker_of_its_own(
     victim = breakers[customers[0]]
     victim.failed("feature store read failed")
     others = [c for c in customers if breakers[c] is not victim]
-    assert application.breaker_for(customers[0]).refusal() == "feature store read failed"
-    assert all(application.breaker_for(c).refusal() == "" for c in others)
+    assert application.guard.breaker_for(customers[0]).refusal() == "feature store read failed"
+    assert all(application.guard.breaker_for(c).refusal() == "" for c in others)
 
 
 def test_a_primary_dies_its_replica_takes_over_and_nothing_is_lost(
