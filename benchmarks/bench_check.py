@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.bench_load import phase, prepare
 from benchmarks.common import benchmark_redis, start_server
-from feature_store.embedded import _free_port
+from common.ports import free_port
 
 RECORDED = Path(__file__).with_name("recorded.json")
 TOLERANCE = 0.25  # a ratio may fall this far below the recorded one
@@ -31,7 +31,7 @@ def measure(seconds: float, rounds: int, clients: int, connections: int) -> dict
     best phase of each (the least disturbed by the machine), rates averaged."""
     with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
         settings = prepare(Path(tmp), redis_url)
-        port = _free_port()
+        port = free_port()
         server = start_server(settings, port, 1)
         try:
             phase(port, "decide", 1.0, clients, connections)  # warm: first calls, JIT-free

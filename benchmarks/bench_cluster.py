@@ -24,8 +24,9 @@ import numpy as np
 
 from benchmarks.bench_load import phase, prepare
 from benchmarks.common import start_server
+from common.ports import free_port
 from engine.settings import load_definitions
-from feature_store.embedded import EmbeddedCluster, EmbeddedRedis, _free_port
+from feature_store.embedded import EmbeddedCluster, EmbeddedRedis
 from feature_store.loader import load_file
 from feature_store.redis_client import connect_sync
 
@@ -52,7 +53,7 @@ def main() -> None:
         )
         print(f"bulk load into the cluster: {report.rows_per_second:,.0f} profiles/s")
         names = ("single", "cluster", "cluster, redis-py")
-        ports = {name: _free_port() for name in names}
+        ports = {name: free_port() for name in names}
         servers = {
             "single": start_server(settings, ports["single"], args.workers),
             "cluster": start_server(on_cluster, ports["cluster"], args.workers),

@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from benchmarks.common import benchmark_redis, percentiles, start_server, wide_catalog
+from common.ports import free_port
 from engine.adapters import artifact, compiled
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api.server import build_application, redis_store_for
@@ -40,7 +41,6 @@ from engine.api.servicer import encode_decision
 from engine.core.decision import DecisionRequest
 from engine.core.timing import StageTimer
 from engine.settings import ServerSettings, load_definitions
-from feature_store.embedded import _free_port
 from feature_store.loader import load_profiles
 from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
@@ -215,7 +215,7 @@ def main() -> None:
 
     with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
         settings = prepare(Path(tmp), redis_url, args.offers, args.trees)
-        port = _free_port()
+        port = free_port()
         server = start_server(settings, port)
         try:
             decide_us, echo_us, actions = latency(port, args.calls, args.limit)

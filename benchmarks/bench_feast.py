@@ -20,8 +20,9 @@ from pathlib import Path
 
 from benchmarks.bench_load import phase, prepare
 from benchmarks.common import benchmark_redis, start_server
+from common.ports import free_port
 from engine.settings import load_definitions
-from feature_store.embedded import EmbeddedRedis, _free_port
+from feature_store.embedded import EmbeddedRedis
 from training.world import generate
 
 FEAST_PYTHON = Path(".venv-feast/bin/python")
@@ -49,7 +50,7 @@ def main() -> None:
                     str(profiles),
                     ",".join(features),
                     host_port,
-                    str(_free_port()),
+                    str(free_port()),
                     str(args.seconds),
                 ],
                 capture_output=True,
@@ -62,7 +63,7 @@ def main() -> None:
                 done.stdout.strip().splitlines()[-1]
             )
         for workers in (1, 2):
-            port = _free_port()
+            port = free_port()
             server = start_server(settings, port, workers)
             try:
                 phase(port, "decide", 1.0, 2, 4)  # warm-up

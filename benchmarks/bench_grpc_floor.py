@@ -31,10 +31,10 @@ from grpc_health.v1 import health_pb2_grpc
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from benchmarks.bench_load import phase, prepare
 from benchmarks.common import benchmark_redis, start_server
+from common.ports import free_port
 from engine.api.server import build_application, redis_store_for
 from engine.api.servicer import DecisionServicer
 from engine.settings import ServerSettings, load_definitions
-from feature_store.embedded import _free_port
 from feature_store.hot_redis import HotRedis
 
 
@@ -135,7 +135,7 @@ def main() -> None:
             ("Decide, Arbiter's servicer, bare server", "decide", 0, tmp, False),
             ("Decide, `arbiter serve`", "decide", 0, tmp, True),
         ):
-            port = _free_port()
+            port = free_port()
             if real:
                 settings = ServerSettings(data_dir=Path(tmp), redis_url=redis_url)
                 server: Any = start_server(settings, port)

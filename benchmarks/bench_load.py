@@ -38,10 +38,10 @@ from arbiter.v1 import (
 )
 from benchmarks.bench_scaling import measure
 from benchmarks.common import benchmark_redis, flush, start_server
+from common.ports import free_port
 from engine.adapters import artifact, compiled
 from engine.core.timing import StageTimer
 from engine.settings import ServerSettings, load_definitions
-from feature_store.embedded import _free_port
 from feature_store.loader import load_file
 from feature_store.redis_client import connect_sync
 from training.settings import TrainerSettings
@@ -247,7 +247,7 @@ def main() -> None:
         rates: dict[int, float] = {}
         for workers, variant in ((w, v) for w in args.workers for v in args.variant):
             extra = dict(p.split("=", 1) for p in variant.split(",") if "=" in p)
-            port, metrics_port = _free_port(), _free_port()
+            port, metrics_port = free_port(), free_port()
             server = start_server(
                 settings, port, workers, **{"metrics_port": str(metrics_port), **extra}
             )

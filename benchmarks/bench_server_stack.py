@@ -36,6 +36,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from arbiter.v1 import decision_pb2_grpc
 from benchmarks.bench_decide import prepare, request, throughput
 from benchmarks.common import benchmark_redis, percentiles
+from common.ports import free_port
 from engine.api.server import start_server
 from engine.api.servicer import decode_decide, encode_decision
 from engine.core.customer import OutcomeEffects
@@ -45,7 +46,6 @@ from engine.service.decision_log import DecisionLogWriter
 from engine.service.reloader import build_core, load_scorer
 from engine.settings import ServerSettings, load_definitions
 from feature_store import keys, redis_client, redis_store, scripts
-from feature_store.embedded import _free_port
 from feature_store.redis_store import READ_KEYS
 from feature_store.store import Forgotten, LoggedDecision, OutcomeRecord
 
@@ -162,7 +162,7 @@ def compare(
 ) -> None:
     servers = {}
     for name, (target, extra) in targets.items():
-        port = _free_port()
+        port = free_port()
         # spawn, not fork: a forked child inherits the parent's gRPC state and hangs.
         process = multiprocessing.get_context("spawn").Process(
             target=target, args=(port, *extra), daemon=True

@@ -36,9 +36,9 @@ import numpy as np
 from arbiter.v1 import decision_pb2_grpc
 from benchmarks.bench_decide import CUSTOMERS, prepare, request
 from benchmarks.common import benchmark_redis, percentiles, start_server
+from common.ports import free_port
 from engine.adapters import artifact
 from engine.settings import ServerSettings, load_definitions
-from feature_store.embedded import _free_port
 from training.settings import TrainerSettings
 from training.synthetic_logs import simulate_logs
 from training.train import train
@@ -99,7 +99,7 @@ def main() -> None:
         artifact.save(settings.model_dir, second, promote=False)
         versions = (first.version, second.version)
         settings = settings.model_copy(update={"reload_seconds": 0.2})
-        port = _free_port()
+        port = free_port()
         server = start_server(settings, port)
         calls: list[Call] = []
         swaps = int(args.seconds // args.every) - 1

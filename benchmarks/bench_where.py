@@ -28,7 +28,7 @@ from pathlib import Path
 
 from benchmarks.bench_load import phase, prepare
 from benchmarks.common import benchmark_redis, start_server
-from feature_store.embedded import _free_port
+from common.ports import free_port
 
 # A sample goes to the innermost frame naming a part: a function, or a file of the repo
 # (for stacks py-spy cut short above the function that would name it).
@@ -110,7 +110,7 @@ def main() -> None:
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
     with benchmark_redis() as redis_url, tempfile.TemporaryDirectory() as tmp:
         settings = prepare(Path(tmp), redis_url)
-        port = _free_port()
+        port = free_port()
         server = start_server(settings, port)
         try:
             for method in ("check", "decide"):

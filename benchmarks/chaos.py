@@ -47,9 +47,10 @@ from hypothesis import strategies as st
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from benchmarks.common import black_hole, start_server
 from common.errors import ConfigurationError
-from engine.api.server import BackgroundServer
+from common.ports import free_port
+from engine.api.background import BackgroundServer
 from engine.settings import ServerSettings, load_definitions
-from feature_store.embedded import EmbeddedRedis, _free_port
+from feature_store.embedded import EmbeddedRedis
 from feature_store.loader import load_profiles
 from feature_store.log_reader import read_decisions, read_outcomes
 from training.settings import TrainerSettings
@@ -139,13 +140,13 @@ def rss_of(pid: int) -> float:
 def served_world(data_dir: Path) -> Iterator[tuple[grpc.Channel, int]]:
     """The test world served by `arbiter serve` in a process of its own, so that its
     memory is measured apart from the callers': a channel to it and its pid."""
-    port = _free_port()
+    port = free_port()
     with world(data_dir) as (_, own):
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("ARBITER_", "REDIS"))},
             "REDIS_URL": own.url,
             "ARBITER_DATA_DIR": str(data_dir),
-            "ARBITER_METRICS_PORT": str(_free_port()),
+            "ARBITER_METRICS_PORT": str(free_port()),
         }
         process = subprocess.Popen(
             # One worker: the pid measured is the process that serves.
@@ -363,7 +364,7 @@ def _serving(
             server.stop()
         return
     serving = settings.model_copy(update={"redis_url": url})
-    port = _free_port()
+    port = free_port()
     with log_path.open("wb") as log_file:
         process = start_server(
             serving,
@@ -920,7 +921,7 @@ def served_soak(
         load_profiles(client, load_definitions(settings).schema, generate(CUSTOMERS, 7).profiles())
         client.close()
         _train(settings)
-    port = _free_port()
+    port = free_port()
     served = settings.model_copy(update={"redis_url": own.url})
     data_dir.mkdir(parents=True, exist_ok=True)
     gc_log = data_dir / "gc"

@@ -19,8 +19,9 @@ import grpc
 import numpy as np
 import redis
 
+from common.ports import free_port
 from engine.settings import DEFAULTS, CommonSettings, ServerSettings
-from feature_store.embedded import _free_port, redis_or_embedded
+from feature_store.embedded import redis_or_embedded
 from feature_store.redis_client import SyncClient
 
 
@@ -66,7 +67,7 @@ def start_server(
         "ARBITER_CATALOG_PATH": str(settings.catalog_path),
         "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
         "ARBITER_LOG_QUEUE_SIZE": "100000",
-        "ARBITER_METRICS_PORT": str(_free_port()),  # servers side by side: one each
+        "ARBITER_METRICS_PORT": str(free_port()),  # servers side by side: one each
         **{f"ARBITER_{name.upper()}": value for name, value in extra.items()},
     }
     path = [*pythonpath, *([tree] if tree is not None else [])]

@@ -27,8 +27,8 @@ import numpy as np
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
 from benchmarks.common import benchmark_redis, flush, start_server
+from common.ports import free_port
 from engine.settings import DEFAULTS, ServerSettings
-from feature_store.embedded import _free_port
 from feature_store.redis_client import connect_sync
 
 NEW_OFFER = """
@@ -68,7 +68,7 @@ def main() -> None:
         settings = ServerSettings(
             data_dir=work, catalog_path=catalog, reload_seconds=1.0, redis_url=redis_url
         )
-        port, metrics_port = _free_port(), _free_port()
+        port, metrics_port = free_port(), free_port()
         print("starting `arbiter serve --demo` (the demo world and a first model: a minute)")
         server = start_server(settings, port, demo=True, metrics_port=str(metrics_port))
         try:

@@ -26,6 +26,7 @@ from types import TracebackType
 import redis
 
 from common.errors import ConfigurationError
+from common.ports import free_port
 
 URL_FILE = "url"
 log = logging.getLogger(__name__)
@@ -83,12 +84,6 @@ def _ended(status: int) -> str:
     return f"exited with status {status}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _bindable(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -125,7 +120,7 @@ class EmbeddedRedis:
         workdir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
-        self.port = port or _free_port()
+        self.port = port or free_port()
         # More redis-server options, and the folder a server without data_dir runs in (a
         # cluster node writes its nodes.conf there; default: the current folder).
         self._options = tuple(options)

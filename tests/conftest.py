@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from engine.adapters import artifact, compiled
-from engine.api.server import BackgroundServer
+from engine.api.background import BackgroundServer
 from engine.settings import (
     DEFAULTS,
     CommonSettings,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from feature_store.embedded import _free_port
+from common.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
     .venv pointing at ours) and the environment the README's lines run in."""
     folder = tmp_path_factory.mktemp("newcomer")
     (folder / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    port, metrics_port, desk_port = _free_port(), _free_port(), _free_port()
+    port, metrics_port, desk_port = free_port(), free_port(), free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ARBITER_", "REDIS_"))}
     env = {
         **clean,

@@ -14,8 +14,6 @@ import gc
 import ipaddress
 import logging
 import signal
-import threading
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,7 +28,6 @@ from common.errors import ArbiterError, ConfigurationError
 from engine.adapters import secret_file
 from engine.api import tls
 from engine.api.auth import AuthInterceptor, KeyRing
-from engine.api.channel import open_channel
 from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
 from engine.core.decision_id import DecisionIds
@@ -43,7 +40,7 @@ from engine.service.learner_process import LearnerChild
 from engine.service.log_process import LogProcess
 from engine.service.registry import shared_models
 from engine.service.reloader import Reloader, build_cores
-from engine.settings import ClientSettings, Definitions, ServerSettings, load_definitions
+from engine.settings import Definitions, ServerSettings, load_definitions
 from feature_store import hot_redis, redis_client, redis_store
 
 log = logging.getLogger(__name__)
@@ -349,82 +346,3 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
     finally:
         if learner is not None:
             await asyncio.to_thread(learner.stop)
-
-
-class BackgroundServer:
-    """A complete Arbiter gRPC server on 127.0.0.1 (port 0: a free one) in a thread of its
-    own with its own event loop, driven from synchronous code: tests and the simulation."""
-
-    def __init__(
-        self,
-        settings: ServerSettings,
-        backend: str | Store,
-        client: ClientSettings | None = None,
-    ) -> None:
-        """``backend``: a Redis URL, or a store of its own (a MemoryStore in tests);
-        ``client``: how ``channel`` reaches the server (TLS, key), plaintext by default."""
-        self.settings = settings
-        self.metrics_port: int | None = None  # bound when settings.metrics_port was given
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        try:
-            self.running: RunningServer = self.run(self._start(settings, backend))
-        except BaseException:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
-            raise
-        target = f"127.0.0.1:{self.running.port}"
-        self.channel = open_channel(client or ClientSettings(), target)
-        self.decisions = decision_pb2_grpc.DecisionServiceStub(self.channel)
-        self.profiles = profile_pb2_grpc.ProfileServiceStub(self.channel)
-
-    async def _start(self, settings: ServerSettings, backend: str | Store) -> RunningServer:
-        local = settings.model_copy(update={"host": "127.0.0.1", "grace_seconds": 1.0})
-        if isinstance(backend, str):
-            local = local.model_copy(update={"redis_url": backend})
-        definitions = load_definitions(local)
-        if isinstance(backend, str):
-            store: Store = redis_store_for(local, backend, definitions)
-        else:
-            store = backend
-        running, self.reloader = await launch(local, store, definitions)
-        # /metrics only when asked for (tests, the simulation): not on the default port.
-        if "metrics_port" in settings.model_fields_set and settings.metrics_port is not None:
-            self.metrics_port = metrics.expose(
-                local.host,
-                settings.metrics_port,
-                offer_health=(
-                    metrics.offer_health_reader(backend) if isinstance(backend, str) else None
-                ),
-            )
-        return running
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Runs a coroutine on the server's loop and waits for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    @property
-    def application(self) -> Application:
-        return self.running.application
-
-    def read_decisions(self) -> list[Any]:
-        """The decision log, oldest first (flush first to see the latest)."""
-        return self.run(self.application.store.read_decisions())
-
-    def read_outcomes(self) -> list[Any]:
-        return self.run(self.application.store.read_outcomes())
-
-    def flush_log(self) -> None:
-        if not self.run(self.application.writer.flush(5.0)):
-            raise TimeoutError("the decision log did not drain")
-
-    def stop(self) -> None:
-        """Graceful shutdown; a second call does nothing."""
-        if self.loop.is_closed():
-            return
-        self.channel.close()
-        self.run(self.running.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self.loop.close()

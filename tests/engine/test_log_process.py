@@ -16,10 +16,10 @@ import pytest
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
+from common.ports import free_port
 from engine.service import decision_log, log_process
 from engine.service.decision_log import DecisionLogWriter
 from engine.service.log_process import LogProcess
-from feature_store.embedded import _free_port
 from feature_store.hot_redis import HotRedis
 from feature_store.log_append import LogAppender
 from feature_store.log_reader import read_decisions
@@ -122,7 +122,7 @@ def test_a_flush_while_redis_is_down_retries_without_spinning() -> None:
             await super().append_decisions(decisions)
 
     async def main() -> tuple[bool, int]:
-        url = f"redis://127.0.0.1:{_free_port()}"  # nothing listens: refused
+        url = f"redis://127.0.0.1:{free_port()}"  # nothing listens: refused
         appender = Counted(connect(url), hot=HotRedis(url))
         writer = DecisionLogWriter(appender, ())
         writer.start()

@@ -17,8 +17,9 @@ import grpc
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
+from common.ports import free_port
 from engine.settings import Definitions
-from feature_store.embedded import _free_port, running_url
+from feature_store.embedded import running_url
 from feature_store.loader import load_profiles
 from tests.conftest import ServerThread, scrape
 from training.world import World
@@ -68,7 +69,7 @@ def test_a_full_disk_at_start_is_a_clear_error_and_no_orphan(tmp_path: Path) -> 
     (tmp_path / "redis").mkdir()
     (tmp_path / "redis" / "url").symlink_to("/dev/full")  # every write: no space left
 
-    done = serve(tmp_path, _free_port())
+    done = serve(tmp_path, free_port())
 
     assert done.returncode == 2
     assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
@@ -84,7 +85,7 @@ def test_an_embedded_redis_that_dies_is_started_again_and_serving_recovers(
     the same port and data, the service answers full decisions again by itself, and the
     stop still ends the server."""
     shutil.copytree(model_dir, tmp_path / "models")
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ARBITER_", "REDIS_"))}
     logs = (tmp_path / "serve.log").open("w+")
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--workers", "1"]

@@ -18,8 +18,8 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc
+from common.ports import free_port
 from feature_store import keys
-from feature_store.embedded import _free_port
 from tests.conftest import sample, scrape
 
 SERVING = re.compile(r"\[worker (\d)/2 (\d+)\] engine\.api\.server: arbiter serving")
@@ -49,7 +49,7 @@ def _wait_for(log: Path, pattern: re.Pattern[str], count: int, seconds: float = 
 def test_two_workers_share_the_port_and_stop_cleanly(
     model_dir: Path, daytime_catalog: Path, loaded: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(daytime_catalog.read_text())
     env = {
@@ -59,7 +59,7 @@ def test_two_workers_share_the_port_and_stop_cleanly(
         "ARBITER_CATALOG_PATH": str(catalog),
         "ARBITER_RELOAD_SECONDS": "0.2",
         "ARBITER_DECISION_SECRETS_FILE": str(tmp_path / "secrets"),
-        "ARBITER_METRICS_PORT": str(metrics_port := _free_port()),
+        "ARBITER_METRICS_PORT": str(metrics_port := free_port()),
     }
     arbiter = [sys.executable, "-m", "training.cli", "serve"]
     log = tmp_path / "serve.log"
@@ -132,7 +132,7 @@ def test_what_every_worker_would_refuse_is_refused_once(tmp_path: Path) -> None:
             "--workers",
             "2",
             "--port",
-            str(_free_port()),
+            str(free_port()),
         ],
         env=env,
         capture_output=True,

@@ -19,9 +19,10 @@ from redis.crc import key_slot
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
 from common.errors import ConfigurationError
+from common.ports import free_port
 from engine.settings import Definitions
 from feature_store import keys
-from feature_store.embedded import EmbeddedCluster, _free_port
+from feature_store.embedded import EmbeddedCluster
 from feature_store.loader import load_profiles
 from feature_store.log_reader import read_logs
 from feature_store.redis_client import cluster_mode, connect_sync
@@ -50,7 +51,7 @@ def test_any_node_s_url_is_enough_and_the_url_may_say(
 def test_an_unreachable_server_is_taken_for_one_server_and_its_password_never_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    url = f"redis://arbiter:s3cret-pw@127.0.0.1:{_free_port()}/0"
+    url = f"redis://arbiter:s3cret-pw@127.0.0.1:{free_port()}/0"
     with caplog.at_level(logging.WARNING):
         assert cluster_mode(url) == (url, False)
     assert "?cluster=yes" in caplog.text

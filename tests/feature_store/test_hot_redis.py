@@ -23,8 +23,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from benchmarks.common import black_hole
 from common.errors import FeatureStoreUnavailable
+from common.ports import free_port
 from engine.settings import Definitions
-from feature_store.embedded import EmbeddedCluster, EmbeddedRedis, _free_port
+from feature_store.embedded import EmbeddedCluster, EmbeddedRedis
 from feature_store.hot_redis import RECONNECT_MAX, HotCluster, HotRedis, supports
 from feature_store.redis_client import connect
 from feature_store.redis_store import RedisFeatureStore
@@ -237,7 +238,7 @@ def test_calls_that_find_no_connection_share_one_connect_and_back_off() -> None:
 def test_a_connect_that_hangs_ends_with_its_callers_budgets() -> None:
     """A host gone from the network (no SYN answered): the connect is abandoned, its
     socket closed, once no caller waits for it; the next caller fails at once."""
-    port = _free_port()
+    port = free_port()
     hole = black_hole(port)
 
     def sockets() -> int:

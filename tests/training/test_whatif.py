@@ -11,7 +11,7 @@ import redis
 import tomli_w
 
 from arbiter.v1 import common_pb2, decision_pb2
-from engine.api.server import BackgroundServer as ServerThread
+from engine.api.background import BackgroundServer as ServerThread
 from engine.core.catalog import load_catalog
 from engine.settings import load_definitions
 from feature_store.log_reader import read_logs

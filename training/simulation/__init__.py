@@ -34,7 +34,7 @@ import tomli_w
 
 from common.vocabulary import CHANNELS
 from engine.adapters.lightgbm_scorer import LightGBMScorer
-from engine.api.server import BackgroundServer
+from engine.api.background import BackgroundServer
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
 from engine.settings import DEFAULTS, Definitions, ServerSettings, load_definitions
 from feature_store.embedded import EmbeddedRedis

@@ -19,7 +19,7 @@ from common.errors import ConfigurationError
 from common.reward import RewardWindows
 from engine.adapters.lightgbm_scorer import LightGBMScorer
 from engine.api import proto
-from engine.api.server import BackgroundServer
+from engine.api.background import BackgroundServer
 from engine.core.model_input import ServedInputs
 from engine.service.learner import Learner
 from engine.settings import load_definitions
