@@ -30,6 +30,7 @@ def test_compared_over_seeds_vw_learns_and_beats_random(
         customers_per_day=150,
         world_size=1000,
         epsilon=0.2,
+        first_rows=6000,
     )
 
     assert len(runs) == 2 and all(len(days) == 2 for days in runs)

@@ -22,6 +22,7 @@ def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         progress=False,
         retrains_per_day=2,
         min_holdout_decisions=50,
+        first_rows=6000,  # the first model's simulated logs (a run's default: 30,000)
     )
 
     assert [r.day for r in results] == [1, 2]

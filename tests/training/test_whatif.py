@@ -32,6 +32,7 @@ def test_a_cap_change_lands_in_its_interval_and_a_new_offer_is_refused(tmp_path:
         changes=changes,
         policy="epsilon",  # every candidate keeps a share: weights stay bounded
         epsilon=0.3,
+        first_rows=6000,
     )
 
     r = cap.result

@@ -194,6 +194,7 @@ def run(
     new_offer_day: int = 0,
     halve: tuple[str, int] | None = None,
     sd_scale: float | None = None,
+    first_rows: int = 30_000,
 ) -> list[DayResult]:
     """The whole loop on a fresh embedded Redis and a server of its own (`stack`),
     exploring with ``policy`` (epsilon, softmax or thompson), retraining
@@ -213,6 +214,7 @@ def run(
         seed=seed,
         min_holdout_decisions=min_holdout_decisions,
         sd_scale=sd_scale,
+        first_rows=first_rows,
     ) as w:
         definitions = w.definitions
         rivals = peers_by_name(
@@ -308,6 +310,7 @@ def compare_seeds(
     new_offer_day: int = 0,
     halve: tuple[str, int] | None = None,
     sd_scale: float | None = None,
+    first_rows: int = 30_000,
 ) -> list[list[DayResult]]:
     """`run` once per seed with the peers among ``policies``, then the head-to-head table
     (printed, and ``compare.csv`` with every seed's figures). ``before``: a checkout of an
@@ -360,6 +363,7 @@ def compare_seeds(
                 new_offer_day=new_offer_day,
                 halve=halve,
                 sd_scale=sd_scale,
+                first_rows=first_rows,
             )
         )
     if earlier is not None:
