@@ -13,7 +13,7 @@ the same caps atomically when it records the contacts. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence, Set
 
 from engine.core.catalog import Offer
 from engine.core.contact_rules import DAY, ContactPolicy, OfferPolicy
@@ -137,7 +137,9 @@ def _screen(
     # Only offers with some state (contacts, a cool-down, an acceptance) can be blocked:
     # the others, usually nearly all of them, pass without a look (100 candidates: ~10 us).
     contacted = contacted_offers(record)
-    stateful = contacted | record.cooldowns.keys() | record.held.keys()
+    stateful: Set[str] = contacted
+    if record.cooldowns or record.held:
+        stateful = contacted | record.cooldowns.keys() | record.held.keys()
     for offer in offers:
         offer_id = offer.offer_id
         again = offer_id in held
