@@ -2,6 +2,8 @@
 connection: an asyncio Protocol that packs with hiredis, parses with hiredis' Reader and
 matches replies to calls in order (Redis answers one connection's commands in the order
 sent), so 16 calls in flight share one socket and no pool, lock or per-call task.
+(Over 400 lines: one client: the connection protocol, the cluster's slot routing and the
+reconnect policy.)
 
 Measured against redis-py's asyncio client on the same READ (``python -m
 benchmarks.bench_redis_client``): see docs/performance.md. ``redis://`` or ``unix://``,

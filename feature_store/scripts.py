@@ -1,4 +1,5 @@
 """The Lua scripts Arbiter runs in Redis (6.2-compatible: EVAL/EVALSHA, no functions).
+(Over 400 lines: the Lua of nine scripts, each beside what it does.)
 
 Every script touches the keys of one hash tag only (a customer's, or one shard of the
 decision log's) or a single key, so each runs atomically on a single node of a cluster

@@ -1,4 +1,4 @@
-"""`make chaos`, small: every scenario of benchmarks/chaos.py runs here on a real server
+"""`make chaos`, small: every scenario of benchmarks/chaos/ runs here on a real server
 and a Redis of its own, asserting what it guarantees (the full run's figures are in
 docs/reliability.md)."""
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import chaos
+from benchmarks.chaos import faults, fuzzing, load, outages, outcomes
 
 ACCEPTED = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"}
 
 
 def test_redis_paused_then_killed_under_load_fails_no_call(tmp_path: Path) -> None:
-    faults = chaos.redis_faults(tmp_path, seconds=4.0)
+    faults = faults.redis_faults(tmp_path, seconds=4.0)
     assert faults.tally.calls > 100 and faults.tally.failed == 0
     assert 0 < faults.tally.degraded < faults.tally.calls
     assert faults.recovered_after < 2.0
@@ -33,7 +33,7 @@ def test_redis_killed_and_restarted_costs_no_caller_its_deadline(
     # AOF, open-loop Decides with a 200 ms deadline, Redis SIGKILLed and back 2 s later;
     # meanwhile its port refuses connections, or answers no SYN at all; or it comes back
     # without its data (no AOF).
-    k = chaos.kill_restart(
+    k = outages.kill_restart(
         tmp_path,
         seconds=6.0,  # "back" is said after a second of calls served without a failure
         kill_at=1.5,
@@ -77,7 +77,7 @@ CHANGES = (
 
 
 def test_a_cluster_primary_killed_costs_no_caller_its_deadline(tmp_path: Path) -> None:
-    k = chaos.primary_killed(tmp_path, seconds=6.0, kill_at=1.5, rate=100)
+    k = outages.primary_killed(tmp_path, seconds=6.0, kill_at=1.5, rate=100)
     assert k.tally.calls > 500 and k.tally.failed == 0, k.tally  # each within its deadline
     assert 0 < k.tally.degraded < k.tally.calls
     assert k.full_after < 6.0 - 1.5  # the replica promoted (node timeout 1 s), then whole
@@ -86,32 +86,32 @@ def test_a_cluster_primary_killed_costs_no_caller_its_deadline(tmp_path: Path) -
 
 
 def test_a_graceful_restart_loses_and_doubles_no_outcome(tmp_path: Path) -> None:
-    restart = chaos.restart(tmp_path, outcomes=100)
+    restart = outcomes.restart(tmp_path, outcomes=100)
     assert restart.acknowledged == 100
     assert restart.lost == 0 and restart.duplicated == 0
 
 
 def test_concurrent_duplicates_are_recorded_once(tmp_path: Path) -> None:
-    duplicates = chaos.duplicates(tmp_path, keys=30)
+    duplicates = outcomes.duplicates(tmp_path, keys=30)
     assert duplicates.recorded_twice == 0 and duplicates.logged_twice == 0
 
 
 def test_fuzzed_requests_get_statuses_a_client_can_act_on(tmp_path: Path) -> None:
-    fuzz = chaos.fuzz(tmp_path, examples=400)
+    fuzz = fuzzing.fuzz(tmp_path, examples=400)
     assert set(fuzz.tally.codes) <= ACCEPTED, fuzz.tally.codes
     assert fuzz.still_serving
     assert fuzz.rss_after_mb - fuzz.rss_before_mb < 50
 
 
 def test_a_hot_customer_does_not_hurt_the_others(tmp_path: Path) -> None:
-    hot = chaos.hot(tmp_path, seconds=2.0, events=1000)
+    hot = load.hot(tmp_path, seconds=2.0, events=1000)
     assert hot.after.failed == 0 and hot.after.degraded == 0
     assert hot.hot_fields < 200
     assert hot.flood.codes["RESOURCE_EXHAUSTED"] > 0
 
 
 def test_a_short_soak_keeps_serving_with_flat_memory(tmp_path: Path) -> None:
-    windows = chaos.soak(tmp_path, seconds=4.0, window=2.0)
+    windows = load.soak(tmp_path, seconds=4.0, window=2.0)
     assert len(windows) == 2
     assert all(w.tally.failed == 0 and w.tally.degraded == 0 for w in windows), [
         str(w.tally) for w in windows
@@ -120,7 +120,7 @@ def test_a_short_soak_keeps_serving_with_flat_memory(tmp_path: Path) -> None:
 
 
 def test_a_short_soak_through_the_server_answers_every_call_in_time(tmp_path: Path) -> None:
-    windows, collections = chaos.served_soak(tmp_path, seconds=6.0, window=3.0, rate=100)
+    windows, collections = load.served_soak(tmp_path, seconds=6.0, window=3.0, rate=100)
     assert len(windows) == 2
     # every call answered within its 2 s deadline (how fast: `make chaos`'s soak figures)
     assert all(w.calls >= 250 and w.failed == 0 for w in windows), windows

@@ -189,3 +189,18 @@ def test_an_import_circle_is_caught() -> None:
     modules["engine.core.catalog"] |= imports_in(line, "engine.core")
     found = cycles(modules, "engine.core")
     assert any({"engine.core.catalog", "engine.core.decision"} <= set(c) for c in found)
+
+
+LONG = 400
+
+
+def test_a_long_module_says_why_at_its_top() -> None:
+    """Past LONG lines, a module of the product states its reason in its docstring's
+    first lines ("(Over 400 lines: ...)"), or is split."""
+    unexplained = []
+    for package in (*PACKAGES, "benchmarks"):
+        for path in (ROOT / package).rglob("*.py"):
+            text = path.read_text()
+            if text.count("\n") > LONG and "(Over " not in "\n".join(text.split("\n")[:12]):
+                unexplained.append(str(path.relative_to(ROOT)))
+    assert sorted(unexplained) == []

@@ -1,4 +1,6 @@
 """The `arbiter` command's entry point: engine's commands plus the training ones.
+(Over 400 lines: the argument tables of train, simulate, whatif and experiments, each
+beside the function that runs it.)
 
 Training is the layer above engine (engine imports nothing from it), so the command is
 composed here: engine's table (engine/clients/cli), with the demo bootstrap for

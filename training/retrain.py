@@ -1,5 +1,6 @@
 """The scheduled retrain from the logs: everything still relevant, cross-fitted against the
 champion on the decisions it made since it was trained, promoted on a bound.
+(Over 400 lines: one run's steps, in the order they run.)
 
 One run (`arbiter train --source logs`, or each tick of ``--every``):
 

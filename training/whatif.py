@@ -1,5 +1,6 @@
 """`arbiter whatif`: what a changed catalog (rules, caps, levers, values, offers added or
 removed) and model would have earned on the logged traffic, before it ships.
+(Over 400 lines: the replay, its estimators and its report: one command.)
 
 Every logged decision is replayed through the changed stack as it was served: the same
 customer features, channel, placement, stage and moment; the changed catalog's rules

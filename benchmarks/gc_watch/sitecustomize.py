@@ -1,5 +1,5 @@
 """Loaded by every Python process started with this folder first on PYTHONPATH (the
-servers of benchmarks/chaos.py's served soak): with ``ARBITER_BENCH_GC_LOG`` set, each
+servers of benchmarks/chaos/load.py's served soak): with ``ARBITER_BENCH_GC_LOG`` set, each
 garbage collection of the process is written to ``<that path>.<pid>`` as a line
 ``<wall-clock start> <generation> <seconds>``, whatever the server's code (the same
 instrument on this checkout and an older one, which has no GC metric). With

@@ -1,5 +1,6 @@
 """The agent desktop: a reference web page for call-center agents, and the HTTP front
 that serves it and calls the gRPC service (Starlette on uvicorn).
+(Over 400 lines: the routes, the sign-in and the error pages of one small app.)
 
     arbiter desk            (http://127.0.0.1:8080, calling the service at 127.0.0.1:50051)
 

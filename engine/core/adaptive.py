@@ -1,5 +1,7 @@
 """The online layer: per offer, a Bayesian correction of the batch model's log-odds,
 learnt from every outcome between retrains (the learner: engine/service/learner.py).
+(Over 400 lines: the posterior's updates, its sanity bounds and its stored form belong
+together.)
 
 For a candidate the batch model scores ``p``, with log-odds ``z``, for a customer whose
 context features (a few of the schema's, standardised: ``Context``) are ``x``, the layer says

@@ -1,4 +1,6 @@
 """The learner: the online layer (engine/core/adaptive.py) learnt from every answer.
+(Over 400 lines: the learner's reading, learning and publishing are the parts of one
+transaction, and read best in one place.)
 
 A process of its own (started and watched by the server: learner_process.py; or
 `arbiter learn`), one at a time across replicas (a lock in Redis). Every tick it reads

@@ -1,4 +1,6 @@
-"""Commands that call the gRPC API: decide, profile, event, outcome, campaign, desk."""
+"""Commands that call the gRPC API: decide, profile, event, outcome, campaign, desk.
+(Over 400 lines: one function per command and what it prints, in the table's order.)
+"""
 
 from __future__ import annotations
 
