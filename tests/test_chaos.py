@@ -15,10 +15,10 @@ ACCEPTED = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOU
 
 
 def test_redis_paused_then_killed_under_load_fails_no_call(tmp_path: Path) -> None:
-    faults = faults.redis_faults(tmp_path, seconds=4.0)
-    assert faults.tally.calls > 100 and faults.tally.failed == 0
-    assert 0 < faults.tally.degraded < faults.tally.calls
-    assert faults.recovered_after < 2.0
+    run = faults.redis_faults(tmp_path, seconds=4.0)
+    assert run.tally.calls > 100 and run.tally.failed == 0
+    assert 0 < run.tally.degraded < run.tally.calls
+    assert run.recovered_after < 2.0
 
 
 @pytest.mark.parametrize(
