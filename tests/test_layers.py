@@ -6,7 +6,8 @@
     engine.adapters              + engine.core
     engine.service               + engine.adapters
     engine.api                   + engine.service
-    engine.clients               + engine.api (proto helpers), settings
+    engine.clients               engine.api's proto helpers and channel, settings: gRPC only
+    engine.ops                   + anything of engine (serve, load, models, keys)
     training                     anything above
 
 Imports are read with ``ast`` from the source (inside functions and TYPE_CHECKING blocks
@@ -102,7 +103,19 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     ),
     (("engine.adapters",), ("engine.service", "engine.api", "engine.clients", "grpc", "redis")),
     (("engine.service",), ("engine.api", "engine.clients", "grpc", "arbiter", "google.protobuf")),
-    (("engine.api",), ("engine.clients",)),
+    (("engine.api",), ("engine.clients", "engine.ops")),
+    # API clients speak gRPC: nothing of the service, the models or the stores
+    (
+        ("engine.clients",),
+        (
+            "engine.ops",
+            "engine.service",
+            "engine.adapters",
+            "engine.api.server",
+            "engine.api.servicer",
+            "feature_store",
+        ),
+    ),
 ]
 
 
@@ -146,7 +159,8 @@ def test_the_core_reaches_no_grpc_redis_or_lightgbm_even_indirectly() -> None:
         ("engine.core.decision", "from feature_store import keys", "imports feature_store"),
         ("engine.core.decision", "import grpc", "imports grpc"),
         ("engine.core.scoring", "import lightgbm as lgb", "imports lightgbm"),
-        ("engine.clients.cli.admin", "from training import job", "imports training"),
+        ("engine.ops.admin", "from training import job", "imports training"),
+        ("engine.clients.cli.calls", "from feature_store import keys", "imports feature_store"),
         ("engine.service.application", "from engine.api import proto", "imports engine.api"),
     ],
 )

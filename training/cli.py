@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 
 from common import logs
 from common.errors import ArbiterError, ConfigurationError
+from engine import ops
 from engine.clients import cli
-from engine.clients.cli.admin import redis_url
 from engine.clients.cli.command import Command
 from engine.core.arbitration import DEFAULT_EPSILON, DEFAULT_TEMPERATURE
+from engine.ops.admin import redis_url
 from feature_store.embedded import running_url
 from feature_store.redis_client import connect_sync
 from training.settings import TrainerSettings
@@ -516,7 +517,8 @@ def offers_view(args: argparse.Namespace, fresh: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main([*cli.commands(prepare_demo, offers_view), *COMMANDS], argv)
+    serve, admin = ops.commands(prepare_demo, offers_view)
+    return cli.main([serve, *cli.commands(), *admin, *COMMANDS], argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 
 from arbiter.v1 import common_pb2, decision_pb2
 from engine.adapters import artifact
-from engine.clients.cli.admin import outcomes_by_model
+from engine.ops.admin import outcomes_by_model
 from engine.settings import DEFAULTS
 from feature_store.memory_store import MemoryStore
 from tests.conftest import ServerThread, accept
