@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from common.errors import ArbiterError, ProfileSchemaMismatch, RateLimited
+from engine.core import contact_reservation
 from engine.core.customer import (
     CHANNEL_COUNT,
     EVENT_COUNT,
@@ -261,66 +262,31 @@ class MemoryStore:
             if channel not in c.consent or consent.at >= c.consent[channel].at:
                 c.consent[channel] = consent
 
-    @staticmethod
-    def _count(
-        c: _Customer, now: float, window: int, offer: str | None, channels: set[str] | None
-    ) -> int:
-        """As the RESERVE script counts: contacts of ``offer``, or distinct decisions on
-        ``channels``, within ``window``, plus live reservations."""
-        n, seen = 0, set()
-        made = [(m, at) for m, at in c.contacts.items() if at > now - window]
-        live = [(m, 0.0) for m, until in c.pending.items() if until >= now]
-        for member, _ in made + live:
-            d, o, ch = member.split("|", 2)
-            if (offer is not None and o == offer) or (
-                channels is not None and ch in channels and d not in seen
-            ):
-                n += 1
-                seen.add(d)
-        return n
-
     async def reserve(self, reservation: Reservation) -> list[str]:
         return self._reserve(reservation, time.time())
 
     def _reserve(self, r: Reservation, now: float) -> list[str]:
+        """``contact_reservation.admit`` on this customer's state, then recorded."""
         c = self._customer(r.customer_id)
         c.contacts = {m: at for m, at in c.contacts.items() if at >= now - self._horizon}
         c.pending = {m: until for m, until in c.pending.items() if until >= now}
-        shown = {m.split("|", 2)[1]: m for m in c.pending}
-        channel_full = any(
-            self._count(c, now, window, None, {r.channel}) >= most
-            for window, most in r.channel_caps
-        ) or any(
-            self._count(c, now, window, None, set(r.budget_channels)) >= most
-            for window, most in r.budget
-        )
+        contacts = tuple(_contact(m, at) for m, at in c.contacts.items())
+        pending = tuple(_contact(m, until) for m, until in c.pending.items())
         reserved = []
-        for offer_id, caps, suppress in r.offers:
-            if c.cooldowns.get(offer_id, 0.0) > now:
-                continue
-            if suppress and offer_id in c.held:
-                continue
-            again = None if r.outbound else shown.get(offer_id)
-            if again is not None:
-                c.pending[again] = max(c.pending[again], r.pending_until)
-                holder = again.split("|", 1)[0]
+        for a in contact_reservation.admit(r, contacts, pending, c.cooldowns, c.held, now):
+            if a.again is not None:
+                holder = a.again.decision_id
+                member = _member(holder, a.offer_id, a.again.channel)
+                c.pending[member] = max(c.pending[member], r.pending_until)
                 if holder != r.decision_id:
                     if len(c.reshown) >= keys.RESHOWN_KEPT:
                         c.reshown.clear()
-                    c.reshown[f"{r.decision_id}|{offer_id}"] = holder
-                reserved.append(offer_id)
-                continue
-            if channel_full:
-                continue
-            if any(self._count(c, now, w, offer_id, None) >= most for w, most in caps):
-                continue
-            member = _member(r.decision_id, offer_id, r.channel)
-            if r.outbound:
-                c.contacts[member] = now
+                    c.reshown[f"{r.decision_id}|{a.offer_id}"] = holder
+            elif r.outbound:
+                c.contacts[_member(r.decision_id, a.offer_id, r.channel)] = now
             else:
-                c.pending[member] = r.pending_until
-                shown[offer_id] = member
-            reserved.append(offer_id)
+                c.pending[_member(r.decision_id, a.offer_id, r.channel)] = r.pending_until
+            reserved.append(a.offer_id)
         return reserved
 
     async def reserve_many(

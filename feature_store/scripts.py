@@ -186,6 +186,8 @@ return {
 """
 )
 
+# The Lua port of engine/core/contact_reservation.admit (the rule's one home; the contract
+# suite holds the two to one behaviour), plus the recording:
 # Reserves contacts for a decision's actions, re-checking every cap, cool-down and
 # suppression atomically, so two replicas deciding at once cannot both exceed a cap, and
 # an offer declined meanwhile is not made. An inbound offer already pending (shown by an

@@ -1,22 +1,27 @@
 """The contacts a decision makes, carried with their caps to the store, which re-checks
-and records them atomically (in Redis: feature_store/scripts.py RESERVE; in memory:
-MemoryStore._reserve), so two replicas cannot both exceed a cap; and what a reported
-outcome changes (a cool-down, a suppression, an impression). Pure: no I/O.
+and records them atomically, so two replicas cannot both exceed a cap; and what a
+reported outcome changes (a cool-down, a suppression, an impression). Pure: no I/O.
+
+``admit`` is the re-check, written once: the in-memory store runs it as it is, and the
+Redis store's RESERVE script (feature_store/scripts.py) is its port to Lua, held to the
+same behaviour by the store contract suite (tests/feature_store/test_store_contract.py)
+and the concurrent decisions of tests/engine/test_contact_policy.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from engine.core.catalog import Offer
+from engine.core.contact_policy import count
 from engine.core.contact_rules import (
     COOLDOWN_OUTCOMES,
     SUPPRESS_OUTCOMES,
     ContactPolicy,
     OfferPolicy,
 )
-from engine.core.customer import OutcomeEffects, Reservation
+from engine.core.customer import Contact, OutcomeEffects, Reservation
 from engine.core.decision import Decision
 
 
@@ -47,6 +52,55 @@ def reservation(
         budget,
         tuple(sorted(policy.budget.channels)) if budget else (),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An offer of a reservation the store records: as a new contact, or, when ``again``,
+    by extending that pending contact of an earlier decision (shown again: no new place)."""
+
+    offer_id: str
+    again: Contact | None = None
+
+
+def admit(
+    r: Reservation,
+    contacts: Sequence[Contact],
+    pending: Sequence[Contact],
+    cooldowns: Mapping[str, float],
+    held: Mapping[str, float],
+    now: float,
+) -> list[Admitted]:
+    """The offers of ``r`` that fit, in its order, given the customer's contacts made
+    within the horizon, live reservations, cool-downs and acceptances as the store holds
+    them now. A cool-down or an acceptance keeps an offer out; an inbound offer pending
+    already is shown again whatever the caps; else the channel's caps and the marketing
+    budget (counted before any of this reservation's contacts), then the offer's own."""
+    shown = {c.offer_id: c for c in pending}
+    channel_full = any(
+        count(contacts, pending, now - window, channels=(r.channel,)) >= most
+        for window, most in r.channel_caps
+    ) or any(
+        count(contacts, pending, now - window, channels=r.budget_channels) >= most
+        for window, most in r.budget
+    )
+    admitted = []
+    for offer_id, caps, suppress in r.offers:
+        if cooldowns.get(offer_id, 0.0) > now or (suppress and offer_id in held):
+            continue
+        again = None if r.outbound else shown.get(offer_id)
+        if again is not None:
+            admitted.append(Admitted(offer_id, again))
+            continue
+        if channel_full:
+            continue
+        if any(
+            count(contacts, pending, now - window, offer_id=offer_id) >= most
+            for window, most in caps
+        ):
+            continue
+        admitted.append(Admitted(offer_id))
+    return admitted
 
 
 def apply_reservation(
