@@ -4,9 +4,13 @@ calls, a tally of what they got, and the loops that drive them.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -175,13 +179,24 @@ def paced(call: Callable[[int], None], per_second: float, seconds: float) -> Non
 
 
 def train_model(settings: ServerSettings) -> None:
-    """A small trained model with compiled trees, promoted in ``settings``' model folder."""
+    """A small trained model with compiled trees, promoted in ``settings``' model folder:
+    trained and compiled once a process for the same definitions, then copied."""
+    paths = (settings.features_path, settings.catalog_path, settings.lifecycle_path)
+    shutil.copytree(_trained(*paths), settings.model_dir, dirs_exist_ok=True)
+
+
+@functools.cache
+def _trained(features: Path, catalog: Path, lifecycle: Path) -> Path:
+    """A model folder holding a trained, compiled model for these definitions."""
     from dataclasses import replace
 
     from engine.adapters import artifact, compiled
     from training.synthetic_logs import simulate_logs
     from training.train import train
 
+    settings = ServerSettings(
+        features_path=features, catalog_path=catalog, lifecycle_path=lifecycle
+    )
     definitions = load_definitions(settings)
     logs = simulate_logs(
         generate(CUSTOMERS, 7),
@@ -191,5 +206,8 @@ def train_model(settings: ServerSettings) -> None:
         rows=10_000,
     )
     trained = train(logs, definitions.schema, definitions.catalog, TrainerSettings(num_trees=60))
-    folder = artifact.save(settings.model_dir, trained)
+    model_dir = Path(tempfile.mkdtemp(prefix="arbiter-chaos-model-"))
+    atexit.register(shutil.rmtree, model_dir, ignore_errors=True)
+    folder = artifact.save(model_dir, trained)
     compiled.compile_artifact(replace(trained, folder=folder))
+    return model_dir
