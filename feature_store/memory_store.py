@@ -56,9 +56,17 @@ def _copy(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
+@dataclass(frozen=True)
+class _Profile:
+    vector: bytes  # the schema's packed batch vector (engine/core/schema.py)
+    fingerprint: str  # of the schema it was written with
+    attributes: Mapping[str, str]
+    loaded_at: float  # unix seconds
+
+
 @dataclass
 class _Customer:
-    profile: Mapping[bytes, bytes] | None = None
+    profile: _Profile | None = None
     realtime: dict[str, str] = field(default_factory=dict)
     # counter name -> (bucket seconds, slot) -> (bucket number, count)
     windows: dict[str, dict[tuple[int, int], tuple[int, float]]] = field(default_factory=dict)
@@ -129,8 +137,15 @@ class MemoryStore:
         """Nothing to release."""
 
     def put_profile(self, customer_id: str, fields: Mapping[bytes, bytes]) -> None:
-        """Stores a profile as the loader writes it (``loader.profile_fields``), whole."""
-        self._customer(customer_id).profile = dict(fields)
+        """Stores a profile the loader made (``loader.profile_fields``), whole; read once
+        here, as the Redis store reads its hash (attributes of any shape read as strings,
+        or none)."""
+        self._customer(customer_id).profile = _Profile(
+            vector=fields[keys.FIELD_VECTOR],
+            fingerprint=fields[keys.FIELD_SCHEMA].decode(),
+            attributes=stored_attributes(fields.get(keys.FIELD_ATTRIBUTES)),
+            loaded_at=float(fields.get(keys.FIELD_UPDATED, b"0")),
+        )
 
     # -- FeatureStore -------------------------------------------------------------------
 
@@ -152,20 +167,20 @@ class MemoryStore:
             "held": dict(c.held),
             "last_category": c.last_category,
             "consent": dict(c.consent),
-            "loaded_at": float(c.profile.get(keys.FIELD_UPDATED, b"0")) if c.profile else 0.0,
+            "loaded_at": c.profile.loaded_at if c.profile else 0.0,
         }
         if c.profile is None:
             return CustomerRecord(
                 customer_id, False, schema.decode_batch(None), {}, dict(c.realtime), **extra
             )
-        fingerprint = c.profile[keys.FIELD_SCHEMA].decode()
+        fingerprint = c.profile.fingerprint
         if fingerprint != schema.fingerprint:
             raise ProfileSchemaMismatch(
                 f"profile of {customer_id} was written with schema {fingerprint}, "
                 f"serving schema is {schema.fingerprint}: reload profiles"
             )
-        attributes = stored_attributes(c.profile.get(keys.FIELD_ATTRIBUTES))
-        vector = schema.decode_batch(c.profile[keys.FIELD_VECTOR])
+        attributes = dict(c.profile.attributes)
+        vector = schema.decode_batch(c.profile.vector)
         return CustomerRecord(customer_id, True, vector, attributes, dict(c.realtime), **extra)
 
     @staticmethod
