@@ -208,7 +208,9 @@ def test_a_stall_of_the_server_s_own_loop_does_not_degrade_the_next_second(
     one stall, not three slow reads in a row: the breaker stays shut."""
     server = server_factory(redis_url, feature_timeout_ms=200, breaker_seconds=60)
     application = server.application
-    application.store = StallingStore(application.store, together=8, stall=0.3)  # type: ignore[assignment]
+    # the decision path reads through the guard: stall its store
+    guard = application.guard
+    guard.store = StallingStore(guard.store, together=8, stall=0.3)  # type: ignore[assignment]
     customers = [f"cust-{n:06d}" for n in range(100, 108)]
     answers: dict[str, decision_pb2.DecideResponse] = {}
 
