@@ -284,6 +284,7 @@ def _demo_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
+    from engine.settings import load_definitions
     from training import demo
     from training.world import generate
 
@@ -292,7 +293,8 @@ def _demo_data(args: argparse.Namespace) -> int:
         count = generate(settings.demo_customers, settings.world_seed).write_profiles(args.out)
         print(f"wrote {count} profiles to {args.out}")
     else:
-        print(f"profiles in {demo.ensure_profiles_file(settings)}")
+        fingerprint = load_definitions(settings).schema.fingerprint
+        print(f"profiles in {demo.ensure_profiles_file(settings, fingerprint)}")
     return 0
 
 

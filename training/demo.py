@@ -25,10 +25,10 @@ from training.world import generate
 log = logging.getLogger(__name__)
 
 
-def profiles_path(settings: TrainerSettings) -> Path:
-    """The demo's profile file, named by its size, seed and the schema it was written
-    for: a schema that gains a feature writes a new file, not loads an old one without it."""
-    fingerprint = load_definitions(settings).schema.fingerprint
+def profiles_path(settings: TrainerSettings, fingerprint: str) -> Path:
+    """The demo's profile file, named by its size, seed and the ``fingerprint`` of the
+    schema it was written for: a schema that gains a feature writes a new file, not loads
+    an old one without it."""
     return (
         settings.data_dir
         / "demo"
@@ -36,8 +36,8 @@ def profiles_path(settings: TrainerSettings) -> Path:
     )
 
 
-def ensure_profiles_file(settings: TrainerSettings) -> Path:
-    path = profiles_path(settings)
+def ensure_profiles_file(settings: TrainerSettings, fingerprint: str) -> Path:
+    path = profiles_path(settings, fingerprint)
     if not path.exists():
         log.info("generating %d demo customers into %s", settings.demo_customers, path)
         generate(settings.demo_customers, settings.world_seed).write_profiles(path)
@@ -47,7 +47,7 @@ def ensure_profiles_file(settings: TrainerSettings) -> Path:
 def ensure_loaded(settings: TrainerSettings, client: SyncClient, *, progress: bool = True) -> bool:
     """Loads the demo profiles unless Redis already holds them; True when it loaded."""
     definitions = load_definitions(settings)
-    path = ensure_profiles_file(settings)
+    path = ensure_profiles_file(settings, definitions.schema.fingerprint)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     with translated("reading what was loaded"):
         meta = client.hgetall(keys.LOAD_META)
