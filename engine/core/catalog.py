@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -50,6 +50,52 @@ MESSAGE_FIELDS = (
     "sms",
 )
 SMS_MAX = 160
+# The keys each table may hold: any other is refused at load, naming it (a misspelt
+# ``valid_untill`` would otherwise leave an offer valid for ever).
+CATALOG_TABLES = (
+    "template_defaults",
+    "contact_policy",
+    "exploration",
+    "adaptive",
+    "consent",
+    "channel_audience",
+    "offer",
+)
+CONTACT_POLICY_KEYS = (
+    "channel_caps",
+    "outbound_channels",
+    "pending_impression_minutes",
+    "budget",
+    "quiet_hours",
+    "offer_defaults",
+)
+EXPLORATION_KEYS = (
+    "policy",
+    "epsilon",
+    "temperature",
+    "draws",
+    "floor",
+    "sd_scale",
+    "off_placements",
+    "off_channels",
+)
+OFFER_KEYS = (
+    "id",
+    "name",
+    "category",
+    "tags",
+    "value",
+    "lever",
+    "channels",
+    "placements",
+    "stages",
+    "audience",
+    "valid_from",
+    "valid_until",
+    "fallback",
+    "message",
+    "policy",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +159,13 @@ def _timestamp(value: Any, where: str) -> float | None:
     raise ConfigurationError(f"{where}: expected a TOML date or datetime, got {value!r}")
 
 
+def _known(raw: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    """A key the catalog does not know is a mistake (``valid_untill``), not a silence."""
+    unknown = set(raw) - set(allowed)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+
+
 def _names(values: Any, allowed: tuple[str, ...], where: str) -> frozenset[str]:
     names = frozenset(str(v) for v in values)
     unknown = names - set(allowed)
@@ -149,9 +202,7 @@ def _caps(raw: Any, where: str) -> tuple[Cap, ...]:
 
 
 def _offer_policy(raw: Mapping[str, Any], base: OfferPolicy, where: str) -> OfferPolicy:
-    unknown = set(raw) - {"caps", "cooldown_days", "suppress_after_accept"}
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+    _known(raw, ("caps", "cooldown_days", "suppress_after_accept"), where)
     return OfferPolicy(
         caps=_caps(raw["caps"], f"{where}.caps") if "caps" in raw else base.caps,
         cooldown_seconds=float(raw.get("cooldown_days", base.cooldown_seconds / DAY)) * DAY,
@@ -163,9 +214,7 @@ def _budget(raw: Mapping[str, Any], outbound: frozenset[str], where: str) -> Bud
     """``{days|hours = N, max = M, channels = [...]}`` (channels: the outbound ones)."""
     if not raw:
         return Budget()
-    unknown = set(raw) - {"days", "hours", "max", "channels"}
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+    _known(raw, ("days", "hours", "max", "channels"), where)
     caps = _caps([{k: v for k, v in raw.items() if k != "channels"}], where)
     return Budget(caps, _names(raw.get("channels", sorted(outbound)), CHANNELS, where))
 
@@ -175,10 +224,7 @@ def _quiet_hours(raw: Mapping[str, Any], outbound: frozenset[str], where: str) -
     default_timezone = "Europe/London"}`` (channels: the outbound ones)."""
     if not raw:
         return QuietHours()
-    allowed = {"start", "end", "channels", "timezone_attribute", "default_timezone"}
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+    _known(raw, ("start", "end", "channels", "timezone_attribute", "default_timezone"), where)
     start, end = (parse_clock(str(raw.get(k, ""))) for k in ("start", "end"))
     if start is None or end is None:
         raise ConfigurationError(f'{where}: start and end are times of day, "HH:MM"')
@@ -196,6 +242,7 @@ def _quiet_hours(raw: Mapping[str, Any], outbound: frozenset[str], where: str) -
 
 def _contact_policy(raw: Mapping[str, Any]) -> tuple[ContactPolicy, OfferPolicy]:
     where = "contact_policy"
+    _known(raw, CONTACT_POLICY_KEYS, where)
     channel_caps = {
         str(c): _caps(caps, f"{where}.channel_caps.{c}")
         for c, caps in raw.get("channel_caps", {}).items()
@@ -217,6 +264,7 @@ def _contact_policy(raw: Mapping[str, Any]) -> tuple[ContactPolicy, OfferPolicy]
 
 def _exploration(raw: Mapping[str, Any]) -> Exploration:
     where = "exploration"
+    _known(raw, EXPLORATION_KEYS, where)
     policy = str(raw.get("policy", "greedy"))
     if policy not in ("greedy", "epsilon", "softmax", "thompson"):
         raise ConfigurationError(f"{where}.policy: one of greedy, epsilon, softmax, thompson")
@@ -252,9 +300,7 @@ def _adaptive_features(raw: Mapping[str, Any], feature_names: frozenset[str]) ->
 def _ramp(raw: Mapping[str, Any]) -> Ramp:
     """``[adaptive]``: how a new offer is ramped in (engine/core/adaptive.py)."""
     where = "adaptive"
-    unknown = set(raw) - {"new_offer_share", "mature_positives", "new_offer_prior", "features"}
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+    _known(raw, ("new_offer_share", "mature_positives", "new_offer_prior", "features"), where)
     prior = str(raw.get("new_offer_prior", "category"))
     if prior not in ("category", "none"):
         raise ConfigurationError(f"{where}.new_offer_prior: category or none")
@@ -275,6 +321,7 @@ def _offer(raw: Mapping[str, Any], feature_names: frozenset[str], policy: OfferP
         raise ConfigurationError("catalog: an offer has no id")
     audience = raw.get("audience")
     message = raw.get("message", {})
+    _known(raw, OFFER_KEYS, where)
     try:
         return Offer(
             offer_id=oid,
@@ -315,6 +362,7 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"catalog: {exc}") from exc
+    _known(doc, CATALOG_TABLES, "catalog")
     contact_policy, offer_defaults = _contact_policy(doc.get("contact_policy", {}))
     offers = tuple(_offer(o, feature_names, offer_defaults) for o in doc.get("offer", []))
     ids = [o.offer_id for o in offers]

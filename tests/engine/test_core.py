@@ -133,6 +133,11 @@ OFFER = '[[offer]]\nid = "x"\ncategory = "a"\nvalue = 1\n'
         ),
         ('[contact_policy.budget]\ndays = 7\nmax = 4\nchannels = ["fax"]\n' + OFFER, "fax"),
         ("[contact_policy.budget]\ndays = 7\n" + OFFER, "contact_policy.budget"),
+        # a misspelt key is refused by name, in every table, not silently ignored
+        (OFFER + "valid_untill = 2027-01-01\n", r"offer x: unknown keys \['valid_untill'\]"),
+        ('[exploraton]\npolicy = "greedy"\n' + OFFER, r"catalog: unknown keys \['exploraton'\]"),
+        ("[exploration]\nflor = 0.1\n" + OFFER, r"exploration: unknown keys \['flor'\]"),
+        ("[contact_policy]\nchannel_cap = {}\n" + OFFER, r"contact_policy: unknown keys"),
     ],
 )
 def test_bad_catalogs_fail_at_load_with_a_clear_message(text: str, problem: str) -> None:
