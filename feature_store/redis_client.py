@@ -14,6 +14,7 @@ raw redis exception reaches the core, a gRPC caller or a CLI user.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -140,10 +142,45 @@ _RETRIED = (RedisConnectionError,)
 
 class _Cluster(aioredis.RedisCluster):
     """The asyncio cluster client, without its retry of a command whose reply timed out
-    (for the reason above); lost nodes and moved slots are still followed."""
+    (for the reason above); lost nodes and moved slots are still followed.
+
+    A burst queues for a connection, as on one server: redis-py's asyncio cluster client
+    fails a command at once with ``MaxConnectionsError`` when its node's pool is in use
+    (redis/redis-py#3135). Here a command or a pipeline first takes one of
+    ``max_connections`` places: a command uses one connection, a pipeline one per node it
+    reaches, so no node's pool is ever found full. The callers' budgets bound the wait."""
 
     # redis-py's: (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError)
     ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.places = asyncio.Semaphore(kwargs.get("max_connections", 100))  # redis-py's default
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.places:
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused, as redis-py does
+        return _Pipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _Pipeline(ClusterPipeline):
+    """A pipeline that takes its client's place before it sends (``_Cluster``)."""
+
+    def __init__(self, client: _Cluster, transaction: Any | None = None) -> None:
+        super().__init__(client, transaction)
+        self._places = client.places
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        async with self._places:
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 def connect(url: str, *, timeout_seconds: float = 0.25, max_connections: int = 64) -> AsyncClient:

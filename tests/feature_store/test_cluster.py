@@ -5,6 +5,7 @@ cluster too: test_store_contract.py, test_contact_policy.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -25,7 +27,7 @@ from feature_store import keys
 from feature_store.embedded import EmbeddedCluster
 from feature_store.loader import load_profiles
 from feature_store.log_reader import read_logs
-from feature_store.redis_client import cluster_mode, connect_sync
+from feature_store.redis_client import aclose, cluster_mode, connect, connect_sync
 from tests import conftest
 from tests.conftest import ServerThread
 from tests.feature_store.test_redis_store import record_while_stalled
@@ -249,3 +251,34 @@ def test_a_write_that_timed_out_is_not_sent_again_on_a_cluster(
     assert node.pid is not None
     said, counted = record_while_stalled(cluster.url, node.pid, definitions, 0.15)
     assert counted == 1, said
+
+
+def test_a_burst_over_the_pool_queues_for_a_connection_instead_of_failing(
+    cluster: EmbeddedCluster, cluster_client: redis.RedisCluster
+) -> None:
+    # redis-py's asyncio cluster client fails a command at once when its node's pool is in
+    # use (MaxConnectionsError); a burst of events for one customer would lose some. Two
+    # connections a node and 100 commands at once, pipelines among them, on one node:
+    # every one waits its turn and succeeds.
+    async def burst() -> list[Any]:
+        client = connect(cluster.url, max_connections=2)
+        try:
+            key = keys.customer_key(CUSTOMER, "burst")
+
+            async def piped(i: int) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                pipe.incr(key)
+                pipe.get(key)
+                replies: list[Any] = await pipe.execute()
+                return replies
+
+            done: list[Any] = await asyncio.gather(
+                *(client.incr(key) if i % 4 else piped(i) for i in range(100))
+            )
+            return done
+        finally:
+            await aclose(client)
+
+    results = asyncio.run(burst())
+    assert len(results) == 100
+    assert int(cluster_client.get(keys.customer_key(CUSTOMER, "burst")) or 0) == 100
