@@ -63,8 +63,11 @@ $(DASK_VENV)/.installed: pyproject.toml | $(GENERATED)
 	$(DASK_VENV)/bin/python -m pip install --quiet -e '.[dev,dask]'
 	touch $@
 
+# The suite on TEST_WORKERS processes (pytest-xdist; 1 runs it in this one), each with a
+# Redis of its own; a module with an expensive fixture keeps its tests on one worker.
+TEST_WORKERS ?= 2
 test: dev browser $(DASK_VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 	$(DASK_VENV)/bin/python -m pytest tests/dask
 
 lint: dev

@@ -1,7 +1,8 @@
 """Shared fixtures: a real Redis, a real trained model, a real gRPC server.
 
-Redis: ``REDIS_URL`` when set (its database is FLUSHED before each test that uses it),
-else an embedded redis-server 6.2 started once per session on a free loopback port. A
+Redis: ``REDIS_URL`` when set (its database is FLUSHED before each test that uses it;
+with pytest-xdist, worker N uses database N of that server), else an embedded
+redis-server started once per session (per worker) on a free loopback port. A
 Redis Cluster of our own (3 primaries, a replica each, from the same binary) for the
 tests that run on a cluster, started once per session when the first of them needs it.
 Tests of the service that are not about Redis run the same server on the in-memory store
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
@@ -49,9 +51,17 @@ WORLD_SIZE = 2000
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    with redis_or_embedded(CommonSettings().redis_url) as url:
+def redis_url(worker_id: str) -> Iterator[str]:
+    url = CommonSettings().redis_url
+    if url and worker_id != "master":  # pytest-xdist's workers: a database each
+        url = _database(url, int(worker_id.removeprefix("gw")))
+    with redis_or_embedded(url) as url:
         yield url
+
+
+def _database(url: str, number: int) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{number}"))
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_answers_come_in_request_order(server: ServerThread) -> None:
     assert not problems, problems[0]
 
 
-CAMPAIGN_SIZE = 4_000  # enough for the cap to bind on thousands of customers, and quick
+CAMPAIGN_SIZE = 2_000  # enough for the cap to bind on thousands of customers, and quick
 
 
 def test_a_campaign_of_thousands_respects_the_email_cap_and_reports_throughput(

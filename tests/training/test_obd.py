@@ -13,6 +13,10 @@ from training.obd import ITEMS, evaluate_obd, fetch, load
 CACHE = Path(__file__).resolve().parents[2] / "var" / "cache"
 
 
+# one worker builds the module's fixture once (make test runs pytest-xdist)
+pytestmark = pytest.mark.xdist_group("obd")
+
+
 @pytest.fixture(scope="module")
 def wheel() -> Path:
     try:
