@@ -112,6 +112,10 @@ class ServerSettings(CommonSettings):
     learner: Literal["process", "off"] = "process"
     learner_seconds: float = 1.0
     layer_seconds: float = 1.0
+    # Volume limits over the whole customer base (the catalog's): each replica reads their
+    # counters every volume_seconds, to choose the next best offer when one is reached
+    # (the store's atomic claim holds the limit exactly either way).
+    volume_seconds: float = 0.5
     learner_customer_examples: float = 50.0
     learner_customer_positives: float = 3.0
     # `arbiter serve --demo`: generate, load and train the demo world when absent.

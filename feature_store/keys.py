@@ -96,6 +96,17 @@ LAYER_CARRY = f"{ADAPTIVE}:carry"
 LEARNER_LOCK = f"{ADAPTIVE}:lock"
 
 
+# Volume limits over the whole customer base (engine/core/contact_rules.Volume): a string
+# per counter, "<offer:ID|channel:NAME>|<period seconds>|<period number>" = contacts made
+# in that period, kept a period and an hour. One hash tag: one slot, so one script takes
+# every counter of a decision atomically, on a cluster too.
+VOLUME = f"{PREFIX}:{{volume}}"
+
+
+def volume_key(counter: str) -> str:
+    return f"{VOLUME}:{counter}"
+
+
 def learner_weights(day: int) -> str:
     """``arb:{adaptive}:weights:<day>``: customers' weights in day ``day`` (unix days)."""
     return f"{ADAPTIVE}:weights:{day}"

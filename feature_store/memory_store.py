@@ -115,6 +115,7 @@ class MemoryStore:
         self._decision_log: list[Any] = []
         self._logged_ids: set[str] = set()
         self._outcome_log: list[Any] = []
+        self._volume: dict[str, tuple[int, float]] = {}  # counter -> (contacts, kept until)
 
     def _customer(self, customer_id: str) -> _Customer:
         return self._customers.setdefault(customer_id, _Customer())
@@ -281,6 +282,45 @@ class MemoryStore:
         return self._reserve(reservation, time.time())
 
     def _reserve(self, r: Reservation, now: float) -> list[str]:
+        """The volume limits' ``claim``, then ``contact_reservation.admit`` on this
+        customer's state, recorded, and the volume a refused contact took given back."""
+        if not (r.channel_volume or r.offer_volume):
+            return self._admit(r, now)
+        claimed = contact_reservation.claim(
+            r, self._volume_used([n for n, _ in self._limits(r)], now)
+        )
+        if claimed.channel_full:
+            return []
+        kept = {name: keep for name, keep in self._limits(r)}
+        for name in claimed.taken:
+            self._add_volume(name, 1, now + kept[name], now)
+        reserved = self._admit(contact_reservation.without(r, claimed.refused), now)
+        for name in contact_reservation.given_back(r, claimed, reserved):
+            self._add_volume(name, -1, now + kept[name], now)
+        return reserved
+
+    @staticmethod
+    def _limits(r: Reservation) -> list[tuple[str, int]]:
+        """Every volume counter of ``r``, and how long it is kept."""
+        counters = [*r.channel_volume, *(c for _, cs in r.offer_volume for c in cs)]
+        return [(name, keep) for name, _, keep in counters]
+
+    def _volume_used(self, names: Sequence[str], now: float) -> dict[str, int]:
+        out = {}
+        for name in names:
+            used, until = self._volume.get(name, (0, 0.0))
+            out[name] = used if until > now else 0
+        return out
+
+    def _add_volume(self, name: str, n: int, until: float, now: float) -> None:
+        used = self._volume_used([name], now)[name]
+        self._volume[name] = (max(used + n, 0), until)
+
+    async def volume_usage(self, counters: Sequence[str]) -> list[int]:
+        used = self._volume_used(counters, time.time())
+        return [used[name] for name in counters]
+
+    def _admit(self, r: Reservation, now: float) -> list[str]:
         """``contact_reservation.admit`` on this customer's state, then recorded."""
         c = self._customer(r.customer_id)
         c.contacts = {m: at for m, at in c.contacts.items() if at >= now - self._horizon}

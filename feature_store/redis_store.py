@@ -23,6 +23,7 @@ from common.errors import (
     ProfileSchemaMismatch,
     RateLimited,
 )
+from engine.core import contact_reservation
 from engine.core.customer import Contact, CustomerRecord, OutcomeEffects, Reservation
 from engine.core.schema import FeatureSchema
 from feature_store import keys, log_codec, redis_client, scripts
@@ -183,12 +184,16 @@ class RedisFeatureStore:
         self._reserve = client.register_script(scripts.RESERVE)
         self._outcome = client.register_script(scripts.OUTCOME)
         self._finish_outcome = client.register_script(scripts.FINISH_OUTCOME)
+        self._volume = client.register_script(scripts.VOLUME)
+        self._volume_back = client.register_script(scripts.VOLUME_BACK)
         self._scripts = (
             self._read,
             self._event,
             self._reserve,
             self._outcome,
             self._finish_outcome,
+            self._volume,
+            self._volume_back,
         )
         self._ready_lock = asyncio.Lock()
         self._ready = False
@@ -381,26 +386,80 @@ class RedisFeatureStore:
         return script_keys, args
 
     async def reserve(self, reservation: Reservation) -> list[str]:
-        script_keys, args = self._reserve_call(reservation)
+        """The volume limits' claim first when the reservation has any (the VOLUME script,
+        on the counters' own slot), the customer's re-check with what it let through, then
+        the volume a refused contact took given back."""
         with translated("contact reservation", quiet=True):  # the breaker's to report
             await self.prepare()
-            reserved = await self._hot_call(self._reserve, script_keys, args)
-        return [r.decode() for r in reserved]
+            claimed = None
+            if reservation.channel_volume or reservation.offer_volume:
+                volume_keys, volume_args = _volume_call(reservation)
+                claimed = _claimed(await self._volume(keys=volume_keys, args=volume_args))
+                if claimed.channel_full:
+                    return []
+                reservation = contact_reservation.without(reservation, claimed.refused)
+            script_keys, args = self._reserve_call(reservation)
+            reserved = [r.decode() for r in await self._hot_call(self._reserve, script_keys, args)]
+            if claimed is not None:
+                back = contact_reservation.given_back(reservation, claimed, reserved)
+                if back:
+                    await self._volume_back(keys=[keys.volume_key(n) for n in back])
+        return reserved
 
     async def reserve_many(
         self, reservations: Sequence[Reservation]
     ) -> list[list[str] | ArbiterError]:
-        """``reserve`` for many decisions in one pipelined round trip."""
-        calls = [self._reserve_call(reservation) for reservation in reservations]
+        """``reserve`` for many decisions in one pipelined round trip (three when some
+        have volume limits: the claims, the reservations, what is given back)."""
         with translated("contact reservation"):
             await self.prepare()
-            replies = await self._scripted_pipeline(self._reserve, calls)
-        return [
-            unavailable("contact reservation", r)
-            if isinstance(r, Exception)
-            else [o.decode() for o in r]
-            for r in replies
-        ]
+            limited = [i for i, r in enumerate(reservations) if r.channel_volume or r.offer_volume]
+            claims: dict[int, contact_reservation.Claim | ArbiterError] = {}
+            if limited:
+                replies = await self._scripted_pipeline(
+                    self._volume, [_volume_call(reservations[i]) for i in limited]
+                )
+                for i, reply in zip(limited, replies, strict=True):
+                    claims[i] = (
+                        unavailable("contact reservation", reply)
+                        if isinstance(reply, Exception)
+                        else _claimed(reply)
+                    )
+            asked = []
+            for i, r in enumerate(reservations):
+                c = claims.get(i)
+                if isinstance(c, contact_reservation.Claim) and not c.channel_full:
+                    asked.append((i, contact_reservation.without(r, c.refused)))
+                elif c is None:
+                    asked.append((i, r))
+            results: list[list[str] | ArbiterError] = [
+                c if isinstance(c, ArbiterError) else []
+                for c in (claims.get(i) for i in range(len(reservations)))
+            ]
+            replies = await self._scripted_pipeline(
+                self._reserve, [self._reserve_call(r) for _, r in asked]
+            )
+            back: list[ScriptCall] = []
+            for (i, r), reply in zip(asked, replies, strict=True):
+                if isinstance(reply, Exception):
+                    results[i] = unavailable("contact reservation", reply)
+                    continue  # what a claim took stays taken: the limit holds
+                results[i] = [o.decode() for o in reply]
+                c = claims.get(i)
+                if isinstance(c, contact_reservation.Claim):
+                    names = contact_reservation.given_back(r, c, results[i])  # type: ignore[arg-type]
+                    if names:
+                        back.append(([keys.volume_key(n) for n in names], []))
+            if back:
+                await self._scripted_pipeline(self._volume_back, back)
+        return results
+
+    async def volume_usage(self, counters: Sequence[str]) -> list[int]:
+        if not counters:
+            return []
+        with translated("feature store read"):
+            values = await self._redis.mget([keys.volume_key(n) for n in counters])
+        return [int(v) if v is not None else 0 for v in values]
 
     async def history(self, customer_id: str) -> CustomerHistory:
         pipe = self._redis.pipeline(transaction=False)
@@ -562,3 +621,24 @@ def newest_once(summaries: list[Any]) -> list[Any]:
             seen.add(key)
         out.append(s)
     return sorted(out, key=lambda s: -float(s.get("ts", 0.0)) if isinstance(s, dict) else 0.0)
+
+
+def _volume_call(r: Reservation) -> ScriptCall:
+    """The VOLUME script's keys and arguments for ``r``'s counters."""
+    script_keys = [keys.volume_key(name) for name, _, _ in r.channel_volume]
+    args: list[Any] = [len(r.channel_volume)]
+    for _, most, keep in r.channel_volume:
+        args += [most, keep]
+    for offer_id, counters in r.offer_volume:
+        args += [offer_id, len(counters)]
+        for name, most, keep in counters:
+            script_keys.append(keys.volume_key(name))
+            args += [most, keep]
+    return script_keys, args
+
+
+def _claimed(reply: list[Any]) -> contact_reservation.Claim:
+    """The VOLUME script's reply as the core's ``Claim`` (no counters: the script took them)."""
+    full = int(reply[0]) == 1
+    refused = frozenset(o.decode() if isinstance(o, bytes) else str(o) for o in reply[1:])
+    return contact_reservation.Claim(full, refused, ())

@@ -1,9 +1,9 @@
 """The Lua scripts Arbiter runs in Redis (6.2-compatible: EVAL/EVALSHA, no functions).
-(Over 400 lines: the Lua of nine scripts, each beside what it does.)
+(Over 400 lines: the Lua of eleven scripts, each beside what it does.)
 
-Every script touches the keys of one hash tag only (a customer's, or one shard of the
-decision log's) or a single key, so each runs atomically on a single node of a cluster
-too. Shared pieces:
+Every script touches the keys of one hash tag only (a customer's, one shard of the
+decision log's, the volume counters') or a single key, so each runs atomically on a
+single node of a cluster too. Shared pieces:
 
 - windowed counters live in the customer's ``win`` hash as ring slots: field
   ``<name>|<bucket seconds>|<slot>``, value ``<bucket number>:<count>``, for three
@@ -288,6 +288,59 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 return reserved
 """
 )
+
+# The volume limits' claim: engine/core/contact_reservation.claim in Lua. A channel
+# counter at its max lets nothing through; else each offer whose counters all have room
+# takes one on each, and the channel's counters take one.
+# KEYS: the channel's counters, then each offer's
+# ARGV: channel counters n, then (max, keep seconds) per channel counter, then per offer:
+#       offer id, its counters n, (max, keep seconds) per counter
+# Returns {1} when the channel is full, else {0, refused offer ids...}
+VOLUME = """
+local function used(k) return tonumber(redis.call('GET', k) or '0') end
+local nc = tonumber(ARGV[1])
+local take = {}
+local a = 2
+for i = 1, nc do
+  if used(KEYS[i]) >= tonumber(ARGV[a]) then return {1} end
+  table.insert(take, {KEYS[i], ARGV[a + 1]})
+  a = a + 2
+end
+local k = nc + 1
+local refused = {0}
+while a <= #ARGV do
+  local offer, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local ok = true
+  for j = 0, n - 1 do
+    if used(KEYS[k + j]) >= tonumber(ARGV[a + 2 * j]) then ok = false end
+  end
+  for j = 0, n - 1 do
+    if ok then table.insert(take, {KEYS[k + j], ARGV[a + 2 * j + 1]}) end
+  end
+  if not ok then table.insert(refused, offer) end
+  k = k + n
+  a = a + 2 * n
+end
+for _, t in ipairs(take) do
+  redis.call('INCR', t[1])
+  redis.call('EXPIRE', t[1], t[2])
+end
+return refused
+"""
+
+# Gives back one contact on each counter (a claim the customer's own re-check refused),
+# never below zero. KEYS: the counters. Returns how many were given back.
+VOLUME_BACK = """
+local n = 0
+for _, k in ipairs(KEYS) do
+  if tonumber(redis.call('GET', k) or '0') > 0 then
+    redis.call('DECR', k)
+    n = n + 1
+  end
+end
+return n
+"""
 
 # First report of an idempotency key: take a lease on it ("pending:<token>:<until>") and
 # apply the outcome to the customer's own structures; the caller then appends to the

@@ -220,7 +220,13 @@ class FeatureStore(Protocol):
 
     async def reserve(self, reservation: Reservation) -> list[str]:
         """Atomically re-checks every cap and records the contacts that fit; returns
-        their offer ids in the order given."""
+        their offer ids in the order given. Volume limits over the whole base are claimed
+        first (``contact_reservation.claim``), atomically across every replica, and what
+        a refused contact took is given back: a limit is never exceeded."""
+        ...
+
+    async def volume_usage(self, counters: Sequence[str]) -> list[int]:
+        """The contacts counted so far on each volume counter (0: none yet)."""
         ...
 
     async def fetch_many(

@@ -40,6 +40,7 @@ from engine.service.learner_process import LearnerChild
 from engine.service.log_process import LogProcess
 from engine.service.registry import shared_models
 from engine.service.reloader import Reloader, build_cores
+from engine.service.volume_watch import VolumeWatch
 from engine.settings import Definitions, ServerSettings, load_definitions
 from feature_store import hot_redis, redis_client, redis_store
 
@@ -66,9 +67,11 @@ class RunningServer:
     reloading: asyncio.Task[None] | None = None
     watching: asyncio.Task[None] | None = None  # the online layer's (layer_watch.py)
     layer_watch: LayerWatch | None = None
+    volume_watching: asyncio.Task[None] | None = None  # volume limits' (volume_watch.py)
 
     async def stop(self) -> None:
-        tasks = [t for t in (self.reloading, self.watching) if t is not None]
+        running = (self.reloading, self.watching, self.volume_watching)
+        tasks = [t for t in running if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -295,6 +298,15 @@ async def launch(
             watch.run(settings.layer_seconds), name="layer-watch"
         )
     running.layer_watch = watch
+    volume = VolumeWatch(application)
+    try:  # limits reached already are known from the first call
+        await asyncio.wait_for(volume.check(), PREPARE_SECONDS)
+    except (ArbiterError, TimeoutError) as exc:
+        log.warning("volume limits not read at start (%r); the store's claim holds them", exc)
+    if settings.volume_seconds > 0:
+        running.volume_watching = asyncio.get_running_loop().create_task(
+            volume.run(settings.volume_seconds), name="volume-watch"
+        )
     return running, reloader
 
 

@@ -52,50 +52,24 @@ MESSAGE_FIELDS = (
 SMS_MAX = 160
 # The keys each table may hold: any other is refused at load, naming it (a misspelt
 # ``valid_untill`` would otherwise leave an offer valid for ever).
+# fmt: off
 CATALOG_TABLES = (
-    "template_defaults",
-    "contact_policy",
-    "exploration",
-    "adaptive",
-    "consent",
-    "channel_audience",
-    "offer",
+    "template_defaults", "contact_policy", "exploration", "adaptive", "consent",
+    "channel_audience", "offer",
 )
 CONTACT_POLICY_KEYS = (
-    "channel_caps",
-    "outbound_channels",
-    "pending_impression_minutes",
-    "budget",
-    "quiet_hours",
-    "offer_defaults",
+    "channel_caps", "channel_volume", "outbound_channels", "pending_impression_minutes",
+    "budget", "quiet_hours", "offer_defaults",
 )
 EXPLORATION_KEYS = (
-    "policy",
-    "epsilon",
-    "temperature",
-    "draws",
-    "floor",
-    "sd_scale",
-    "off_placements",
+    "policy", "epsilon", "temperature", "draws", "floor", "sd_scale", "off_placements",
     "off_channels",
 )
 OFFER_KEYS = (
-    "id",
-    "name",
-    "category",
-    "tags",
-    "value",
-    "lever",
-    "channels",
-    "placements",
-    "stages",
-    "audience",
-    "valid_from",
-    "valid_until",
-    "fallback",
-    "message",
-    "policy",
+    "id", "name", "category", "tags", "value", "lever", "channels", "placements", "stages",
+    "audience", "valid_from", "valid_until", "fallback", "message", "policy",
 )
+# fmt: on
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +176,12 @@ def _caps(raw: Any, where: str) -> tuple[Cap, ...]:
 
 
 def _offer_policy(raw: Mapping[str, Any], base: OfferPolicy, where: str) -> OfferPolicy:
-    _known(raw, ("caps", "cooldown_days", "suppress_after_accept"), where)
+    _known(raw, ("caps", "cooldown_days", "suppress_after_accept", "volume"), where)
     return OfferPolicy(
         caps=_caps(raw["caps"], f"{where}.caps") if "caps" in raw else base.caps,
         cooldown_seconds=float(raw.get("cooldown_days", base.cooldown_seconds / DAY)) * DAY,
         suppress_after_accept=bool(raw.get("suppress_after_accept", base.suppress_after_accept)),
+        volume=_caps(raw["volume"], f"{where}.volume") if "volume" in raw else base.volume,
     )
 
 
@@ -255,6 +230,11 @@ def _contact_policy(raw: Mapping[str, Any]) -> tuple[ContactPolicy, OfferPolicy]
         pending_seconds=float(raw.get("pending_impression_minutes", 5)) * 60,
         budget=_budget(raw.get("budget", {}), outbound, f"{where}.budget"),
         quiet_hours=_quiet_hours(raw.get("quiet_hours", {}), outbound, f"{where}.quiet_hours"),
+        channel_volume={
+            str(c): _caps(caps, f"{where}.channel_volume.{c}")
+            for c, caps in raw.get("channel_volume", {}).items()
+            if _names([c], CHANNELS, f"{where}.channel_volume")
+        },
     )
     defaults = _offer_policy(
         raw.get("offer_defaults", {}), OfferPolicy(), f"{where}.offer_defaults"

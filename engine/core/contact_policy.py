@@ -8,7 +8,9 @@ later inbound decision, on any channel, shows it again first (``showing``) and t
 new place for it, so a refreshed page keeps its offers and other channels are not starved
 by unreported ones. Outbound decisions (email, SMS) are sends and count at once.
 ``allowed`` filters candidates from the state read with the profile; the store re-checks
-the same caps atomically when it records the contacts. Pure: no I/O.
+the same caps atomically when it records the contacts. Volume limits over the whole
+customer base are checked against ``volume``, the counters' use as a replica last read
+it (``VolumeWatch``); the store takes them atomically with the reservation. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping, Sequence, Set
 
 from engine.core.catalog import Offer
-from engine.core.contact_rules import DAY, ContactPolicy, OfferPolicy
+from engine.core.contact_rules import DAY, ContactPolicy, OfferPolicy, Volume
 from engine.core.customer import Contact, CustomerRecord
 
 
@@ -51,9 +53,22 @@ def showing(policy: ContactPolicy, channel: str, record: CustomerRecord) -> dict
     return {c.offer_id: c.at for c in record.pending}
 
 
-def channel_block(policy: ContactPolicy, channel: str, record: CustomerRecord, now: float) -> str:
+def channel_block(
+    policy: ContactPolicy,
+    channel: str,
+    record: CustomerRecord,
+    now: float,
+    volume: Mapping[str, int] | None = None,
+) -> str:
     """Why no new contact may be made on ``channel`` now, or "" when one may: the
-    channel's caps, the marketing budget (quiet hours: ``QuietHours.block``)."""
+    channel's caps, the marketing budget, the channel's volume limits over the whole base
+    (``volume``: counter -> use) (quiet hours: ``QuietHours.block``)."""
+    for cap in policy.channel_volume.get(channel, ()):
+        if volume is None:
+            break
+        used = volume.get(Volume.counter(Volume.channel(channel), cap, now), 0)
+        if used >= cap.max:
+            return Volume.describe(used, cap)
     for cap in policy.channel_caps.get(channel, ()):
         since = now - cap.window_seconds
         used = count(record.contacts, record.pending, since, channels=(channel,))
@@ -110,18 +125,29 @@ def allowed(
     record: CustomerRecord,
     now: float,
     held: Mapping[str, float],
+    volume: Mapping[str, int] | None = None,
 ) -> tuple[list[Offer], dict[str, str]]:
     """The offers the policy lets through, and why the others were kept out (offer id,
     or "*" for the whole channel, -> reason). A channel at its cap still shows again the
-    offers ``held`` (``showing``); in quiet hours it shows nothing."""
+    offers ``held`` (``showing``); in quiet hours it shows nothing. ``volume``: the
+    volume counters' use (counter -> contacts), when the catalog has volume limits."""
     quiet = policy.quiet_hours.block(channel, record.attributes, now)
     if quiet:  # nothing at all, not even an offer still showing; and what else holds,
         # so that a call at night shows the cool-down a call by day would
-        return [], {"*": quiet, **_screen(offers, record, now, {}, "")[1]}
-    blocked = channel_block(policy, channel, record, now)
+        return [], {"*": quiet, **_screen(offers, record, now, {}, "", volume)[1]}
+    blocked = channel_block(policy, channel, record, now, volume)
     if blocked and not any(o.offer_id in held for o in offers):
         return [], {"*": blocked}
-    return _screen(offers, record, now, held, blocked)
+    return _screen(offers, record, now, held, blocked, volume)
+
+
+def volume_block(offer: Offer, volume: Mapping[str, int], now: float) -> str:
+    """Why ``offer`` may not be made to anyone more in this period, or ""."""
+    for cap in offer.policy.volume:
+        used = volume.get(Volume.counter(Volume.offer(offer.offer_id), cap, now), 0)
+        if used >= cap.max:
+            return Volume.describe(used, cap)
+    return ""
 
 
 def _screen(
@@ -130,6 +156,7 @@ def _screen(
     now: float,
     held: Mapping[str, float],
     blocked: str,
+    volume: Mapping[str, int] | None = None,
 ) -> tuple[list[Offer], dict[str, str]]:
     """Each offer kept, or kept out with why: ``blocked`` (the channel's cap) unless it
     is held, else its own state (a cool-down, its cap, an acceptance)."""
@@ -146,6 +173,8 @@ def _screen(
         why = blocked if blocked and not again else ""
         if not why and offer_id in stateful:
             why = offer_block(offer_id, offer.policy, record, now, contacted, again)
+        if not why and volume is not None and offer.policy.volume and not again:
+            why = volume_block(offer, volume, now)
         if why:
             excluded[offer_id] = why
         else:

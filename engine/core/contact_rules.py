@@ -10,7 +10,10 @@ offer ``[offer.policy]``):
 - a cool-down after DECLINE or DISMISS: the offer is not made again, on any channel,
   until it ends;
 - suppression after ACCEPT or CONVERT: the customer now holds it, so it is not offered
-  again.
+  again;
+- volume limits over the whole customer base, per offer ("retention_discount: at most 500
+  a day") and per channel ("40 call-center callbacks an hour"), counted in contacts made
+  in fixed periods (a day is a UTC day, an hour a clock hour).
 
 Where they are applied: contact_policy.py checks them at decision time,
 contact_reservation.py carries them to the store that records a decision's contacts
@@ -52,6 +55,37 @@ class OfferPolicy:
     caps: tuple[Cap, ...] = ()
     cooldown_seconds: float = 30 * DAY
     suppress_after_accept: bool = True
+    volume: tuple[Cap, ...] = ()  # over the whole customer base (``Volume``)
+
+
+class Volume:
+    """Volume limits: at most ``Cap.max`` contacts of an offer (or decisions on a channel)
+    over the whole customer base in each fixed period of ``Cap.window_seconds``, periods
+    aligned to the epoch. Each period has a counter, named here: the store keeps it."""
+
+    @staticmethod
+    def counter(subject: str, cap: Cap, now: float) -> str:
+        """``offer:<id>`` or ``channel:<name>``, the cap and the period ``now`` falls in."""
+        return f"{subject}|{cap.window_seconds}|{int(now // cap.window_seconds)}"
+
+    @staticmethod
+    def offer(offer_id: str) -> str:
+        return f"offer:{offer_id}"
+
+    @staticmethod
+    def channel(channel: str) -> str:
+        return f"channel:{channel}"
+
+    @staticmethod
+    def describe(used: int, cap: Cap) -> str:
+        """ "volume limit reached: 500 of 500 today"."""
+        if cap.window_seconds == DAY:
+            period = "today (UTC)"
+        elif cap.window_seconds == 3600:
+            period = "this hour"
+        else:
+            period = f"in this period of {cap.window_seconds / 3600:g} h"
+        return f"volume limit reached: {used} of {cap.max} {period}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +165,22 @@ class ContactPolicy:
     pending_seconds: float = 300.0  # how long an inbound decision holds its impression
     budget: Budget = Budget()
     quiet_hours: QuietHours = QuietHours()
+    # decisions that contact customers on a channel, over the whole base (``Volume``)
+    channel_volume: Mapping[str, tuple[Cap, ...]] = field(default_factory=dict)
+
+    def volume_counters(self, offer_policies: Mapping[str, OfferPolicy], now: float) -> list[str]:
+        """Every volume counter of the period ``now`` falls in (what a replica watches)."""
+        out = [
+            Volume.counter(Volume.channel(channel), cap, now)
+            for channel, caps in self.channel_volume.items()
+            for cap in caps
+        ]
+        out += [
+            Volume.counter(Volume.offer(offer_id), cap, now)
+            for offer_id, policy in offer_policies.items()
+            for cap in policy.volume
+        ]
+        return out
 
     def horizon_seconds(self, offer_policies: Iterable[OfferPolicy]) -> int:
         """The longest window any cap looks back over (at least a day)."""

@@ -108,3 +108,8 @@ class Reservation:
     offers: tuple[tuple[str, tuple[tuple[int, int], ...], bool], ...]
     budget: tuple[tuple[int, int], ...] = ()
     budget_channels: tuple[str, ...] = ()
+    # Volume limits over the whole customer base (contact_rules.Volume), as counters
+    # (name, max, seconds the store keeps it): the channel's, taken once by a decision
+    # that contacts, and each limited offer's.
+    channel_volume: tuple[tuple[str, int, int], ...] = ()
+    offer_volume: tuple[tuple[str, tuple[tuple[str, int, int], ...]], ...] = ()

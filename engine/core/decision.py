@@ -168,12 +168,14 @@ class DecisionCore:
         *,
         value_only: str = "",
         explain_skipped: str = "",
+        volume: Mapping[str, int] | None = None,
     ) -> Decision:
         """Decides for ``record``; ``record=None`` means the feature store was unavailable
         (``degraded_reason`` says why): defaults and fallback offers answer instead.
         ``value_only``: rank by value without the model, and why (a caller's deadline);
         ``explain_skipped``: why an asked-for explanation's feature contributions are left
-        out (each action says so instead)."""
+        out (each action says so instead); ``volume``: the volume limits' counters as last
+        read (counter -> contacts), an offer or a channel at its limit kept out."""
         schema = self.schema
         fallback = record is None
         if record is None:
@@ -188,7 +190,7 @@ class DecisionCore:
         # Offers still showing from an earlier decision (once per decision: the policy,
         # arbitration and the reasons all need them).
         held = contact_policy.showing(self.catalog.contact_policy, request.channel, record)
-        offers, excluded = self._candidates(request, record, situation, env, fallback, held)
+        offers, excluded = self._candidates(request, record, situation, env, fallback, held, volume)
         timer.lap("eligibility")
 
         served = ServedInputs.from_record(record, features, request.channel, stage)
@@ -280,6 +282,7 @@ class DecisionCore:
         env: dict[str, Any],
         fallback: bool,
         held: Mapping[str, float],
+        volume: Mapping[str, int] | None,
     ) -> tuple[list[Offer], dict[str, str]]:
         """Eligible offers that the contact policy allows, and why others were excluded
         by the policy (offer id, or "*" for the whole channel, -> reason)."""
@@ -294,7 +297,13 @@ class DecisionCore:
             return [], {"*": blocked}
         offers = eligibility.eligible_offers(self.catalog, situation, env, request.offer_ids)
         return contact_policy.allowed(
-            self.catalog.contact_policy, request.channel, offers, record, situation.now, held
+            self.catalog.contact_policy,
+            request.channel,
+            offers,
+            record,
+            situation.now,
+            held,
+            volume,
         )
 
     def _actions(

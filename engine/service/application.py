@@ -96,6 +96,8 @@ class Application:
         )
         self.writer = writer
         self.core_seconds = 0.0  # moving average of a decision core's time
+        # the volume limits' counters as last read (volume_watch.py); None: no limits
+        self.volume: dict[str, int] | None = None
 
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id within the
@@ -121,19 +123,48 @@ class Application:
         record, degraded = await self.guard.fetch(request.customer_id, deadline)
         timer.lap("fetch")
         now = time.time()
-        decision = await self._decide(core, request, record, now, degraded, timer, deadline)
-        decision = self._signed(decision, now)
-        # Degraded answers reserve too: a slow read must not let caps be exceeded.
-        catalog = core.catalog
-        reservation = contact_reservation.reservation(
-            catalog.contact_policy, catalog.by_id, decision, request.channel, now
-        )
-        if reservation is not None:
+        for attempt in range(2):
+            decision = await self._decide(core, request, record, now, degraded, timer, deadline)
+            decision = self._signed(decision, now)
+            # Degraded answers reserve too: a slow read must not let caps be exceeded.
+            catalog = core.catalog
+            reservation = contact_reservation.reservation(
+                catalog.contact_policy, catalog.by_id, decision, request.channel, now
+            )
+            if reservation is None:
+                break
             result = await self.guard.reserve(reservation, deadline)
+            if attempt == 0 and self._volume_reached(reservation, result) and not result:
+                # Nothing was recorded: decided again without what just reached its
+                # limit, the next best. (With some actions recorded, they stand.)
+                continue
             decision = _apply_reservation(decision, reservation, result)
+            break
         timer.lap("reserve")
         self._done(decision, request, now)
         return decision
+
+    def _volume_reached(self, reservation: Reservation, result: Sequence[str] | str) -> bool:
+        """Whether the reservation lost an offer (or its channel) to a volume limit that
+        this replica did not know was reached: then it knows now (the counters marked
+        full until the next read), and the caller decides again. (The counters of a
+        decision the reservation kept are left: the next read brings them.)"""
+        volume = self.volume
+        if volume is None or isinstance(result, str):
+            return False
+        reserved = set(result)
+        full = [
+            (name, most)
+            for offer_id, counters in reservation.offer_volume
+            if offer_id not in reserved
+            for name, most, _ in counters
+        ]
+        if reservation.channel_volume and not reserved:
+            full += [(name, most) for name, most, _ in reservation.channel_volume]
+        reached = [(n, m) for n, m in full if volume.get(n, 0) < m]
+        for name, most in reached:
+            volume[name] = most
+        return bool(reached)
 
     async def _decide(
         self,
@@ -162,6 +193,7 @@ class Application:
             degraded,
             value_only=value_only,
             explain_skipped=skipped,
+            volume=self.volume,
         )
         if value_only or self.core_seconds < SLOW_CORE_SECONDS:
             started = time.perf_counter()
@@ -174,7 +206,13 @@ class Application:
             decision, seconds = await asyncio.wait_for(asyncio.to_thread(_timed, run), budget)
         except TimeoutError:
             return core.decide(
-                request, record, now, degraded, value_only=TOO_SLOW, explain_skipped=skipped
+                request,
+                record,
+                now,
+                degraded,
+                value_only=TOO_SLOW,
+                explain_skipped=skipped,
+                volume=self.volume,
             )
         self._observe(seconds)
         return decision
@@ -196,9 +234,11 @@ class Application:
         for request, record in zip(requests, records, strict=True):
             decisions.append(
                 self._signed(
-                    self.core_for(request.customer_id).decide(request, record, now)
+                    self.core_for(request.customer_id).decide(
+                        request, record, now, volume=self.volume
+                    )
                     if isinstance(record, CustomerRecord)
-                    else core.decide(request, None, now, unavailable(record)),
+                    else core.decide(request, None, now, unavailable(record), volume=self.volume),
                     now,
                 )
             )

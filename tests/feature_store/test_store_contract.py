@@ -330,6 +330,50 @@ def test_the_budget_counts_decisions_across_its_channels(backend: Backend) -> No
     assert refused == [[], []]
 
 
+def test_volume_limits_hold_over_every_customer_and_give_back_what_was_refused(
+    backend: Backend,
+) -> None:
+    # Offer v: at most 2 contacts over the whole base in the period; offer w: unlimited.
+    # Sends to five customers: the first two get v, the rest only w. A customer whose own
+    # re-check refuses v (held since an acceptance) gives back what its claim took.
+    v = (("vol:v|86400|1", 2, 90000),)
+
+    def send(customer: str, decision: str, channel_volume: tuple[Any, ...] = ()) -> Reservation:
+        return Reservation(
+            customer,
+            decision,
+            "email",
+            True,
+            time.time() + 300,
+            (),
+            (("v", (), True), ("w", (), False)),
+            channel_volume=channel_volume,
+            offer_volume=(("v", v),),
+        )
+
+    async def work(store: Store) -> Any:
+        await store.record_outcome(
+            OutcomeRecord("h1", "d0", "v", "accept", 0.0, time.time(), "k"),
+            OutcomeEffects(suppress=True),
+        )
+        held = await store.reserve(send("h1", "dh"))  # refused by its own hold: given back
+        singles = [await store.reserve(send(f"u{i}", f"d{i}")) for i in range(3)]
+        many = await store.reserve_many([send("u3", "d3"), send("u4", "d4")])
+        used = await store.volume_usage(["vol:v|86400|1", "vol:never|1|1"])
+        # A channel limit of one decision: the second decision on it makes no contact.
+        channel = (("vol:chan|3600|1", 1, 7200),)
+        first = await store.reserve(send("u5", "d5", channel))
+        second = await store.reserve_many([send("u6", "d6", channel)])
+        return held, singles, many, used, first, second
+
+    held, singles, many, used, first, second = backend.run(work)
+    assert held == ["w"]
+    assert singles == [["v", "w"], ["v", "w"], ["w"]]
+    assert many == [["w"], ["w"]]
+    assert used == [2, 0]
+    assert first == ["w"] and second == [[]]
+
+
 def test_inbound_reservations_wait_for_their_impression(backend: Backend) -> None:
     async def work(store: Store) -> Any:
         first = await store.reserve_many([_reservation("d1", outbound=False)])
