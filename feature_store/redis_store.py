@@ -457,7 +457,8 @@ class RedisFeatureStore:
     async def volume_usage(self, counters: Sequence[str]) -> list[int]:
         if not counters:
             return []
-        with translated("feature store read"):
+        # quiet: the breaker says when the store is down; the watch keeps its last counters
+        with translated("volume counters read", quiet=True):
             values = await self._redis.mget([keys.volume_key(n) for n in counters])
         return [int(v) if v is not None else 0 for v in values]
 
