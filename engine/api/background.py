@@ -4,7 +4,10 @@ tests and the simulation (training/simulation/) serve from. Not a way to deploy.
 from __future__ import annotations
 
 import asyncio
+import io
+import sys
 import threading
+import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -88,11 +91,25 @@ class BackgroundServer:
             raise TimeoutError("the decision log did not drain")
 
     def stop(self) -> None:
-        """Graceful shutdown; a second call does nothing."""
+        """Graceful shutdown; a second call does nothing. Its steps are bounded by the
+        grace (calls in flight, the log's flush, the store's close: ~3 x 5 s); on a busy
+        machine it may take longer than a call, so it is given a minute, and what the
+        server's thread is doing is written out if it takes more than half of it."""
         if self.loop.is_closed():
             return
         self.channel.close()
-        self.run(self.running.stop())
+        stopping = asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop)
+        try:
+            stopping.result(timeout=30)
+        except TimeoutError:
+            frame = sys._current_frames().get(self._thread.ident or 0)
+            where = "".join(traceback.format_stack(frame)) if frame else "(no frame)"
+            for task in list(asyncio.all_tasks(self.loop)):  # diagnosis only: racy is fine
+                stack = io.StringIO()
+                task.print_stack(file=stack)
+                where += f"\n{stack.getvalue()}"
+            print(f"server stop still running after 30 s; its thread:\n{where}", file=sys.stderr)
+            stopping.result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()

@@ -170,13 +170,19 @@ class ContactPolicy:
 
     def volume_counters(self, offer_policies: Mapping[str, OfferPolicy], now: float) -> list[str]:
         """Every volume counter of the period ``now`` falls in (what a replica watches)."""
+        return [counter for counter, _ in self.volume_limits(offer_policies, now)]
+
+    def volume_limits(
+        self, offer_policies: Mapping[str, OfferPolicy], now: float
+    ) -> list[tuple[str, int]]:
+        """``volume_counters`` with each one's max, in the same order."""
         out = [
-            Volume.counter(Volume.channel(channel), cap, now)
+            (Volume.counter(Volume.channel(channel), cap, now), cap.max)
             for channel, caps in self.channel_volume.items()
             for cap in caps
         ]
         out += [
-            Volume.counter(Volume.offer(offer_id), cap, now)
+            (Volume.counter(Volume.offer(offer_id), cap, now), cap.max)
             for offer_id, policy in offer_policies.items()
             for cap in policy.volume
         ]

@@ -123,6 +123,19 @@ LEARNER_UP = Gauge(
     "1 while the learner publishes (0: serving keeps the last posteriors)",
     multiprocess_mode="max",
 )
+VOLUME_USED = Gauge(
+    "arbiter_volume_used",
+    "Contacts counted so far this period under each volume limit, over the whole customer"
+    " base (limit: offer:<id> or channel:<name>, then the period in seconds)",
+    ["limit"],
+    multiprocess_mode="max",
+)
+VOLUME_MAX = Gauge(
+    "arbiter_volume_max",
+    "Each volume limit's contacts a period (limit: as arbiter_volume_used's)",
+    ["limit"],
+    multiprocess_mode="max",
+)
 EVENTS = Counter("arbiter_events_recorded", "Events recorded, by counted type", ["event_type"])
 OUTCOMES = Counter("arbiter_outcomes", "Outcomes reported (first reports), by type", ["outcome"])
 

@@ -15,6 +15,7 @@ import logging
 import time
 
 from common.errors import ArbiterError
+from engine.service import metrics
 from engine.service.application import Application
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ class VolumeWatch:
             return
         used = await self._application.store.volume_usage(counters)
         self._application.volume = dict(zip(counters, used, strict=True))
+        limits = catalog.contact_policy.volume_limits(policies, time.time())
+        for (counter, most), n in zip(limits, used, strict=True):
+            limit = counter.rsplit("|", 1)[0]  # offer:<id>|<period seconds>
+            metrics.VOLUME_USED.labels(limit).set(n)
+            metrics.VOLUME_MAX.labels(limit).set(most)
 
     async def run(self, interval: float) -> None:
         while True:

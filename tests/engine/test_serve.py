@@ -123,13 +123,14 @@ def test_an_embedded_redis_that_dies_is_started_again_and_serving_recovers(
         assert url is not None
         client = redis.Redis.from_url(url)
         load_profiles(client, definitions.schema, world.profiles())
-        assert answer(time.monotonic() + 60).actions
-        # Before any degraded answer, the series an alert on one would watch are there.
-        exposed = scrape(metrics_port)
+        # Before any Decide (so before any degraded answer: the first ones may be, while
+        # the service connects), the series an alert on one would watch are there, at 0.
+        exposed = _scraped(metrics_port, until=time.monotonic() + 60)
         for reason in ("store_unavailable", "no_time_for_store", "model_failed", "other"):
             key = ("arbiter_degraded_answers_total", frozenset({("reason", reason)}))
             assert exposed.get(key) == 0.0, reason
         assert ("arbiter_outcomes_total", frozenset({("outcome", "accept")})) in exposed
+        assert answer(time.monotonic() + 60).actions
         first = servers_of(tmp_path / "redis")
         assert len(first) == 1
         pid = first[0]
@@ -159,3 +160,16 @@ def test_an_embedded_redis_that_dies_is_started_again_and_serving_recovers(
     assert f"arbiter decide cust-000042 --channel web --target 127.0.0.1:{port}\n" in printed
     time.sleep(0.2)
     assert servers_of(tmp_path / "redis") == []  # the stop ended the new one too
+
+
+def _scraped(port: int, until: float) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``/metrics`` once the service exposes it (it starts with the service)."""
+    while True:
+        try:
+            exposed = scrape(port)
+        except OSError:
+            exposed = {}
+        if any(name == "arbiter_degraded_answers_total" for name, _ in exposed):
+            return exposed
+        assert time.monotonic() < until, "no /metrics"
+        time.sleep(0.05)

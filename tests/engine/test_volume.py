@@ -15,7 +15,7 @@ import redis
 from arbiter.v1 import common_pb2, decision_pb2
 from common.errors import ConfigurationError
 from engine.core.catalog import parse_catalog
-from tests.conftest import ServerThread, catalog_variant, zone_at
+from tests.conftest import ServerThread, catalog_variant, sample, scrape, zone_at
 
 LIMIT = 20
 CUSTOMERS = 160
@@ -41,7 +41,7 @@ def test_an_offer_limited_to_n_a_day_is_made_n_times_across_replicas_then_the_ne
     )
     budgets = {"feature_timeout_ms": 2000, "reserve_timeout_ms": 2000, "volume_seconds": 0.1}
     replicas = [
-        server_factory(redis_url, catalog_path=catalog, **budgets),
+        server_factory(redis_url, catalog_path=catalog, metrics_port=0, **budgets),
         server_factory(redis_url, catalog_path=catalog, **budgets),
     ]
     answers: list[decision_pb2.DecideResponse] = []
@@ -86,6 +86,16 @@ def test_an_offer_limited_to_n_a_day_is_made_n_times_across_replicas_then_the_ne
     reasons = {e.reason for a in kept_out for e in a.excluded if e.offer_id == "fibre_broadband"}
     assert f"volume limit reached: {LIMIT} of {LIMIT} today (UTC)" in reasons, reasons
     assert not [a for a in answers if a.degraded]
+    # and /metrics shows the limit's use, once a read of the counters has seen it
+    limit = "offer:fibre_broadband|86400"
+    port = replicas[0].metrics_port
+    assert port
+    for _ in range(50):
+        if sample(scrape(port), "arbiter_volume_used", limit=limit) == LIMIT:
+            break
+        time.sleep(0.05)
+    assert sample(scrape(port), "arbiter_volume_used", limit=limit) == LIMIT
+    assert sample(scrape(port), "arbiter_volume_max", limit=limit) == LIMIT
 
 
 def test_a_channel_limit_holds_decisions_on_it_and_limits_are_checked_at_load() -> None:
