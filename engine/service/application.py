@@ -145,10 +145,10 @@ class Application:
         return decision
 
     def _volume_reached(self, reservation: Reservation, result: Sequence[str] | str) -> bool:
-        """Whether the reservation lost an offer (or its channel) to a volume limit that
-        this replica did not know was reached: then it knows now (the counters marked
-        full until the next read), and the caller decides again. (The counters of a
-        decision the reservation kept are left: the next read brings them.)"""
+        """Whether the reservation lost an offer with a volume limit (or every offer, on a
+        channel with one): its counters are then taken as full until the next read (the
+        store does not say which rule refused: a lost cap race counts too, for at most a
+        read's interval), and a decision that recorded nothing is decided again."""
         volume = self.volume
         if volume is None or isinstance(result, str):
             return False
@@ -161,10 +161,9 @@ class Application:
         ]
         if reservation.channel_volume and not reserved:
             full += [(name, most) for name, most, _ in reservation.channel_volume]
-        reached = [(n, m) for n, m in full if volume.get(n, 0) < m]
-        for name, most in reached:
-            volume[name] = most
-        return bool(reached)
+        for name, most in full:
+            volume[name] = max(volume.get(name, 0), most)
+        return bool(full)
 
     async def _decide(
         self,
@@ -223,17 +222,21 @@ class Application:
     async def decide_many(self, requests: Sequence[DecisionRequest]) -> list[Decision]:
         """Decisions for many customers (a campaign chunk): one pipelined read and one
         pipelined reservation for all of them, the same core and contact policy. No
-        per-call read budget: a campaign waits for a slow store rather than degrade."""
+        per-call read budget: a campaign waits for a slow store rather than degrade. A
+        decision that recorded nothing because a volume limit was reached since the last
+        read of the counters is decided again, once, without it (the next best)."""
         core = self.core
         now = time.time()
         try:
             records = await self.store.fetch_many([r.customer_id for r in requests], now)
         except FeatureStoreUnavailable as exc:
             records = [exc] * len(requests)
-        decisions = []
-        for request, record in zip(requests, records, strict=True):
-            decisions.append(
-                self._signed(
+        decisions: list[Decision] = [None] * len(requests)  # type: ignore[list-item]
+        todo = list(range(len(requests)))
+        for attempt in range(2):
+            for i in todo:
+                request, record = requests[i], records[i]
+                decisions[i] = self._signed(
                     self.core_for(request.customer_id).decide(
                         request, record, now, volume=self.volume
                     )
@@ -241,37 +244,55 @@ class Application:
                     else core.decide(request, None, now, unavailable(record), volume=self.volume),
                     now,
                 )
-            )
-            # Let interactive calls in between: 64 decisions in a row held the event loop
-            # ~60 ms, and pages with 50 ms deadlines timed out behind a campaign.
-            await asyncio.sleep(0)
+                # Let interactive calls in between: 64 decisions in a row held the event
+                # loop ~60 ms, and pages with 50 ms deadlines timed out behind a campaign.
+                await asyncio.sleep(0)
+            todo = await self._reserve_many(core, requests, decisions, todo, now, attempt == 0)
+            if not todo:
+                break
+        for request, decision in zip(requests, decisions, strict=True):
+            self._done(decision, request, now)
+        return decisions
+
+    async def _reserve_many(
+        self,
+        core: DecisionCore,
+        requests: Sequence[DecisionRequest],
+        decisions: list[Decision],
+        indices: Sequence[int],
+        now: float,
+        again: bool,
+    ) -> list[int]:
+        """Reserves the decisions at ``indices`` in one pipelined call and applies the
+        results; with ``again``, the indices left unapplied to decide again (nothing
+        recorded, a volume limit just reached)."""
         policy, offers = core.catalog.contact_policy, core.catalog.by_id
         pending = [
             (i, reservation)
-            for i, (request, decision) in enumerate(zip(requests, decisions, strict=True))
+            for i in indices
             if (
                 reservation := contact_reservation.reservation(
-                    policy, offers, decision, request.channel, now
+                    policy, offers, decisions[i], requests[i].channel, now
                 )
             )
             is not None
         ]
-        if pending:
-            try:
-                results: list[list[str] | ArbiterError] = await self.store.reserve_many(
-                    [r for _, r in pending]
-                )
-            except FeatureStoreUnavailable as exc:
-                results = [exc] * len(pending)
-            for (i, reservation), result in zip(pending, results, strict=True):
-                decisions[i] = _apply_reservation(
-                    decisions[i],
-                    reservation,
-                    str(result) if isinstance(result, Exception) else result,
-                )
-        for request, decision in zip(requests, decisions, strict=True):
-            self._done(decision, request, now)
-        return decisions
+        if not pending:
+            return []
+        try:
+            results: list[list[str] | ArbiterError] = await self.store.reserve_many(
+                [r for _, r in pending]
+            )
+        except FeatureStoreUnavailable as exc:
+            results = [exc] * len(pending)
+        retry = []
+        for (i, reservation), result in zip(pending, results, strict=True):
+            outcome = str(result) if isinstance(result, Exception) else result
+            if again and self._volume_reached(reservation, outcome) and not outcome:
+                retry.append(i)
+                continue
+            decisions[i] = _apply_reservation(decisions[i], reservation, outcome)
+        return retry
 
     def _done(self, decision: Decision, request: DecisionRequest, now: float) -> None:
         """A decision made: to the log, and counted when degraded."""
