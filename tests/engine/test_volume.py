@@ -21,24 +21,29 @@ LIMIT = 20
 CUSTOMERS = 160
 
 
+def limited(path: Path, most: int) -> Path:
+    """The demo catalog (daytime, greedy) with fibre_broadband limited to ``most`` a day
+    and worth so much more that every customer it suits would get it."""
+    return catalog_variant(
+        path,
+        {
+            'default_timezone = "Europe/London"': f'default_timezone = "{zone_at(12)}"',
+            'policy = "thompson"': 'policy = "greedy"',
+            'audience = "has_fibre == 0"\nfallback = true\n': (
+                'audience = "has_fibre == 0"\nfallback = true\nlever = 50\n'
+                f"policy = {{ volume = [{{ days = 1, max = {most} }}] }}\n"
+            ),
+        },
+    )
+
+
 def test_an_offer_limited_to_n_a_day_is_made_n_times_across_replicas_then_the_next_best(
     server_factory: Callable[..., ServerThread],
     redis_or_cluster: tuple[str, redis.Redis | redis.RedisCluster],
     tmp_path: Path,
 ) -> None:
     redis_url, client = redis_or_cluster
-    # fibre_broadband worth so much more that every customer it suits would get it
-    catalog = catalog_variant(
-        tmp_path / "catalog.toml",
-        {
-            'default_timezone = "Europe/London"': f'default_timezone = "{zone_at(12)}"',
-            'policy = "thompson"': 'policy = "greedy"',
-            'audience = "has_fibre == 0"\nfallback = true\n': (
-                'audience = "has_fibre == 0"\nfallback = true\nlever = 50\n'
-                f"policy = {{ volume = [{{ days = 1, max = {LIMIT} }}] }}\n"
-            ),
-        },
-    )
+    catalog = limited(tmp_path / "catalog.toml", LIMIT)
     budgets = {"feature_timeout_ms": 2000, "reserve_timeout_ms": 2000, "volume_seconds": 0.1}
     replicas = [
         server_factory(redis_url, catalog_path=catalog, metrics_port=0, **budgets),
@@ -104,17 +109,7 @@ def test_a_campaign_that_meets_a_limit_chooses_the_next_best_for_everyone_after(
     # The replica reads the counters once, at start (a minute between reads): the whole
     # campaign believes the limit free, meets it at reservation, and must decide again for
     # the customers it left without an offer.
-    catalog = catalog_variant(
-        tmp_path / "catalog.toml",
-        {
-            'default_timezone = "Europe/London"': f'default_timezone = "{zone_at(12)}"',
-            'policy = "thompson"': 'policy = "greedy"',
-            'audience = "has_fibre == 0"\nfallback = true\n': (
-                'audience = "has_fibre == 0"\nfallback = true\nlever = 50\n'
-                "policy = { volume = [{ days = 1, max = 5 }] }\n"
-            ),
-        },
-    )
+    catalog = limited(tmp_path / "catalog.toml", 5)
     server = server_factory(redis_url, catalog_path=catalog, volume_seconds=60)
     requests = (
         decision_pb2.DecideBatchRequest(
