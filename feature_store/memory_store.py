@@ -286,12 +286,10 @@ class MemoryStore:
         customer's state, recorded, and the volume a refused contact took given back."""
         if not (r.channel_volume or r.offer_volume):
             return self._admit(r, now)
-        claimed = contact_reservation.claim(
-            r, self._volume_used([n for n, _ in self._limits(r)], now)
-        )
+        kept = dict(self._limits(r))  # counter -> seconds it is kept
+        claimed = contact_reservation.claim(r, self._volume_used(list(kept), now))
         if claimed.channel_full:
             return []
-        kept = {name: keep for name, keep in self._limits(r)}
         for name in claimed.taken:
             self._add_volume(name, 1, now + kept[name], now)
         reserved = self._admit(contact_reservation.without(r, claimed.refused), now)

@@ -63,12 +63,11 @@ def channel_block(
     """Why no new contact may be made on ``channel`` now, or "" when one may: the
     channel's caps, the marketing budget, the channel's volume limits over the whole base
     (``volume``: counter -> use) (quiet hours: ``QuietHours.block``)."""
-    for cap in policy.channel_volume.get(channel, ()):
-        if volume is None:
-            break
-        used = volume.get(Volume.counter(Volume.channel(channel), cap, now), 0)
-        if used >= cap.max:
-            return Volume.describe(used, cap)
+    if volume is not None:
+        for cap in policy.channel_volume.get(channel, ()):
+            used = volume.get(Volume.counter(Volume.channel(channel), cap, now), 0)
+            if used >= cap.max:
+                return Volume.describe(used, cap)
     for cap in policy.channel_caps.get(channel, ()):
         since = now - cap.window_seconds
         used = count(record.contacts, record.pending, since, channels=(channel,))

@@ -168,14 +168,11 @@ class ContactPolicy:
     # decisions that contact customers on a channel, over the whole base (``Volume``)
     channel_volume: Mapping[str, tuple[Cap, ...]] = field(default_factory=dict)
 
-    def volume_counters(self, offer_policies: Mapping[str, OfferPolicy], now: float) -> list[str]:
-        """Every volume counter of the period ``now`` falls in (what a replica watches)."""
-        return [counter for counter, _ in self.volume_limits(offer_policies, now)]
-
     def volume_limits(
         self, offer_policies: Mapping[str, OfferPolicy], now: float
     ) -> list[tuple[str, int]]:
-        """``volume_counters`` with each one's max, in the same order."""
+        """Every volume counter of the period ``now`` falls in (what a replica watches),
+        with its max."""
         out = [
             (Volume.counter(Volume.channel(channel), cap, now), cap.max)
             for channel, caps in self.channel_volume.items()

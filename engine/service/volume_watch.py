@@ -29,13 +29,13 @@ class VolumeWatch:
         """Reads the counters of the catalog's volume limits (nothing when it has none)."""
         catalog = self._application.core.catalog
         policies = {o.offer_id: o.policy for o in catalog.offers}
-        counters = catalog.contact_policy.volume_counters(policies, time.time())
-        if not counters:
+        limits = catalog.contact_policy.volume_limits(policies, time.time())
+        if not limits:
             self._application.volume = None
             return
+        counters = [counter for counter, _ in limits]
         used = await self._application.store.volume_usage(counters)
         self._application.volume = dict(zip(counters, used, strict=True))
-        limits = catalog.contact_policy.volume_limits(policies, time.time())
         for (counter, most), n in zip(limits, used, strict=True):
             limit = counter.rsplit("|", 1)[0]  # offer:<id>|<period seconds>
             metrics.VOLUME_USED.labels(limit).set(n)
