@@ -78,6 +78,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
         await self.application.writer.close(timeout=self.grace)
+        self.application.guard.stopped()
         # Bounded: a store that hangs (a dead Redis, a socket connected to itself) must
         # not keep the process from stopping.
         try:

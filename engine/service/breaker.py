@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 
 from common.backoff import jittered
 from engine.service import metrics
@@ -42,6 +43,20 @@ TIMEOUTS_TO_OPEN = 3
 FIRST_OPEN_SECONDS = 0.05
 PROBE_SECONDS = 1.0
 BACK_AFTER_SECONDS = 1.0
+
+# The process's breakers that are open now; the gauge says whether any is. One breaker
+# closing must not hide another still open (a cluster's primaries each have one), and a
+# stopped service's breaker must not leave the gauge at 1 for the next (nor one nobody
+# holds any more: it guards nothing).
+_OPEN: weakref.WeakSet[Breaker] = weakref.WeakSet()
+
+
+def _shown(breaker: Breaker, is_open: bool) -> None:
+    if is_open:
+        _OPEN.add(breaker)
+    else:
+        _OPEN.discard(breaker)
+    metrics.BREAKER_OPEN.set(1 if _OPEN else 0)
 
 
 class Breaker:
@@ -67,6 +82,7 @@ class Breaker:
     def retired(self) -> None:
         """What it guarded is gone (a cluster primary whose slots another one serves
         now): an outage it said "down" for ends here."""
+        _shown(self, False)
         if self._down_since is not None:
             log.warning(
                 "feature store%s gone after %.1f s: its slots are served elsewhere",
@@ -74,6 +90,10 @@ class Breaker:
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
+
+    def stopped(self) -> None:
+        """The service stops: the gauge no longer counts this breaker as open."""
+        _shown(self, False)
 
     def refusal(self) -> str:
         """Why the store must not be tried now, or "" when it may (during an outage: for
@@ -83,7 +103,7 @@ class Breaker:
             return self._reason
         if self._reason:  # the open period is over: shown closed again
             self._reason = ""
-            metrics.BREAKER_OPEN.set(0)
+            _shown(self, False)
         if self._trips:
             probing = self._probe_since
             if probing is not None and now - probing < PROBE_SECONDS:
@@ -144,4 +164,4 @@ class Breaker:
                 self.seconds,
             )
         metrics.BREAKER_OPENED.inc()
-        metrics.BREAKER_OPEN.set(1)
+        _shown(self, True)

@@ -90,6 +90,11 @@ class StoreGuard:
             self._retire_shards()
         return breaker
 
+    def stopped(self) -> None:
+        """The service stops: its breakers no longer show the store as down."""
+        for breaker in (self.breaker, *self._shards.values()):
+            breaker.stopped()
+
     def _retire_shards(self) -> None:
         """Drops the breakers of primaries the store no longer has (failed over)."""
         current = self.store.shards()

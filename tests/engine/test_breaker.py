@@ -7,6 +7,7 @@ import logging
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from engine.service.breaker import Breaker
 
@@ -123,6 +124,31 @@ def test_a_breaker_retired_while_down_says_so_once(caplog: pytest.LogCaptureFixt
     assert len(lines) == 2, lines
     assert lines[0].startswith("feature store at 127.0.0.1:7001 down (")
     assert lines[1].startswith("feature store at 127.0.0.1:7001 gone after ")
+
+
+def test_the_gauge_shows_open_while_any_breaker_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One primary's breaker closing leaves the gauge at 1 while another's is open; a
+    stopped service's breaker, open or not, leaves it to the next one."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def shown() -> float | None:
+        return REGISTRY.get_sample_value("arbiter_breaker_open")
+
+    first, second = Breaker(1.0, "127.0.0.1:7001"), Breaker(1.0, "127.0.0.1:7002")
+    first.failed("down")
+    second.failed("down")
+    assert shown() == 1
+    clock[0] += 2.0  # past both open periods
+    assert first.refusal() == ""  # first closed, second not yet asked
+    assert shown() == 1
+    assert second.refusal() == ""
+    assert shown() == 0
+    second.failed("down")
+    first.retired()  # retired while closed: second still open
+    assert shown() == 1
+    second.stopped()
+    assert shown() == 0
 
 
 def test_its_open_period_is_drawn_between_half_and_all_of_it(
