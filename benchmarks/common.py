@@ -91,6 +91,40 @@ def start_server(
     return process
 
 
+def stop_server(
+    process: subprocess.Popen[bytes], seconds: float = 60.0, log_path: Path | None = None
+) -> None:
+    """SIGTERM, as an orchestrator stops it, and a wait of ``seconds``. A server that does
+    not stop in time is killed, and the error says where it was: its threads' stacks
+    (py-spy) and the last lines of its log at ``log_path``."""
+    process.terminate()
+    try:
+        process.wait(seconds)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    dumped = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "dump",
+            "--subprocesses",
+            "--pid",
+            str(process.pid),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    process.kill()
+    process.wait()
+    tail = log_path.read_text(errors="replace").splitlines()[-40:] if log_path else []
+    raise RuntimeError(
+        f"the server did not stop within {seconds:.0f} s of SIGTERM; its stacks:\n"
+        f"{dumped.stdout or dumped.stderr}\nits log's last lines:\n" + "\n".join(tail)
+    )
+
+
 def percentiles(samples_us: list[float] | np.ndarray) -> str:
     a = np.asarray(samples_us)
     p50, p90, p99 = np.percentile(a, [50, 90, 99])

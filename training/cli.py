@@ -13,8 +13,10 @@ import argparse
 import math
 import sys
 import time
+import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common import logs
 from common.errors import ArbiterError, ConfigurationError
@@ -180,6 +182,14 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
         help="thompson: the share of the posterior's width it samples at (the catalog's)",
     )
     p.add_argument(
+        "--catalog",
+        metavar="TABLE.KEY=VALUE",
+        action="append",
+        default=[],
+        help="a setting of the served catalog changed for the run, as TOML"
+        " (e.g. adaptive.new_offer_share=0.2); repeatable",
+    )
+    p.add_argument(
         "--halve",
         metavar="OFFER:DAY",
         help="the offer's appeal (its true response rate) halves from that day on",
@@ -227,6 +237,24 @@ def _simulate_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _catalog_changes(settings: Sequence[str], sd_scale: float | None) -> dict[str, dict[str, Any]]:
+    """``TABLE.KEY=VALUE`` settings (the value in TOML; a bare word is a string) by table."""
+    changed: dict[str, dict[str, Any]] = {}
+    if sd_scale is not None:
+        changed["exploration"] = {"sd_scale": sd_scale}
+    for setting in settings:
+        name, equals, text = setting.partition("=")
+        table, dot, key = name.strip().partition(".")
+        if not (equals and dot and table and key):
+            raise ValueError(f"{setting!r}: TABLE.KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        changed.setdefault(table, {})[key.strip()] = value
+    return changed
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from training import simulation  # a server and a training loop of its own
     from training.simulation.peers import DEFAULT_VW_ARGS
@@ -242,8 +270,12 @@ def _simulate(args: argparse.Namespace) -> int:
         "learn_every": args.learn_every,
         "new_offer_day": args.new_offer_day,
         "halve": None,
-        "sd_scale": args.sd_scale,
     }
+    try:
+        days["changed"] = _catalog_changes(args.catalog, args.sd_scale)
+    except ValueError as exc:
+        print(f"arbiter simulate: --catalog: {exc}", file=sys.stderr)
+        return 2
     if args.halve:
         offer, _, day = args.halve.partition(":")
         if not day.isdigit():

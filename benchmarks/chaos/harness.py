@@ -25,6 +25,7 @@ import numpy as np
 import redis
 
 from arbiter.v1 import common_pb2, decision_pb2
+from benchmarks.common import stop_server
 from common.ports import free_port
 from engine.api.background import BackgroundServer
 from engine.settings import ServerSettings, load_definitions
@@ -140,8 +141,7 @@ def served_world(data_dir: Path) -> Iterator[tuple[grpc.Channel, int]]:
             yield channel, process.pid
         finally:
             channel.close()
-            process.terminate()
-            process.wait(timeout=30)
+            stop_server(process, 30)
 
 
 def decide(server: BackgroundServer, n: int, tally: Tally, customer: str = "") -> None:

@@ -28,7 +28,7 @@ from benchmarks.chaos.harness import (
     train_model,
     world,
 )
-from benchmarks.common import start_server
+from benchmarks.common import start_server, stop_server
 from common.ports import free_port
 from engine.settings import ServerSettings, load_definitions
 from feature_store.embedded import EmbeddedRedis
@@ -233,9 +233,10 @@ def served_soak(
                         f.result(timeout=5)
                 windows.append((time.monotonic() - started, calls))
     finally:
-        process.terminate()
-        process.wait(60)
-        own.stop()
+        try:
+            stop_server(process, 60, data_dir / "serve.log")
+        finally:
+            own.stop()
     collections = _collections(gc_log, process.pid, began, time.time())
     return [_window(at, calls, collections) for at, calls in windows], collections
 

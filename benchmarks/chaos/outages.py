@@ -22,7 +22,7 @@ import redis
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc
 from benchmarks.chaos.harness import CUSTOMERS, WEB, Tally, train_model
-from benchmarks.common import black_hole, start_server
+from benchmarks.common import black_hole, start_server, stop_server
 from common.errors import ConfigurationError
 from common.ports import free_port
 from engine.api.background import BackgroundServer
@@ -176,8 +176,7 @@ def _serving(
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 yield decision_pb2_grpc.DecisionServiceStub(channel).Decide
         finally:
-            process.terminate()
-            process.wait(60)
+            stop_server(process, 60, log_path)
 
 
 def _outage(

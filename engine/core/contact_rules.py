@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -129,6 +129,18 @@ class QuietHours:
             f"quiet hours: no {channel} from {_clock(self.start)} to {_clock(self.end)}"
             f" in {zone}; it is {local:%H:%M} there"
         )
+
+    def end_after(self, channel: str, attributes: Mapping[str, str], now: float) -> float | None:
+        """When the quiet hours holding ``channel`` at ``now`` end, in unix seconds (the
+        first minute ``block`` lets it through); None when they do not hold it now."""
+        if not self.block(channel, attributes, now):
+            return None
+        zone = _zone(attributes.get(self.timezone_attribute, "")) or _zone(self.default_timezone)
+        local = datetime.fromtimestamp(now, zone)
+        end = local.replace(hour=self.end // 60, minute=self.end % 60, second=0, microsecond=0)
+        if end <= local:
+            end += timedelta(days=1)  # wall-clock arithmetic: 08:00 there, whatever DST does
+        return end.timestamp()
 
 
 def _clock(minute: int) -> str:

@@ -250,3 +250,30 @@ def test_quiet_hours_in_the_customers_zone(start: str, end: str, clock: str, qui
             why == f"quiet hours: no sms from {start} to {end} in Asia/Tokyo; it is {clock} there"
         )
     assert hours.block("web", {"tz": "Asia/Tokyo"}, now) == ""
+
+
+@pytest.mark.parametrize(
+    ("zone", "clock", "ends"),
+    [
+        ("Asia/Tokyo", "2026-01-15 23:00", "2026-01-16 08:00"),  # over midnight: the next day
+        ("Asia/Tokyo", "2026-01-16 07:59", "2026-01-16 08:00"),
+        ("Asia/Tokyo", "2026-01-15 20:59", None),  # not quiet: nothing to wait for
+        # the night daylight saving starts in New York (02:00 -> 03:00): 08:00 is still 08:00
+        ("America/New_York", "2026-03-07 23:00", "2026-03-08 08:00"),
+    ],
+)
+def test_quiet_hours_end_at_their_end_in_the_customers_zone(
+    zone: str, clock: str, ends: str | None
+) -> None:
+    hours = QuietHours(21 * 60, 8 * 60, frozenset({"sms"}), "tz", "UTC")
+    place = ZoneInfo(zone)
+    now = datetime.strptime(clock, "%Y-%m-%d %H:%M").replace(tzinfo=place).timestamp()
+    end = hours.end_after("sms", {"tz": zone}, now)
+    if ends is None:
+        assert end is None
+        return
+    assert end is not None
+    assert datetime.fromtimestamp(end, place).strftime("%Y-%m-%d %H:%M") == ends
+    assert hours.block("sms", {"tz": zone}, end) == ""  # let through at its end
+    assert hours.block("sms", {"tz": zone}, end - 60) != ""  # and not a minute before
+    assert hours.end_after("web", {"tz": zone}, now) is None

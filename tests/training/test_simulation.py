@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import redis
 
 from feature_store import keys
 from training import simulation
+from training.cli import _catalog_changes
 from training.simulation import traffic
 
 
@@ -23,6 +26,7 @@ def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         retrains_per_day=2,
         min_holdout_decisions=50,
         first_rows=6000,  # the first model's simulated logs (a run's default: 30,000)
+        changed={"adaptive": {"new_offer_share": 0.3}},
     )
 
     assert [r.day for r in results] == [1, 2]
@@ -42,6 +46,13 @@ def test_two_days_of_the_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     report = (tmp_path / "sim" / "report.html").read_text()
     assert "<svg" in report and "greedy/oracle" in report
     assert len((tmp_path / "sim" / "days.csv").read_text().splitlines()) == 3
+    served = tomllib.loads((tmp_path / "sim" / "catalog.toml").read_text())["adaptive"]
+    assert served["new_offer_share"] == 0.3 and served["mature_positives"] == 20  # kept
+    with (tmp_path / "sim" / "decisions.csv").open() as rows:
+        decisions = list(csv.DictReader(rows))
+    assert len(decisions) == sum(r.decisions for r in results)
+    assert {d["day"] for d in decisions} == {"1", "2"}
+    assert all(float(d["oracle"]) >= float(d["served_value"]) for d in decisions)
     printed = capsys.readouterr().out
     assert "served/oracle" in printed and "report: " in printed
     assert "lift estimates (paired DR): the true lift inside the 95% interval" in printed
@@ -71,3 +82,16 @@ def test_a_simulated_day_ages_contacts_and_cooldowns(redis_client: redis.Redis) 
     assert float(redis_client.hget(policy, "cool:roaming_pack") or 0) == now + 5 - 86_400
     assert float(redis_client.hget(policy, "held:fibre_upgrade") or 0) == now  # stays held
     assert not redis_client.exists(keys.customer_key("cust-000002", keys.CONTACTS))
+
+
+def test_catalog_settings_for_a_run_are_read_as_toml() -> None:
+    changed = _catalog_changes(
+        ["adaptive.new_offer_share=0.2", "adaptive.new_offer_prior=none", "x.flags=[1, 2]"], 0.25
+    )
+    assert changed == {
+        "exploration": {"sd_scale": 0.25},
+        "adaptive": {"new_offer_share": 0.2, "new_offer_prior": "none"},
+        "x": {"flags": [1, 2]},
+    }
+    with pytest.raises(ValueError, match=r"'share=0\.2': TABLE\.KEY=VALUE"):
+        _catalog_changes(["share=0.2"], None)

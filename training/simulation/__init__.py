@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import shutil
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -85,11 +86,13 @@ def exploring_catalog(
     epsilon: float = DEFAULT_EPSILON,
     temperature: float = DEFAULT_TEMPERATURE,
     source: Path = DEFAULTS / "catalog.toml",
-    sd_scale: float | None = None,
+    changed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Writes the catalog ``source`` to ``path``, exploring by ``policy`` (epsilon or
-    softmax) everywhere its ``[exploration]`` table does not switch it off. Quiet hours,
-    a wall-clock rule, are dropped: simulated days pass in seconds."""
+    softmax) everywhere its ``[exploration]`` table does not switch it off, with the
+    settings in ``changed`` (table -> key -> value, e.g. ``{"adaptive":
+    {"new_offer_share": 0.2}}``) set over the file's. Quiet hours, a wall-clock rule, are
+    dropped: simulated days pass in seconds."""
     doc = tomllib.loads(source.read_text())
     doc.get("contact_policy", {}).pop("quiet_hours", None)
     doc["exploration"] = {
@@ -97,8 +100,9 @@ def exploring_catalog(
         "policy": policy,
         "epsilon": epsilon,
         "temperature": temperature,
-        **({"sd_scale": sd_scale} if sd_scale is not None else {}),
     }
+    for name, settings in (changed or {}).items():
+        doc[name] = {**doc.get(name, {}), **settings}
     path.write_text(tomli_w.dumps(doc))
     return path
 
@@ -125,7 +129,7 @@ def stack(
     seed: int = 1,
     first_rows: int = 30_000,
     min_holdout_decisions: int = 500,
-    sd_scale: float | None = None,
+    changed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Iterator[Served]:
     """A fresh embedded Redis holding the world's profiles, a first model trained on
     simulated logs, and a server of its own exploring with ``policy`` (its catalog:
@@ -138,7 +142,7 @@ def stack(
         policy,
         epsilon=epsilon,
         temperature=temperature,
-        sd_scale=sd_scale,
+        changed=changed,
     )
     trainer = TrainerSettings(
         data_dir=workdir,
@@ -193,7 +197,7 @@ def run(
     learn_every: int = 0,
     new_offer_day: int = 0,
     halve: tuple[str, int] | None = None,
-    sd_scale: float | None = None,
+    changed: Mapping[str, Mapping[str, Any]] | None = None,
     first_rows: int = 30_000,
 ) -> list[DayResult]:
     """The whole loop on a fresh embedded Redis and a server of its own (`stack`),
@@ -213,7 +217,7 @@ def run(
         temperature=temperature,
         seed=seed,
         min_holdout_decisions=min_holdout_decisions,
-        sd_scale=sd_scale,
+        changed=changed,
         first_rows=first_rows,
     ) as w:
         definitions = w.definitions
@@ -276,6 +280,7 @@ def run(
                 for kind, offer, day in changes
                 if day in simulation.day_starts
             ]
+            simulation.write_decisions(workdir / "decisions.csv")
         finally:
             for rival in rivals.values():
                 if isinstance(rival, VWPolicy):
@@ -309,7 +314,7 @@ def compare_seeds(
     learn_every: int = 0,
     new_offer_day: int = 0,
     halve: tuple[str, int] | None = None,
-    sd_scale: float | None = None,
+    changed: Mapping[str, Mapping[str, Any]] | None = None,
     first_rows: int = 30_000,
 ) -> list[list[DayResult]]:
     """`run` once per seed with the peers among ``policies``, then the head-to-head table
@@ -362,7 +367,7 @@ def compare_seeds(
                 learn_every=learn_every,
                 new_offer_day=new_offer_day,
                 halve=halve,
-                sd_scale=sd_scale,
+                changed=changed,
                 first_rows=first_rows,
             )
         )

@@ -4,9 +4,11 @@ says (``ReportOutcome``); between days the loop retrains and promotes."""
 
 from __future__ import annotations
 
+import csv
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -94,6 +96,9 @@ class Simulation:
         self.learn_every = learn_every
         # Each decision's served offer and the oracle's best, and where each day starts
         self.trace: list[tuple[str, str]] = []
+        # and, decision by decision, the expected value (by the hidden model) of the served
+        # offer, of the model's greedy choice and of the oracle's best (decisions.csv)
+        self.values: list[tuple[float, float, float]] = []
         self._visited: set[int] = set()  # the customers who came: the only ones with state
         self.day_starts: dict[int, int] = {}
 
@@ -162,6 +167,18 @@ class Simulation:
         bar.close()
         return tally.result(day, tuple(done))
 
+    def write_decisions(self, path: Path) -> None:
+        """Every decision's day, served offer, the oracle's best, and the expected values
+        of the served offer, the model's greedy choice and the oracle's (diagnostics: where
+        in a day the value was lost)."""
+        starts = sorted(self.day_starts.items(), key=lambda item: item[1])
+        with path.open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["day", "served", "oracle_best", "served_value", "greedy", "oracle"])
+            for i, ((served, best), values) in enumerate(zip(self.trace, self.values, strict=True)):
+                day = max(d for d, start in starts if start <= i)
+                writer.writerow([day, served, best, *(round(v, 4) for v in values)])
+
     def _new_decisions(self) -> list[Any]:
         """The decisions logged since the last call, oldest first."""
         read = []
@@ -214,6 +231,7 @@ class Simulation:
             tally.greedy.append(truth[best_priority] * value[best_priority])
             tally.oracle.append(max(truth[o] * value[o] for o in truth))
             self.trace.append((action, max(truth, key=lambda o: truth[o] * value[o])))
+            self.values.append((tally.policy[-1], tally.greedy[-1], tally.oracle[-1]))
             tally.random.append(float(np.mean([truth[o] * value[o] for o in truth])))
             best = max(truth, key=lambda o: value[o] * self.catalog.by_id[o].lever)
             tally.value_only.append(truth[best] * value[best])

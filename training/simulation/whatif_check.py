@@ -129,7 +129,7 @@ def check(
     """``days`` of logs under the running catalog exploring by ``policy`` (their value
     per decision is the first result), then each change estimated from them and served
     over the same days."""
-    world = {"world_size": world_size, "seed": seed, "first_rows": first_rows}
+    world: dict[str, Any] = {"world_size": world_size, "seed": seed, "first_rows": first_rows}
     with stack(workdir / "logged", policy=policy, epsilon=epsilon, **world) as served:
         logged_value = _serve(served, days, customers_per_day, seed)
         decisions, outcomes = read_logs(served.client)
