@@ -116,6 +116,10 @@ class ServerSettings(CommonSettings):
     # counters every volume_seconds, to choose the next best offer when one is reached
     # (the store's atomic claim holds the limit exactly either way).
     volume_seconds: float = 0.5
+    # Event triggers (the catalog's [[trigger]]): each server process fires those due,
+    # looking at every bucket of them at least every trigger_poll_seconds (0: this
+    # replica fires none; its events still schedule them for the others).
+    trigger_poll_seconds: float = 1.0
     learner_customer_examples: float = 50.0
     learner_customer_positives: float = 3.0
     # `arbiter serve --demo`: generate, load and train the demo world when absent.

@@ -107,6 +107,46 @@ def volume_key(counter: str) -> str:
     return f"{VOLUME}:{counter}"
 
 
+# Event triggers (engine/core/triggers.py, feature_store/triggers.py) in TRIGGER_BUCKETS
+# buckets, a customer's all in bucket trigger_bucket(customer_id), under one hash tag
+# ``{trig:<bucket>}``: "due", a sorted set of "<customer_id>|<trigger_id>" by when the
+# trigger is due (or when a scheduler's claim on it lapses); "pending", a hash of the same
+# members -> the pending trigger (JSON: engine/core/triggers.Pending); "fired", a sorted
+# set of the same members by when each last fired (re-eligibility), pruned past
+# TRIGGER_FIRED_KEPT_SECONDS.
+TRIGGER_BUCKETS = 16
+TRIGGER_FIRED_KEPT_SECONDS = 90 * 86400
+
+
+def trigger_bucket(customer_id: str) -> int:
+    return zlib.crc32(customer_id.encode()) % TRIGGER_BUCKETS
+
+
+def trigger_keys(bucket: int) -> tuple[str, str, str]:
+    """``arb:{trig:<bucket>}:due``, ``...:pending``, ``...:fired``."""
+    tag = f"{PREFIX}:{{trig:{bucket}}}"
+    return f"{tag}:due", f"{tag}:pending", f"{tag}:fired"
+
+
+def trigger_member(customer_id: str, trigger_id: str) -> str:
+    return f"{customer_id}|{trigger_id}"
+
+
+# The delivery streams (docs/outbound.md): one per outbound channel, its messages'
+# sent markers (a string per message id, kept OUTBOUND_SENT_TTL_SECONDS: a message is
+# added once) under the same hash tag.
+OUTBOUND_SENT_TTL_SECONDS = 7 * 86400
+
+
+def outbound_stream(channel: str) -> str:
+    """``arb:{out:<channel>}:stream``: what senders on ``channel`` read."""
+    return f"{PREFIX}:{{out:{channel}}}:stream"
+
+
+def outbound_sent(channel: str, message_id: str) -> str:
+    return f"{PREFIX}:{{out:{channel}}}:sent:{message_id}"
+
+
 def learner_weights(day: int) -> str:
     """``arb:{adaptive}:weights:<day>``: customers' weights in day ``day`` (unix days)."""
     return f"{ADAPTIVE}:weights:{day}"

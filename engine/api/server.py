@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
+import io
 import ipaddress
 import logging
+import os
 import signal
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,11 +45,16 @@ from engine.service.learner_process import LearnerChild
 from engine.service.log_process import LogProcess
 from engine.service.registry import shared_models
 from engine.service.reloader import Reloader, build_cores
+from engine.service.trigger_scheduler import TriggerScheduler
 from engine.service.volume_watch import VolumeWatch
 from engine.settings import Definitions, ServerSettings, load_definitions
 from feature_store import hot_redis, redis_client, redis_store
+from feature_store.triggers import TriggerQueue
 
 log = logging.getLogger(__name__)
+
+# Beyond twice the grace period, how long a stop may take before the watchdog ends it
+STOP_SECONDS = 30.0
 PREPARE_SECONDS = 5.0  # at start, for the store to connect and load its scripts
 T = TypeVar("T")
 
@@ -68,23 +78,53 @@ class RunningServer:
     watching: asyncio.Task[None] | None = None  # the online layer's (layer_watch.py)
     layer_watch: LayerWatch | None = None
     volume_watching: asyncio.Task[None] | None = None  # volume limits' (volume_watch.py)
+    triggering: asyncio.Task[None] | None = None  # event triggers' (trigger_scheduler.py)
+    scheduler: TriggerScheduler | None = None
 
     async def stop(self) -> None:
-        running = (self.reloading, self.watching, self.volume_watching)
+        """Every step bounded: one that hangs (a store on a dead socket, gRPC's own stop,
+        grpc/grpc#28999) is logged by name and the stop goes on."""
+        running = (self.reloading, self.watching, self.volume_watching, self.triggering)
         tasks = [t for t in running if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.grace)
-        await self.application.writer.close(timeout=self.grace)
+        steps: tuple[tuple[str, Callable[[], Awaitable[Any]], float], ...] = (
+            ("the watches' end", lambda: asyncio.gather(*tasks, return_exceptions=True), 5.0),
+            ("the health service's NOT_SERVING", self.health.enter_graceful_shutdown, 5.0),
+            ("the gRPC server's stop", lambda: self.server.stop(self.grace), self.grace + 5.0),
+            (
+                "the decision log's flush",
+                lambda: self.application.writer.close(timeout=self.grace),
+                self.grace + 5.0,
+            ),
+            ("the store's close", self.application.store.aclose, self.grace),
+        )
+        for name, step, seconds in steps:
+            try:
+                await asyncio.wait_for(step(), seconds)
+            except TimeoutError:
+                log.error("shutdown: %s did not finish within %.1f s; going on", name, seconds)
         self.application.guard.stopped()
-        # Bounded: a store that hangs (a dead Redis, a socket connected to itself) must
-        # not keep the process from stopping.
-        try:
-            await asyncio.wait_for(self.application.store.aclose(), self.grace)
-        except TimeoutError:
-            log.error("the store did not close within %.1f s", self.grace)
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """A stop that has not ended the process within ``seconds`` (every step is bounded;
+    what is left is a task that ignores cancellation, or a thread the interpreter waits
+    for) logs where each task and thread is, then exits: a SIGTERM must end the server."""
+
+    def stuck() -> None:
+        log.error("shutdown: still running after %.0f s; where it is:", seconds)
+        with contextlib.suppress(Exception):  # the loop's tasks, read from another thread
+            for task in list(asyncio.all_tasks(loop)):
+                where = io.StringIO()
+                task.print_stack(file=where)
+                log.error("%s", where.getvalue())
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, stuck)
+    timer.daemon = True
+    timer.start()
 
 
 @dataclass(frozen=True)
@@ -308,6 +348,14 @@ async def launch(
         running.volume_watching = asyncio.get_running_loop().create_task(
             volume.run(settings.volume_seconds), name="volume-watch"
         )
+    if isinstance(store, redis_store.RedisFeatureStore):
+        application.triggers = TriggerQueue(store.client)
+        scheduler = running.scheduler = TriggerScheduler(application, application.triggers)
+        if settings.trigger_poll_seconds > 0:
+            application.scheduled = scheduler.wake
+            running.triggering = asyncio.get_running_loop().create_task(
+                scheduler.run(settings.trigger_poll_seconds), name="triggers"
+            )
     return running, reloader
 
 
@@ -355,6 +403,7 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
                 await asyncio.wait_for(stop.wait(), 1.0)
             drain()
         log.info("shutting down")
+        _watchdog(loop, 2 * running.grace + STOP_SECONDS)
         await running.stop()
     finally:
         if learner is not None:

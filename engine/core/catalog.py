@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -36,6 +36,9 @@ from engine.core.contact_rules import (
     parse_clock,
 )
 from engine.core.expression import Expression, compile_expression
+from engine.core.tables import known as _known
+from engine.core.tables import names as _names
+from engine.core.triggers import Triggers, parse_triggers
 
 # Message fields an offer (or a stage override of it) may set.
 MESSAGE_FIELDS = (
@@ -55,7 +58,7 @@ SMS_MAX = 160
 # fmt: off
 CATALOG_TABLES = (
     "template_defaults", "contact_policy", "exploration", "adaptive", "consent",
-    "channel_audience", "offer",
+    "channel_audience", "offer", "trigger",
 )
 CONTACT_POLICY_KEYS = (
     "channel_caps", "channel_volume", "outbound_channels", "pending_impression_minutes",
@@ -110,6 +113,7 @@ class Catalog:
     ramp: Ramp = field(default_factory=Ramp)
     # schema features the online layer learns whom each offer suits from ([adaptive])
     adaptive_features: tuple[str, ...] = ()
+    triggers: Triggers = field(default_factory=Triggers)  # [[trigger]]: engine/core/triggers.py
     by_id: Mapping[str, Offer] = field(init=False)
     by_channel: Mapping[str, tuple[Offer, ...]] = field(init=False)
 
@@ -131,21 +135,6 @@ def _timestamp(value: Any, where: str) -> float | None:
     if isinstance(value, date):
         return datetime.combine(value, time(), tzinfo=UTC).timestamp()
     raise ConfigurationError(f"{where}: expected a TOML date or datetime, got {value!r}")
-
-
-def _known(raw: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
-    """A key the catalog does not know is a mistake (``valid_untill``), not a silence."""
-    unknown = set(raw) - set(allowed)
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
-
-
-def _names(values: Any, allowed: tuple[str, ...], where: str) -> frozenset[str]:
-    names = frozenset(str(v) for v in values)
-    unknown = names - set(allowed)
-    if unknown:
-        raise ConfigurationError(f"{where}: unknown {sorted(unknown)}; allowed {list(allowed)}")
-    return names
 
 
 def _message(raw: Mapping[str, Any], where: str) -> dict[str, str]:
@@ -364,6 +353,7 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
         exploration=_exploration(doc.get("exploration", {})),
         ramp=_ramp(doc.get("adaptive", {})),
         adaptive_features=_adaptive_features(doc.get("adaptive", {}), feature_names),
+        triggers=parse_triggers(doc.get("trigger", []), feature_names, frozenset(ids)),
     )
 
 

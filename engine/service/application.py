@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -25,11 +26,13 @@ from engine.core.customer import CustomerRecord, Reservation
 from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
 from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
+from engine.core.triggers import Pending, Triggers, kept_attributes
 from engine.service import metrics
 from engine.service.decision_log import LogWriter
 from engine.service.guard import ANSWER_MARGIN, Store, StoreGuard, unavailable
 from engine.service.profile import Profile, consent_views, offer_history, stage_transitions
 from feature_store.store import EventRecord, Forgotten, OutcomeRecord
+from feature_store.triggers import SCHEDULED, TriggerQueue
 
 # Shares of what is left of a caller's deadline after the read: the model needs this
 # much (else ranking by value answers in time), feature contributions this much.
@@ -98,6 +101,10 @@ class Application:
         self.core_seconds = 0.0  # moving average of a decision core's time
         # the volume limits' counters as last read (volume_watch.py); None: no limits
         self.volume: dict[str, int] | None = None
+        # event triggers: where they wait (None: a store without Redis, no triggers), and
+        # who is told of one due at once (trigger_scheduler.py's wake)
+        self.triggers: TriggerQueue | None = None
+        self.scheduled: Callable[[str, float], None] | None = None
 
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id within the
@@ -114,15 +121,17 @@ class Application:
         request: DecisionRequest,
         timer: StageTimer = NO_TIMER,
         deadline: float | None = None,
+        now: float | None = None,
     ) -> Decision:
         """One decision. ``deadline`` (``time.monotonic()`` seconds) is when the caller
         stops waiting: the store calls are cut short to leave time to answer, so a caller
-        with a tight deadline gets a degraded answer rather than none."""
+        with a tight deadline gets a degraded answer rather than none. ``now``: the time
+        the contact policy judges by (unix seconds; the clock's by default)."""
         core = self.core_for(request.customer_id)  # one consistent core for the whole call
         timer.start()
         record, degraded = await self.guard.fetch(request.customer_id, deadline)
         timer.lap("fetch")
-        now = time.time()
+        now = time.time() if now is None else now
         for attempt in range(2):
             decision = await self._decide(core, request, record, now, degraded, timer, deadline)
             decision = self._signed(decision, now)
@@ -333,11 +342,49 @@ class Application:
         """Removes what is kept about the customer. Decisions still queued for the log are
         written first, so that none of theirs survives the forgetting."""
         await self.writer.flush()
+        if self.triggers is not None:  # its pending triggers, and when any last fired
+            ids = [t.trigger_id for t in self.core.catalog.triggers.all]
+            await self.triggers.forget(customer_id, ids)
         return await self.store.forget(customer_id)
 
     async def record_event(self, event: EventRecord) -> None:
         if await self.store.record_event(event):  # not a duplicate under its key
             metrics.EVENTS.labels(self.core.schema.counted_event_type(event.event_type)).inc()
+        triggers = self.core.catalog.triggers
+        # A retried event (a duplicate) too: a failure after recording it must not lose its
+        # triggers, and scheduling one already waiting changes nothing.
+        if self.triggers is not None and triggers.reacting_to(event.event_type):
+            await self._react(event, triggers, self.triggers)
+
+    async def _react(self, event: EventRecord, triggers: Triggers, queue: TriggerQueue) -> None:
+        """Cancels the triggers the event cancels, schedules those it matches."""
+        customer_id = event.customer_id
+        cancelling = [t.trigger_id for t in triggers.cancelled_by.get(event.event_type, ())]
+        for trigger_id in await queue.cancel(customer_id, cancelling):
+            metrics.TRIGGERS.labels(trigger_id, "cancelled").inc()
+        if event.event_type not in triggers.scheduled_by:
+            return
+        core = self.core_for(customer_id)
+        now = time.time()
+        record = await self.store.fetch(customer_id, now)
+        request = DecisionRequest(customer_id, event.channel, context=event.attributes)
+        env = rule_env(
+            core.schema.names, core.customer_features(record, now), record.attributes, request
+        )
+        for trigger in triggers.matching(event.event_type, env):
+            pending = Pending(
+                uuid.uuid4().hex,
+                trigger.trigger_id,
+                customer_id,
+                event.event_type,
+                kept_attributes(event.attributes),
+                now,
+                max(now, event.occurred_at + trigger.delay_seconds),
+            )
+            outcome = await queue.schedule(pending, trigger.reeligible_seconds)
+            metrics.TRIGGERS.labels(trigger.trigger_id, outcome.replace(" ", "_")).inc()
+            if outcome == SCHEDULED and self.scheduled is not None:
+                self.scheduled(customer_id, pending.due)
 
     async def profile(self, customer_id: str) -> Profile:
         core = self.core

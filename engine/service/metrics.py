@@ -130,6 +130,31 @@ VOLUME_USED = Gauge(
     ["limit"],
     multiprocess_mode="max",
 )
+TRIGGERS = Counter(
+    "arbiter_triggers",
+    "Event triggers by what happened to them: scheduled, already_pending, not_reeligible,"
+    " cancelled, fired, deferred (quiet hours), suppressed (the policy chose nothing: the"
+    " reason's kind in arbiter_triggers_suppressed), removed (no longer in the catalog)",
+    ["trigger", "outcome"],
+)
+TRIGGERS_SUPPRESSED = Counter(
+    "arbiter_triggers_suppressed",
+    "Due triggers the decision sent nothing for, by the kind of reason",
+    ["trigger", "reason"],
+)
+TRIGGER_DELAY = Histogram(
+    "arbiter_trigger_delay_seconds",
+    "From when a trigger was due to its message on the stream",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TRIGGERS_WAITING = Gauge(
+    "arbiter_triggers_waiting",
+    "Triggers scheduled and not yet fired or cancelled, over the whole customer base",
+    multiprocess_mode="max",
+)
+OUTBOUND = Counter(
+    "arbiter_outbound_messages", "Messages added to the delivery streams", ["channel"]
+)
 VOLUME_MAX = Gauge(
     "arbiter_volume_max",
     "Each volume limit's contacts a period (limit: as arbiter_volume_used's)",
