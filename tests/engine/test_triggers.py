@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import grpc
 import pytest
 import redis
 from prometheus_client import REGISTRY
@@ -22,6 +23,7 @@ from common.errors import ConfigurationError
 from engine.core.catalog import parse_catalog
 from engine.core.triggers import Pending
 from engine.service.trigger_scheduler import TriggerScheduler
+from examples import sender
 from feature_store import keys
 from tests.conftest import ServerThread, catalog_variant, zone_at
 from training.world import World
@@ -269,3 +271,43 @@ def test_a_bad_trigger_is_refused_naming_it(
     text = daytime_catalog.read_text() + f"\n[[trigger]]\n{table}\n"
     with pytest.raises(ConfigurationError, match=error.replace("[", r"\[").replace("]", r"\]")):
         parse_catalog(text, names)
+
+
+def test_the_example_sender_delivers_acknowledges_and_reports_and_takes_over_the_dead(
+    serving: ServerThread, loaded: redis.Redis, world: World
+) -> None:
+    """docs/outbound.md's sender: each message handed out once to the live sender,
+    acknowledged after its report; what a dead sender was handed is taken over."""
+    opted_in = world.features["email_opt_in"] == 1
+    customers = [world.customer_id(i) for i in range(world.size) if opted_in[i]]
+    # one whose id ends in 0 (the example bounces those), and three others
+    chosen = [next(c for c in customers if c.endswith("0"))]
+    chosen += [c for c in customers if not c.endswith("0")][:3]
+    for customer in chosen:
+        event(serving, customer, "add_to_cart", category="phones")
+    wait_for(lambda: len(stream(loaded)) >= 3)
+    time.sleep(0.3)
+    messages = stream(loaded)
+    name = keys.outbound_stream("email")
+    # a sender that took the first message and died before acknowledging it
+    loaded.xgroup_create(name, "gateway", id="0")
+    dead: Any = loaded.xreadgroup("gateway", "dead", {name: ">"}, count=1)
+    assert len(dead[0][1]) == 1
+
+    target = f"127.0.0.1:{serving.running.port}"
+    with grpc.insecure_channel(target) as channel:
+        handled = sender.run(loaded, channel, "email", "gateway", "live", once=True, claim_idle=0.0)
+    assert handled == len(messages)  # the dead one's too, and no message twice
+    assert loaded.xpending(name, "gateway")["pending"] == 0  # every one acknowledged
+    serving.flush_log()
+    impressions = {
+        o["decision_id"] for o in serving.read_outcomes() if o["outcome"] == "impression"
+    }
+    delivered = {m["decision_id"] for m in messages if not m["customer_id"].endswith("0")}
+    assert impressions == delivered
+    bounced = [m for m in messages if m["customer_id"].endswith("0")]
+    for m in bounced:  # a bounce is an event on the customer, not an outcome
+        profile = serving.profiles.GetProfile(
+            profile_pb2.GetProfileRequest(customer_id=m["customer_id"]), timeout=5
+        )
+        assert any(e.event_type == "message_bounced" for e in profile.recent_events)

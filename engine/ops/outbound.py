@@ -1,0 +1,118 @@
+"""`arbiter outbound`: the delivery streams senders read (docs/outbound.md).
+
+    arbiter outbound tail [--channel email] [--count 10] [--follow] [--json]
+    arbiter outbound status
+
+``tail`` prints the newest messages of a channel's stream (and, with ``--follow``, those
+that come, until Ctrl-C); ``status`` each outbound channel's stream: its length, and per
+consumer group of senders, what they have been handed and not acknowledged and how far
+behind they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from common.vocabulary import CHANNELS
+from engine.clients.cli.command import Command
+from engine.ops.admin import redis_url
+from engine.settings import CommonSettings, load_definitions
+from feature_store import keys
+from feature_store.redis_client import SyncClient, connect_sync
+
+FOLLOW_BLOCK_MS = 1000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def line(entry_id: str, fields: Mapping[str, str]) -> str:
+    """One message as `tail` prints it."""
+    try:
+        copy = json.loads(fields.get("message", "{}"))
+    except ValueError:
+        copy = {}
+    words = copy.get("headline") or copy.get("body", "")
+    trigger = fields.get("trigger_id", "")
+    return (
+        f"{entry_id}  {fields.get('channel', '?'):<5} {fields.get('customer_id', '?')}"
+        f"  {fields.get('offer_id', '?')}"
+        + (f"  trigger {trigger}" if trigger else "")
+        + f"  decision {fields.get('decision_id', '?')}  {words!r}"
+    )
+
+
+def _print(entries: Any, as_json: bool) -> str:
+    """Prints ``entries`` (XRANGE's shape); the last id printed ("" when none)."""
+    last = ""
+    for entry_id, raw in entries:
+        last = _text(entry_id)
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        print(json.dumps({"id": last, **fields}) if as_json else line(last, fields), flush=True)
+    return last
+
+
+def tail(client: SyncClient, channel: str, count: int, follow: bool, as_json: bool) -> int:
+    stream = keys.outbound_stream(channel)
+    newest: Any = client.xrevrange(stream, count=count)
+    last = _print(list(reversed(newest)), as_json) or "$"
+    if not newest and not follow:
+        print(f"no messages on {stream}")
+    try:
+        while follow:
+            found: Any = client.xread({stream: last}, block=FOLLOW_BLOCK_MS)
+            for _, entries in found or []:
+                last = _print(entries, as_json) or last
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def status(client: SyncClient, channels: list[str]) -> int:
+    for channel in channels:
+        stream = keys.outbound_stream(channel)
+        length = int(client.xlen(stream))
+        print(f"{channel:<5} {stream}: {length} messages")
+        if not length:
+            continue
+        groups: Any = client.xinfo_groups(stream)
+        if not groups:
+            print("      no consumer group reads it yet (docs/outbound.md: XGROUP CREATE)")
+        for group in groups:
+            info = {_text(k): v for k, v in group.items()}
+            print(
+                f"      group {_text(info.get('name'))}: {info.get('consumers', 0)} consumers,"
+                f" {info.get('pending', 0)} handed out and not acknowledged,"
+                f" {info.get('lag', '?')} not yet read"
+            )
+    return 0
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("tail", "status"))
+    p.add_argument("--channel", default="email", choices=CHANNELS)
+    p.add_argument("--count", type=int, default=10, help="tail: the newest COUNT messages")
+    p.add_argument("--follow", action="store_true", help="tail: and those that come")
+    p.add_argument("--json", action="store_true", help="tail: a JSON object a line")
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = CommonSettings()
+    client = connect_sync(redis_url(settings))
+    try:
+        if args.action == "tail":
+            return tail(client, args.channel, max(args.count, 0), args.follow, args.json)
+        outbound = load_definitions(settings).catalog.contact_policy.outbound
+        return status(client, sorted(outbound))
+    finally:
+        client.close()
+
+
+COMMAND = Command(
+    "outbound", "the delivery streams senders read: tail a channel's, or each one's status",
+    _arguments, _run,
+)  # fmt: skip
