@@ -94,7 +94,7 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV,
 redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
 return id
 """
-SCHEDULED, ALREADY_PENDING, NOT_REELIGIBLE = "scheduled", "already pending", "not re-eligible"
+SCHEDULED, ALREADY_PENDING, NOT_REELIGIBLE = "scheduled", "already_pending", "not_reeligible"
 _SCHEDULE_RESULT = {1: SCHEDULED, 0: ALREADY_PENDING, -1: NOT_REELIGIBLE}
 STREAM_MAX_LENGTH = 1_000_000  # per channel (approximate trimming)
 

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import faulthandler
 import gc
-import io
 import ipaddress
 import logging
-import os
 import signal
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from common.errors import ArbiterError, ConfigurationError
 from engine.adapters import secret_file
-from engine.api import tls
+from engine.api import shutdown, tls
 from engine.api.auth import AuthInterceptor, KeyRing
 from engine.api.interceptor import ErrorInterceptor
 from engine.api.servicer import DecisionServicer, ProfileServicer
@@ -52,9 +48,6 @@ from feature_store import hot_redis, redis_client, redis_store
 from feature_store.triggers import TriggerQueue
 
 log = logging.getLogger(__name__)
-
-# Beyond twice the grace period, how long a stop may take before the watchdog ends it
-STOP_SECONDS = 30.0
 PREPARE_SECONDS = 5.0  # at start, for the store to connect and load its scripts
 T = TypeVar("T")
 
@@ -99,32 +92,8 @@ class RunningServer:
             ),
             ("the store's close", self.application.store.aclose, self.grace),
         )
-        for name, step, seconds in steps:
-            try:
-                await asyncio.wait_for(step(), seconds)
-            except TimeoutError:
-                log.error("shutdown: %s did not finish within %.1f s; going on", name, seconds)
+        await shutdown.in_steps(steps)
         self.application.guard.stopped()
-
-
-def _watchdog(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-    """A stop that has not ended the process within ``seconds`` (every step is bounded;
-    what is left is a task that ignores cancellation, or a thread the interpreter waits
-    for) logs where each task and thread is, then exits: a SIGTERM must end the server."""
-
-    def stuck() -> None:
-        log.error("shutdown: still running after %.0f s; where it is:", seconds)
-        with contextlib.suppress(Exception):  # the loop's tasks, read from another thread
-            for task in list(asyncio.all_tasks(loop)):
-                where = io.StringIO()
-                task.print_stack(file=where)
-                log.error("%s", where.getvalue())
-        faulthandler.dump_traceback(all_threads=True)
-        os._exit(1)
-
-    timer = threading.Timer(seconds, stuck)
-    timer.daemon = True
-    timer.start()
 
 
 @dataclass(frozen=True)
@@ -403,7 +372,7 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
                 await asyncio.wait_for(stop.wait(), 1.0)
             drain()
         log.info("shutting down")
-        _watchdog(loop, 2 * running.grace + STOP_SECONDS)
+        shutdown.watchdog(loop, 2 * running.grace + shutdown.STOP_SECONDS)
         await running.stop()
     finally:
         if learner is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -26,13 +25,13 @@ from engine.core.customer import CustomerRecord, Reservation
 from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
 from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
-from engine.core.triggers import Pending, Triggers, kept_attributes
 from engine.service import metrics
 from engine.service.decision_log import LogWriter
 from engine.service.guard import ANSWER_MARGIN, Store, StoreGuard, unavailable
 from engine.service.profile import Profile, consent_views, offer_history, stage_transitions
+from engine.service.triggers import react
 from feature_store.store import EventRecord, Forgotten, OutcomeRecord
-from feature_store.triggers import SCHEDULED, TriggerQueue
+from feature_store.triggers import TriggerQueue
 
 # Shares of what is left of a caller's deadline after the read: the model needs this
 # much (else ranking by value answers in time), feature contributions this much.
@@ -354,37 +353,8 @@ class Application:
         # A retried event (a duplicate) too: a failure after recording it must not lose its
         # triggers, and scheduling one already waiting changes nothing.
         if self.triggers is not None and triggers.reacting_to(event.event_type):
-            await self._react(event, triggers, self.triggers)
-
-    async def _react(self, event: EventRecord, triggers: Triggers, queue: TriggerQueue) -> None:
-        """Cancels the triggers the event cancels, schedules those it matches."""
-        customer_id = event.customer_id
-        cancelling = [t.trigger_id for t in triggers.cancelled_by.get(event.event_type, ())]
-        for trigger_id in await queue.cancel(customer_id, cancelling):
-            metrics.TRIGGERS.labels(trigger_id, "cancelled").inc()
-        if event.event_type not in triggers.scheduled_by:
-            return
-        core = self.core_for(customer_id)
-        now = time.time()
-        record = await self.store.fetch(customer_id, now)
-        request = DecisionRequest(customer_id, event.channel, context=event.attributes)
-        env = rule_env(
-            core.schema.names, core.customer_features(record, now), record.attributes, request
-        )
-        for trigger in triggers.matching(event.event_type, env):
-            pending = Pending(
-                uuid.uuid4().hex,
-                trigger.trigger_id,
-                customer_id,
-                event.event_type,
-                kept_attributes(event.attributes),
-                now,
-                max(now, event.occurred_at + trigger.delay_seconds),
-            )
-            outcome = await queue.schedule(pending, trigger.reeligible_seconds)
-            metrics.TRIGGERS.labels(trigger.trigger_id, outcome.replace(" ", "_")).inc()
-            if outcome == SCHEDULED and self.scheduled is not None:
-                self.scheduled(customer_id, pending.due)
+            core = self.core_for(event.customer_id)
+            await react(event, core, self.store, self.triggers, self.scheduled)
 
     async def profile(self, customer_id: str) -> Profile:
         core = self.core

@@ -51,7 +51,8 @@ cancel_on = ["purchase"]
 
 
 def with_triggers(path: Path, zone: str) -> Path:
-    """The demo catalog, greedy, its customers in ``zone``, with TRIGGERS."""
+    """The demo catalog, greedy, its customers in ``zone``, with TRIGGERS in place of its
+    own."""
     catalog_variant(
         path,
         {
@@ -59,7 +60,8 @@ def with_triggers(path: Path, zone: str) -> Path:
             'policy = "thompson"': 'policy = "greedy"',
         },
     )
-    path.write_text(path.read_text() + TRIGGERS)
+    demo = path.read_text().split("\n[[trigger]]", 1)[0]  # the demo's own left out
+    path.write_text(demo + TRIGGERS)
     return path
 
 
