@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 30.0  # a claim another scheduler waits out before taking the trigger
 POLL_SECONDS = 1.0  # every bucket looked at, at least this often
 BATCH = 100  # triggers claimed from a bucket at a time
+COUNT_SECONDS = 10.0  # how often the triggers waiting are counted (the metric)
 # Decided at once by one process: outbound shares the decision path's budgets and
 # breakers with the callers, so it must not flood them (measured: 1,600 at once on a busy
 # machine missed the 50 ms reservation budget, degraded, and waited out their leases).
@@ -105,9 +106,13 @@ class TriggerScheduler:
                 self._woken.set()
 
     async def run(self, poll: float = POLL_SECONDS) -> None:
+        counted = -math.inf
         while True:
             try:
                 await self.tick(poll)
+                if self._clock() - counted >= COUNT_SECONDS:
+                    counted = self._clock()
+                    metrics.TRIGGERS_WAITING.set(await self._queue.waiting())
             except ArbiterError as exc:  # the store away: the triggers wait in it
                 log.debug("triggers not claimed: %s", exc)
             except Exception:

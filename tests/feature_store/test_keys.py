@@ -36,6 +36,17 @@ def test_customer_keys_share_one_hash_tag() -> None:
     assert keys.LAYER_CARRY == "arb:{adaptive}:carry"
     assert keys.LEARNER_LOCK == "arb:{adaptive}:lock"
     assert keys.learner_weights(20_000) == "arb:{adaptive}:weights:20000"
+    # event triggers: a customer's in one bucket, each bucket's keys under one tag
+    assert keys.TRIGGER_BUCKETS == 16
+    assert keys.trigger_bucket("cust-000042") == 2  # crc32, as the log shards
+    assert keys.trigger_keys(2) == (
+        "arb:{trig:2}:due",
+        "arb:{trig:2}:pending",
+        "arb:{trig:2}:fired",
+    )
+    assert keys.trigger_member("cust-000042", "basket_reminder") == "cust-000042|basket_reminder"
+    assert keys.outbound_stream("email") == "arb:{out:email}:stream"
+    assert keys.outbound_sent("email", "m1") == "arb:{out:email}:sent:m1"
     for kind, name in [
         (keys.WINDOWS, "win"),
         (keys.SESSION, "session"),
