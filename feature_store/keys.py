@@ -118,6 +118,11 @@ TRIGGER_BUCKETS = 16
 TRIGGER_FIRED_KEPT_SECONDS = 90 * 86400
 
 
+# Hash of what an operator paused (`arbiter outbound pause`): "trigger:<id>" or
+# "channel:<name>" -> "<unix s>". Every scheduler reads it before it fires.
+TRIGGER_PAUSED = f"{PREFIX}:{{trig}}:paused"
+
+
 def trigger_bucket(customer_id: str) -> int:
     return zlib.crc32(customer_id.encode()) % TRIGGER_BUCKETS
 

@@ -224,6 +224,12 @@ class TriggerQueue:
             await self._cancel(keys=[due, pending], args=members)
             await self._redis.zrem(fired, *members)
 
+    async def paused(self) -> frozenset[str]:
+        """What is paused: "trigger:<id>" and "channel:<name>"."""
+        with translated("trigger pauses read", quiet=True):
+            names = await self._redis.hkeys(keys.TRIGGER_PAUSED)
+        return frozenset(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
     async def waiting(self) -> int:
         """Pending triggers over every bucket (the metric)."""
         with translated("trigger count", quiet=True):

@@ -2,17 +2,21 @@
 
     arbiter outbound tail [--channel email] [--count 10] [--follow] [--json]
     arbiter outbound status
+    arbiter outbound pause|resume (--trigger ID | --channel NAME)
 
 ``tail`` prints the newest messages of a channel's stream (and, with ``--follow``, those
 that come, until Ctrl-C); ``status`` each outbound channel's stream: its length, and per
 consumer group of senders, what they have been handed and not acknowledged and how far
-behind they are.
+behind they are, and what is paused. ``pause`` stops a trigger, or every trigger on a
+channel, at once on every replica (what is due waits; a channel paused is skipped
+among a trigger's channels); ``resume`` lets it go on within 30 seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,7 +76,20 @@ def tail(client: SyncClient, channel: str, count: int, follow: bool, as_json: bo
     return 0
 
 
+def pause(client: SyncClient, subject: str, paused: bool) -> int:
+    if paused:
+        client.hset(keys.TRIGGER_PAUSED, subject, f"{time.time():.0f}")
+        print(f"paused {subject.replace(':', ' ')}: due triggers wait until it is resumed")
+    else:
+        removed = client.hdel(keys.TRIGGER_PAUSED, subject)
+        print(f"resumed {subject.replace(':', ' ')}" if removed else f"{subject} was not paused")
+    return 0
+
+
 def status(client: SyncClient, channels: list[str]) -> int:
+    paused: Any = client.hkeys(keys.TRIGGER_PAUSED)
+    for name in sorted(_text(p) for p in paused):
+        print(f"paused: {name.replace(':', ' ')}")
     for channel in channels:
         stream = keys.outbound_stream(channel)
         length = int(client.xlen(stream))
@@ -93,8 +110,9 @@ def status(client: SyncClient, channels: list[str]) -> int:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("tail", "status"))
-    p.add_argument("--channel", default="email", choices=CHANNELS)
+    p.add_argument("action", choices=("tail", "status", "pause", "resume"))
+    p.add_argument("--channel", choices=CHANNELS, help="tail: its stream (email); pause: it")
+    p.add_argument("--trigger", help="pause, resume: the trigger (its id in the catalog)")
     p.add_argument("--count", type=int, default=10, help="tail: the newest COUNT messages")
     p.add_argument("--follow", action="store_true", help="tail: and those that come")
     p.add_argument("--json", action="store_true", help="tail: a JSON object a line")
@@ -105,7 +123,20 @@ def _run(args: argparse.Namespace) -> int:
     client = connect_sync(redis_url(settings))
     try:
         if args.action == "tail":
-            return tail(client, args.channel, max(args.count, 0), args.follow, args.json)
+            channel = args.channel or "email"
+            return tail(client, channel, max(args.count, 0), args.follow, args.json)
+        if args.action in ("pause", "resume"):
+            if bool(args.trigger) == bool(args.channel):
+                raise SystemExit(f"arbiter outbound {args.action}: --trigger ID or --channel NAME")
+            if args.trigger:
+                triggers = load_definitions(settings).catalog.triggers.by_id
+                if args.trigger not in triggers:
+                    known = ", ".join(sorted(triggers)) or "none"
+                    raise SystemExit(
+                        f"--trigger: no trigger {args.trigger!r} (the catalog's: {known})"
+                    )
+            subject = f"trigger:{args.trigger}" if args.trigger else f"channel:{args.channel}"
+            return pause(client, subject, args.action == "pause")
         outbound = load_definitions(settings).catalog.contact_policy.outbound
         return status(client, sorted(outbound))
     finally:

@@ -133,8 +133,9 @@ VOLUME_USED = Gauge(
 TRIGGERS = Counter(
     "arbiter_triggers",
     "Event triggers by what happened to them: scheduled, already_pending, not_reeligible,"
-    " cancelled, fired, deferred (quiet hours), suppressed (the policy chose nothing: the"
-    " reason's kind in arbiter_triggers_suppressed), removed (no longer in the catalog)",
+    " cancelled, fired, deferred (quiet hours), paused (by an operator), suppressed (the"
+    " policy chose nothing: the reason's kind in arbiter_triggers_suppressed), removed (no"
+    " longer in the catalog)",
     ["trigger", "outcome"],
 )
 TRIGGERS_SUPPRESSED = Counter(

@@ -39,6 +39,7 @@ LEASE_SECONDS = 30.0  # a claim another scheduler waits out before taking the tr
 POLL_SECONDS = 1.0  # every bucket looked at, at least this often
 BATCH = 100  # triggers claimed from a bucket at a time
 COUNT_SECONDS = 10.0  # how often the triggers waiting are counted (the metric)
+PAUSED_SECONDS = 30.0  # a paused trigger (or channel) is looked at again this much later
 # Decided at once by one process: outbound shares the decision path's budgets and
 # breakers with the callers, so it must not flood them (measured: 1,600 at once on a busy
 # machine missed the 50 ms reservation budget, degraded, and waited out their leases).
@@ -95,6 +96,7 @@ class TriggerScheduler:
         self._next = [0.0] * keys.TRIGGER_BUCKETS  # when each bucket next has one due
         self._woken = asyncio.Event()
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._paused: frozenset[str] = frozenset()  # as read at the last tick
         self._looked = -math.inf  # when every bucket was last looked at
 
     def wake(self, customer_id: str, due: float) -> None:
@@ -136,6 +138,8 @@ class TriggerScheduler:
             *(self._queue.claim(b, now, self._lease, BATCH) for b in buckets)
         )
         due: list[Pending] = []
+        if any(claimed for claimed, _ in claims):
+            self._paused = await self._queue.paused()
         for bucket, (claimed, next_due) in zip(buckets, claims, strict=True):
             # a full batch: more may be due at once
             self._next[bucket] = now if len(claimed) == BATCH else next_due
@@ -154,7 +158,8 @@ class TriggerScheduler:
             )
 
     async def fire(self, pending: Pending) -> str:
-        """Decides one due trigger: "fired", "deferred", "suppressed" or "removed"."""
+        """Decides one due trigger: "fired", "deferred" (quiet hours), "paused" (by an
+        operator: looked at again PAUSED_SECONDS later), "suppressed" or "removed"."""
         queue, now = self._queue, self._clock()
         trigger = self._application.core.catalog.triggers.by_id.get(pending.trigger_id)
         if trigger is None:  # taken out of the catalog while it waited
@@ -163,9 +168,14 @@ class TriggerScheduler:
         if await queue.sent(trigger.channels, pending.schedule_id):  # published, not completed
             await queue.complete(pending, now, fired=True)
             return self._count(pending.trigger_id, "fired")
+        paused = self._paused
+        channels = [c for c in trigger.channels if f"channel:{c}" not in paused]
+        if f"trigger:{trigger.trigger_id}" in paused or not channels:
+            await queue.defer(pending, now + PAUSED_SECONDS)  # waits, then looked at again
+            return self._count(trigger.trigger_id, "paused")
         quiet_until = math.inf
         reason = ""
-        for channel in trigger.channels:
+        for channel in channels:
             decision = await self._application.decide(
                 self._request(pending, trigger, channel), now=now
             )

@@ -22,6 +22,7 @@ from arbiter.v1 import common_pb2, profile_pb2
 from common.errors import ConfigurationError
 from engine.core.catalog import parse_catalog
 from engine.core.triggers import Pending
+from engine.ops import outbound
 from engine.service.trigger_scheduler import TriggerScheduler
 from examples import sender
 from feature_store import keys
@@ -313,3 +314,40 @@ def test_the_example_sender_delivers_acknowledges_and_reports_and_takes_over_the
             profile_pb2.GetProfileRequest(customer_id=m["customer_id"]), timeout=5
         )
         assert any(e.event_type == "message_bounced" for e in profile.recent_events)
+
+
+def test_a_paused_trigger_waits_on_every_replica_and_goes_on_when_resumed(
+    server_factory: Callable[..., ServerThread],
+    loaded: redis.Redis,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    catalog = with_triggers(tmp_path / "catalog.toml", zone_at(12))
+    server = server_factory(redis_url, catalog_path=catalog, trigger_poll_seconds=0)
+    customer = "cust-000042"
+    event(server, customer, "opt_in", channel="email")
+    queue = server.application.triggers
+    assert queue is not None
+    clock = [time.time()]
+    scheduler = TriggerScheduler(server.application, queue, clock=lambda: clock[0])
+    outbound.pause(loaded, "trigger:cart_now", paused=True)
+    outbound.status(loaded, ["email"])
+    assert "paused: trigger cart_now" in capsys.readouterr().out
+    pending = Pending("p1", "cart_now", customer, "add_to_cart", {}, clock[0], clock[0])
+    assert server.run(queue.schedule(pending, 86400)) == "scheduled"
+
+    assert server.run(scheduler.tick()) == 1  # looked at, and left waiting
+    assert stream(loaded) == []
+    (waiting,) = server.run(queue.pending_for(customer, ["cart_now"]))
+    assert waiting.due > clock[0]
+    outbound.pause(loaded, "channel:email", paused=True)  # its only channel paused: waits too
+    outbound.pause(loaded, "trigger:cart_now", paused=False)
+    clock[0] = waiting.due
+    assert server.run(scheduler.tick()) == 1 and stream(loaded) == []
+    outbound.pause(loaded, "channel:email", paused=False)
+    (waiting,) = server.run(queue.pending_for(customer, ["cart_now"]))
+    clock[0] = waiting.due
+    assert server.run(scheduler.tick()) == 1
+    (message,) = stream(loaded)
+    assert message["message_id"] == "p1"

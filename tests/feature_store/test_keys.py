@@ -45,6 +45,7 @@ def test_customer_keys_share_one_hash_tag() -> None:
         "arb:{trig:2}:fired",
     )
     assert keys.trigger_member("cust-000042", "basket_reminder") == "cust-000042|basket_reminder"
+    assert keys.TRIGGER_PAUSED == "arb:{trig}:paused"
     assert keys.outbound_stream("email") == "arb:{out:email}:stream"
     assert keys.outbound_sent("email", "m1") == "arb:{out:email}:sent:m1"
     for kind, name in [
