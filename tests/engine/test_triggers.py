@@ -6,6 +6,7 @@ event cancels it; quiet hours move it to their end in the customer's zone
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -351,3 +352,34 @@ def test_a_paused_trigger_waits_on_every_replica_and_goes_on_when_resumed(
     assert server.run(scheduler.tick()) == 1
     (message,) = stream(loaded)
     assert message["message_id"] == "p1"
+
+
+def test_a_burst_of_matching_events_for_one_customer_sends_once(
+    serving: ServerThread, loaded: redis.Redis, world: World
+) -> None:
+    """1,000 matching events at once from 8 callers: one message (one trigger waits per
+    customer, and once fired it is not again within its re-eligibility window)."""
+    opted_in = world.features["email_opt_in"] == 1
+    customer = next(world.customer_id(i) for i in range(40, world.size) if opted_in[i])
+    limited = 0
+    lock = threading.Lock()
+
+    def burst(n: int) -> None:
+        nonlocal limited
+        for _ in range(n):
+            try:
+                event(serving, customer, "add_to_cart", category="phones")
+            except grpc.RpcError as exc:  # the per-customer event rate: refused, said so
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                with lock:
+                    limited += 1
+
+    threads = [threading.Thread(target=burst, args=(125,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_for(lambda: len(stream(loaded)) >= 1)
+    time.sleep(0.5)
+    assert len(stream(loaded)) == 1, limited
+    assert limited < 1000  # most of the burst was recorded and matched
