@@ -145,17 +145,26 @@ class TriggerScheduler:
             self._next[bucket] = now if len(claimed) == BATCH else next_due
             due.extend(claimed)
         if due:
-            await asyncio.gather(*(self._fire_logged(p) for p in due))
+            failed = [e for e in await asyncio.gather(*(self._fire_one(p) for p in due)) if e]
+            if failed:  # one line a tick, not one a trigger: an outage fails them all
+                log.warning(
+                    "%d of %d due triggers not fired (%s); tried again when their claims"
+                    " lapse, %.0f s on",
+                    len(failed),
+                    len(due),
+                    failed[0],
+                    self._lease,
+                )
         return len(due)
 
-    async def _fire_logged(self, pending: Pending) -> None:
+    async def _fire_one(self, pending: Pending) -> str:
+        """Fires it; why not, when the store failed it ("" when done)."""
         try:
             async with self._slots:
                 await self.fire(pending)
-        except ArbiterError as exc:  # retried when its claim lapses
-            log.warning(
-                "trigger %s for %s not fired: %s", pending.trigger_id, pending.customer_id, exc
-            )
+        except ArbiterError as exc:
+            return str(exc)
+        return ""
 
     async def fire(self, pending: Pending) -> str:
         """Decides one due trigger: "fired", "deferred" (quiet hours), "paused" (by an
