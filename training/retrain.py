@@ -33,7 +33,7 @@ import secrets
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,7 +60,7 @@ from training.job import TrainingOutcome, compatible_champion, save_and_promote
 from training.logs import JoinReport
 from training.promotion import Guards, Lift, Paired, paired_values
 from training.settings import TrainerSettings
-from training.train import fit, offer_evidence
+from training.train import fit
 
 log = logging.getLogger(__name__)
 LOCK_KEY = keys.TRAINER_LOCK
@@ -336,7 +336,6 @@ def _judge(
         served = champion_scorer.predict(_for_champion(data.matrix[held], names, champion))
     guards = Guards.measure(truth, predicted[held], served)
     lift = Lift.of(paired) if paired else None
-    newly = _learnt_first(data.matrix[:, names.index("offer_id")], labels, champion, vocabulary)
     metrics = {
         "auc": guards.auc,
         "auc_low": guards.auc_low,
@@ -344,31 +343,7 @@ def _judge(
         "test_rows": int(held.sum()),
         "holdout_positives": int(truth.sum()),
     }
-    newly = [o for o in newly if o in catalog.by_id]  # offers it may serve now
-    return _verdict(lift, guards, champion, settings, newly), metrics
-
-
-# Positives of an offer a model must have learnt from to count as knowing it
-KNOWS_OFFER_POSITIVES = 5
-
-
-def _learnt_first(
-    offer_column: np.ndarray,
-    labels: np.ndarray,
-    champion: ModelArtifact | None,
-    vocabulary: Vocabulary,
-) -> list[str]:
-    """Offers the challenger learns from (KNOWS_OFFER_POSITIVES answers or more) that the
-    champion had no rows of: it scores them blind, as any offer of their category."""
-    if champion is None:
-        return []
-    seen = champion.training.get("offers", {})
-    learnt = offer_evidence(offer_column, labels, vocabulary)
-    return sorted(
-        o
-        for o, (_, positives) in learnt.items()
-        if positives >= KNOWS_OFFER_POSITIVES and not seen.get(o)
-    )
+    return _verdict(lift, guards, champion, settings), metrics
 
 
 def _half(ts: float) -> int:
@@ -391,13 +366,8 @@ def _for_champion(
 
 
 def _verdict(
-    lift: Lift | None,
-    guards: Guards,
-    champion: ModelArtifact | None,
-    settings: TrainerSettings,
-    newly: Sequence[str] = (),
+    lift: Lift | None, guards: Guards, champion: ModelArtifact | None, settings: TrainerSettings
 ) -> Verdict:
-    """``newly``: offers of the catalog the challenger learnt and the champion never saw."""
     failures = guards.failures(settings.guard_auc_drop, settings.guard_calibration)
     against = champion.version if champion else "value x lever alone (no promoted model fits)"
     parts = []
@@ -440,14 +410,6 @@ def _verdict(
             parts.append("no promoted model fits the schema")
     elif beats:
         pass
-    elif newly and not lower:
-        # The champion scores these blind (an unknown id, as any offer of the category):
-        # the model that learnt them from their first answers serves, unless the logs
-        # show it earning less (measured in the simulation: docs/simulation.md).
-        parts.append(
-            f"promoted: it has learnt {', '.join(newly)}, which the champion never saw,"
-            " and its value is not shown lower"
-        )
     elif predicts and not lower:
         # The value lift cannot tell (yet); it answers the champion's own decisions
         # better, beyond the interval, and is not shown to earn less.

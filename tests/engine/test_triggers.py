@@ -76,7 +76,9 @@ def event(server: ServerThread, customer: str, event_type: str, **attributes: st
     )
 
 
-def stream(client: redis.Redis, channel: str = "email") -> list[dict[str, str]]:
+def stream(
+    client: redis.Redis | redis.RedisCluster, channel: str = "email"
+) -> list[dict[str, str]]:
     entries: Any = client.xrange(keys.outbound_stream(channel))
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
 
@@ -150,14 +152,15 @@ def test_a_purchase_cancels_the_reminder_waiting_for_it(
 
 def test_each_due_trigger_is_fired_once_across_schedulers_and_crashes(
     server_factory: Callable[..., ServerThread],
-    loaded: redis.Redis,
+    redis_or_cluster: tuple[str, redis.Redis | redis.RedisCluster],
     world: World,
-    redis_url: str,
     tmp_path: Path,
 ) -> None:
     """Two replicas fire 120 due triggers between them; 10 were claimed by a scheduler
     that died before deciding, 5 by one that died after publishing: each is on the stream
-    once, and those published before are not decided again."""
+    once, and those published before are not decided again. On a cluster too: each script
+    stays on one slot."""
+    redis_url, loaded = redis_or_cluster
     catalog = with_triggers(tmp_path / "catalog.toml", zone_at(12))
     first = server_factory(redis_url, catalog_path=catalog, trigger_poll_seconds=0, **PATIENT)
     queue = first.application.triggers

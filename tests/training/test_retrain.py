@@ -8,7 +8,6 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -297,32 +296,3 @@ def test_a_greedy_log_cannot_tell_a_new_models_value(
     assert outcome.lift is not None and outcome.lift.unsupported > 0.1
     assert "its value cannot be told from these logs" in outcome.why
     assert "explores too little" in outcome.why
-
-
-def test_a_model_that_learnt_an_offer_the_champion_never_saw_serves_unless_shown_worse() -> None:
-    from types import SimpleNamespace
-
-    from engine.core.model_input import Vocabulary
-    from training.evaluation import Estimate
-    from training.promotion import Guards, Lift
-    from training.settings import TrainerSettings
-
-    champion: Any = SimpleNamespace(version="c1", training={"offers": {"old": [100, 10]}})
-    vocabulary = Vocabulary(offer_ids={"old": 0, "new": 1, "rare": 2}, categories={})
-    column = np.array([0.0] * 50 + [1.0] * 50 + [2.0] * 50)
-    labels = np.array([1.0, 0.0] * 25 + [1.0] * 6 + [0.0] * 44 + [1.0] * 4 + [0.0] * 46)
-    # "old" the champion knew; "rare" has too few answers (4 positives) to count as learnt
-    assert retrain._learnt_first(column, labels, champion, vocabulary) == ["new"]
-    assert retrain._learnt_first(column, labels, None, vocabulary) == []
-
-    guards = Guards(0.70, 0.66, 0.01, champion_auc=0.70, champion_calibration=0.01)
-    settings = TrainerSettings()
-    inside = Estimate(0.5, -1.0, 2.0)  # a lift the interval cannot tell from zero
-    lift = Lift(Estimate(40, 38, 42), Estimate(39.5, 37.5, 41.5), inside, 600)
-    verdict = retrain._verdict(lift, guards, champion, settings, ["new"])
-    assert verdict.promote and "it has learnt new, which the champion never saw" in verdict.why
-    assert not retrain._verdict(lift, guards, champion, settings, []).promote
-    lower = Lift(Estimate(38, 36, 40), Estimate(40, 38, 42), Estimate(-2.0, -3.0, -0.5), 600)
-    assert not retrain._verdict(lower, guards, champion, settings, ["new"]).promote
-    worse_ranking = Guards(0.60, 0.56, 0.01, champion_auc=0.70, champion_calibration=0.01)
-    assert not retrain._verdict(lift, worse_ranking, champion, settings, ["new"]).promote
