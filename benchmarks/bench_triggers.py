@@ -103,7 +103,13 @@ def stream_ids(client: redis.Redis) -> list[str]:
 
 
 def latency(
-    client: redis.Redis, port: int, customers: list[str], events: int, decides: int, seconds: float
+    client: redis.Redis,
+    port: int,
+    customers: list[str],
+    events: int,
+    decides: int,
+    seconds: float,
+    event_type: str = EVENT,
 ) -> None:
     stream = keys.outbound_stream("email")
     arrived: dict[str, float] = {}
@@ -151,7 +157,7 @@ def latency(
             futures.append(
                 profiles.RecordEvent.future(
                     profile_pb2.RecordEventRequest(
-                        customer_id=customer, channel=common_pb2.CHANNEL_WEB, event_type=EVENT
+                        customer_id=customer, channel=common_pb2.CHANNEL_WEB, event_type=event_type
                     ),
                     timeout=5,
                 )
@@ -220,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--triggers", type=int, default=10_000)
     p.add_argument("--kills", type=int, default=5)
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="the same load with events no trigger reacts to (page_view), and no more",
+    )
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="arbiter-bench-triggers-"))
     own = EmbeddedRedis().start()
@@ -237,10 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         process = start(settings, port, log)
         try:
-            latency(client, port, opted[:split], args.events, args.decides, args.seconds)
+            kind = "page_view" if args.baseline else EVENT
+            latency(client, port, opted[:split], args.events, args.decides, args.seconds, kind)
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(60)
+        if args.baseline:
+            return 0
         client.delete(keys.outbound_stream("email"))
         exactly_once(client, settings, opted[split:], args.kills, log)
         client.close()

@@ -28,6 +28,9 @@ from feature_store.redis_client import connect_sync
 
 log = logging.getLogger(__name__)
 REDIS_URL_ENV = "ARBITER_REDIS_URL"
+# The server's pid: the learner stops when it is no longer its parent (even when the
+# server was gone before the learner had started)
+PARENT_ENV = "ARBITER_LEARNER_PARENT"
 RESTART_SECONDS = (1.0, 60.0)
 STEADY_SECONDS = 60.0
 
@@ -65,8 +68,10 @@ class CatalogCategories:
         return self._categories
 
 
-def learn(settings: ServerSettings, redis_url: str) -> None:
-    """Learns until SIGTERM or SIGINT."""
+def learn(settings: ServerSettings, redis_url: str, *, parent: int | None = None) -> None:
+    """Learns until SIGTERM or SIGINT, or until its ``parent`` (the server that started
+    it: a pid) is gone: a server killed outright (SIGKILL) cannot stop it, and a learner of
+    its own session would otherwise learn on for ever beside the next server's."""
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -78,7 +83,10 @@ def learn(settings: ServerSettings, redis_url: str) -> None:
     learner = learner_for(settings, redis_url)
     log.info("learner: ticking every %.1f s on %s", settings.learner_seconds, "Redis")
     try:
-        learner.run(settings.learner_seconds, stop=lambda: stopping)
+        learner.run(
+            settings.learner_seconds,
+            stop=lambda: stopping or (parent is not None and os.getppid() != parent),
+        )
     finally:
         learner.release()
         log.info("learner: stopped after %d examples", learner.applied)
@@ -120,7 +128,7 @@ class LearnerChild:
             return
         self._proc = subprocess.Popen(
             [sys.executable, "-m", __name__],
-            env={**os.environ, REDIS_URL_ENV: self._redis_url},
+            env={**os.environ, REDIS_URL_ENV: self._redis_url, PARENT_ENV: str(os.getpid())},
             start_new_session=True,  # a Ctrl-C to the terminal is the server's to pass on
         )
         self._started = now
@@ -147,7 +155,8 @@ def main() -> None:
     settings = ServerSettings()
     if settings.redis_url is None:
         raise SystemExit("the learner needs ARBITER_REDIS_URL")
-    learn(settings, settings.redis_url)
+    parent = os.environ.get(PARENT_ENV, "")
+    learn(settings, settings.redis_url, parent=int(parent) if parent.isdigit() else None)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -335,3 +337,50 @@ def test_a_promoted_model_takes_over_the_corrections_it_did_not_learn(
     assert new.mean[0] == pytest.approx(old.mean[0] - move, abs=0.05)
     assert new.mean[0] < old.mean[0] - move
     assert new.examples == 1
+
+
+def test_a_learner_whose_server_was_killed_outright_stops(
+    loaded: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """The server's learner runs in a session of its own (a Ctrl-C to the terminal is the
+    server's to pass on), so a SIGKILL of the server cannot reach it: it stops itself."""
+    pid_file = tmp_path / "learner.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from engine.service.learner_process import LearnerChild\n"
+            "child = LearnerChild(sys.argv[1])\n"
+            "child.check()\n"
+            "open(sys.argv[2], 'w').write(str(child.pid))\n"
+            "time.sleep(600)\n",
+            redis_url,
+            str(pid_file),
+        ],
+        env={**os.environ, "ARBITER_LEARNER_SECONDS": "0.2"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the learner did not start"
+            time.sleep(0.05)
+        learner = int(pid_file.read_text())
+        parent.kill()  # SIGKILL: nothing of the server's runs after it
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while _alive(learner):
+            assert time.monotonic() < deadline, "the orphaned learner learns on"
+            time.sleep(0.1)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by init, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
