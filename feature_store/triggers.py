@@ -45,22 +45,25 @@ for _, member in ipairs(ARGV) do
 end
 return removed
 """
-# {entries due by ARGV[1], taken until ARGV[2]; at most ARGV[3]}, then the next due score
-# left ("" when none). A due member without an entry (cancelled) is dropped.
+# {entries due by ARGV[1], taken until ARGV[2]; at most ARGV[3]}, {for each, 1 when it was
+# claimed before (its score a lapsed lease, not its due time), else 0}, then the next due
+# score left ("" when none). A due member without an entry (cancelled) is dropped.
 CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-local out = {}
-for _, member in ipairs(due) do
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3], 'WITHSCORES')
+local out, again = {}, {}
+for i = 1, #due, 2 do
+  local member = due[i]
   local entry = redis.call('HGET', KEYS[2], member)
   if entry then
     redis.call('ZADD', KEYS[1], ARGV[2], member)
     out[#out + 1] = entry
+    again[#again + 1] = (tonumber(due[i + 1]) ~= tonumber(cjson.decode(entry).due)) and 1 or 0
   else
     redis.call('ZREM', KEYS[1], member)
   end
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {out, first[2] or ''}
+return {out, again, first[2] or ''}
 """
 # The entry of this scheduling (id ARGV[2]) replaced by ARGV[4], due at ARGV[3]: 1; 0 when
 # it is no longer pending (cancelled, or fired by another).
@@ -140,15 +143,18 @@ class TriggerQueue:
 
     async def claim(
         self, bucket: int, now: float, lease_seconds: float, limit: int
-    ) -> tuple[list[Pending], float]:
+    ) -> tuple[list[tuple[Pending, bool]], float]:
         """Up to ``limit`` of ``bucket``'s triggers due by ``now``, each taken for
-        ``lease_seconds``; and when the next one left in the bucket is due (inf: none)."""
+        ``lease_seconds``, with whether it was claimed before (by a scheduler that may have
+        died after publishing it); and when the next one left in the bucket is due (inf:
+        none)."""
         due, pending, _ = keys.trigger_keys(bucket)
         with translated("trigger claim", quiet=True):
-            entries, first = await self._claim(
-                keys=[due, pending], args=[now, now + lease_seconds, limit]
+            entries, again, first = await self._claim(
+                keys=[due, pending], args=[repr(now), repr(now + lease_seconds), limit]
             )
-        return [Pending.from_json(e) for e in entries], float(first) if first else math.inf
+        claimed = [(Pending.from_json(e), bool(a)) for e, a in zip(entries, again, strict=True)]
+        return claimed, float(first) if first else math.inf
 
     async def defer(self, pending: Pending, due: float) -> bool:
         """Moves the pending trigger to ``due``; False when it is no longer pending."""

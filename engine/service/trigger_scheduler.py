@@ -40,10 +40,14 @@ POLL_SECONDS = 1.0  # every bucket looked at, at least this often
 BATCH = 100  # triggers claimed from a bucket at a time
 COUNT_SECONDS = 10.0  # how often the triggers waiting are counted (the metric)
 PAUSED_SECONDS = 30.0  # a paused trigger (or channel) is looked at again this much later
+PAUSES_SECONDS = 0.5  # what is paused is read again at most this often (a pause: at once)
 # Decided at once by one process: outbound shares the decision path's budgets and
 # breakers with the callers, so it must not flood them (measured: 1,600 at once on a busy
 # machine missed the 50 ms reservation budget, degraded, and waited out their leases).
 CONCURRENCY = 16
+# Claimed and not yet done, at most: a claim waits for room rather than hold triggers
+# past their lease
+MAX_IN_FLIGHT = 4 * CONCURRENCY
 
 
 def why_not(decision: Decision) -> str:
@@ -96,85 +100,133 @@ class TriggerScheduler:
         self._next = [0.0] * keys.TRIGGER_BUCKETS  # when each bucket next has one due
         self._woken = asyncio.Event()
         self._slots = asyncio.Semaphore(CONCURRENCY)
-        self._paused: frozenset[str] = frozenset()  # as read at the last tick
+        self._paused: frozenset[str] = frozenset()  # what operators paused, as last read
+        self._paused_at = -math.inf
+        self._wakes = [0] * keys.TRIGGER_BUCKETS  # triggers scheduled here, by bucket
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._failures: list[str] = []  # why triggers were not fired, since last said
         self._looked = -math.inf  # when every bucket was last looked at
 
     def wake(self, customer_id: str, due: float) -> None:
         """A trigger was scheduled for ``customer_id`` at ``due``."""
         bucket = keys.trigger_bucket(customer_id)
-        if due < self._next[bucket]:
-            self._next[bucket] = due
-            if due <= self._clock():
-                self._woken.set()
+        self._next[bucket] = min(self._next[bucket], due)
+        self._wakes[bucket] += 1  # a claim in flight must not overwrite this
+        if due <= self._clock():
+            self._woken.set()
 
     async def run(self, poll: float = POLL_SECONDS) -> None:
+        """Claims and fires until cancelled: what is due is claimed while earlier triggers
+        are still being decided (at most MAX_IN_FLIGHT at once)."""
+        try:
+            await self._run(poll)
+        finally:  # stopped: what is being decided is left to its lease, for whoever is next
+            for task in list(self._in_flight):
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _run(self, poll: float) -> None:
         counted = -math.inf
         while True:
+            self._woken.clear()
             try:
-                await self.tick(poll)
+                await self._start(poll)
                 if self._clock() - counted >= COUNT_SECONDS:
                     counted = self._clock()
                     metrics.TRIGGERS_WAITING.set(await self._queue.waiting())
+                failed = False
             except ArbiterError as exc:  # the store away: the triggers wait in it
                 log.debug("triggers not claimed: %s", exc)
+                failed = True
             except Exception:
                 log.exception("triggers not fired")
+                failed = True
+            self._say_failures()
             now = self._clock()
-            wait = min(min(self._next) - now, self._looked + poll - now, poll)
-            self._woken.clear()
+            if failed or len(self._in_flight) > MAX_IN_FLIGHT // 2:
+                wait = poll  # the store away, or no room: until a round's room (_done)
+            else:
+                wait = min(min(self._next) - now, self._looked + poll - now, poll)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._woken.wait(), wait)
 
     async def tick(self, poll: float = POLL_SECONDS) -> int:
-        """Claims what is due (every bucket when ``poll`` has passed) and fires it; how
-        many triggers it handled."""
+        """Claims what is due (every bucket when ``poll`` has passed) and fires it, waiting
+        for those fired; how many triggers it handled."""
+        started = await self._start(poll)
+        await asyncio.gather(*started)
+        self._say_failures()
+        return len(started)
+
+    async def _start(self, poll: float) -> list[asyncio.Task[None]]:
+        """Claims what is due, as much as there is room for, and starts firing it."""
+        room = MAX_IN_FLIGHT - len(self._in_flight)
         now = self._clock()
         every = now - self._looked >= poll
         buckets = [b for b in range(keys.TRIGGER_BUCKETS) if every or self._next[b] <= now]
+        if room < MAX_IN_FLIGHT // 2 or not buckets:  # claims in rounds, not one a slot
+            return []
         if every:
             self._looked = now
+        wakes = [self._wakes[b] for b in buckets]
+        limit = max(1, min(BATCH, room // len(buckets)))
         claims = await asyncio.gather(
-            *(self._queue.claim(b, now, self._lease, BATCH) for b in buckets)
+            *(self._queue.claim(b, now, self._lease, limit) for b in buckets)
         )
-        due: list[Pending] = []
-        if any(claimed for claimed, _ in claims):
-            self._paused = await self._queue.paused()
-        for bucket, (claimed, next_due) in zip(buckets, claims, strict=True):
-            # a full batch: more may be due at once
-            self._next[bucket] = now if len(claimed) == BATCH else next_due
+        due: list[tuple[Pending, bool]] = []
+        if any(claimed for claimed, _ in claims) and now - self._paused_at >= PAUSES_SECONDS:
+            self._paused, self._paused_at = await self._queue.paused(), now
+        for bucket, woke, (claimed, next_due) in zip(buckets, wakes, claims, strict=True):
+            if len(claimed) == limit:
+                next_due = now  # a full batch: more may be due at once
+            # one scheduled while the claim was in flight keeps its place
+            changed = self._wakes[bucket] != woke
+            self._next[bucket] = min(next_due, self._next[bucket]) if changed else next_due
             due.extend(claimed)
-        if due:
-            failed = [e for e in await asyncio.gather(*(self._fire_one(p) for p in due)) if e]
-            if failed:  # one line a tick, not one a trigger: an outage fails them all
-                log.warning(
-                    "%d of %d due triggers not fired (%s); tried again when their claims"
-                    " lapse, %.0f s on",
-                    len(failed),
-                    len(due),
-                    failed[0],
-                    self._lease,
-                )
-        return len(due)
+        started = []
+        for pending, again in due:
+            task = asyncio.get_running_loop().create_task(self._fire_one(pending, again))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+            started.append(task)
+        return started
 
-    async def _fire_one(self, pending: Pending) -> str:
-        """Fires it; why not, when the store failed it ("" when done)."""
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if len(self._in_flight) == MAX_IN_FLIGHT // 2:
+            self._woken.set()  # room for a round: anything due waiting for it is claimed
+
+    async def _fire_one(self, pending: Pending, again: bool) -> None:
         try:
             async with self._slots:
-                await self.fire(pending)
-        except ArbiterError as exc:
-            return str(exc)
-        return ""
+                await self.fire(pending, again=again)
+        except ArbiterError as exc:  # tried again when its claim lapses
+            self._failures.append(str(exc))
 
-    async def fire(self, pending: Pending) -> str:
+    def _say_failures(self) -> None:
+        """One line for the triggers a failing store left unfired since the last, not one
+        a trigger: an outage fails them all."""
+        failed, self._failures = self._failures, []
+        if failed:
+            log.warning(
+                "%d due triggers not fired (%s); tried again when their claims lapse, %.0f s on",
+                len(failed),
+                failed[0],
+                self._lease,
+            )
+
+    async def fire(self, pending: Pending, *, again: bool = True) -> str:
         """Decides one due trigger: "fired", "deferred" (quiet hours), "paused" (by an
-        operator: looked at again PAUSED_SECONDS later), "suppressed" or "removed"."""
+        operator: looked at again PAUSED_SECONDS later), "suppressed" or "removed".
+        ``again``: it was claimed before, by a scheduler that may have died after putting
+        it on the stream (which is then looked at first)."""
         queue, now = self._queue, self._clock()
         trigger = self._application.core.catalog.triggers.by_id.get(pending.trigger_id)
         if trigger is None:  # taken out of the catalog while it waited
             await queue.complete(pending, now, fired=False)
             return self._count(pending.trigger_id, "removed")
-        if await queue.sent(trigger.channels, pending.schedule_id):  # published, not completed
+        if again and await queue.sent(trigger.channels, pending.schedule_id):  # not completed
             await queue.complete(pending, now, fired=True)
             return self._count(pending.trigger_id, "fired")
         paused = self._paused

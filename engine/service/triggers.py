@@ -33,10 +33,12 @@ async def react(
     if event.event_type not in triggers.scheduled_by:
         return
     now = time.time()
-    record = await store.fetch(customer_id, now)
-    request = DecisionRequest(customer_id, event.channel, context=event.attributes)
-    features = core.customer_features(record, now)
-    env = rule_env(core.schema.names, features, record.attributes, request)
+    env: dict[str, object] = {}
+    if any(t.condition is not None for t in triggers.scheduled_by[event.event_type]):
+        record = await store.fetch(customer_id, now)  # only a condition needs the profile
+        request = DecisionRequest(customer_id, event.channel, context=event.attributes)
+        features = core.customer_features(record, now)
+        env = rule_env(core.schema.names, features, record.attributes, request)
     for trigger in triggers.matching(event.event_type, env):
         pending = Pending(
             uuid.uuid4().hex,

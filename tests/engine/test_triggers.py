@@ -176,7 +176,7 @@ def test_each_due_trigger_is_fired_once_across_schedulers_and_crashes(
         assert first.run(queue.schedule(p, 86400)) == "scheduled"
     # a scheduler that claimed some and died: a lease of a second
     dead = {b: first.run(queue.claim(b, now, 1.0, 100))[0] for b in range(keys.TRIGGER_BUCKETS)}
-    claimed = [p for ps in dead.values() for p in ps]
+    claimed = [p for ps in dead.values() for p, again in ps if not again]
     assert len(claimed) == 120
     # ... all but 15 given back at once, as if never claimed; 5 published before it died
     for p in claimed[15:]:
@@ -196,14 +196,17 @@ def test_each_due_trigger_is_fired_once_across_schedulers_and_crashes(
     time.sleep(0.3)  # anything fired twice would be on the stream by now
     for replica in replicas:
         replica.flush_log()
-    decided = [d["request_id"] for d in first.read_decisions() if d["request_id"].startswith("s")]
+    decisions = [d for d in first.read_decisions() if d["request_id"].startswith("s")]
     sent = [m["message_id"] for m in stream(loaded)]
     ids = {p.schedule_id for p in pending}
     assert len(set(sent)) == len(sent) and set(sent) <= ids  # none twice
-    # each decided once (none twice, none lost), but the 5 published before: not again
-    assert sorted(decided) == sorted(ids - {p.schedule_id for p in claimed[10:15]})
+    # each decided once (none lost), but the 5 published before: not again; a decision
+    # that degraded (the store too slow for it, on a busy machine) is tried again after
+    # its lease, so only those may come twice
+    whole = [d["request_id"] for d in decisions if not d["degraded"]]
+    assert sorted(whole) == sorted(ids - {p.schedule_id for p in claimed[10:15]})
     # every one decided sent, unless the policy chose nothing (counted by reason)
-    logged = {d["request_id"]: d for d in first.read_decisions()}
+    logged = {d["request_id"]: d for d in decisions if not d["degraded"]}
     unsent = ids - set(sent)
     assert all(logged[i]["actions"] == [] for i in unsent), unsent
     assert len(sent) >= 60  # most of them: these customers take email
