@@ -139,9 +139,7 @@ TRIGGERS = Counter(
     ["trigger", "outcome"],
 )
 TRIGGERS_SUPPRESSED = Counter(
-    "arbiter_triggers_suppressed",
-    "Due triggers the decision sent nothing for, by the kind of reason",
-    ["trigger", "reason"],
+    "arbiter_triggers_suppressed", "Due triggers sent nothing, by reason", ["trigger", "reason"]
 )
 TRIGGER_DELAY = Histogram(
     "arbiter_trigger_delay_seconds",
