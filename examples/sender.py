@@ -40,7 +40,8 @@ def deliver(fields: dict[str, str]) -> bool:
     what has no address to go to (a customer id ending in 0, as a stand-in)."""
     copy = json.loads(fields["message"])
     print(
-        f"to {fields['customer_id']} by {fields['channel']}: {copy.get('headline', '')!r}"
+        f"to {fields['customer_id']} by {fields['channel']}:"
+        f" {copy.get('headline') or copy.get('body', '')!r}"
         f" [{fields['offer_id']}, message {fields['message_id']}]",
         flush=True,
     )

@@ -2,14 +2,17 @@
 
     arbiter outbound tail [--channel email] [--count 10] [--follow] [--json]
     arbiter outbound status
+    arbiter outbound waiting [--customer ID] [--count 10]
     arbiter outbound pause|resume (--trigger ID | --channel NAME)
 
 ``tail`` prints the newest messages of a channel's stream (and, with ``--follow``, those
 that come, until Ctrl-C); ``status`` each outbound channel's stream: its length, and per
 consumer group of senders, what they have been handed and not acknowledged and how far
-behind they are, and what is paused. ``pause`` stops a trigger, or every trigger on a
-channel, at once on every replica (what is due waits; a channel paused is skipped
-among a trigger's channels); ``resume`` lets it go on within 30 seconds.
+behind they are, and what is paused; ``waiting`` the triggers scheduled and not yet
+fired, soonest first (a customer's, with ``--customer``). ``pause`` stops a trigger, or
+every trigger on a channel, at once on every replica (what is due waits; a channel
+paused is skipped among a trigger's channels); ``resume`` lets it go on within 30
+seconds.
 """
 
 from __future__ import annotations
@@ -86,6 +89,36 @@ def pause(client: SyncClient, subject: str, paused: bool) -> int:
     return 0
 
 
+def waiting(client: SyncClient, customer: str | None, count: int) -> int:
+    """The triggers waiting, soonest first: when each is due, for whom, and why."""
+    buckets = [keys.trigger_bucket(customer)] if customer else list(range(keys.TRIGGER_BUCKETS))
+    found: list[tuple[float, str, str]] = []
+    total = 0
+    for bucket in buckets:
+        due_key, pending_key, _ = keys.trigger_keys(bucket)
+        if customer:
+            members: Any = client.zrangebyscore(due_key, "-inf", "+inf", withscores=True)
+            members = [(m, s) for m, s in members if _text(m).startswith(f"{customer}|")]
+        else:
+            total += int(client.zcard(due_key))
+            members = client.zrange(due_key, 0, count - 1, withscores=True)
+        for member, score in members:
+            entry: Any = client.hget(pending_key, member)
+            found.append((float(score), _text(member), _text(entry) if entry else ""))
+    found.sort()
+    if not found:
+        print(f"no triggers waiting{f' for {customer}' if customer else ''}")
+        return 0
+    if not customer:
+        print(f"{total} triggers waiting; the soonest:")
+    for score, member, raw in found[:count]:
+        who, _, trigger = member.partition("|")
+        event = json.loads(raw).get("event_type", "?") if raw else "?"
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(score))
+        print(f"  {when}  {trigger} for {who} (after {event})")
+    return 0
+
+
 def status(client: SyncClient, channels: list[str]) -> int:
     paused: Any = client.hkeys(keys.TRIGGER_PAUSED)
     for name in sorted(_text(p) for p in paused):
@@ -101,19 +134,21 @@ def status(client: SyncClient, channels: list[str]) -> int:
             print("      no consumer group reads it yet (docs/outbound.md: XGROUP CREATE)")
         for group in groups:
             info = {_text(k): v for k, v in group.items()}
+            lag = info.get("lag")  # Redis 7 and later
             print(
                 f"      group {_text(info.get('name'))}: {info.get('consumers', 0)} consumers,"
-                f" {info.get('pending', 0)} handed out and not acknowledged,"
-                f" {info.get('lag', '?')} not yet read"
+                f" {info.get('pending', 0)} handed out and not acknowledged"
+                + (f", {lag} not yet read" if lag is not None else "")
             )
     return 0
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("tail", "status", "pause", "resume"))
+    p.add_argument("action", choices=("tail", "status", "waiting", "pause", "resume"))
+    p.add_argument("--customer", help="waiting: that customer's")
     p.add_argument("--channel", choices=CHANNELS, help="tail: its stream (email); pause: it")
     p.add_argument("--trigger", help="pause, resume: the trigger (its id in the catalog)")
-    p.add_argument("--count", type=int, default=10, help="tail: the newest COUNT messages")
+    p.add_argument("--count", type=int, default=10, help="tail, waiting: how many shown")
     p.add_argument("--follow", action="store_true", help="tail: and those that come")
     p.add_argument("--json", action="store_true", help="tail: a JSON object a line")
 
@@ -125,6 +160,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.action == "tail":
             channel = args.channel or "email"
             return tail(client, channel, max(args.count, 0), args.follow, args.json)
+        if args.action == "waiting":
+            return waiting(client, args.customer, max(args.count, 1))
         if args.action in ("pause", "resume"):
             if bool(args.trigger) == bool(args.channel):
                 raise SystemExit(f"arbiter outbound {args.action}: --trigger ID or --channel NAME")
