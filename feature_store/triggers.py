@@ -21,6 +21,8 @@ import asyncio
 import math
 from collections.abc import Mapping, Sequence
 
+from redis import exceptions as redis_exceptions
+
 from engine.core.triggers import Pending
 from feature_store import keys
 from feature_store.redis_client import AsyncClient, translated
@@ -235,6 +237,28 @@ class TriggerQueue:
         with translated("trigger pauses read", quiet=True):
             names = await self._redis.hkeys(keys.TRIGGER_PAUSED)
         return frozenset(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+    async def readers(self, channel: str) -> list[tuple[str, int, int | None]]:
+        """The consumer groups reading ``channel``'s stream: (name, messages handed out and
+        not acknowledged, messages not yet read: None where Redis does not tell, before 7)."""
+        with translated("outbound stream read", quiet=True):
+            try:
+                groups = await self._redis.xinfo_groups(keys.outbound_stream(channel))
+            except redis_exceptions.ResponseError:  # no stream yet
+                return []
+        out = []
+        for group in groups:
+            info = {(k.decode() if isinstance(k, bytes) else k): v for k, v in group.items()}
+            name = info.get("name", "")
+            lag = info.get("lag")
+            out.append(
+                (
+                    name.decode() if isinstance(name, bytes) else str(name),
+                    int(info.get("pending", 0)),
+                    None if lag is None else int(lag),
+                )
+            )
+        return out
 
     async def waiting(self) -> int:
         """Pending triggers over every bucket (the metric)."""

@@ -133,7 +133,7 @@ class TriggerScheduler:
                 await self._start(poll)
                 if self._clock() - counted >= COUNT_SECONDS:
                     counted = self._clock()
-                    metrics.TRIGGERS_WAITING.set(await self._queue.waiting())
+                    await self._read_backlogs()
                 failed = False
             except ArbiterError as exc:  # the store away: the triggers wait in it
                 log.debug("triggers not claimed: %s", exc)
@@ -158,6 +158,16 @@ class TriggerScheduler:
         await asyncio.gather(*started)
         self._say_failures()
         return len(started)
+
+    async def _read_backlogs(self) -> None:
+        """The metrics read from Redis: triggers waiting, and the senders' backlogs."""
+        metrics.TRIGGERS_WAITING.set(await self._queue.waiting())
+        for channel in sorted(self._application.core.catalog.contact_policy.outbound):
+            for group, unacknowledged, unread in await self._queue.readers(channel):
+                gauge = metrics.OUTBOUND_READERS
+                gauge.labels(channel, group, "unacknowledged").set(unacknowledged)
+                if unread is not None:
+                    gauge.labels(channel, group, "unread").set(unread)
 
     async def _start(self, poll: float) -> list[asyncio.Task[None]]:
         """Claims what is due, as much as there is room for, and starts firing it."""

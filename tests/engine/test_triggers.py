@@ -303,12 +303,17 @@ def test_the_example_sender_delivers_acknowledges_and_reports_and_takes_over_the
     loaded.xgroup_create(name, "gateway", id="0")
     dead: Any = loaded.xreadgroup("gateway", "dead", {name: ">"}, count=1)
     assert len(dead[0][1]) == 1
+    queue = serving.application.triggers
+    assert queue is not None
+    ((group, unacknowledged, unread),) = serving.run(queue.readers("email"))
+    assert (group, unacknowledged) == ("gateway", 1) and unread in (None, len(messages) - 1)
 
     target = f"127.0.0.1:{serving.running.port}"
     with grpc.insecure_channel(target) as channel:
         handled = sender.run(loaded, channel, "email", "gateway", "live", once=True, claim_idle=0.0)
     assert handled == len(messages)  # the dead one's too, and no message twice
     assert loaded.xpending(name, "gateway")["pending"] == 0  # every one acknowledged
+    assert serving.run(queue.readers("email"))[0][1:] in ((0, None), (0, 0))
     serving.flush_log()
     impressions = {
         o["decision_id"] for o in serving.read_outcomes() if o["outcome"] == "impression"
