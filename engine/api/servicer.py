@@ -262,6 +262,13 @@ def encode_profile(
             at=_timestamp(step.at),
             reason=step.reason,
         )
+    for waiting in profile.pending_triggers:
+        response.pending_triggers.add(
+            trigger_id=waiting.trigger_id,
+            event_type=waiting.event_type,
+            scheduled_at=_timestamp(waiting.scheduled_at),
+            due=_timestamp(waiting.due),
+        )
     return response
 
 

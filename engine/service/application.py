@@ -25,6 +25,7 @@ from engine.core.customer import CustomerRecord, Reservation
 from engine.core.decision import Decision, DecisionCore, DecisionRequest, rule_env
 from engine.core.decision_id import DecisionIds
 from engine.core.timing import NO_TIMER, StageTimer
+from engine.core.triggers import Pending
 from engine.service import metrics
 from engine.service.decision_log import LogWriter
 from engine.service.guard import ANSWER_MARGIN, Store, StoreGuard, unavailable
@@ -358,8 +359,10 @@ class Application:
 
     async def profile(self, customer_id: str) -> Profile:
         core = self.core
-        record, history = await asyncio.gather(
-            self.store.fetch(customer_id), self.store.history(customer_id)
+        record, history, waiting = await asyncio.gather(
+            self.store.fetch(customer_id),
+            self.store.history(customer_id),
+            self._pending_triggers(customer_id),
         )
         schema, catalog, now = core.schema, core.catalog, time.time()
         features = core.customer_features(record, now)
@@ -382,4 +385,11 @@ class Application:
             channel_caps=contact_views.channel_uses(catalog.contact_policy, record, now),
             consent=consent_views(record, env, catalog.consent_features),
             stage_transitions=stage_transitions(history),
+            pending_triggers=tuple(waiting),
         )
+
+    async def _pending_triggers(self, customer_id: str) -> list[Pending]:
+        if self.triggers is None:
+            return []
+        ids = [t.trigger_id for t in self.core.catalog.triggers.all]
+        return await self.triggers.pending_for(customer_id, ids)

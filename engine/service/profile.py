@@ -10,6 +10,7 @@ from typing import Any
 from engine.core import consent
 from engine.core.contact_views import CapUse, OfferState
 from engine.core.customer import CustomerRecord
+from engine.core.triggers import Pending
 from feature_store.store import CustomerHistory
 
 
@@ -58,6 +59,7 @@ class Profile:
     channel_caps: tuple[CapUse, ...] = ()
     consent: tuple[ConsentView, ...] = ()
     stage_transitions: tuple[StageTransition, ...] = ()
+    pending_triggers: tuple[Pending, ...] = ()  # soonest first
 
 
 def offer_history(history: CustomerHistory) -> tuple[OfferHistory, ...]:

@@ -139,6 +139,17 @@ def test_agent_sees_the_customer_and_records_an_answer(
         expect(first).to_contain_text("viewed fibre pages 1 times today")
         page.screenshot(path=str(ARTIFACTS / "agent-desktop-before.png"), full_page=True)
 
+        # Something left in the basket meanwhile: the demo's reminder waits half an hour,
+        # and the page shows it once it reloads the customer after the answer.
+        server.profiles.RecordEvent(
+            profile_pb2.RecordEventRequest(
+                customer_id="cust-000042",
+                channel=common_pb2.CHANNEL_WEB,
+                event_type="add_to_cart",
+                attributes={"category": "phones"},
+            ),
+            timeout=5,
+        )
         first.locator("button.accept").click()
 
         expect(page.locator(f'.action[data-offer="{offer}"]')).to_have_count(0, timeout=10_000)
@@ -156,6 +167,8 @@ def test_agent_sees_the_customer_and_records_an_answer(
         expect(page.locator("#policy-state")).to_contain_text(
             "marketing budget (email, sms): 1 of 4 per 7 days"
         )
+        expect(page.locator("#pending-triggers")).to_contain_text("basket_reminder · ")
+        expect(page.locator("#pending-triggers")).to_contain_text("(after add_to_cart)")
         page.screenshot(path=str(ARTIFACTS / "agent-desktop.png"), full_page=True)
         browser.close()
 

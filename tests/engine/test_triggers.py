@@ -139,9 +139,19 @@ def test_a_purchase_cancels_the_reminder_waiting_for_it(
     assert 29 * 60 < waiting.due - time.time() <= 30 * 60  # half an hour after the event
     event(serving, customer, "add_to_cart", category="fibre")  # one waits, not two
     assert len(serving.run(queue.pending_for(customer, ["cart_later"]))) == 1
+    profile = serving.profiles.GetProfile(
+        profile_pb2.GetProfileRequest(customer_id=customer), timeout=5
+    )
+    (shown,) = profile.pending_triggers  # what the profile (and the desk) show
+    assert (shown.trigger_id, shown.event_type) == ("cart_later", "add_to_cart")
+    assert shown.due.ToSeconds() == int(waiting.due)
 
     event(serving, customer, "purchase", category="fibre")
     assert serving.run(queue.pending_for(customer, ["cart_later"])) == []
+    profile = serving.profiles.GetProfile(
+        profile_pb2.GetProfileRequest(customer_id=customer), timeout=5
+    )
+    assert not profile.pending_triggers
     due, _, _ = keys.trigger_keys(keys.trigger_bucket(customer))
     assert loaded.zscore(due, keys.trigger_member(customer, "cart_later")) is None
     # a customer forgotten takes what waits for them along

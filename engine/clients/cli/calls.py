@@ -265,6 +265,11 @@ def _print_history(r: profile_pb2.GetProfileResponse) -> None:
             for d in sorted(offers, key=lambda d: d.rank)
         )
         print(f"  {_when(first.decided_at)}  {proto.channel_name(first.channel):<12} {said}")
+    if r.pending_triggers:
+        print("\ntriggers waiting (soonest first):")
+        for waiting in r.pending_triggers:
+            after = f"after {waiting.event_type} at {_when(waiting.scheduled_at)}"
+            print(f"  {_when(waiting.due)}  {waiting.trigger_id} ({after})")
     if r.stage_transitions:
         print("\nstage history (oldest first):")
         for t in r.stage_transitions:

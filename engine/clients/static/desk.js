@@ -120,6 +120,15 @@ function showPolicy(p) {
     }
     s.append(ul);
   }
+  // Event triggers waiting to reach out: what the customer is about to receive.
+  const waiting = p.pending_triggers || [];
+  if (waiting.length) {
+    s.append(el("h2", "Messages on the way"));
+    const ul = el("ul");
+    ul.id = "pending-triggers";
+    for (const t of waiting) ul.append(el("li", `${t.trigger_id} · ${when(t.due)} (after ${t.event_type})`));
+    s.append(ul);
+  }
 }
 
 function showActions(customerId, r) {
