@@ -22,6 +22,7 @@ from common.errors import (
     ArbiterError,
     ProfileSchemaMismatch,
     RateLimited,
+    Unavailable,
 )
 from engine.core import contact_reservation
 from engine.core.customer import Contact, CustomerRecord, OutcomeEffects, Reservation
@@ -510,7 +511,17 @@ class RedisFeatureStore:
             if state == b"done":
                 return False, value.decode()
             if state == b"busy":
-                return False, await self._settled_id(idem)
+                settled = await self._settled_id(idem)
+                if not settled:
+                    # The first report took its lease and has not logged the outcome: in
+                    # flight still, or cut off (a server stopping under it). Refused as a
+                    # duplicate, a cut-off one would be lost: the caller retries, and once
+                    # the lease lapses its retry logs it.
+                    raise Unavailable(
+                        "idempotency_key: an earlier report of this outcome is still being"
+                        " recorded; retry in a few seconds"
+                    )
+                return False, settled
             log_id = await self._redis.xadd(
                 keys.outcome_log(keys.log_shard(cid)),
                 {keys.OUTCOME_FIELD: _json(outcome.log_entry())},
@@ -522,7 +533,7 @@ class RedisFeatureStore:
 
     async def _settled_id(self, idem: str, wait: float = 0.5) -> str:
         """The log id a concurrent first report stores under ``idem``, once it has (""
-        if it takes longer than ``wait``: the duplicate is refused all the same)."""
+        if it takes longer than ``wait``)."""
         deadline = time.monotonic() + wait
         while True:
             current = await self._redis.get(idem)

@@ -140,3 +140,23 @@ def test_the_same_report_sent_twice_at_once_is_recorded_once(
     logged = read_outcomes(loaded)
     assert len(logged) == len(decisions)
     assert len({o["idempotency_key"] for o in logged}) == len(decisions)
+
+
+def test_a_report_cut_off_before_its_log_entry_is_logged_by_its_retry(
+    server: ServerThread, loaded: redis.Redis
+) -> None:
+    """A first report that took its lease and never logged (its server stopped under it):
+    a retry is told to retry (UNAVAILABLE), not that it was a duplicate, and once the lease
+    lapses the retry logs it, once."""
+    d = decide(server)
+    offer = d.actions[0].offer_id
+    key = keys.idempotency_key(CUSTOMER, f"{d.decision_id}:{offer}:accept")
+    loaded.set(key, f"pending:cut-off:{time.time() + 60}", ex=3600)  # what it left
+
+    code, details = refused(server, d.decision_id, offer)
+    assert code == grpc.StatusCode.UNAVAILABLE and "retry" in details, details
+    assert read_outcomes(loaded) == []
+    loaded.set(key, f"pending:cut-off:{time.time() - 1}", ex=3600)  # the lease lapsed
+    assert report(server, d.decision_id, offer).recorded
+    assert not report(server, d.decision_id, offer).recorded  # and once only
+    assert [o["decision_id"] for o in read_outcomes(loaded)] == [d.decision_id]
