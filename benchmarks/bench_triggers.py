@@ -18,7 +18,6 @@ import argparse
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,7 +33,7 @@ import tomli_w
 
 from arbiter.v1 import common_pb2, decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
 from benchmarks.chaos.harness import train_model
-from benchmarks.common import percentiles
+from benchmarks.common import percentiles, start_server
 from common.ports import free_port
 from engine.core.triggers import Pending
 from engine.settings import DEFAULTS, ServerSettings, load_definitions
@@ -70,26 +69,9 @@ def bench_catalog(path: Path) -> Path:
 
 
 def start(settings: ServerSettings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
-        "REDIS_URL": settings.redis_url or "",
-        "ARBITER_DATA_DIR": str(settings.data_dir),
-        "ARBITER_CATALOG_PATH": str(settings.catalog_path),
-        "ARBITER_METRICS_PORT": "off",
-        "ARBITER_TRIGGER_POLL_SECONDS": "0.2",
-    }
-    command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
+    """`arbiter serve`, one worker, in a process group of its own (killed whole)."""
     with log.open("ab") as out:
-        process = subprocess.Popen(
-            [*command, "--workers", "1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its process group: killed whole
-        )
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        grpc.channel_ready_future(channel).result(timeout=120)
-    return process
+        return start_server(settings, port, 1, log=out, session=True, trigger_poll_seconds="0.2")
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:

@@ -48,6 +48,7 @@ def start_server(
     tree: Path | None = None,
     pythonpath: Sequence[Path] = (),
     demo: bool = False,
+    session: bool = False,
     **extra: str,
 ) -> subprocess.Popen[bytes]:
     """`arbiter serve` with ``settings``' Redis, data, catalog and reload period on
@@ -59,6 +60,7 @@ def start_server(
     ``pythonpath``: folders searched first (benchmarks/gc_watch). ``demo``: `serve --demo`
     (the demo world loaded into the Redis and a model trained, in the serving process,
     when absent).
+    ``session``: in a process group of its own (killed whole: ``os.killpg``).
     ``extra``: more settings, as ``log_writer="inline"`` (ARBITER_LOG_WRITER)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
@@ -81,6 +83,7 @@ def start_server(
         cwd=tree,
         stdout=log or subprocess.DEVNULL,
         stderr=None if log is None else subprocess.STDOUT,
+        start_new_session=session,
     )
     options = [("grpc.use_local_subchannel_pool", 1)]
     for _ in range(workers * 4):  # new connections until every worker answers

@@ -18,6 +18,7 @@ one node of a cluster too. A trigger is fired exactly once, whatever crashes:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -160,15 +161,7 @@ class TriggerQueue:
 
     async def defer(self, pending: Pending, due: float) -> bool:
         """Moves the pending trigger to ``due``; False when it is no longer pending."""
-        moved = Pending(
-            pending.schedule_id,
-            pending.trigger_id,
-            pending.customer_id,
-            pending.event_type,
-            pending.event,
-            pending.scheduled_at,
-            due,
-        )
+        moved = dataclasses.replace(pending, due=due)
         member = keys.trigger_member(pending.customer_id, pending.trigger_id)
         with translated("trigger deferral"):
             done = await self._defer(

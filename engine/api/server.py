@@ -72,7 +72,6 @@ class RunningServer:
     layer_watch: LayerWatch | None = None
     volume_watching: asyncio.Task[None] | None = None  # volume limits' (volume_watch.py)
     triggering: asyncio.Task[None] | None = None  # event triggers' (trigger_scheduler.py)
-    scheduler: TriggerScheduler | None = None
 
     async def stop(self) -> None:
         """Every step bounded: one that hangs (a store on a dead socket, gRPC's own stop,
@@ -319,7 +318,7 @@ async def launch(
         )
     if isinstance(store, redis_store.RedisFeatureStore):
         application.triggers = TriggerQueue(store.client)
-        scheduler = running.scheduler = TriggerScheduler(application, application.triggers)
+        scheduler = TriggerScheduler(application, application.triggers)
         if settings.trigger_poll_seconds > 0:
             application.scheduled = scheduler.wake
             running.triggering = asyncio.get_running_loop().create_task(

@@ -113,10 +113,14 @@ class QuietHours:
     timezone_attribute: str = "timezone"
     default_timezone: str = "UTC"
 
+    def zone(self, attributes: Mapping[str, str]) -> ZoneInfo | None:
+        """The customer's time zone: their attribute's when known, else the default."""
+        return _zone(attributes.get(self.timezone_attribute, "")) or _zone(self.default_timezone)
+
     def block(self, channel: str, attributes: Mapping[str, str], now: float) -> str:
         if channel not in self.channels or self.start == self.end:
             return ""
-        zone = _zone(attributes.get(self.timezone_attribute, "")) or _zone(self.default_timezone)
+        zone = self.zone(attributes)
         local = datetime.fromtimestamp(now, zone)
         minute = local.hour * 60 + local.minute
         if self.start < self.end:
@@ -135,7 +139,7 @@ class QuietHours:
         first minute ``block`` lets it through); None when they do not hold it now."""
         if not self.block(channel, attributes, now):
             return None
-        zone = _zone(attributes.get(self.timezone_attribute, "")) or _zone(self.default_timezone)
+        zone = self.zone(attributes)
         local = datetime.fromtimestamp(now, zone)
         end = local.replace(hour=self.end // 60, minute=self.end % 60, second=0, microsecond=0)
         if end <= local:

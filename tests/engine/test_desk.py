@@ -96,28 +96,25 @@ def chromium() -> str:
     return path
 
 
+def event(server: ServerThread, event_type: str, **attributes: str) -> None:
+    """An event of cust-000042's on the web."""
+    server.profiles.RecordEvent(
+        profile_pb2.RecordEventRequest(
+            customer_id="cust-000042",
+            channel=common_pb2.CHANNEL_WEB,
+            event_type=event_type,
+            attributes=attributes,
+        ),
+        timeout=5,
+    )
+
+
 def test_agent_sees_the_customer_and_records_an_answer(
     desk: DeskServer, server: ServerThread
 ) -> None:
-    server.profiles.RecordEvent(
-        profile_pb2.RecordEventRequest(
-            customer_id="cust-000042",
-            channel=common_pb2.CHANNEL_WEB,
-            event_type="product_view",
-            attributes={"category": "fibre"},
-        ),
-        timeout=5,
-    )
+    event(server, "product_view", category="fibre")
     # This week's text counts against the marketing budget the desk shows.
-    server.profiles.RecordEvent(
-        profile_pb2.RecordEventRequest(
-            customer_id="cust-000042",
-            channel=common_pb2.CHANNEL_WEB,
-            event_type="opt_in",
-            attributes={"channel": "sms"},
-        ),
-        timeout=5,
-    )
+    event(server, "opt_in", channel="sms")
     text = decision_pb2.DecideRequest(customer_id="cust-000042", channel=common_pb2.CHANNEL_SMS)
     assert server.decisions.Decide(text, timeout=5).actions
     ARTIFACTS.mkdir(exist_ok=True)
@@ -141,15 +138,7 @@ def test_agent_sees_the_customer_and_records_an_answer(
 
         # Something left in the basket meanwhile: the demo's reminder waits half an hour,
         # and the page shows it once it reloads the customer after the answer.
-        server.profiles.RecordEvent(
-            profile_pb2.RecordEventRequest(
-                customer_id="cust-000042",
-                channel=common_pb2.CHANNEL_WEB,
-                event_type="add_to_cart",
-                attributes={"category": "phones"},
-            ),
-            timeout=5,
-        )
+        event(server, "add_to_cart", category="phones")
         first.locator("button.accept").click()
 
         expect(page.locator(f'.action[data-offer="{offer}"]')).to_have_count(0, timeout=10_000)
