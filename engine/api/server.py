@@ -81,7 +81,7 @@ class RunningServer:
         for task in tasks:
             task.cancel()
         steps: tuple[tuple[str, Callable[[], Awaitable[Any]], float], ...] = (
-            ("the watches' end", lambda: asyncio.gather(*tasks, return_exceptions=True), 5.0),
+            ("the watches' end", lambda: shutdown.ended(tasks, self.grace + 5.0), self.grace + 6.0),
             ("the health service's NOT_SERVING", self.health.enter_graceful_shutdown, 5.0),
             ("the gRPC server's stop", lambda: self.server.stop(self.grace), self.grace + 5.0),
             (

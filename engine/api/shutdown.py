@@ -29,6 +29,17 @@ async def in_steps(steps: Sequence[tuple[str, Callable[[], Awaitable[Any]], floa
             log.error("shutdown: %s did not finish within %.1f s; going on", name, seconds)
 
 
+async def ended(tasks: Sequence[asyncio.Task[Any]], seconds: float) -> None:
+    """Waits up to ``seconds`` for cancelled ``tasks`` to end, naming those that did not
+    (a task that is slow to end after its cancellation, seen once on a busy machine)."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    if pending:
+        names = ", ".join(sorted(t.get_name() for t in pending))
+        log.error("shutdown: %s still running %.1f s after cancellation; going on", names, seconds)
+
+
 def watchdog(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
     """A stop that has not ended the process within ``seconds`` (every step is bounded;
     what is left is a task that ignores cancellation, or a thread the interpreter waits
