@@ -9,7 +9,6 @@ flushes the decision log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import ipaddress
 import logging
@@ -25,6 +24,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from arbiter.v1 import decision_pb2, decision_pb2_grpc, profile_pb2, profile_pb2_grpc
+from common import waits
 from common.errors import ArbiterError, ConfigurationError
 from engine.adapters import secret_file
 from engine.api import shutdown, tls
@@ -367,8 +367,7 @@ async def serve(settings: ServerSettings, redis_url: str, *, reuse_port: bool = 
         while not stop.is_set():  # every second: the collections' timings, the learner
             if learner is not None:
                 learner.check()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await waits.until_set(stop, 1.0)
             drain()
         log.info("shutting down")
         shutdown.watchdog(loop, 2 * running.grace + shutdown.STOP_SECONDS)

@@ -32,9 +32,12 @@ async def in_steps(steps: Sequence[tuple[str, Callable[[], Awaitable[Any]], floa
 async def ended(tasks: Sequence[asyncio.Task[Any]], seconds: float) -> None:
     """Waits up to ``seconds`` for cancelled ``tasks`` to end, naming those that did not
     (a task that is slow to end after its cancellation, seen once on a busy machine)."""
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    loop = asyncio.get_running_loop()
+    until, pending = loop.time() + seconds, set(tasks)
+    while pending and (left := until - loop.time()) > 0:
+        _, pending = await asyncio.wait(pending, timeout=min(left, 1.0))
+        for task in pending:  # one that lost its cancellation (common/waits.py) gets another
+            task.cancel()
     if pending:
         names = ", ".join(sorted(t.get_name() for t in pending))
         log.error("shutdown: %s still running %.1f s after cancellation; going on", names, seconds)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from common import waits
 from common.errors import FeatureStoreUnavailable
 from engine.service import metrics
 from feature_store.store import LoggedDecision
@@ -233,8 +234,7 @@ class DecisionLogWriter:
         A flush (a graceful stop) cuts the wait to ``RETRY_FIRST``, never to nothing: a
         store that stays down is not retried in a spin."""
         if not self._hurry.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), backoff)
+            await waits.until_set(self._hurry, backoff)
         if self._hurry.is_set():
             await asyncio.sleep(RETRY_FIRST)
             return RETRY_FIRST

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from common import logs
+from common import logs, waits
 from engine.service import metrics
 from engine.service.decision_log import DecisionLogWriter, log_entry
 from feature_store import hot_redis, redis_client
@@ -226,9 +226,7 @@ class LogProcess:
                 proc.stdin.write(_HURRY)
         while self.written < target:
             self._acked.clear()
-            try:
-                await asyncio.wait_for(self._acked.wait(), until - loop.time())
-            except TimeoutError:
+            if not await waits.until_set(self._acked, until - loop.time()):
                 return False
         return True
 

@@ -17,7 +17,6 @@ channel tried move it to their end in the customer's zone; anything else the pol
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -25,6 +24,7 @@ import math
 import time
 from collections.abc import Callable
 
+from common import waits
 from common.errors import ArbiterError
 from engine.core.decision import Decision, DecisionRequest
 from engine.core.triggers import Pending, Trigger
@@ -148,8 +148,7 @@ class TriggerScheduler:
             else:
                 wait = min(min(self._next) - now, self._looked + poll - now, poll)
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), wait)
+                await waits.until_set(self._woken, wait)
 
     async def tick(self, poll: float = POLL_SECONDS) -> int:
         """Claims what is due (every bucket when ``poll`` has passed) and fires it, waiting
