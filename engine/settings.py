@@ -120,6 +120,10 @@ class ServerSettings(CommonSettings):
     # looking at every bucket of them at least every trigger_poll_seconds (0: this
     # replica fires none; its events still schedule them for the others).
     trigger_poll_seconds: float = 1.0
+    # Always-on outbound (the catalog's [[outbound]]): how often each server process looks
+    # for a run whose day's pass over the customer base is to do (one process makes it);
+    # 0: this replica makes none.
+    outbound_run_seconds: float = 10.0
     learner_customer_examples: float = 50.0
     learner_customer_positives: float = 3.0
     # `arbiter serve --demo`: generate, load and train the demo world when absent.

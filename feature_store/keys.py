@@ -152,6 +152,29 @@ def outbound_sent(channel: str, message_id: str) -> str:
     return f"{PREFIX}:{{out:{channel}}}:sent:{message_id}"
 
 
+# Always-on outbound (engine/service/outbound_runs.py), each run under its own hash tag:
+# "lease", a string naming the process going over the customer base for it (expiring);
+# "<cycle>", a hash of that day's pass (cycle: the UTC date it started) and what its
+# messages came to: where it is ("cursor", JSON), its counts, "started" and "finished"
+# (unix s), "sent", "suppressed:<reason>". Kept RUN_KEPT_SECONDS.
+RUN_KEPT_SECONDS = 30 * 86400
+
+
+def run_keys(run_id: str, cycle: str) -> tuple[str, str]:
+    """``arb:{run:<id>}:lease`` and ``arb:{run:<id>}:<cycle>``."""
+    tag = f"{PREFIX}:{{run:{run_id}}}"
+    return f"{tag}:lease", f"{tag}:{cycle}"
+
+
+# What SCAN matches to go over the customer base: every loaded profile
+PROFILES = f"{PREFIX}:{{*}}:{PROFILE}"
+
+
+def profile_customer(key: str) -> str:
+    """The customer id of a profile's key (``arb:{<customer_id>}:profile``)."""
+    return key[len(PREFIX) + 2 : -len(PROFILE) - 2]
+
+
 def learner_weights(day: int) -> str:
     """``arb:{adaptive}:weights:<day>``: customers' weights in day ``day`` (unix days)."""
     return f"{ADAPTIVE}:weights:{day}"

@@ -29,7 +29,7 @@ from feature_store import keys
 from feature_store.redis_client import AsyncClient, translated
 
 # Scheduled: 1; one of this trigger already waits for the customer: 0; fired within its
-# re-eligibility window: -1.
+# re-eligibility window (ARGV[4] seconds before ARGV[2]): -1.
 SCHEDULE = """
 local member, now = ARGV[1], tonumber(ARGV[2])
 if redis.call('HEXISTS', KEYS[2], member) == 1 then return 0 end
@@ -120,14 +120,18 @@ class TriggerQueue:
     def _keys(customer_id: str) -> list[str]:
         return list(keys.trigger_keys(keys.trigger_bucket(customer_id)))
 
-    async def schedule(self, pending: Pending, reeligible_seconds: float) -> str:
-        """SCHEDULED, ALREADY_PENDING or NOT_REELIGIBLE."""
+    async def schedule(
+        self, pending: Pending, reeligible_seconds: float, *, against: float | None = None
+    ) -> str:
+        """SCHEDULED, ALREADY_PENDING or NOT_REELIGIBLE: re-eligible when the last firing
+        was ``reeligible_seconds`` before ``against`` (when it is scheduled, unless said:
+        an outbound run says when it is due)."""
         with translated("trigger scheduling"):
             result = await self._schedule(
                 keys=self._keys(pending.customer_id),
                 args=[
                     keys.trigger_member(pending.customer_id, pending.trigger_id),
-                    pending.scheduled_at,
+                    pending.scheduled_at if against is None else against,
                     pending.due,
                     reeligible_seconds,
                     pending.to_json(),

@@ -39,12 +39,14 @@ from engine.service.guard import Store
 from engine.service.layer_watch import LayerWatch
 from engine.service.learner_process import LearnerChild
 from engine.service.log_process import LogProcess
+from engine.service.outbound_runs import OutboundRuns
 from engine.service.registry import shared_models
 from engine.service.reloader import Reloader, build_cores
 from engine.service.trigger_scheduler import TriggerScheduler
 from engine.service.volume_watch import VolumeWatch
 from engine.settings import Definitions, ServerSettings, load_definitions
 from feature_store import hot_redis, redis_client, redis_store
+from feature_store.outbound_runs import RunStore
 from feature_store.triggers import TriggerQueue
 
 log = logging.getLogger(__name__)
@@ -72,11 +74,18 @@ class RunningServer:
     layer_watch: LayerWatch | None = None
     volume_watching: asyncio.Task[None] | None = None  # volume limits' (volume_watch.py)
     triggering: asyncio.Task[None] | None = None  # event triggers' (trigger_scheduler.py)
+    running_outbound: asyncio.Task[None] | None = None  # outbound runs' (outbound_runs.py)
 
     async def stop(self) -> None:
         """Every step bounded: one that hangs (a store on a dead socket, gRPC's own stop,
         grpc/grpc#28999) is logged by name and the stop goes on."""
-        running = (self.reloading, self.watching, self.volume_watching, self.triggering)
+        running = (
+            self.reloading,
+            self.watching,
+            self.volume_watching,
+            self.triggering,
+            self.running_outbound,
+        )
         tasks = [t for t in running if t is not None]
         for task in tasks:
             task.cancel()
@@ -318,11 +327,19 @@ async def launch(
         )
     if isinstance(store, redis_store.RedisFeatureStore):
         application.triggers = TriggerQueue(store.client)
-        scheduler = TriggerScheduler(application, application.triggers)
+        runs = RunStore(store.client)
+        scheduler = TriggerScheduler(application, application.triggers, runs=runs)
         if settings.trigger_poll_seconds > 0:
             application.scheduled = scheduler.wake
             running.triggering = asyncio.get_running_loop().create_task(
                 scheduler.run(settings.trigger_poll_seconds), name="triggers"
+            )
+        if settings.outbound_run_seconds > 0:
+            passes = OutboundRuns(
+                application, application.triggers, runs, scheduled=application.scheduled
+            )
+            running.running_outbound = asyncio.get_running_loop().create_task(
+                passes.run(settings.outbound_run_seconds), name="outbound-runs"
             )
     return running, reloader
 

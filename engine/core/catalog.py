@@ -58,7 +58,7 @@ SMS_MAX = 160
 # fmt: off
 CATALOG_TABLES = (
     "template_defaults", "contact_policy", "exploration", "adaptive", "consent",
-    "channel_audience", "offer", "trigger",
+    "channel_audience", "offer", "trigger", "outbound",
 )
 CONTACT_POLICY_KEYS = (
     "channel_caps", "channel_volume", "outbound_channels", "pending_impression_minutes",
@@ -353,7 +353,9 @@ def parse_catalog(text: str, feature_names: frozenset[str]) -> Catalog:
         exploration=_exploration(doc.get("exploration", {})),
         ramp=_ramp(doc.get("adaptive", {})),
         adaptive_features=_adaptive_features(doc.get("adaptive", {}), feature_names),
-        triggers=parse_triggers(doc.get("trigger", []), feature_names, frozenset(ids)),
+        triggers=parse_triggers(
+            doc.get("trigger", []), feature_names, frozenset(ids), doc.get("outbound", [])
+        ),
     )
 
 

@@ -343,7 +343,7 @@ class Application:
         written first, so that none of theirs survives the forgetting."""
         await self.writer.flush()
         if self.triggers is not None:  # its pending triggers, and when any last fired
-            ids = [t.trigger_id for t in self.core.catalog.triggers.all]
+            ids = list(self.core.catalog.triggers.by_id)  # runs too
             await self.triggers.forget(customer_id, ids)
         return await self.store.forget(customer_id)
 
@@ -391,5 +391,5 @@ class Application:
     async def _pending_triggers(self, customer_id: str) -> list[Pending]:
         if self.triggers is None:
             return []
-        ids = [t.trigger_id for t in self.core.catalog.triggers.all]
+        ids = list(self.core.catalog.triggers.by_id)  # runs too
         return await self.triggers.pending_for(customer_id, ids)

@@ -11,7 +11,9 @@ A due trigger is decided on its channels in order, with the trigger's id and the
 attributes in the request's context (so the decision log, outcomes, training and what-if
 see it as any decision). The first channel with an action sends. Quiet hours on every
 channel tried move it to their end in the customer's zone; anything else the policy says
-(a cap, consent, a cool-down, no eligible offer) ends it, counted by reason.
+(a cap, consent, a cool-down, no eligible offer) ends it, counted by reason. An outbound
+run's trigger (outbound_runs.py) is first checked against the run's segment as the
+profile is now, and its fate counted in the run's day's summary.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from collections.abc import Callable
 from common import waits
 from common.errors import ArbiterError
 from engine.core.decision import Decision, DecisionRequest
-from engine.core.triggers import Pending, Trigger
+from engine.core.triggers import RUN_EVENT, Pending, Trigger
 from engine.service import metrics
 from engine.service.application import Application
+from engine.service.outbound_runs import in_segment
 from feature_store import keys
+from feature_store.outbound_runs import RunStore
 from feature_store.triggers import TriggerQueue
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ POLL_SECONDS = 1.0  # every bucket looked at, at least this often
 BATCH = 100  # triggers claimed from a bucket at a time
 COUNT_SECONDS = 10.0  # how often the triggers waiting are counted (the metric)
 PAUSED_SECONDS = 30.0  # a paused trigger (or channel) is looked at again this much later
+LEFT_SEGMENT = "no longer in the run's segment"
 PAUSES_SECONDS = 0.5  # what is paused is read again at most this often (a pause: at once)
 # Decided at once by one process: outbound shares the decision path's budgets and
 # breakers with the callers, so it must not flood them (measured: 1,600 at once on a busy
@@ -92,9 +97,11 @@ class TriggerScheduler:
         *,
         clock: Callable[[], float] = time.time,
         lease_seconds: float = LEASE_SECONDS,
+        runs: RunStore | None = None,
     ) -> None:
         self._application = application
         self._queue = queue
+        self._runs = runs  # where outbound runs' sends are counted (None: not counted)
         self._clock = clock
         self._lease = lease_seconds
         self._next = [0.0] * keys.TRIGGER_BUCKETS  # when each bucket next has one due
@@ -243,6 +250,11 @@ class TriggerScheduler:
         if f"trigger:{trigger.trigger_id}" in paused or not channels:
             await queue.defer(pending, now + PAUSED_SECONDS)  # waits, then looked at again
             return self._count(trigger.trigger_id, "paused")
+        run = self._application.core.catalog.triggers.run_by_id.get(trigger.trigger_id)
+        if run is not None and run.segment is not None:  # still in it, as it is now
+            record = await self._application.store.fetch(pending.customer_id, now)
+            if not in_segment(run, record, self._application.core, now):
+                return await self._suppressed(pending, now, LEFT_SEGMENT)
         quiet_until = math.inf
         reason = ""
         for channel in channels:
@@ -257,6 +269,7 @@ class TriggerScheduler:
                 await queue.complete(pending, now, fired=True)
                 metrics.OUTBOUND.labels(channel).inc()
                 metrics.TRIGGER_DELAY.observe(max(0.0, self._clock() - pending.due))
+                await self._ran(pending, "sent")
                 return self._count(trigger.trigger_id, "fired")
             kind = why_not(decision)
             reason = reason or kind
@@ -264,9 +277,22 @@ class TriggerScheduler:
                 quiet_until = min(quiet_until, await self._quiet_until(pending, channel, now))
         if quiet_until < math.inf and await queue.defer(pending, quiet_until):
             return self._count(trigger.trigger_id, "deferred")
-        await queue.complete(pending, now, fired=False)
-        metrics.TRIGGERS_SUPPRESSED.labels(trigger.trigger_id, reason).inc()
-        return self._count(trigger.trigger_id, "suppressed")
+        return await self._suppressed(pending, now, reason)
+
+    async def _suppressed(self, pending: Pending, now: float, reason: str) -> str:
+        await self._queue.complete(pending, now, fired=False)
+        metrics.TRIGGERS_SUPPRESSED.labels(pending.trigger_id, reason).inc()
+        await self._ran(pending, f"suppressed:{reason}")
+        return self._count(pending.trigger_id, "suppressed")
+
+    async def _ran(self, pending: Pending, field: str) -> None:
+        """An outbound run's message sent or suppressed, counted for its day's summary."""
+        if pending.event_type != RUN_EVENT or self._runs is None:
+            return
+        try:
+            await self._runs.count(pending.trigger_id, pending.event.get("cycle", ""), field)
+        except ArbiterError as exc:  # the message's fate is settled; only the count is lost
+            log.debug("outbound run count not kept: %s", exc)
 
     def _request(self, pending: Pending, trigger: Trigger, channel: str) -> DecisionRequest:
         context = {**pending.event, "trigger": trigger.trigger_id, "event_type": pending.event_type}
