@@ -51,6 +51,7 @@ def bench_catalog(path: Path) -> Path:
     doc = tomllib.loads((DEFAULTS / "catalog.toml").read_text())
     doc["contact_policy"].pop("quiet_hours", None)
     doc["contact_policy"].pop("budget", None)
+    doc.pop("outbound", None)  # the bench's messages only on the stream
     doc["offer"].append(
         {
             "id": "bench_note",

@@ -243,8 +243,15 @@ def server_factory(model_dir: Path, daytime_catalog: Path) -> Iterator[Callable[
 
     def make(backend: str | MemoryStore, **overrides: Any) -> ServerThread:
         """A server on ``backend``: a Redis URL, or an in-memory store; the demo catalog
-        in daytime unless ``catalog_path`` says otherwise."""
-        defaults = {"data_dir": model_dir.parent, "port": 0, "catalog_path": daytime_catalog}
+        in daytime unless ``catalog_path`` says otherwise; no always-on run goes over the
+        customer base unless ``outbound_run_seconds`` says (test_outbound_runs.py holds
+        their clock)."""
+        defaults = {
+            "data_dir": model_dir.parent,
+            "port": 0,
+            "catalog_path": daytime_catalog,
+            "outbound_run_seconds": 0,
+        }
         settings = ServerSettings(**{**defaults, **overrides})
         thread = ServerThread(settings, backend)
         started.append(thread)

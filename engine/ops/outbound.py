@@ -4,6 +4,8 @@
     arbiter outbound status
     arbiter outbound waiting [--customer ID] [--count 10]
     arbiter outbound pause|resume (--trigger ID | --channel NAME)
+    arbiter outbound runs [--trigger ID]
+    arbiter outbound rerun --trigger ID
 
 ``tail`` prints the newest messages of a channel's stream (and, with ``--follow``, those
 that come, until Ctrl-C); ``status`` each outbound channel's stream: its length, and per
@@ -12,7 +14,10 @@ behind they are, and what is paused; ``waiting`` the triggers scheduled and not 
 fired, soonest first (a customer's, with ``--customer``). ``pause`` stops a trigger, or
 every trigger on a channel, at once on every replica (what is due waits; a channel
 paused is skipped among a trigger's channels); ``resume`` lets it go on within 30
-seconds.
+seconds. ``runs`` shows each always-on run (``[[outbound]]``): when it sends, and its
+passes of today and yesterday (UTC dates): how far over the customer base, whom it
+scheduled, and what its messages came to; ``rerun`` has today's pass go over the base
+again (customers loaded since; nobody is scheduled twice).
 """
 
 from __future__ import annotations
@@ -20,15 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common.vocabulary import CHANNELS
 from engine.clients.cli.command import Command
+from engine.core.triggers import RUN_EVENT, WEEKDAYS, Run
 from engine.ops.admin import redis_url
+from engine.service.outbound_runs import NOT_IN_SEGMENT, UNREADABLE, cycle_of
 from engine.settings import CommonSettings, load_definitions
 from feature_store import keys
 from feature_store.redis_client import SyncClient, connect_sync
+from feature_store.triggers import ALREADY_PENDING, NOT_REELIGIBLE, SCHEDULED
 
 FOLLOW_BLOCK_MS = 1000
 
@@ -114,8 +122,9 @@ def waiting(client: SyncClient, customer: str | None, count: int) -> int:
     for score, member, raw in found[:count]:
         who, _, trigger = member.partition("|")
         event = json.loads(raw).get("event_type", "?") if raw else "?"
+        why = "its daily run" if event == RUN_EVENT else f"after {event}"
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(score))
-        print(f"  {when}  {trigger} for {who} (after {event})")
+        print(f"  {when}  {trigger} for {who} ({why})")
     return 0
 
 
@@ -143,11 +152,70 @@ def status(client: SyncClient, channels: list[str]) -> int:
     return 0
 
 
+def runs(client: SyncClient, chosen: Sequence[Run], now: float) -> int:
+    if not chosen:
+        print("no outbound runs in the catalog ([[outbound]], docs/outbound.md)")
+    for run in chosen:
+        days = sorted(run.days)
+        when = "every day" if len(days) == 7 else ", ".join(WEEKDAYS[d] for d in days)
+        hour, minute = divmod(run.at_minute, 60)
+        segment = run.segment.source if run.segment else "every customer"
+        print(
+            f"{run.run_id}: {when} at {hour:02d}:{minute:02d} in each customer's zone, on"
+            f" {', '.join(run.trigger.channels)}; segment: {segment}"
+        )
+        for cycle in (cycle_of(now), cycle_of(now - 86400)):
+            raw: Any = client.hgetall(keys.run_keys(run.run_id, cycle)[1])
+            print(f"  {cycle}: {pass_line({_text(k): _text(v) for k, v in raw.items()})}")
+    return 0
+
+
+def pass_line(state: Mapping[str, str]) -> str:
+    """A day's pass of a run, as `runs` prints it."""
+    if not state:
+        return "not begun"
+
+    def n(field: str) -> int:
+        return int(state.get(field, 0))
+
+    def at(field: str) -> str:
+        return time.strftime("%H:%M:%S UTC", time.gmtime(float(state[field])))
+
+    where = (
+        f"went over {n('scanned')} customers ({at('started')} to {at('finished')})"
+        if "finished" in state
+        else f"going over the customer base: {n('scanned')} so far (since {at('started')})"
+    )
+    outcomes = ", ".join(
+        f"{n(field)} {label}"
+        for field, label in (
+            (SCHEDULED, "scheduled"),
+            (NOT_IN_SEGMENT, "not in the segment"),
+            (ALREADY_PENDING, "already waiting"),
+            (NOT_REELIGIBLE, "sent within the re-eligibility window"),
+            (UNREADABLE, "unreadable"),
+        )
+        if n(field) or field == SCHEDULED
+    )
+    suppressed = {
+        k.split(":", 1)[1]: int(v) for k, v in state.items() if k.startswith("suppressed:")
+    }
+    why = ", ".join(f"{reason} {count}" for reason, count in sorted(suppressed.items()))
+    fate = f"; sent {n('sent')}, suppressed {sum(suppressed.values())}" + (
+        f" ({why})" if why else ""
+    )
+    return f"{where}: {outcomes}{fate}"
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("tail", "status", "waiting", "pause", "resume"))
+    p.add_argument(
+        "action", choices=("tail", "status", "waiting", "pause", "resume", "runs", "rerun")
+    )
     p.add_argument("--customer", help="waiting: that customer's")
     p.add_argument("--channel", choices=CHANNELS, help="tail: its stream (email); pause: it")
-    p.add_argument("--trigger", help="pause, resume: the trigger (its id in the catalog)")
+    p.add_argument(
+        "--trigger", help="pause, resume, runs, rerun: the trigger or run (its id in the catalog)"
+    )
     p.add_argument("--count", type=int, default=10, help="tail, waiting: how many shown")
     p.add_argument("--follow", action="store_true", help="tail: and those that come")
     p.add_argument("--json", action="store_true", help="tail: a JSON object a line")
@@ -162,6 +230,24 @@ def _run(args: argparse.Namespace) -> int:
             return tail(client, channel, max(args.count, 0), args.follow, args.json)
         if args.action == "waiting":
             return waiting(client, args.customer, max(args.count, 1))
+        if args.action in ("runs", "rerun"):
+            catalog_runs = load_definitions(settings).catalog.triggers.run_by_id
+            if args.trigger and args.trigger not in catalog_runs:
+                known = ", ".join(sorted(catalog_runs)) or "none"
+                raise SystemExit(
+                    f"--trigger: no outbound run {args.trigger!r} (the catalog's: {known})"
+                )
+            if args.action == "runs":
+                chosen = [r for r in catalog_runs.values() if args.trigger in (None, r.run_id)]
+                return runs(client, chosen, time.time())
+            if not args.trigger:
+                raise SystemExit("arbiter outbound rerun: --trigger ID (the run's id)")
+            client.hdel(keys.run_keys(args.trigger, cycle_of(time.time()))[1], "cursor", "finished")
+            print(
+                f"today's pass of {args.trigger} goes over the customer base again within"
+                " seconds; nobody already scheduled or sent today is scheduled twice"
+            )
+            return 0
         if args.action in ("pause", "resume"):
             if bool(args.trigger) == bool(args.channel):
                 raise SystemExit(f"arbiter outbound {args.action}: --trigger ID or --channel NAME")

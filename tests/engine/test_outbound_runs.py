@@ -19,6 +19,7 @@ import redis
 
 from common.errors import ConfigurationError
 from engine.core.catalog import parse_catalog
+from engine.ops import outbound
 from engine.service.outbound_runs import OutboundRuns
 from engine.service.trigger_scheduler import LEFT_SEGMENT, TriggerScheduler
 from feature_store import keys
@@ -149,6 +150,9 @@ def test_a_run_sends_its_segment_once_at_its_time_in_each_customers_zone(
     suppressed = sum(int(v) for k, v in state.items() if k.startswith("suppressed:"))
     assert int(state["sent"]) == len(sent) and int(state["sent"]) + suppressed == len(segment)
     assert not waiting(loaded, "renewal_morning")
+    shown = outbound.pass_line(state)  # as `arbiter outbound runs` prints it
+    assert f"went over {state['scanned']} customers" in shown
+    assert f"{len(segment)} scheduled" in shown and f"sent {len(sent)}" in shown
 
     # a replica whose clock is behind (not yet ten in Tokyo, the evening before in New
     # York) goes over the base again: today's ten is to come by its clock, but nobody is
