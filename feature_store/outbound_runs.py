@@ -37,6 +37,12 @@ return 0
 """
 # Where a pass is: SCAN's cursor per node ("" for one server); None when it has not begun.
 Cursor = dict[str, int]
+# What a pass writes (a pass made again starts them afresh; what its messages came to,
+# "sent" and "suppressed:<reason>", stays)
+PASS_FIELDS = (
+    "cursor", "started", "finished", "scanned", "scheduled", "already_pending",
+    "not_reeligible", "not_in_segment", "unreadable",
+)  # fmt: skip
 
 
 class RunStore:
@@ -101,11 +107,11 @@ class RunStore:
             await self._redis.hincrby(progress, field, 1)
 
     async def again(self, run_id: str, cycle: str) -> None:
-        """The cycle's pass goes over the base again from the start (customers loaded since;
-        those scheduled already are not scheduled twice)."""
+        """The cycle's pass is made again, from the start (customers loaded since, a changed
+        segment; those waiting already are not scheduled twice)."""
         _, progress = keys.run_keys(run_id, cycle)
         with translated("outbound run reset"):
-            await self._redis.hdel(progress, "cursor", "finished")
+            await self._redis.hdel(progress, *PASS_FIELDS)
 
     async def customers(self, cursor: Cursor | None, count: int) -> tuple[list[str], Cursor]:
         """About ``count`` more customers of the base (loaded profiles) from ``cursor``,

@@ -35,6 +35,7 @@ from engine.ops.admin import redis_url
 from engine.service.outbound_runs import NOT_IN_SEGMENT, UNREADABLE, cycle_of
 from engine.settings import CommonSettings, load_definitions
 from feature_store import keys
+from feature_store.outbound_runs import PASS_FIELDS
 from feature_store.redis_client import SyncClient, connect_sync
 from feature_store.triggers import ALREADY_PENDING, NOT_REELIGIBLE, SCHEDULED
 
@@ -242,10 +243,10 @@ def _run(args: argparse.Namespace) -> int:
                 return runs(client, chosen, time.time())
             if not args.trigger:
                 raise SystemExit("arbiter outbound rerun: --trigger ID (the run's id)")
-            client.hdel(keys.run_keys(args.trigger, cycle_of(time.time()))[1], "cursor", "finished")
+            client.hdel(keys.run_keys(args.trigger, cycle_of(time.time()))[1], *PASS_FIELDS)
             print(
                 f"today's pass of {args.trigger} goes over the customer base again within"
-                " seconds; nobody already scheduled or sent today is scheduled twice"
+                " seconds; nobody waiting for it is scheduled twice, nor sent it twice a day"
             )
             return 0
         if args.action in ("pause", "resume"):
