@@ -19,6 +19,11 @@ not have shown there (a new offer, an offer the old rules or caps kept out, one 
 chance of choosing where it does not explore): importance weighting sees nothing of
 those, and the estimate would be the reward model's guess.
 
+Volume limits over the whole customer base are replayed in the order the decisions were
+made: each limit's use in its period is what the replayed policy would have contacted so
+far (its first-slot choice probabilities summed), and an offer or channel at its limit is
+kept out from there, as the service keeps it out; the report says how often.
+
 Limits, said in the report: the history is the logged one (a changed cap would also have
 changed what customers saw afterwards), profile attributes are not in the log (rules on
 ``attr.`` see none), and only decisions logged under the running catalog version replay
@@ -39,7 +44,7 @@ from common.vocabulary import POSITIVE_OUTCOMES
 from engine.core.arbitration import GREEDY, slot_probabilities
 from engine.core.catalog import Catalog, Offer
 from engine.core.contact_policy import allowed
-from engine.core.contact_rules import COOLDOWN_OUTCOMES
+from engine.core.contact_rules import COOLDOWN_OUTCOMES, VOLUME_REACHED, Volume
 from engine.core.customer import Contact, CustomerRecord
 from engine.core.decision import DecisionRequest, rule_env
 from engine.core.eligibility import Situation, eligible_offers
@@ -86,6 +91,9 @@ class Result:
     effective_sample: float
     refused: str = ""  # why there is no estimate, or ""
     fidelity: float = 1.0  # share of decisions whose logged candidates the replay rebuilds
+    # offer:<id> or channel:<name> -> the replayed decisions the changed stack's volume
+    # limits kept it out of
+    volume_bound: Mapping[str, int] = field(default_factory=dict)
     replays: Sequence[tuple[Logged, Replayed]] = field(default=(), repr=False)
 
 
@@ -177,8 +185,48 @@ def logged_decisions(
     return out
 
 
-def replay(logged: Logged, catalog: Catalog, scorer: Scorer, names: tuple[str, ...]) -> Replayed:
-    """The first slot of ``logged``'s decision as ``catalog`` and ``scorer`` make it."""
+def replays(
+    logged: Sequence[Logged],
+    catalog: Catalog,
+    scorer: Scorer,
+    names: tuple[str, ...],
+    bound: dict[str, int] | None = None,
+) -> list[Replayed]:
+    """Each logged decision replayed by ``catalog`` and ``scorer``. With volume limits in
+    the catalog, in the order they were made: each limit's counter of the period holds the
+    contacts the replayed policy would have made in it so far (its choice probabilities
+    summed, the first slot's), and once that reaches the limit the offer (or the channel)
+    is kept out, as the service does. ``bound`` counts, per ``offer:<id>`` or
+    ``channel:<name>``, the decisions a limit kept it out of."""
+    policy = catalog.contact_policy
+    if not policy.channel_volume and not any(o.policy.volume for o in catalog.offers):
+        return [replay(g, catalog, scorer, names) for g in logged]
+    used: dict[str, float] = defaultdict(float)
+    out: list[Replayed | None] = [None] * len(logged)
+    for i in sorted(range(len(logged)), key=lambda i: float(logged[i].entry["ts"])):
+        g = logged[i]
+        now = float(g.entry["ts"])
+        r = out[i] = replay(g, catalog, scorer, names, volume=used, bound=bound)
+        if not r.candidates:
+            continue
+        for cap in policy.channel_volume.get(g.served.channel, ()):
+            used[Volume.counter(Volume.channel(g.served.channel), cap, now)] += 1.0
+        for offer_id, chance in zip(r.candidates, r.probability.tolist(), strict=True):
+            for cap in catalog.by_id[offer_id].policy.volume:
+                used[Volume.counter(Volume.offer(offer_id), cap, now)] += chance
+    return [r for r in out if r is not None]
+
+
+def replay(
+    logged: Logged,
+    catalog: Catalog,
+    scorer: Scorer,
+    names: tuple[str, ...],
+    volume: Mapping[str, float] | None = None,
+    bound: dict[str, int] | None = None,
+) -> Replayed:
+    """The first slot of ``logged``'s decision as ``catalog`` and ``scorer`` make it;
+    ``volume``: the volume counters' use then (``replays``)."""
     d, served = logged.entry, logged.served
     now = float(d["ts"])
     placement = d.get("placement", "")
@@ -193,7 +241,14 @@ def replay(logged: Logged, catalog: Catalog, scorer: Scorer, names: tuple[str, .
     eligible = eligible_offers(
         catalog, Situation(served.channel, placement, served.stage, now), env
     )
-    kept, _ = allowed(catalog.contact_policy, served.channel, eligible, logged.record, now, {})
+    kept, excluded = allowed(
+        catalog.contact_policy, served.channel, eligible, logged.record, now, {}, volume
+    )
+    if bound is not None:
+        for offer_id, why in excluded.items():
+            if why.startswith(VOLUME_REACHED):
+                subject = f"channel:{served.channel}" if offer_id == "*" else f"offer:{offer_id}"
+                bound[subject] = bound.get(subject, 0) + 1
     if not kept:
         return Replayed((), np.zeros(0), np.zeros(0))
     vocabulary = scorer.vocabulary
@@ -221,8 +276,10 @@ def evaluate(
     if n == 0:
         return _refused(n, skipped, "no logged decision can be replayed")
 
+    bound: dict[str, int] = {}
+
     def estimates(catalog: Catalog, scorer: Scorer) -> tuple[dict[str, Estimate], Any]:
-        replays = [replay(g, catalog, scorer, names) for g in logged]
+        replayed = replays(logged, catalog, scorer, names, bound if catalog is changed[0] else None)
         reward = np.array(
             [
                 g.accepted * (catalog.by_id[g.action].value if g.action in catalog.by_id else 0.0)
@@ -233,14 +290,14 @@ def evaluate(
         target = np.array(
             [
                 r.probability[r.candidates.index(g.action)] if g.action in r.candidates else 0.0
-                for g, r in zip(logged, replays, strict=True)
+                for g, r in zip(logged, replayed, strict=True)
             ]
         )
-        values = [np.array([catalog.by_id[o].value for o in r.candidates]) for r in replays]
+        values = [np.array([catalog.by_id[o].value for o in r.candidates]) for r in replayed]
         q_target = np.array(
             [
                 float(r.probability @ (r.propensity * v)) if r.candidates else 0.0
-                for r, v in zip(replays, values, strict=True)
+                for r, v in zip(replayed, values, strict=True)
             ]
         )
         q_logged = np.array(
@@ -248,13 +305,13 @@ def evaluate(
                 float(r.propensity[r.candidates.index(g.action)] * v[r.candidates.index(g.action)])
                 if g.action in r.candidates
                 else _predicted(g, catalog, scorer)
-                for g, r, v in zip(logged, replays, values, strict=True)
+                for g, r, v in zip(logged, replayed, values, strict=True)
             ]
         )
         return {
             "snips": snips(reward, logged_p, target),
             "dr": doubly_robust(reward, logged_p, target, q_logged, q_target),
-        }, (replays, target / logged_p)
+        }, (replayed, target / logged_p)
 
     now_estimates, (now_replays, _) = estimates(*current)
     new_estimates, (new_replays, weights) = estimates(*changed)
@@ -309,6 +366,7 @@ def evaluate(
         effective_sample=effective,
         refused=refused,
         fidelity=fidelity,
+        volume_bound=bound,
         replays=list(zip(logged, new_replays, strict=True)),
     )
 
@@ -372,6 +430,12 @@ def text(r: Result) -> str:
         lines.append(
             f"support: {r.unsupported:.1%} of the changed choices on offers the logs could not"
             f" show there; effective sample {r.effective_sample:.0f} decisions"
+        )
+    if r.volume_bound:
+        lines.append(
+            "volume limits of the changed catalog kept out: "
+            + ", ".join(f"{k} in {v} decisions" for k, v in sorted(r.volume_bound.items()))
+            + " (each limit's use: the replayed choices' probabilities summed in its period)"
         )
     lines.append("replayed against the logged contact history; rules on attr.* see no attributes")
     return "\n".join(lines)

@@ -58,7 +58,7 @@ def channel_block(
     channel: str,
     record: CustomerRecord,
     now: float,
-    volume: Mapping[str, int] | None = None,
+    volume: Mapping[str, float] | None = None,
 ) -> str:
     """Why no new contact may be made on ``channel`` now, or "" when one may: the
     channel's caps, the marketing budget, the channel's volume limits over the whole base
@@ -124,7 +124,7 @@ def allowed(
     record: CustomerRecord,
     now: float,
     held: Mapping[str, float],
-    volume: Mapping[str, int] | None = None,
+    volume: Mapping[str, float] | None = None,
 ) -> tuple[list[Offer], dict[str, str]]:
     """The offers the policy lets through, and why the others were kept out (offer id,
     or "*" for the whole channel, -> reason). A channel at its cap still shows again the
@@ -140,7 +140,7 @@ def allowed(
     return _screen(offers, record, now, held, blocked, volume)
 
 
-def volume_block(offer: Offer, volume: Mapping[str, int], now: float) -> str:
+def volume_block(offer: Offer, volume: Mapping[str, float], now: float) -> str:
     """Why ``offer`` may not be made to anyone more in this period, or ""."""
     for cap in offer.policy.volume:
         used = volume.get(Volume.counter(Volume.offer(offer.offer_id), cap, now), 0)
@@ -155,7 +155,7 @@ def _screen(
     now: float,
     held: Mapping[str, float],
     blocked: str,
-    volume: Mapping[str, int] | None = None,
+    volume: Mapping[str, float] | None = None,
 ) -> tuple[list[Offer], dict[str, str]]:
     """Each offer kept, or kept out with why: ``blocked`` (the channel's cap) unless it
     is held, else its own state (a cool-down, its cap, an acceptance)."""

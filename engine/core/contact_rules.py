@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from common.vocabulary import POSITIVE_OUTCOMES
 
 DAY = 86400
+VOLUME_REACHED = "volume limit reached"  # how a volume limit's refusal begins
 COOLDOWN_OUTCOMES = frozenset({"decline", "dismiss"})
 SUPPRESS_OUTCOMES = POSITIVE_OUTCOMES
 
@@ -77,7 +78,7 @@ class Volume:
         return f"channel:{channel}"
 
     @staticmethod
-    def describe(used: int, cap: Cap) -> str:
+    def describe(used: float, cap: Cap) -> str:
         """ "volume limit reached: 500 of 500 today"."""
         if cap.window_seconds == DAY:
             period = "today (UTC)"
@@ -85,7 +86,7 @@ class Volume:
             period = "this hour"
         else:
             period = f"in this period of {cap.window_seconds / 3600:g} h"
-        return f"volume limit reached: {used} of {cap.max} {period}"
+        return f"{VOLUME_REACHED}: {used:g} of {cap.max} {period}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,16 @@ from training import whatif
 from training.simulation import whatif_check
 
 
-def test_a_cap_change_lands_in_its_interval_and_a_new_offer_is_refused(tmp_path: Path) -> None:
+def test_a_cap_change_and_a_volume_limit_land_in_their_intervals_and_a_new_offer_is_refused(
+    tmp_path: Path,
+) -> None:
     changes = {
         "cap": whatif_check.cap(7, 1),
         "new": whatif_check.new_offer("device_upgrade_pro", "device_upgrade_5g", 400.0),
+        # the favourite of this world, at most 30 a day over 800 decisions a day
+        "volume": whatif_check.volume("fibre_broadband", 30),
     }
-    logged, (cap, new) = whatif_check.check(
+    logged, (cap, new, volume) = whatif_check.check(
         tmp_path,
         days=2,
         customers_per_day=800,
@@ -43,6 +47,15 @@ def test_a_cap_change_lands_in_its_interval_and_a_new_offer_is_refused(tmp_path:
     assert dr.high - dr.low < 0.8 * cap.live  # an interval that says something
     # A cap of 1 a week binds in a small world of returning customers: value is lost.
     assert cap.live < logged
+
+    # A volume limit binds across customers, in the order decisions come: the replay keeps
+    # the offer out once the changed policy would have made it 30 times that day (a replay
+    # blind to it estimated 33.5 [29.0, 38.0] where the live days made 21.9)
+    r = volume.result
+    assert not r.refused and r.volume_bound["offer:fibre_broadband"] > 100
+    dr = r.changed["dr"]
+    assert dr.low <= volume.live <= dr.high and volume.live < 0.9 * logged
+    assert "volume limits of the changed catalog kept out: offer:fibre_broadband" in whatif.text(r)
 
     assert new.result.refused and not new.result.changed
     assert "device_upgrade_pro" in new.result.refused and "never logged" in new.result.refused

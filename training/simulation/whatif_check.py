@@ -1,7 +1,7 @@
 """`arbiter whatif` checked against the simulated truth.
 
 Days of traffic under the running catalog fill the logs; then, for each change (a lever,
-a cap, a rule, a new offer), the what-if estimate from those logs is set beside two
+a cap, a rule, a volume limit, a new offer), the what-if estimate from those logs is set beside two
 truths: the changed stack's value per decision on the same logged decisions by the hidden
 response model (what the estimate estimates), and the value it realises when it serves
 the same days live: the same world from the same start, the same customers coming with
@@ -58,6 +58,15 @@ def rule(offer_id: str, audience: str) -> Change:
         offer = _offer(doc, offer_id)
         own = offer.get("audience")
         offer["audience"] = f"({own}) and ({audience})" if own else audience
+
+    return change
+
+
+def volume(offer_id: str, per_day: int) -> Change:
+    """At most ``per_day`` contacts of the offer a day over the whole customer base."""
+
+    def change(doc: dict[str, Any]) -> None:
+        _offer(doc, offer_id).setdefault("policy", {})["volume"] = [{"days": 1, "max": per_day}]
 
     return change
 
