@@ -29,15 +29,14 @@ from feature_store import keys
 from feature_store.redis_client import AsyncClient, translated
 
 # Scheduled: 1; one of this trigger already waits for the customer: 0; fired within its
-# re-eligibility window (ARGV[4] seconds before ARGV[2]): -1. With ARGV[6], scheduled as
-# claimed until then (by the scheduler that fires it at once).
+# re-eligibility window (ARGV[4] seconds before ARGV[2]): -1.
 SCHEDULE = """
 local member, now = ARGV[1], tonumber(ARGV[2])
 if redis.call('HEXISTS', KEYS[2], member) == 1 then return 0 end
 local last = redis.call('ZSCORE', KEYS[3], member)
 if last and tonumber(last) + tonumber(ARGV[4]) > now then return -1 end
 redis.call('HSET', KEYS[2], member, ARGV[5])
-redis.call('ZADD', KEYS[1], ARGV[6] or ARGV[3], member)
+redis.call('ZADD', KEYS[1], ARGV[3], member)
 return 1
 """
 # Members ARGV...: those that were pending, now removed.
@@ -122,17 +121,11 @@ class TriggerQueue:
         return list(keys.trigger_keys(keys.trigger_bucket(customer_id)))
 
     async def schedule(
-        self,
-        pending: Pending,
-        reeligible_seconds: float,
-        *,
-        against: float | None = None,
-        claimed_until: float | None = None,
+        self, pending: Pending, reeligible_seconds: float, *, against: float | None = None
     ) -> str:
         """SCHEDULED, ALREADY_PENDING or NOT_REELIGIBLE: re-eligible when the last firing
         was ``reeligible_seconds`` before ``against`` (when it is scheduled, unless said:
-        an outbound run says when it is due). ``claimed_until``: scheduled already claimed
-        until then, as ``claim`` leaves one, for a scheduler that fires it at once."""
+        an outbound run says when it is due)."""
         with translated("trigger scheduling"):
             result = await self._schedule(
                 keys=self._keys(pending.customer_id),
@@ -142,7 +135,6 @@ class TriggerQueue:
                     pending.due,
                     reeligible_seconds,
                     pending.to_json(),
-                    *([] if claimed_until is None else [repr(claimed_until)]),
                 ],
             )
         return _SCHEDULE_RESULT[int(result)]

@@ -330,16 +330,13 @@ async def launch(
         runs = RunStore(store.client)
         scheduler = TriggerScheduler(application, application.triggers, runs=runs)
         if settings.trigger_poll_seconds > 0:
-            application.scheduled = scheduler
+            application.scheduled = scheduler.wake
             running.triggering = asyncio.get_running_loop().create_task(
                 scheduler.run(settings.trigger_poll_seconds), name="triggers"
             )
         if settings.outbound_run_seconds > 0:
             passes = OutboundRuns(
-                application,
-                application.triggers,
-                runs,
-                scheduled=scheduler.wake if settings.trigger_poll_seconds > 0 else None,
+                application, application.triggers, runs, scheduled=application.scheduled
             )
             running.running_outbound = asyncio.get_running_loop().create_task(
                 passes.run(settings.outbound_run_seconds), name="outbound-runs"

@@ -30,7 +30,7 @@ from engine.service import metrics
 from engine.service.decision_log import LogWriter
 from engine.service.guard import ANSWER_MARGIN, Store, StoreGuard, unavailable
 from engine.service.profile import Profile, consent_views, offer_history, stage_transitions
-from engine.service.triggers import LocalScheduler, react
+from engine.service.triggers import react
 from feature_store.store import EventRecord, Forgotten, OutcomeRecord
 from feature_store.triggers import TriggerQueue
 
@@ -104,7 +104,7 @@ class Application:
         # event triggers: where they wait (None: a store without Redis, no triggers), and
         # who is told of one due at once (trigger_scheduler.py's wake)
         self.triggers: TriggerQueue | None = None
-        self.scheduled: LocalScheduler | None = None  # this process's scheduler
+        self.scheduled: Callable[[str, float], None] | None = None
 
     def core_for(self, customer_id: str) -> DecisionCore:
         """The challenger's core for its share of customers (stable by id within the

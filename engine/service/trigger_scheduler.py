@@ -4,10 +4,8 @@ point neither loses nor repeats one).
 
 Every serving process runs one. It knows when each bucket's next trigger is due (each
 claim says), claims a bucket when something in it is due, and looks at every bucket
-at least every ``poll`` seconds for what other replicas scheduled. A trigger an event in
-this process scheduled for now is scheduled as claimed by it and fired at once
-(``lease_now``, ``fire_now``: no claim's round trip); one due later wakes it then
-(``wake``).
+at least every ``poll`` seconds for what other replicas scheduled; an event this process
+scheduled for now wakes it at once (``wake``).
 
 A due trigger is decided on its channels in order, with the trigger's id and the event's
 attributes in the request's context (so the decision log, outcomes, training and what-if
@@ -115,7 +113,6 @@ class TriggerScheduler:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._failures: list[str] = []  # why triggers were not fired, since last said
         self._looked = -math.inf  # when every bucket was last looked at
-        self._stopped = False  # its run ended: nothing more is fired here
 
     def wake(self, customer_id: str, due: float) -> None:
         """A trigger was scheduled for ``customer_id`` at ``due``."""
@@ -125,23 +122,12 @@ class TriggerScheduler:
         if due <= self._clock():
             self._woken.set()
 
-    def lease_now(self) -> float | None:
-        """Until when one fired at once (``fire_now``) is claimed; None without room."""
-        if self._stopped or len(self._in_flight) >= MAX_IN_FLIGHT:
-            return None
-        return self._clock() + self._lease
-
-    def fire_now(self, pending: Pending) -> None:
-        """Fires ``pending``, scheduled as claimed by this scheduler (``lease_now``)."""
-        self._started(pending, again=False)
-
     async def run(self, poll: float = POLL_SECONDS) -> None:
         """Claims and fires until cancelled: what is due is claimed while earlier triggers
         are still being decided (at most MAX_IN_FLIGHT at once)."""
         try:
             await self._run(poll)
         finally:  # stopped: what is being decided is left to its lease, for whoever is next
-            self._stopped = True
             for task in list(self._in_flight):
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
@@ -214,13 +200,13 @@ class TriggerScheduler:
             changed = self._wakes[bucket] != woke
             self._next[bucket] = min(next_due, self._next[bucket]) if changed else next_due
             due.extend(claimed)
-        return [self._started(pending, again) for pending, again in due]
-
-    def _started(self, pending: Pending, again: bool) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._fire_one(pending, again))
-        self._in_flight.add(task)
-        task.add_done_callback(self._done)
-        return task
+        started = []
+        for pending, again in due:
+            task = asyncio.get_running_loop().create_task(self._fire_one(pending, again))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+            started.append(task)
+        return started
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Protocol
+from collections.abc import Callable
 
 from engine.core.decision import DecisionCore, DecisionRequest, rule_env
 from engine.core.triggers import Pending, kept_attributes
@@ -15,32 +15,16 @@ from feature_store.store import EventRecord
 from feature_store.triggers import SCHEDULED, TriggerQueue
 
 
-class LocalScheduler(Protocol):
-    """This process's trigger scheduler (trigger_scheduler.py), as an event sees it."""
-
-    def wake(self, customer_id: str, due: float) -> None:
-        """A trigger was scheduled for ``customer_id`` at ``due``."""
-
-    def lease_now(self) -> float | None:
-        """Until when a trigger due now that it fires at once is claimed; None when it
-        has no room for one (the trigger then waits for a claim, as any)."""
-
-    def fire_now(self, pending: Pending) -> None:
-        """Fires ``pending``, scheduled as claimed until ``lease_now()``, at once."""
-
-
 async def react(
     event: EventRecord,
     core: DecisionCore,
     store: Store,
     queue: TriggerQueue,
-    local: LocalScheduler | None,
+    scheduled: Callable[[str, float], None] | None,
 ) -> None:
     """Cancels the customer's triggers ``event`` cancels, and schedules those it matches
-    (their conditions over the event and the profile, as it is with the event counted).
-    ``local`` is told of each scheduled; one due at once it fires itself, scheduled as
-    claimed by it (no claim's round trip; if it dies, another takes it when the claim
-    lapses, as any)."""
+    (their conditions over the event and the profile, as it is with the event counted);
+    ``scheduled(customer_id, due)`` is told of each scheduled."""
     triggers = core.catalog.triggers
     customer_id = event.customer_id
     cancelling = [t.trigger_id for t in triggers.cancelled_by.get(event.event_type, ())]
@@ -66,11 +50,7 @@ async def react(
             # after the event by the delay; a late event's at once
             max(now, event.occurred_at + trigger.delay_seconds),
         )
-        lease = local.lease_now() if local is not None and pending.due <= now else None
-        outcome = await queue.schedule(pending, trigger.reeligible_seconds, claimed_until=lease)
+        outcome = await queue.schedule(pending, trigger.reeligible_seconds)
         metrics.TRIGGERS.labels(trigger.trigger_id, outcome).inc()
-        if outcome == SCHEDULED and local is not None:
-            if lease is not None:
-                local.fire_now(pending)
-            else:
-                local.wake(customer_id, pending.due)
+        if outcome == SCHEDULED and scheduled is not None:
+            scheduled(customer_id, pending.due)

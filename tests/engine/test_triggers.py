@@ -274,32 +274,6 @@ def test_a_trigger_the_policy_forbids_is_ended_with_its_reason(
     assert logged["context"]["trigger"] == "cart_now"
 
 
-def test_a_trigger_fired_at_once_by_a_process_that_died_is_fired_by_another_once(
-    server_factory: Callable[..., ServerThread], loaded: redis.Redis, redis_url: str, tmp_path: Path
-) -> None:
-    """An event's process schedules a trigger due now as claimed by itself, to fire it at
-    once, and dies before it does: another takes it when the claim lapses, and looks at the
-    stream first (in case it died after publishing)."""
-    catalog = with_triggers(tmp_path / "catalog.toml", zone_at(12))
-    server = server_factory(redis_url, catalog_path=catalog, trigger_poll_seconds=0, **PATIENT)
-    queue = server.application.triggers
-    assert queue is not None
-    customer = "cust-000042"  # one the email may go to (the first test)
-    event(server, customer, "opt_in", channel="email")
-    now = time.time()
-    pending = Pending("n1", "cart_now", customer, "add_to_cart", {}, now, now)
-    assert server.run(queue.schedule(pending, 86400, claimed_until=now + 1.0)) == "scheduled"
-    other = TriggerScheduler(server.application, queue)
-    assert server.run(other.tick(poll=0)) == 0  # claimed by the one that died, for a second
-    time.sleep(1.1)
-    (claimed, again), *_ = server.run(
-        queue.claim(keys.trigger_bucket(customer), time.time(), 1.0, 10)
-    )[0]
-    assert claimed.schedule_id == "n1" and again  # the stream is looked at first
-    assert server.run(other.fire(claimed, again=again)) == "fired"
-    assert [m["message_id"] for m in stream(loaded)] == ["n1"]
-
-
 @pytest.mark.parametrize(
     ("table", "error"),
     [
