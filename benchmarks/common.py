@@ -70,6 +70,9 @@ def start_server(
         "ARBITER_RELOAD_SECONDS": str(settings.reload_seconds),
         "ARBITER_LOG_QUEUE_SIZE": "100000",
         "ARBITER_METRICS_PORT": str(free_port()),  # servers side by side: one each
+        # no always-on run's daily pass over the base (seconds of work as it starts)
+        # inside a measurement of the decision path; a bench that wants one says so
+        "ARBITER_OUTBOUND_RUN_SECONDS": "0",
         **{f"ARBITER_{name.upper()}": value for name, value in extra.items()},
     }
     path = [*pythonpath, *([tree] if tree is not None else [])]
