@@ -7,6 +7,12 @@
 2. **exactly once**: ``--triggers`` triggers scheduled due now, fired by `arbiter serve`
    while it is killed (SIGKILL, its whole process group) ``--kills`` times and started
    again; then every one must be on the stream once: none twice, none lost.
+3. **an always-on run killed mid-pass**: a run over every opted-in customer at a time two
+   to three minutes ahead (UTC), its pass over the 24,000 profiles killed (SIGKILL)
+   ``--run-kills`` times as it goes (a third and two thirds of the way); the next process
+   takes the pass over when the dead one's lease lapses (30 s) and goes on from the last
+   page written. When the time comes, each customer of the segment must be sent once or
+   suppressed once (the run's summary): none twice, none lost.
 
 The catalog: the demo's, without quiet hours (the run must not depend on the hour), with
 an offer every opted-in customer may get by email and a trigger choosing only it.
@@ -69,10 +75,21 @@ def bench_catalog(path: Path) -> Path:
     return path
 
 
-def start(settings: ServerSettings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """`arbiter serve`, one worker, in a process group of its own (killed whole)."""
+def start(
+    settings: ServerSettings, port: int, log: Path, runs: bool = False
+) -> subprocess.Popen[bytes]:
+    """`arbiter serve`, one worker, in a process group of its own (killed whole);
+    ``runs``: looking for an always-on run's pass to make every second."""
     with log.open("ab") as out:
-        return start_server(settings, port, 1, log=out, session=True, trigger_poll_seconds="0.2")
+        return start_server(
+            settings,
+            port,
+            1,
+            log=out,
+            session=True,
+            trigger_poll_seconds="0.2",
+            outbound_run_seconds="1" if runs else "0",
+        )
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
@@ -202,6 +219,77 @@ def exactly_once(
     )
 
 
+def run_killed(
+    client: redis.Redis,
+    settings: ServerSettings,
+    work: Path,
+    segment: list[str],
+    kills: int,
+    log: Path,
+) -> None:
+    doc = tomllib.loads(settings.catalog_path.read_text())
+    at = time.gmtime(time.time() + 180)  # 2 to 3 minutes ahead: after the pass and kills
+    doc["outbound"] = [
+        {
+            "id": "bench_run",
+            "segment": "email_opt_in == 1",
+            "channels": ["email"],
+            "offers": ["bench_note"],
+            "at": f"{at.tm_hour:02d}:{at.tm_min:02d}",
+        }
+    ]
+    catalog = work / "catalog-run.toml"
+    catalog.write_text(tomli_w.dumps(doc))
+    settings = settings.model_copy(update={"catalog_path": catalog})
+    client.delete(keys.outbound_stream("email"))
+    cycle = time.strftime("%Y-%m-%d", time.gmtime())
+    _, progress = keys.run_keys("bench_run", cycle)
+
+    def state() -> dict[str, str]:
+        raw: Any = client.hgetall(progress)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    port = free_port()
+    began = time.monotonic()
+    process = start(settings, port, log, runs=True)
+    for k in range(kills):
+        mark = (k + 1) * WORLD // (kills + 1)
+        while int(state().get("scanned", 0)) < mark and time.monotonic() - began < 300:
+            time.sleep(0.01)
+        kill(process)
+        print(f"  kill {k + 1}: SIGKILL with the pass at {state().get('scanned')} customers")
+        process = start(settings, port, log, runs=True)
+    while "finished" not in state() and time.monotonic() - began < 600:
+        time.sleep(0.2)
+    passed = time.monotonic() - began
+    print(f"  the pass: {passed:.1f} s, {state()}")
+    print(f"  waiting for {doc['outbound'][0]['at']} UTC ...")
+
+    def waiting() -> int:
+        return sum(int(client.hlen(keys.trigger_keys(b)[1])) for b in range(keys.TRIGGER_BUCKETS))
+
+    while (waiting() or "finished" not in state()) and time.monotonic() - began < 900:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(60)
+    done = state()
+    entries: Any = client.xrange(keys.outbound_stream("email"))
+    sent = Counter(
+        f[b"customer_id"].decode() for _, f in entries if f[b"trigger_id"] == b"bench_run"
+    )
+    suppressed = sum(int(v) for f, v in done.items() if f.startswith("suppressed:"))
+    twice = sum(1 for c in sent.values() if c > 1)
+    outside = len(set(sent) - set(segment))
+    lost = len(segment) - len(sent) - suppressed
+    print(
+        f"run killed mid-pass: {len(segment)} customers in the segment (of {WORLD} profiles),"
+        f" {kills} kills: {len(sent)} sent, {suppressed} suppressed,"
+        f" {twice} twice, {outside} outside the segment, {lost} lost; scheduled"
+        f" {done.get('scheduled')}, already waiting {done.get('already_pending', 0)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=200, help="RecordEvent a second")
@@ -209,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--triggers", type=int, default=10_000)
     p.add_argument("--kills", type=int, default=5)
+    p.add_argument("--run-kills", type=int, default=2)
     p.add_argument(
         "--baseline",
         action="store_true",
@@ -240,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         client.delete(keys.outbound_stream("email"))
         exactly_once(client, settings, opted[split:], args.kills, log)
+        run_killed(client, settings, work, opted, args.run_kills, log)
         client.close()
     finally:
         own.stop()
