@@ -20,8 +20,8 @@ from feature_store import keys
 from feature_store.redis_client import AsyncClient, translated
 
 # 1 when ARGV[1] holds the lease (KEYS[1]) and the pass (KEYS[2]) moved on: cursor ARGV[2],
-# finished at ARGV[3] unless "", the lease renewed for ARGV[4] ms, then the counts
-# (field, increment) pairs ARGV[6]...; 0 when the lease is another's.
+# finished at ARGV[3] unless "", the lease renewed for ARGV[4] ms, the pass kept ARGV[5]
+# seconds, the counts (field, increment) pairs ARGV[6]...; 0 when the lease is another's.
 ADVANCE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[2], 'cursor', ARGV[2])

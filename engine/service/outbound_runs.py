@@ -106,6 +106,9 @@ class OutboundRuns:
         if not await self._runs.take(run.run_id, cycle, self._owner, self._lease, now):
             return False  # another process is at it
         try:
+            state = await self._runs.state(run.run_id, cycle)  # as the last holder left it
+            if "finished" in state:
+                return False
             cursor: Cursor | None = _cursor(state.get("cursor"))
             log.info("outbound run %s: going over the customer base (%s)", run.run_id, cycle)
             while True:
