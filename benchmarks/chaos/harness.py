@@ -127,6 +127,7 @@ def served_world(data_dir: Path) -> Iterator[tuple[grpc.Channel, int]]:
             "REDIS_URL": own.url,
             "ARBITER_DATA_DIR": str(data_dir),
             "ARBITER_METRICS_PORT": str(free_port()),
+            "ARBITER_OUTBOUND_RUN_SECONDS": "0",  # the demo's run sends at 10:00 London
         }
         process = subprocess.Popen(
             # One worker: the pid measured is the process that serves.
