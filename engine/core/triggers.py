@@ -202,14 +202,7 @@ def parse_triggers(
         events = frozenset(str(e) for e in table.get("events", ()))
         if not events or not all(events):
             raise ConfigurationError(f"{where}.events: at least one event type")
-        channels = tuple(str(c) for c in table.get("channels", ()))
-        names(channels, CHANNELS, f"{where}.channels")
-        if not channels:
-            raise ConfigurationError(f"{where}.channels: at least one channel")
-        offers = tuple(str(o) for o in table.get("offers", ()))
-        unknown = sorted(set(offers) - offer_ids)
-        if unknown:
-            raise ConfigurationError(f"{where}.offers: no offer {', '.join(unknown)}")
+        channels, offers = _channels_and_offers(table, where, offer_ids)
         try:
             delay = float(table.get("delay_minutes", 0)) * 60
             again = float(table.get("reeligible_hours", DEFAULT_REELIGIBLE_HOURS)) * 3600
@@ -246,14 +239,7 @@ def _run(
     if not rid:
         raise ConfigurationError(f"{where}: no id")
     known(table, RUN_KEYS, where)
-    channels = tuple(str(c) for c in table.get("channels", ()))
-    names(channels, CHANNELS, f"{where}.channels")
-    if not channels:
-        raise ConfigurationError(f"{where}.channels: at least one channel")
-    offers = tuple(str(o) for o in table.get("offers", ()))
-    unknown = sorted(set(offers) - offer_ids)
-    if unknown:
-        raise ConfigurationError(f"{where}.offers: no offer {', '.join(unknown)}")
+    channels, offers = _channels_and_offers(table, where, offer_ids)
     at = str(table.get("at", ""))
     match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", at)
     if match is None:
@@ -283,6 +269,22 @@ def _run(
         at_minute=int(match[1]) * 60 + int(match[2]),
         days=frozenset(WEEKDAYS.index(d) for d in days),
     )
+
+
+def _channels_and_offers(
+    table: Mapping[str, Any], where: str, offer_ids: frozenset[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A trigger's or run's channels (at least one, each known) and offers (each in the
+    catalog; none: all)."""
+    channels = tuple(str(c) for c in table.get("channels", ()))
+    names(channels, CHANNELS, f"{where}.channels")
+    if not channels:
+        raise ConfigurationError(f"{where}.channels: at least one channel")
+    offers = tuple(str(o) for o in table.get("offers", ()))
+    unknown = sorted(set(offers) - offer_ids)
+    if unknown:
+        raise ConfigurationError(f"{where}.offers: no offer {', '.join(unknown)}")
+    return channels, offers
 
 
 def _rule(source: Any, feature_names: frozenset[str], where: str) -> Expression | None:
