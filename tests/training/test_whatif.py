@@ -49,12 +49,18 @@ def test_a_cap_change_and_a_volume_limit_land_in_their_intervals_and_a_new_offer
     assert cap.live < logged
 
     # A volume limit binds across customers, in the order decisions come: the replay keeps
-    # the offer out once the changed policy would have made it 30 times that day (a replay
-    # blind to it estimated 33.5 [29.0, 38.0] where the live days made 21.9)
+    # the offer out once the changed policy would have made it 30 times that day. A replay
+    # blind to it estimated 33.5 [29.0, 38.0] where the live days made 21.9; with it, three
+    # runs said 19.2 [15.5, 23.0], 19.5 [15.5, 23.4] and 21.3 [15.5, 27.1] against 22.2,
+    # 21.1 and 21.4 live. (Not "live inside the interval": the estimate runs a little low
+    # and the live value sat 0.8 under the upper bound once; a 95% interval would fail
+    # one run in twenty or more, and these bounds tell the two replays apart as well.)
     r = volume.result
     assert not r.refused and r.volume_bound["offer:fibre_broadband"] > 100
     dr = r.changed["dr"]
-    assert dr.low <= volume.live <= dr.high and volume.live < 0.9 * logged
+    assert volume.live < 0.9 * logged  # the limit costs value, live
+    assert dr.value < 0.85 * logged  # the estimate sees it (a blind one is above logged)
+    assert abs(dr.value - volume.live) < 0.3 * volume.live
     assert "volume limits of the changed catalog kept out: offer:fibre_broadband" in whatif.text(r)
 
     assert new.result.refused and not new.result.changed
