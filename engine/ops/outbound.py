@@ -182,11 +182,12 @@ def pass_line(state: Mapping[str, str]) -> str:
     def at(field: str) -> str:
         return time.strftime("%H:%M:%S UTC", time.gmtime(float(state[field])))
 
-    where = (
-        f"went over {n('scanned')} customers ({at('started')} to {at('finished')})"
-        if "finished" in state
-        else f"going over the customer base: {n('scanned')} so far (since {at('started')})"
-    )
+    if "finished" in state:
+        where = f"went over {n('scanned')} customers ({at('started')} to {at('finished')})"
+    elif "started" in state:
+        where = f"going over the customer base: {n('scanned')} so far (since {at('started')})"
+    else:  # made again (rerun) and not begun yet: what its messages came to stays
+        where = "to be made again, not begun"
     outcomes = ", ".join(
         f"{n(field)} {label}"
         for field, label in (

@@ -23,7 +23,7 @@ from engine.ops import outbound
 from engine.service.outbound_runs import OutboundRuns
 from engine.service.trigger_scheduler import LEFT_SEGMENT, TriggerScheduler
 from feature_store import keys
-from feature_store.outbound_runs import Cursor, RunStore
+from feature_store.outbound_runs import PASS_FIELDS, Cursor, RunStore
 from feature_store.redis_client import AsyncClient
 from feature_store.redis_store import RedisFeatureStore
 from tests.conftest import ServerThread
@@ -156,6 +156,8 @@ def test_a_run_sends_its_segment_once_at_its_time_in_each_customers_zone(
     shown = outbound.pass_line(state)  # as `arbiter outbound runs` prints it
     assert f"went over {state['scanned']} customers" in shown
     assert f"{len(segment)} scheduled" in shown and f"sent {len(sent)}" in shown
+    made_again = {k: v for k, v in state.items() if k not in PASS_FIELDS}  # a rerun's
+    assert outbound.pass_line(made_again).startswith("to be made again, not begun: 0 scheduled")
 
     # a replica whose clock is behind (not yet ten in Tokyo, the evening before in New
     # York) goes over the base again: today's ten is to come by its clock, but nobody is
