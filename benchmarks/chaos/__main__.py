@@ -73,7 +73,7 @@ def main() -> None:
     d = duplicates(args.data / "duplicates")
     print(
         f"\nthe same outcome twice at once: {d.keys} keys, {d.recorded_twice} recorded twice,"
-        f" {d.logged_twice} logged twice"
+        f" {d.logged_twice} logged twice, {d.unanswered} calls unanswered after retries"
     )
     f = fuzz(args.data / "fuzz", args.fuzz)
     print(f"\nfuzz: {f.tally}")
