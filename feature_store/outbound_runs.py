@@ -45,6 +45,12 @@ PASS_FIELDS = (
 )  # fmt: skip
 
 
+def cursor_of(state: Mapping[str, str]) -> Cursor | None:
+    """Where a pass read back by ``RunStore.state`` is (None: not begun)."""
+    raw = state.get("cursor")
+    return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else None
+
+
 class RunStore:
     def __init__(self, client: AsyncClient) -> None:
         self._redis = client

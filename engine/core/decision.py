@@ -274,6 +274,14 @@ class DecisionCore:
         features = self.schema.customer_vector(record, now)
         return consent.apply(features, self.schema.names, record, self.catalog.consent_features)
 
+    def customer_env(
+        self, record: CustomerRecord, request: DecisionRequest, now: float
+    ) -> dict[str, Any]:
+        """What a rule over this customer sees (``rule_env``) as their profile is at
+        ``now``: a trigger's condition, a run's segment. The stage is not derived."""
+        features = self.customer_features(record, now)
+        return rule_env(self.schema.names, features, record.attributes, request)
+
     def _candidates(
         self,
         request: DecisionRequest,

@@ -16,7 +16,6 @@ passed do not send it twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -28,11 +27,11 @@ from zoneinfo import ZoneInfo
 
 from common.errors import ArbiterError, FeatureStoreUnavailable
 from engine.core.customer import CustomerRecord
-from engine.core.decision import DecisionCore, DecisionRequest, rule_env
+from engine.core.decision import DecisionCore, DecisionRequest
 from engine.core.triggers import RUN_EVENT, Pending, Run
 from engine.service import metrics
 from engine.service.application import Application
-from feature_store.outbound_runs import Cursor, RunStore
+from feature_store.outbound_runs import RunStore, cursor_of
 from feature_store.triggers import SCHEDULED, TriggerQueue
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ class OutboundRuns:
             state = await self._runs.state(run.run_id, cycle)  # as the last holder left it
             if "finished" in state:
                 return False
-            cursor: Cursor | None = _cursor(state.get("cursor"))
+            cursor = cursor_of(state)
             log.info("outbound run %s: going over the customer base (%s)", run.run_id, cycle)
             while True:
                 ids, cursor = await self._runs.customers(cursor, self._page)
@@ -190,11 +189,4 @@ def in_segment(run: Run, record: CustomerRecord, core: DecisionCore, now: float)
     if run.segment is None:
         return True
     request = DecisionRequest(record.customer_id, run.trigger.channels[0])
-    features = core.customer_features(record, now)
-    return bool(run.segment(rule_env(core.schema.names, features, record.attributes, request)))
-
-
-def _cursor(raw: str | None) -> Cursor | None:
-    if not raw:
-        return None
-    return {str(k): int(v) for k, v in json.loads(raw).items()}
+    return bool(run.segment(core.customer_env(record, request, now)))

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from engine.core.decision import DecisionCore, DecisionRequest, rule_env
+from engine.core.decision import DecisionCore, DecisionRequest
 from engine.core.triggers import Pending, kept_attributes
 from engine.service import metrics
 from engine.service.guard import Store
@@ -37,8 +37,7 @@ async def react(
     if any(t.condition is not None for t in triggers.scheduled_by[event.event_type]):
         record = await store.fetch(customer_id, now)  # only a condition needs the profile
         request = DecisionRequest(customer_id, event.channel, context=event.attributes)
-        features = core.customer_features(record, now)
-        env = rule_env(core.schema.names, features, record.attributes, request)
+        env = core.customer_env(record, request, now)
     for trigger in triggers.matching(event.event_type, env):
         pending = Pending(
             uuid.uuid4().hex,
