@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from arbiter.v1 import common_pb2, decision_pb2, profile_pb2
+from common import backoff
 from common.errors import ConfigurationError
 from common.reward import RewardWindows
 from engine.adapters.lightgbm_scorer import LightGBMScorer
@@ -35,7 +36,8 @@ from training.simulation.peers import Peer
 from training.simulation.report import DayResult, PeerDay, Retrain
 from training.world import INTEREST_VIEW_SHARE, TOPICS, World
 
-REPORT_ATTEMPTS = 6
+# Longer than an outcome's idempotency lease (10 s, feature_store/redis_store.py)
+REPORT_RETRY_SECONDS = 20.0
 _BROWSING = (keys.REALTIME, keys.WINDOWS, keys.SESSION, keys.EVENTS)
 _DAY = 86_400
 
@@ -300,15 +302,20 @@ class Simulation:
 
 def _retried(call: Callable[[], object]) -> None:
     """``call`` (safe to repeat: it carries an idempotency key), again while the service
-    answers UNAVAILABLE (a busy machine's Redis timing out a write)."""
-    for attempt in range(REPORT_ATTEMPTS):
+    answers UNAVAILABLE (a busy machine's Redis timing out a write), for up to
+    REPORT_RETRY_SECONDS: a report cut off after taking its idempotency lease is answered
+    "still being recorded; retry" until the lease lapses."""
+    until = time.monotonic() + REPORT_RETRY_SECONDS
+    step = 0
+    while True:
         try:
             call()
             return
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == REPORT_ATTEMPTS - 1:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > until:
                 raise
-            time.sleep(0.1 * 2**attempt)
+            step += 1
+            time.sleep(backoff.jittered(step, 0.1, 1.0))
 
 
 class _Tally:
