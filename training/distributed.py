@@ -49,6 +49,7 @@ def train_on_dask(
             num_leaves=params["num_leaves"],
             learning_rate=params["learning_rate"],
             min_child_samples=params["min_data_in_leaf"],
+            reg_lambda=params["lambda_l2"],
             colsample_bytree=params["feature_fraction"],
             subsample=params["bagging_fraction"],
             subsample_freq=params["bagging_freq"],

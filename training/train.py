@@ -109,6 +109,7 @@ def fit(
         "num_leaves": settings.num_leaves,
         "learning_rate": settings.learning_rate,
         "min_data_in_leaf": settings.min_data_in_leaf,
+        "lambda_l2": settings.lambda_l2,
         "feature_fraction": 0.9,
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
