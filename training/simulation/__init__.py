@@ -18,7 +18,8 @@ choose among the same candidates on every decision, once per seed (`compare_seed
 
 Modules: traffic.py (a day of browsing, decisions and outcomes; retraining), oracle.py
 (the hidden model's value of any policy), peers.py (the peer policies), compare.py (the
-head-to-head over seeds), report.py (table, HTML, CSV).
+head-to-head over seeds), report.py (table, HTML, CSV), offline.py (the batch model's
+greedy choice alone, offline, for choosing trainer settings).
 """
 
 from __future__ import annotations
