@@ -152,11 +152,7 @@ def simulate_logs(
         sel = np.array(members)
         offer = catalog.by_id[oid]
         named = {name: matrix[sel, j] for name, j in column.items()}
-        hidden = {
-            "interest": world.interest[cust[sel]],
-            "price_sensitivity": world.price_sensitivity[cust[sel]],
-            "traveller": world.traveller[cust[sel]],
-        }
+        hidden = world.hidden(cust[sel])
         match = np.array([float(served[r].last_category in offer.topics) for r in members])
         views = np.array(
             [sum(served[r].topic_counts.get(t, 0.0) for t in offer.topics) for r in members]

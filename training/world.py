@@ -85,6 +85,15 @@ class World:
     def customer_id(index: int) -> str:
         return f"cust-{index + 1:06d}"
 
+    def hidden(self, rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """The hidden traits of customers ``rows`` (indices or a slice), by name, as
+        ``true_propensity`` reads them."""
+        return {
+            "interest": self.interest[rows],
+            "price_sensitivity": self.price_sensitivity[rows],
+            "traveller": self.traveller[rows],
+        }
+
     def profile(self, i: int) -> tuple[str, dict[str, float], dict[str, str]]:
         return (
             self.customer_id(i),

@@ -63,11 +63,7 @@ def contexts(world: World, definitions: Definitions, rows: int, seed: int) -> li
         named = {
             n: np.array([v]) for n, v in zip(schema.names, served.features.tolist(), strict=True)
         }
-        hidden = {
-            "interest": world.interest[index : index + 1],
-            "price_sensitivity": world.price_sensitivity[index : index + 1],
-            "traveller": world.traveller[index : index + 1],
-        }
+        hidden = world.hidden(slice(index, index + 1))
         truth = np.array([float(propensity(o, served, named, hidden)[0]) * o.value for o in offers])
         expected = ceiling.expected(served, [o.offer_id for o in offers])
         best = int(np.argmax([expected[o.offer_id] for o in offers]))

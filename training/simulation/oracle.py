@@ -31,11 +31,7 @@ def expected_values(
     served = ServedInputs.from_log(entry, names)
     assert served is not None, "a decision logged with another feature schema"
     named = {n: np.array([v]) for n, v in zip(names, served.features.tolist(), strict=True)}
-    hidden = {
-        "interest": world.interest[index : index + 1],
-        "price_sensitivity": world.price_sensitivity[index : index + 1],
-        "traveller": world.traveller[index : index + 1],
-    }
+    hidden = world.hidden(slice(index, index + 1))
     out = {}
     for offer_id in offers if offers is not None else [c[0] for c in entry["candidates"]]:
         p = propensity(catalog.by_id[offer_id], served, named, hidden)
